@@ -1,0 +1,265 @@
+"""Asynchronous client of the Qwen3-TTS gateway: the same API as :class:`~.client.Qwen3TTSClient`,
+awaitable. Only the I/O differs; requests, parsing, errors and the retry policy come from ``_core``
+and :class:`~.retry.RetryState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from ._core import (
+    DEFAULT_TIMEOUT_S,
+    AudioInput,
+    ClientCore,
+    Operation,
+    StreamState,
+    TimeoutLike,
+    clone_op,
+    create_voice_op,
+    delete_voice_op,
+    design_op,
+    get_voice_op,
+    health_op,
+    languages_op,
+    list_voices_op,
+    ready_op,
+    speak_op,
+    speakers_op,
+    stream_op,
+)
+from .errors import Qwen3TTSError
+from .retry import RetryPolicy
+from .streams import AsyncChunkStream
+from .types import AudioChunk, HealthStatus, Language, Speaker, SpeechResult, Voice
+
+if TYPE_CHECKING:  # Unpack is 3.11+; typing_extensions has it for 3.10
+    from typing_extensions import Unpack
+
+    from .types import SamplingOptions
+
+__all__ = ["AsyncQwen3TTSClient"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class AsyncQwen3TTSClient:
+    """Talks to the gateway over HTTP from asyncio; reuse one per event loop (it pools connections).
+
+    ``base_url``/``api_key`` default to ``QWEN3_TTS_BASE_URL``/``QWEN3_TTS_API_KEY``. ``timeout`` is
+    seconds per request (or an ``httpx.Timeout``); ``max_retries`` retries 408/429/5xx and
+    connection errors with backoff, honouring Retry-After. ``http_client`` is an optional httpx client
+    of your own (proxies, transports); it is not closed by ``close()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: TimeoutLike = DEFAULT_TIMEOUT_S,
+        max_retries: int = 2,
+        retry_policy: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._core = ClientCore(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_policy=retry_policy,
+            headers=headers,
+        )
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(**self._core.http_client_options())
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    async def _send_once(self, op: Operation[Any], *, stream: bool) -> httpx.Response:
+        request = self._http.build_request(**self._core.request_options(op))
+        try:
+            response = await self._http.send(request, stream=stream)
+        except httpx.TransportError as exc:
+            raise self._core.connection_error(exc) from exc
+        logger.debug("%s %s -> %d", op.method, op.path, response.status_code)
+        if self._core.is_failure(op, response):
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise self._core.status_error(response)
+        return response
+
+    async def _send(self, op: Operation[Any], *, stream: bool = False) -> httpx.Response:
+        state = self._core.retry_state(op)
+        while True:
+            try:
+                return await self._send_once(op, stream=stream)
+            except Qwen3TTSError as error:
+                await asyncio.sleep(state.next_delay(error))
+
+    async def _call(self, op: Operation[T]) -> T:
+        return op.parse(await self._send(op))
+
+    async def _chunks(self, op: Operation[Any]) -> AsyncGenerator[AudioChunk, None]:
+        response = await self._send(op, stream=True)
+        state = StreamState()
+        try:
+            async for line in response.aiter_lines():
+                for chunk in state.feed([line]):
+                    yield chunk
+            state.finish()
+        except httpx.TransportError as exc:
+            raise self._core.connection_error(exc) from exc
+        finally:
+            await response.aclose()
+
+    # ------------------------------------------------------------------------------------ synthesis
+
+    async def speak(
+        self,
+        text: str,
+        *,
+        voice: str | None = None,
+        speaker: str | None = None,
+        language: str | None = None,
+        instruct: str | None = None,
+        response_format: str | None = None,
+        **sampling: Unpack[SamplingOptions],
+    ) -> SpeechResult:
+        """The whole file for ``text``: ``voice`` is a timbre or ``qwen3-clone-<id>`` (``speaker``: a
+        timbre only); ``response_format`` wav (default), flac, mp3, opus or pcm (s16le)."""
+        return await self._call(
+            speak_op(
+                text,
+                voice=voice,
+                speaker=speaker,
+                language=language,
+                instruct=instruct,
+                response_format=response_format,
+                sampling=sampling,
+            )
+        )
+
+    def stream(
+        self,
+        text: str,
+        *,
+        voice: str | None = None,
+        speaker: str | None = None,
+        language: str | None = None,
+        instruct: str | None = None,
+        **sampling: Unpack[SamplingOptions],
+    ) -> AsyncChunkStream:
+        """Chunks as they are generated (``AudioChunk.audio`` float32, ``.pcm16()`` bytes)."""
+        op = stream_op(
+            text, voice=voice, speaker=speaker, language=language, instruct=instruct, sampling=sampling
+        )
+        return AsyncChunkStream(self._chunks(op))
+
+    async def clone(
+        self,
+        text: str,
+        *,
+        reference_audio: AudioInput,
+        ref_text: str | None = None,
+        x_vector_only: bool | None = None,
+        language: str | None = None,
+        response_format: str | None = None,
+        **sampling: Unpack[SamplingOptions],
+    ) -> SpeechResult:
+        """Speak ``text`` in the voice of a reference clip (one-off; see ``create_voice`` to reuse)."""
+        return await self._call(
+            clone_op(
+                text,
+                reference_audio=reference_audio,
+                ref_text=ref_text,
+                x_vector_only=x_vector_only,
+                language=language,
+                response_format=response_format,
+                sampling=sampling,
+            )
+        )
+
+    async def design(
+        self,
+        text: str,
+        *,
+        instruct: str,
+        language: str | None = None,
+        response_format: str | None = None,
+        **sampling: Unpack[SamplingOptions],
+    ) -> SpeechResult:
+        """Speak ``text`` in a voice described in words by ``instruct``."""
+        return await self._call(
+            design_op(
+                text, instruct=instruct, language=language, response_format=response_format, sampling=sampling
+            )
+        )
+
+    # ------------------------------------------------------------------------------------ voice library
+
+    async def create_voice(
+        self,
+        reference_audio: AudioInput,
+        *,
+        ref_text: str | None = None,
+        name: str | None = None,
+        x_vector_only: bool | None = None,
+    ) -> Voice:
+        """Save a voice from a reference clip (+ transcript); use ``voice.model_id`` as the speaker."""
+        return await self._call(
+            create_voice_op(
+                reference_audio=reference_audio, ref_text=ref_text, name=name, x_vector_only=x_vector_only
+            )
+        )
+
+    async def list_voices(self) -> list[Voice]:
+        return await self._call(list_voices_op())
+
+    async def get_voice(self, voice_id: str) -> Voice:
+        return await self._call(get_voice_op(voice_id))
+
+    async def delete_voice(self, voice_id: str) -> None:
+        await self._call(delete_voice_op(voice_id))
+
+    # ------------------------------------------------------------------------------------ catalog
+
+    async def speakers(self) -> list[Speaker]:
+        return await self._call(speakers_op())
+
+    async def languages(self) -> list[Language]:
+        return await self._call(languages_op())
+
+    async def health(self) -> HealthStatus:
+        """Liveness of the gateway (GET /health)."""
+        return await self._call(health_op())
+
+    async def ready(self) -> HealthStatus:
+        """Readiness of the gateway, Triton and every model (GET /ready); not ready → ``ok`` False."""
+        return await self._call(ready_op())
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncQwen3TTSClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

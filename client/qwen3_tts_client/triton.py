@@ -1,0 +1,348 @@
+"""Direct client of the Triton models, for callers who bypass the gateway (docs/triton-io-contract.md).
+
+Each synthesis opens its own gRPC stream (``start_stream`` → ``async_stream_infer`` with the empty
+FINAL response enabled → read until the FINAL flag → ``stop_stream``): a tritonclient stream carries
+one callback, and one stream per request keeps concurrent calls from different threads independent.
+Errors are raised as the same exception classes the gateway client uses, with the status the gateway
+would have answered (INVALID_ARG → 422, out of memory/overload → 503, deadline → 504).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import uuid
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._core import AudioInput, audio_bytes, sampling_fields
+from .audio import decode_audio
+from .errors import (
+    APIConnectionError,
+    APITimeoutError,
+    GatewayTimeoutError,
+    InternalServerError,
+    NotFoundError,
+    Qwen3TTSError,
+    ServiceUnavailableError,
+    UnprocessableEntityError,
+)
+from .streams import ChunkStream
+from .types import AudioChunk
+
+if TYPE_CHECKING:
+    import tritonclient.grpc as grpcclient
+    from typing_extensions import Unpack
+
+    from .types import SamplingOptions
+
+__all__ = ["ENV_TRITON_URL", "TritonTTSClient", "VoicePrompt", "build_inputs", "parse_result", "triton_error"]
+
+logger = logging.getLogger(__name__)
+
+ENV_TRITON_URL = "QWEN3_TTS_TRITON_URL"
+DEFAULT_TRITON_URL = "127.0.0.1:8001"
+CODEBOOKS = 16
+
+# name → (Triton datatype, numpy dtype); shapes are per request, the batch dimension (1) is added.
+_TENSOR_TYPES: dict[str, tuple[str, Any]] = {
+    "text": ("BYTES", np.object_),
+    "speaker": ("BYTES", np.object_),
+    "language": ("BYTES", np.object_),
+    "instruct": ("BYTES", np.object_),
+    "ref_text": ("BYTES", np.object_),
+    "ref_audio": ("FP32", np.float32),
+    "ref_sample_rate": ("INT32", np.int32),
+    "x_vector_only": ("BOOL", np.bool_),
+    "speaker_embedding": ("FP32", np.float32),
+    "ref_codes": ("INT64", np.int64),
+    "do_sample": ("BOOL", np.bool_),
+    "temperature": ("FP32", np.float32),
+    "top_k": ("INT32", np.int32),
+    "top_p": ("FP32", np.float32),
+    "repetition_penalty": ("FP32", np.float32),
+    "max_new_tokens": ("INT32", np.int32),
+    "seed": ("INT64", np.int64),
+}
+_VECTORS = {"ref_audio", "speaker_embedding"}  # [-1]
+_TIMEOUT_MARKERS = ("deadline exceeded", "timed out", "timeout")
+_CONNECT_MARKERS = ("failed to connect", "connection refused", "connect failed", "dns resolution failed")
+_RETRY_MARKERS = ("retry", "out of memory", "unavailable", "overload", "queue")
+
+
+@dataclass(frozen=True)
+class VoicePrompt:
+    """What ``voice_prompt`` returns: reuse it with ``stream_clone(voice_prompt=...)``."""
+
+    speaker_embedding: np.ndarray  # float32 [D]
+    ref_codes: np.ndarray  # int64 [T, 16]; T == 0 in x-vector-only mode
+    ref_text: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ tensors
+
+
+def tensor(name: str, value: Any) -> np.ndarray:
+    """The batch-of-one array for input ``name`` per the contract's dtype and shape."""
+    _, dtype = _TENSOR_TYPES[name]
+    if dtype is np.object_:
+        return np.array([[str(value).encode("utf-8")]], dtype=np.object_)
+    if name in _VECTORS:
+        return np.asarray(value, dtype=dtype).reshape(1, -1)
+    if name == "ref_codes":
+        return np.asarray(value, dtype=dtype).reshape(1, -1, CODEBOOKS)
+    return np.array([[value]], dtype=dtype)
+
+
+def build_inputs(fields: Mapping[str, Any]) -> list[grpcclient.InferInput]:
+    """InferInputs for the non-None ``fields`` (names from the contract; unknown names raise)."""
+    import tritonclient.grpc as grpcclient
+
+    inputs = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name not in _TENSOR_TYPES:
+            raise ValueError(f"the Triton models have no input {name!r}")
+        array = tensor(name, value)
+        infer_input = grpcclient.InferInput(name, list(array.shape), _TENSOR_TYPES[name][0])
+        infer_input.set_data_from_numpy(array)
+        inputs.append(infer_input)
+    return inputs
+
+
+def _first(result: Any, name: str) -> Any:
+    value = result.as_numpy(name)
+    if value is None or value.size == 0:
+        raise InternalServerError(f"the model's response lacks {name!r}", status_code=500)
+    return value.reshape(-1)[0]
+
+
+def is_final(result: Any) -> bool:
+    parameters = result.get_response().parameters
+    return "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
+
+
+def has_outputs(result: Any) -> bool:
+    return len(result.get_response().outputs) > 0
+
+
+def parse_result(result: Any) -> AudioChunk:
+    """A streamed ``InferResult`` → AudioChunk (audio float32 mono)."""
+    audio = result.as_numpy("audio")
+    if audio is None:
+        raise InternalServerError("the model's response lacks 'audio'", status_code=500)
+    reason = _first(result, "finish_reason")
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+    return AudioChunk(
+        sequence=int(_first(result, "sequence")),
+        audio=samples,
+        sample_rate=int(_first(result, "sample_rate")),
+        is_last=bool(_first(result, "is_last")),
+        finish_reason=reason or None,
+        data=samples.astype("<f4").tobytes(),
+        format="f32le",
+    )
+
+
+def triton_error(error: BaseException) -> Qwen3TTSError:
+    """Map a tritonclient error to the client's classes (status when known, else the message)."""
+    status = getattr(error, "status", lambda: None)()
+    code = str(status).rsplit(".", 1)[-1].upper() if status else ""
+    message_of = getattr(error, "message", None)
+    message = (message_of() if callable(message_of) else None) or str(error)
+    lowered = message.lower()
+    if any(marker in lowered for marker in _CONNECT_MARKERS):
+        return APIConnectionError(f"could not reach Triton: {message}")
+    if code == "INVALID_ARGUMENT":
+        return UnprocessableEntityError(message, status_code=422)
+    if code == "DEADLINE_EXCEEDED" or any(marker in lowered for marker in _TIMEOUT_MARKERS):
+        return GatewayTimeoutError(message, status_code=504)
+    if code == "NOT_FOUND" or "unknown model" in lowered:
+        return NotFoundError(message, status_code=404)
+    if code in {"UNAVAILABLE", "RESOURCE_EXHAUSTED"} or any(marker in lowered for marker in _RETRY_MARKERS):
+        return ServiceUnavailableError(message, status_code=503)
+    if code:
+        return InternalServerError(message, status_code=500)
+    # Inside a decoupled stream errors carry no code; the models answer bad input with INVALID_ARG.
+    return UnprocessableEntityError(message, status_code=422)
+
+
+def _decoded(reference_audio: AudioInput) -> tuple[np.ndarray, int]:
+    if isinstance(reference_audio, tuple):
+        samples, sample_rate = reference_audio
+        return np.asarray(samples, dtype=np.float32).reshape(-1), int(sample_rate)
+    return decode_audio(audio_bytes(reference_audio))
+
+
+# ------------------------------------------------------------------------------------------ client
+
+
+class TritonTTSClient:
+    """Streams from the Triton models over gRPC. ``url`` is ``host:port`` (default
+    ``QWEN3_TTS_TRITON_URL`` or 127.0.0.1:8001); ``timeout_s`` bounds each wait for a response."""
+
+    def __init__(self, url: str | None = None, *, timeout_s: float = 120.0, verbose: bool = False) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._grpc = grpcclient
+        self.url = url or os.environ.get(ENV_TRITON_URL) or DEFAULT_TRITON_URL
+        self.timeout_s = timeout_s
+        self._verbose = verbose
+        self._client = grpcclient.InferenceServerClient(self.url, verbose=verbose)
+
+    # ---------------------------------------------------------------------------------- status
+
+    def is_ready(self, model: str | None = None) -> bool:
+        """Server ready (and ``model`` loaded, when given); False rather than raising when down."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            if model is None:
+                return bool(self._client.is_server_ready(client_timeout=5.0))
+            return bool(self._client.is_model_ready(model, client_timeout=5.0))
+        except InferenceServerException as exc:
+            logger.info("Triton at %s not ready: %s", self.url, exc)
+            return False
+
+    # ---------------------------------------------------------------------------------- synthesis
+
+    def stream(
+        self,
+        text: str,
+        *,
+        speaker: str,
+        language: str = "auto",
+        instruct: str | None = None,
+        **sampling: Unpack[SamplingOptions],
+    ) -> ChunkStream:
+        """``custom_voice``: one of the nine timbres, optionally with a style instruction."""
+        fields = {"text": text, "speaker": speaker, "language": language, "instruct": instruct}
+        return self._stream("custom_voice", {**fields, **sampling_fields(sampling)})
+
+    def stream_design(
+        self, text: str, *, instruct: str, language: str = "auto", **sampling: Unpack[SamplingOptions]
+    ) -> ChunkStream:
+        """``voice_design``: a voice described in words."""
+        fields = {"text": text, "instruct": instruct, "language": language}
+        return self._stream("voice_design", {**fields, **sampling_fields(sampling)})
+
+    def stream_clone(
+        self,
+        text: str,
+        *,
+        reference_audio: AudioInput | None = None,
+        voice_prompt: VoicePrompt | None = None,
+        ref_text: str | None = None,
+        x_vector_only: bool | None = None,
+        language: str = "auto",
+        **sampling: Unpack[SamplingOptions],
+    ) -> ChunkStream:
+        """``voice_clone``: from a reference clip, or from a prompt made once by ``voice_prompt``."""
+        fields: dict[str, Any] = {"text": text, "language": language}
+        if voice_prompt is not None:
+            fields["speaker_embedding"] = voice_prompt.speaker_embedding
+            codes = np.asarray(voice_prompt.ref_codes).reshape(-1, CODEBOOKS)
+            prompt_text = ref_text or voice_prompt.ref_text
+            if codes.shape[0] > 0 and prompt_text and not x_vector_only:
+                fields.update(ref_codes=codes, ref_text=prompt_text)
+        elif reference_audio is not None:
+            samples, sample_rate = _decoded(reference_audio)
+            fields.update(ref_audio=samples, ref_sample_rate=sample_rate, ref_text=ref_text)
+        else:
+            raise ValueError("stream_clone needs reference_audio or voice_prompt")
+        fields["x_vector_only"] = x_vector_only
+        return self._stream("voice_clone", {**fields, **sampling_fields(sampling)})
+
+    def voice_prompt(
+        self, reference_audio: AudioInput, *, ref_text: str | None = None, x_vector_only: bool = False
+    ) -> VoicePrompt:
+        """Run ``voice_prompt`` once to get a reusable clone prompt."""
+        from tritonclient.utils import InferenceServerException
+
+        samples, sample_rate = _decoded(reference_audio)
+        fields = {
+            "ref_audio": samples,
+            "ref_sample_rate": sample_rate,
+            "ref_text": ref_text,
+            "x_vector_only": x_vector_only,
+        }
+        outputs = [self._grpc.InferRequestedOutput(name) for name in ("speaker_embedding", "ref_codes")]
+        try:
+            result = self._client.infer(
+                "voice_prompt", build_inputs(fields), outputs=outputs, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise triton_error(exc) from exc
+        embedding, codes = result.as_numpy("speaker_embedding"), result.as_numpy("ref_codes")
+        if embedding is None or codes is None:
+            raise InternalServerError("voice_prompt returned no prompt", status_code=500)
+        return VoicePrompt(
+            speaker_embedding=np.asarray(embedding, dtype=np.float32).reshape(-1),
+            ref_codes=np.asarray(codes, dtype=np.int64).reshape(-1, CODEBOOKS),
+            ref_text=ref_text,
+        )
+
+    def _stream(self, model: str, fields: Mapping[str, Any]) -> ChunkStream:
+        return ChunkStream(self._responses(model, build_inputs(fields)))
+
+    def _responses(self, model: str, inputs: list[Any]) -> Generator[AudioChunk, None, None]:
+        # Results arrive on tritonclient's thread; a queue hands them to the consumer's thread.
+        results: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue()
+        client = self._grpc.InferenceServerClient(self.url, verbose=self._verbose)
+        finished = False
+        try:
+            self._start(client, model, inputs, results)
+            while not finished:
+                result, error = self._next(results)
+                if error is not None:
+                    raise triton_error(error) from error
+                finished = is_final(result)
+                if has_outputs(result):
+                    yield parse_result(result)
+        finally:
+            # Stopping early (consumer broke out, error) cancels the request inside Triton.
+            client.stop_stream(cancel_requests=not finished)
+            client.close()
+
+    @staticmethod
+    def _start(client: Any, model: str, inputs: list[Any], results: queue.Queue[Any]) -> None:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            client.start_stream(callback=lambda result, error: results.put((result, error)))
+            client.async_stream_infer(
+                model, inputs, request_id=uuid.uuid4().hex, enable_empty_final_response=True
+            )
+        except InferenceServerException as exc:
+            # "The stream is no longer in valid state": the real cause went to the callback.
+            try:
+                _, cause = results.get(timeout=1.0)
+            except queue.Empty:
+                cause = None
+            raise triton_error(cause or exc) from exc
+
+    def _next(
+        self, results: queue.Queue[tuple[Any, BaseException | None]]
+    ) -> tuple[Any, BaseException | None]:
+        try:
+            return results.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise APITimeoutError(
+                f"no response from Triton at {self.url} within {self.timeout_s:g}s"
+            ) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> TritonTTSClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,46 @@
+"""Fill the Triton model repository from the project's templates (build_model_repository, not sed).
+
+The GPU image runs this at build time (a baked default, and proof that the templates fill) and again at
+every container start, because checkpoint paths, device and batching are QWEN3_TTS_* settings known only
+at run time. The project's builder replaces an earlier build in OUT_DIR and refuses any other folder.
+Usage: python3 render_repository.py OUT_DIR [--check-checkpoints]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument(
+        "--check-checkpoints",
+        action="store_true",
+        help="fail unless every model's checkpoint folder exists (at start, not at build)",
+    )
+    args = parser.parse_args(argv)
+
+    from qwen3_tts_serving.launcher.repository import (
+        build_model_repository,
+        check_checkpoints,
+        discover_models,
+    )
+    from qwen3_tts_serving.settings import Settings
+
+    settings = Settings()
+    if args.check_checkpoints:
+        try:
+            check_checkpoints(settings, discover_models())
+        except FileNotFoundError as exc:
+            sys.stderr.write(f"render_repository: {exc}\n")
+            return 1
+    build_model_repository(settings, args.out_dir)
+    sys.stderr.write(f"render_repository: model repository filled in {args.out_dir}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The gateway app factory: ``uvicorn qwen3_tts_gateway.app:create_app --factory``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from qwen3_tts_serving.settings import Settings, get_settings
+
+from .auth import require_api_key
+from .engine import TTSEngine
+from .engine.triton import TritonEngine
+from .handlers import install_error_handlers
+from .metrics import GatewayMetrics
+from .middleware import BodySizeLimitMiddleware, MetricsMiddleware
+from .routers import catalog, health, openai, streaming, synthesis, voices
+from .service import SynthesisService
+from .voices import VoiceStore
+
+logger = logging.getLogger(__name__)
+_EXPOSED_HEADERS = ["X-Sample-Rate", "X-Audio-Duration", "X-Finish-Reason", "Retry-After"]
+_JSON_OVERHEAD_BYTES = 1024 * 1024
+
+
+def triton_url(settings: Settings) -> str:
+    return settings.gateway_triton_url or f"{settings.triton_host}:{settings.triton_grpc_port}"
+
+
+def max_request_bytes(settings: Settings) -> int:
+    """Largest accepted body: a base64 reference clip of ``max_upload_bytes`` plus the other fields."""
+    return settings.max_upload_bytes * 4 // 3 + _JSON_OVERHEAD_BYTES
+
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: GatewayMetrics) -> None:
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_request_bytes(settings))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=_EXPOSED_HEADERS,
+        )
+
+
+def _add_routers(app: FastAPI) -> None:
+    protected = [Depends(require_api_key)]
+    app.include_router(health.router)
+    app.include_router(catalog.router, dependencies=protected)
+    app.include_router(synthesis.router, dependencies=protected)
+    app.include_router(streaming.router, dependencies=protected)
+    app.include_router(streaming.ws_router)  # authenticates in the handler (see websocket.py)
+    app.include_router(voices.router, dependencies=protected)
+    app.include_router(openai.router, dependencies=protected)
+
+
+def create_app(settings: Settings | None = None, engine: TTSEngine | None = None) -> FastAPI:
+    """Build the gateway. Without ``engine`` it talks to Triton over gRPC (and closes it on shutdown)."""
+    settings = settings or get_settings()
+    owned_engine = engine is None
+    engine = engine if engine is not None else TritonEngine(triton_url(settings), settings.request_timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        logger.info("gateway ready; Triton at %s", triton_url(settings) if owned_engine else "(injected)")
+        yield
+        if owned_engine:
+            await engine.close()
+
+    app = FastAPI(
+        title="Qwen3-TTS gateway",
+        version="0.1.0",
+        summary="Qwen3-TTS over Triton: timbres, voice design, cloning, streaming, OpenAI-compatible speech.",
+        lifespan=lifespan,
+    )
+    metrics = GatewayMetrics()
+    store = VoiceStore(settings.resolved_voice_db_path)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.voices = store
+    app.state.metrics = metrics
+    app.state.service = SynthesisService(engine, store, metrics, timeout_s=settings.request_timeout_s)
+    install_error_handlers(app, retry_after_s=settings.retry_after_s, metrics=metrics)
+    _add_middleware(app, settings, metrics)
+    _add_routers(app)
+    return app

@@ -1,0 +1,113 @@
+"""Request bodies that carry reference audio: JSON with base64, or a multipart upload."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from qwen3_tts_serving.settings import Settings
+
+from .errors import PayloadTooLargeError
+from .refaudio import AudioLimits, decode_base64
+
+M = TypeVar("M", bound=BaseModel)
+AUDIO_FIELD = "ref_audio"
+_MAX_FORM_FIELDS = 64
+
+
+def _invalid(loc: tuple[str, ...], message: str, error_type: str = "value_error") -> RequestValidationError:
+    return RequestValidationError([{"loc": loc, "msg": message, "type": error_type}])
+
+
+def validate_model(model: type[M], fields: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def check_text_lengths(settings: Settings, **fields: str | None) -> None:
+    """422 when a text field is longer than ``settings.max_text_length`` characters."""
+    limit = settings.max_text_length
+    errors = [
+        {"loc": ("body", name), "msg": f"longer than {limit} characters", "type": "string_too_long"}
+        for name, value in fields.items()
+        if value is not None and len(value) > limit
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
+async def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(f"reference audio exceeds {max_bytes} bytes", param=AUDIO_FIELD)
+    return data
+
+
+async def _from_multipart(request: Request, max_bytes: int) -> tuple[dict[str, Any], bytes]:
+    form = await request.form(max_files=1, max_fields=_MAX_FORM_FIELDS)
+    try:
+        upload = form.get(AUDIO_FIELD)
+        if not isinstance(upload, UploadFile):
+            raise _invalid(("body", AUDIO_FIELD), "a ref_audio file is required", "missing")
+        fields = {k: v for k, v in form.multi_items() if k != AUDIO_FIELD and isinstance(v, str)}
+        return fields, await _read_upload(upload, max_bytes)
+    finally:
+        await form.close()
+
+
+async def _from_json(request: Request, max_bytes: int) -> tuple[dict[str, Any], bytes]:
+    try:
+        payload = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise _invalid(("body",), "body is not valid JSON", "json_invalid") from None
+    if not isinstance(payload, dict):
+        raise _invalid(("body",), "body must be a JSON object", "model_type")
+    audio = payload.pop(AUDIO_FIELD, None)
+    if not isinstance(audio, str) or not audio:
+        raise _invalid(("body", AUDIO_FIELD), "ref_audio (base64 audio) is required", "missing")
+    return payload, decode_base64(audio, max_bytes)
+
+
+async def read_audio_body(request: Request, model: type[M], max_bytes: int) -> tuple[M, bytes]:
+    """Parse the non-audio fields into ``model`` and return them with the raw reference audio bytes."""
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/form-data"):
+        fields, audio = await _from_multipart(request, max_bytes)
+    else:
+        fields, audio = await _from_json(request, max_bytes)
+    return validate_model(model, fields), audio
+
+
+def audio_body_openapi(json_model: type[BaseModel], form_model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting both body encodings of an endpoint that reads them by hand."""
+    form_schema = form_model.model_json_schema()
+    form_schema["properties"] = {
+        **form_schema.get("properties", {}),
+        AUDIO_FIELD: {"type": "string", "format": "binary", "description": "WAV, FLAC, MP3 or OGG file."},
+    }
+    form_schema["required"] = [*form_schema.get("required", []), AUDIO_FIELD]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": json_model.model_json_schema()},
+                "multipart/form-data": {"schema": form_schema},
+            },
+        }
+    }
+
+
+def audio_limits(settings: Settings) -> AudioLimits:
+    return AudioLimits(
+        min_seconds=settings.min_ref_audio_seconds,
+        max_seconds=settings.max_ref_audio_seconds,
+        max_bytes=settings.max_upload_bytes,
+    )

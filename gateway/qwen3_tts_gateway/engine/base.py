@@ -1,0 +1,93 @@
+"""The engine interface between the HTTP routes and the inference server.
+
+Routes only see :class:`TTSEngine`; :mod:`.triton` implements it over Triton's gRPC streaming API. Errors
+leave an engine as :class:`~qwen3_tts_gateway.errors.EngineError` subclasses, each carrying its HTTP status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+SynthesisModel = Literal["custom_voice", "voice_design", "voice_clone"]
+SYNTHESIS_MODELS: tuple[SynthesisModel, ...] = ("custom_voice", "voice_design", "voice_clone")
+VOICE_PROMPT_MODEL = "voice_prompt"
+ALL_MODELS: tuple[str, ...] = (*SYNTHESIS_MODELS, VOICE_PROMPT_MODEL)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Optional sampling overrides; ``None`` leaves the model's default."""
+
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    max_new_tokens: int | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class VoicePrompt:
+    """A reusable clone prompt computed once by the ``voice_prompt`` model."""
+
+    speaker_embedding: np.ndarray  # float32 [D]
+    ref_codes: np.ndarray  # int64 [T, 16]; T == 0 in x-vector-only mode
+    ref_text: str | None = None
+    x_vector_only: bool = False
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One request to a streaming synthesis model; only decoded arrays, never paths or URLs."""
+
+    model: SynthesisModel
+    text: str
+    language: str = "auto"
+    speaker: str | None = None
+    instruct: str | None = None
+    ref_audio: np.ndarray | None = None  # float32 mono
+    ref_sample_rate: int | None = None
+    ref_text: str | None = None
+    x_vector_only: bool | None = None
+    voice_prompt: VoicePrompt | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    audio: np.ndarray  # float32 mono in [-1, 1]
+    sample_rate: int
+    sequence: int
+    is_last: bool
+    finish_reason: str = ""
+
+
+@runtime_checkable
+class TTSEngine(Protocol):
+    async def ready(self) -> bool:
+        """True when the inference server answers and is ready."""
+        ...
+
+    async def model_ready(self, name: str) -> bool:
+        """True when the named model is loaded and ready."""
+        ...
+
+    def stream(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
+        """Stream the chunks of one synthesis; closing the iterator cancels the upstream request.
+
+        Raises ``EngineError`` subclasses (also from the first ``__anext__``).
+        """
+        ...
+
+    async def create_voice_prompt(
+        self, audio: np.ndarray, sample_rate: int, ref_text: str | None, x_vector_only: bool
+    ) -> VoicePrompt:
+        """Encode a reference clip into a reusable voice prompt."""
+        ...
+
+    async def close(self) -> None: ...

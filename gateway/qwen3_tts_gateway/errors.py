@@ -1,0 +1,92 @@
+"""Gateway errors: each carries its HTTP status and a short message for the user (never a traceback).
+
+Error bodies look like OpenAI's, so the OpenAI SDK reads them too::
+
+    {"error": {"status": 422, "type": "invalid_request_error", "message": "...", "errors": [...]}}
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def body(self, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return error_body(self.status_code, self.message, self.error_type, param=self.param, errors=errors)
+
+
+class BadRequestError(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationError(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class NotFoundError(GatewayError):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class PayloadTooLargeError(GatewayError):
+    status_code = 413
+    error_type = "invalid_request_error"
+
+
+class UnprocessableError(GatewayError):
+    status_code = 422
+    error_type = "invalid_request_error"
+
+
+class EngineError(GatewayError):
+    """An error reported by (or while talking to) the inference server."""
+
+
+class EngineInvalidRequestError(EngineError):
+    """The model rejected the request (Triton ``INVALID_ARG``); the message is the model's."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+
+
+class EngineUnavailableError(EngineError):
+    """Server down, model not loaded, out of memory or queue full: retry later (503 + Retry-After)."""
+
+    status_code = 503
+    error_type = "server_overloaded"
+
+
+class UpstreamTimeoutError(EngineError):
+    status_code = 504
+    error_type = "timeout"
+
+
+class EngineFailureError(EngineError):
+    """The model failed internally; details are logged, the user gets a short message."""
+
+    status_code = 502
+    error_type = "server_error"
+
+
+def error_body(
+    status: int,
+    message: str,
+    error_type: str,
+    *,
+    param: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"status": status, "type": error_type, "message": message, "param": param}
+    if errors:
+        error["errors"] = errors
+    return {"error": error}

@@ -1,0 +1,164 @@
+"""Turning synthesized audio into HTTP responses: whole files, NDJSON, raw audio streams and SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from .encoding import CONTENT_TYPES, encode_audio, pcm16, stream_encoder
+from .engine import AudioChunk
+from .errors import GatewayError, error_body
+from .service import AudioStream, SynthesizedAudio
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+NDJSON_MEDIA_TYPE = "application/x-ndjson"
+SSE_MEDIA_TYPE = "text/event-stream"
+
+
+class ClientDisconnectedError(GatewayError):
+    status_code = 499
+    error_type = "client_closed_request"
+
+
+def audio_headers(
+    sample_rate: int, duration_s: float | None = None, finish_reason: str | None = None
+) -> dict:
+    headers = {"X-Sample-Rate": str(sample_rate)}
+    if duration_s is not None:
+        headers["X-Audio-Duration"] = f"{duration_s:.3f}"
+    if finish_reason is not None:
+        headers["X-Finish-Reason"] = finish_reason
+    return headers
+
+
+async def audio_file_response(result: SynthesizedAudio, fmt: str) -> Response:
+    body = await asyncio.to_thread(encode_audio, result.audio, result.sample_rate, fmt)
+    headers = audio_headers(result.sample_rate, result.duration_s, result.finish_reason)
+    return Response(body, media_type=CONTENT_TYPES[fmt], headers=headers)
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``; if the client disconnects first, cancel it (which cancels the Triton request)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        logger.info("client disconnected from %s; cancelling synthesis", request.url.path)
+        raise ClientDisconnectedError("client disconnected")
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that always closes its audio stream (cancelling Triton), also when the client
+    left before the body started, where the body generator never runs its ``finally``."""
+
+    def __init__(self, content: AsyncIterator[bytes], stream: AudioStream, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close: Callable[[], Awaitable[None]] | None = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+            await self._stream.aclose()
+
+
+def chunk_message(chunk: AudioChunk) -> dict[str, Any]:
+    return {
+        "sequence": chunk.sequence,
+        "audio": base64.b64encode(pcm16(chunk.audio)).decode("ascii"),
+        "sample_rate": chunk.sample_rate,
+        "is_last": chunk.is_last,
+        "finish_reason": chunk.finish_reason,
+    }
+
+
+async def _ndjson(stream: AudioStream) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream:
+            yield json.dumps(chunk_message(chunk)).encode() + b"\n"
+    except GatewayError as exc:  # after the first byte the status is sent: report in-band
+        yield json.dumps(exc.body()).encode() + b"\n"
+    finally:
+        await stream.aclose()
+
+
+async def _audio_bytes(stream: AudioStream, fmt: str) -> AsyncIterator[bytes]:
+    encoder = stream_encoder(fmt, stream.sample_rate)
+    try:
+        async for chunk in stream:
+            data = encoder.feed(chunk.audio)
+            if data:
+                yield data
+        tail = encoder.finish()
+        if tail:
+            yield tail
+    except GatewayError as exc:
+        logger.warning("audio stream ended early: %s", exc.message)
+    finally:
+        await stream.aclose()
+
+
+def _sse_event(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+async def _sse(stream: AudioStream, fmt: str) -> AsyncIterator[bytes]:
+    encoder = stream_encoder(fmt, stream.sample_rate)
+    try:
+        async for chunk in stream:
+            data = encoder.feed(chunk.audio)
+            if data:
+                yield _sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+        tail = encoder.finish()
+        if tail:
+            yield _sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
+        usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        yield _sse_event({"type": "speech.audio.done", "usage": usage})
+    except GatewayError as exc:
+        yield _sse_event({"type": "error", **error_body(exc.status_code, exc.message, exc.error_type)})
+    finally:
+        await stream.aclose()
+
+
+def ndjson_response(stream: AudioStream) -> StreamingResponse:
+    return ClosingStreamingResponse(
+        _ndjson(stream), stream, media_type=NDJSON_MEDIA_TYPE, headers=audio_headers(stream.sample_rate)
+    )
+
+
+def audio_stream_response(stream: AudioStream, fmt: str) -> StreamingResponse:
+    return ClosingStreamingResponse(
+        _audio_bytes(stream, fmt),
+        stream,
+        media_type=CONTENT_TYPES[fmt],
+        headers=audio_headers(stream.sample_rate),
+    )
+
+
+def sse_response(stream: AudioStream, fmt: str) -> StreamingResponse:
+    headers = {**audio_headers(stream.sample_rate), "Cache-Control": "no-cache"}
+    return ClosingStreamingResponse(_sse(stream, fmt), stream, media_type=SSE_MEDIA_TYPE, headers=headers)

@@ -1,0 +1,43 @@
+"""OpenAI-compatible ``POST /v1/audio/speech``: code written for the OpenAI SDK works unchanged."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ..auth import OwnerDep
+from ..bodies import check_text_lengths
+from ..deps import ServiceDep, SettingsDep
+from ..middleware import route_label
+from ..responses import audio_file_response, audio_stream_response, cancel_on_disconnect, sse_response
+from ..schemas import SpeechRequest
+from ..service import sampling_of
+from .synthesis import AUDIO_RESPONSES
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+# Sent as they are produced; other formats need the whole utterance (wav: so its header has the sizes).
+_PROGRESSIVE_FORMATS = ("pcm", "opus")
+
+
+@router.post("/audio/speech", response_class=Response, responses=AUDIO_RESPONSES, summary="OpenAI speech")
+async def create_speech(
+    body: SpeechRequest, request: Request, owner: OwnerDep, service: ServiceDep, settings: SettingsDep
+) -> Response:
+    check_text_lengths(settings, input=body.input, instructions=body.instructions)
+    synthesis = await service.speech_request(
+        owner=owner,
+        text=body.input,
+        voice=body.voice,
+        language=body.language,
+        instruct=body.instructions,
+        sampling=sampling_of(body),
+    )
+    route = route_label(request.scope)
+    if body.stream_format == "sse":
+        stream = await cancel_on_disconnect(request, service.open_stream(synthesis, route))
+        return sse_response(stream, body.response_format)
+    if body.response_format in _PROGRESSIVE_FORMATS:
+        stream = await cancel_on_disconnect(request, service.open_stream(synthesis, route))
+        return audio_stream_response(stream, body.response_format)
+    result = await cancel_on_disconnect(request, service.synthesize(synthesis, route))
+    return await audio_file_response(result, body.response_format)

@@ -1,0 +1,74 @@
+"""Streaming synthesis over HTTP (NDJSON or raw audio) and over a WebSocket."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import StreamingResponse
+
+from ..auth import OwnerDep, websocket_owner
+from ..bodies import check_text_lengths
+from ..deps import ServiceDep, SettingsDep
+from ..errors import AuthenticationError
+from ..middleware import route_label
+from ..responses import (
+    NDJSON_MEDIA_TYPE,
+    audio_stream_response,
+    cancel_on_disconnect,
+    ndjson_response,
+)
+from ..schemas import StreamSynthesizeRequest
+from ..service import sampling_of
+from ..websocket import WebSocketSession, reject_websocket
+
+router = APIRouter(tags=["streaming"])
+ws_router = APIRouter()
+
+_STREAM_RESPONSES = {
+    200: {
+        "description": "NDJSON lines {sequence, audio (base64 PCM s16le), sample_rate, is_last, "
+        "finish_reason}, or raw audio bytes with stream_format=audio. An error after the first line "
+        'arrives as a line {"error": {...}}.',
+        "content": {NDJSON_MEDIA_TYPE: {}, "audio/pcm": {}, "audio/wav": {}, "audio/ogg; codecs=opus": {}},
+    }
+}
+
+
+@router.post(
+    "/synthesize/stream",
+    response_class=StreamingResponse,
+    responses=_STREAM_RESPONSES,
+    summary="Stream speech in a timbre as it is generated",
+)
+async def synthesize_stream(
+    body: StreamSynthesizeRequest,
+    request: Request,
+    owner: OwnerDep,
+    service: ServiceDep,
+    settings: SettingsDep,
+) -> StreamingResponse:
+    check_text_lengths(settings, text=body.text, instruct=body.instruct)
+    synthesis = await service.speech_request(
+        owner=owner,
+        text=body.text,
+        voice=body.selected_voice,
+        language=body.language,
+        instruct=body.instruct,
+        sampling=sampling_of(body),
+    )
+    stream = await cancel_on_disconnect(request, service.open_stream(synthesis, route_label(request.scope)))
+    if body.stream_format == "ndjson":
+        return ndjson_response(stream)
+    return audio_stream_response(stream, body.response_format)
+
+
+@ws_router.websocket("/ws/synthesize")
+async def synthesize_websocket(websocket: WebSocket) -> None:
+    """Real-time synthesis; the message protocol is described in :mod:`qwen3_tts_gateway.websocket`."""
+    state = websocket.app.state
+    await websocket.accept()
+    try:
+        owner = websocket_owner(websocket, state.settings)
+    except AuthenticationError as exc:
+        await reject_websocket(websocket, exc)
+        return
+    await WebSocketSession(websocket, state.service, state.settings, state.metrics, owner).run()

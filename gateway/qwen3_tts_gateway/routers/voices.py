@@ -1,0 +1,80 @@
+"""The voice library: store a cloned voice once, then synthesize with ``voice: qwen3-clone-<id>``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ..auth import OwnerDep
+from ..bodies import audio_body_openapi, audio_limits, check_text_lengths, read_audio_body
+from ..catalog import clone_voice_id
+from ..deps import ServiceDep, SettingsDep, VoiceStoreDep
+from ..errors import NotFoundError
+from ..refaudio import decode_reference
+from ..schemas import VoiceCreateFields, VoiceCreateJsonRequest, VoiceInfo, VoiceList
+from ..voices import VoiceRecord
+
+router = APIRouter(prefix="/voices", tags=["voices"])
+_NOT_FOUND = {404: {"description": "No such voice for this API key."}}
+
+
+def voice_info(record: VoiceRecord) -> VoiceInfo:
+    return VoiceInfo(
+        id=record.id,
+        voice=record.voice,
+        name=record.name,
+        ref_text=record.ref_text,
+        x_vector_only=record.x_vector_only,
+        duration_s=round(record.duration_s, 3),
+        created_at=record.created_at,
+    )
+
+
+def _voice_id(value: str) -> str:
+    """Accept the bare id or the ``qwen3-clone-<id>`` voice name."""
+    return clone_voice_id(value.lower()) or value.lower()
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=VoiceInfo,
+    summary="Store a cloned voice (reference audio encoded once by Triton's voice_prompt model)",
+    openapi_extra=audio_body_openapi(VoiceCreateJsonRequest, VoiceCreateFields),
+)
+async def create_voice(
+    request: Request, owner: OwnerDep, service: ServiceDep, settings: SettingsDep
+) -> VoiceInfo:
+    body, data = await read_audio_body(request, VoiceCreateFields, settings.max_upload_bytes)
+    check_text_lengths(settings, ref_text=body.ref_text)
+    reference = await asyncio.to_thread(decode_reference, data, audio_limits(settings))
+    record = await service.create_voice(
+        owner=owner,
+        reference=reference,
+        ref_text=body.ref_text or None,
+        x_vector_only=body.x_vector_only,
+        name=body.name,
+    )
+    return voice_info(record)
+
+
+@router.get("", response_model=VoiceList, summary="The voices of this API key")
+async def list_voices(owner: OwnerDep, store: VoiceStoreDep) -> VoiceList:
+    return VoiceList(voices=[voice_info(record) for record in await store.list_owned(owner)])
+
+
+@router.get("/{voice_id}", response_model=VoiceInfo, responses=_NOT_FOUND, summary="One voice")
+async def get_voice(voice_id: str, owner: OwnerDep, store: VoiceStoreDep) -> VoiceInfo:
+    record = await store.get(owner, _voice_id(voice_id))
+    if record is None:
+        raise NotFoundError("voice not found", param="voice_id")
+    return voice_info(record)
+
+
+@router.delete("/{voice_id}", status_code=204, responses=_NOT_FOUND, summary="Delete a voice")
+async def delete_voice(voice_id: str, owner: OwnerDep, store: VoiceStoreDep) -> Response:
+    if not await store.delete(owner, _voice_id(voice_id)):
+        raise NotFoundError("voice not found", param="voice_id")
+    return Response(status_code=204)

@@ -1,0 +1,205 @@
+"""Synthesis between routes and the engine: voice resolution, deadlines, metrics, and opening a stream
+only once its first chunk (or its error) has arrived, so every error status is decided before any byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .catalog import clone_voice_id
+from .engine import AudioChunk, SamplingParams, SynthesisRequest, TTSEngine, VoicePrompt
+from .errors import EngineFailureError, GatewayError, NotFoundError, UpstreamTimeoutError
+from .metrics import GatewayMetrics
+from .refaudio import ReferenceAudio
+from .schemas import SamplingFields
+from .voices import VoiceRecord, VoiceStore
+
+logger = logging.getLogger(__name__)
+
+
+def sampling_of(body: SamplingFields) -> SamplingParams:
+    return SamplingParams(
+        do_sample=body.do_sample,
+        temperature=body.temperature,
+        top_k=body.top_k,
+        top_p=body.top_p,
+        repetition_penalty=body.repetition_penalty,
+        max_new_tokens=body.max_new_tokens,
+        seed=body.seed,
+    )
+
+
+@dataclass(frozen=True)
+class SynthesizedAudio:
+    audio: np.ndarray
+    sample_rate: int
+    finish_reason: str
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / self.sample_rate if self.sample_rate else 0.0
+
+
+async def _aclose(source: AsyncIterator[AudioChunk]) -> None:
+    close = getattr(source, "aclose", None)
+    if close is not None:
+        await close()
+
+
+class AudioStream:
+    """A synthesis whose first chunk has arrived. Iterate once; ``aclose()`` cancels the upstream request."""
+
+    def __init__(
+        self,
+        first: AudioChunk,
+        source: AsyncIterator[AudioChunk],
+        *,
+        route: str,
+        started: float,
+        deadline: float,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.first = first
+        self.sample_rate = first.sample_rate
+        self.finish_reason = ""
+        self.samples = 0
+        self.chunks = 0
+        self._source = source
+        self._route = route
+        self._started = started
+        self._deadline = deadline
+        self._metrics = metrics
+        self._closed = False
+        metrics.active_streams.inc()
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / self.sample_rate if self.sample_rate else 0.0
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[AudioChunk]:
+        try:
+            chunk: AudioChunk | None = self.first
+            while chunk is not None:
+                yield self._account(chunk)
+                chunk = await self._next()
+            self._finished()
+        except GatewayError as exc:
+            self._metrics.errors.labels(self._route, exc.error_type).inc()
+            logger.warning("stream failed after %d chunks: %s", self.chunks, exc.message)
+            raise
+        finally:
+            await self.aclose()
+
+    async def _next(self) -> AudioChunk | None:
+        remaining = self._deadline - time.monotonic()
+        try:
+            return await asyncio.wait_for(anext(self._source), max(remaining, 0.001))
+        except StopAsyncIteration:
+            return None
+        except asyncio.TimeoutError:
+            raise UpstreamTimeoutError("synthesis did not finish in time") from None
+
+    def _account(self, chunk: AudioChunk) -> AudioChunk:
+        self.chunks += 1
+        self.samples += len(chunk.audio)
+        if chunk.is_last:
+            self.finish_reason = chunk.finish_reason or "stop"
+        return chunk
+
+    def _finished(self) -> None:
+        elapsed = time.monotonic() - self._started
+        self._metrics.audio_seconds.labels(self._route).inc(self.duration_s)
+        if self.duration_s > 0:
+            self._metrics.real_time_factor.labels(self._route).observe(elapsed / self.duration_s)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._metrics.active_streams.dec()
+            await _aclose(self._source)
+
+
+class SynthesisService:
+    def __init__(
+        self, engine: TTSEngine, voices: VoiceStore, metrics: GatewayMetrics, *, timeout_s: float
+    ) -> None:
+        self._engine = engine
+        self._voices = voices
+        self._metrics = metrics
+        self._timeout_s = timeout_s
+
+    async def open_stream(self, request: SynthesisRequest, route: str) -> AudioStream:
+        """Start a synthesis and wait for its first chunk; errors (and their statuses) surface here."""
+        started = time.monotonic()
+        source = self._engine.stream(request)
+        try:
+            first = await asyncio.wait_for(anext(source), self._timeout_s)
+        except StopAsyncIteration:
+            raise EngineFailureError("the model returned no audio") from None
+        except asyncio.TimeoutError:
+            await _aclose(source)
+            raise UpstreamTimeoutError("no audio before the request timeout") from None
+        except BaseException:
+            await _aclose(source)
+            raise
+        self._metrics.time_to_first_audio.labels(route).observe(time.monotonic() - started)
+        return AudioStream(
+            first,
+            source,
+            route=route,
+            started=started,
+            deadline=started + self._timeout_s,
+            metrics=self._metrics,
+        )
+
+    async def synthesize(self, request: SynthesisRequest, route: str) -> SynthesizedAudio:
+        """The whole utterance as one array."""
+        stream = await self.open_stream(request, route)
+        parts = [chunk.audio async for chunk in stream]
+        audio = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+        return SynthesizedAudio(audio, stream.sample_rate, stream.finish_reason or "unknown")
+
+    async def speech_request(
+        self,
+        *,
+        owner: str,
+        text: str,
+        voice: str,
+        language: str,
+        instruct: str | None,
+        sampling: SamplingParams,
+    ) -> SynthesisRequest:
+        """A built-in timbre goes to ``custom_voice``; ``qwen3-clone-<id>`` reuses its stored prompt."""
+        voice_id = clone_voice_id(voice)
+        if voice_id is None:
+            return SynthesisRequest(
+                "custom_voice", text, language, speaker=voice, instruct=instruct or None, sampling=sampling
+            )
+        prompt = await self._voices.get_prompt(owner, voice_id)
+        if prompt is None:
+            raise NotFoundError(f"voice {voice[:64]!r} not found", param="voice")
+        return SynthesisRequest("voice_clone", text, language, voice_prompt=prompt, sampling=sampling)
+
+    async def create_voice(
+        self,
+        *,
+        owner: str,
+        reference: ReferenceAudio,
+        ref_text: str | None,
+        x_vector_only: bool,
+        name: str | None,
+    ) -> VoiceRecord:
+        """Encode the reference once with ``voice_prompt`` and store the prompt."""
+        prompt: VoicePrompt = await self._engine.create_voice_prompt(
+            reference.samples, reference.sample_rate, ref_text or None, x_vector_only
+        )
+        return await self._voices.add(owner, prompt, name=name, duration_s=reference.duration_s)

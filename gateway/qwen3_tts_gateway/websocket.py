@@ -1,0 +1,222 @@
+"""The ``/ws/synthesize`` protocol.
+
+Client -> server (text frames, JSON):
+  * a request: the fields of ``WebSocketSynthesizeRequest`` (text, speaker or voice, language, instruct,
+    sampling, ``stream_format`` "binary" | "json"); optional ``"type": "synthesize"``;
+  * ``{"type": "cancel"}`` while a request streams.
+
+Server -> client, per request:
+  * ``{"type": "start", "sample_rate": 24000, "format": "pcm_s16le", "channels": 1}`` once the first
+    chunk exists (so every error status is known before any audio);
+  * audio: binary frames of raw PCM s16le mono (``binary``), or
+    ``{"type": "chunk", "sequence", "audio" (base64 PCM s16le), "sample_rate", "is_last", "finish_reason"}``;
+  * then ``{"type": "done", "finish_reason", "sample_rate", "duration", "chunks"}``
+    (``finish_reason`` "cancelled" after a cancel), or
+    ``{"type": "error", "status", "message", "error_type", "param"[, "errors"]}``.
+
+The socket stays open for further requests. A disconnect cancels the Triton request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from starlette.types import Message
+
+from qwen3_tts_serving.settings import Settings
+
+from .bodies import check_text_lengths, validate_model
+from .encoding import pcm16
+from .errors import GatewayError, UnprocessableError
+from .handlers import validation_body
+from .metrics import GatewayMetrics
+from .responses import chunk_message
+from .schemas import WebSocketSynthesizeRequest
+from .service import AudioStream, SynthesisService, sampling_of
+
+logger = logging.getLogger(__name__)
+ROUTE = "/ws/synthesize"
+POLICY_VIOLATION = 1008
+_CLOSED_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
+
+
+def _ws_error(error: dict[str, Any]) -> dict[str, Any]:
+    """An HTTP error body as a WebSocket event: its ``type`` moves to ``error_type``."""
+    fields = {key: value for key, value in error.items() if key != "type"}
+    return {"type": "error", **fields, "error_type": error["type"]}
+
+
+def error_message(exc: GatewayError) -> dict[str, Any]:
+    return _ws_error(exc.body()["error"])
+
+
+async def reject_websocket(websocket: WebSocket, exc: GatewayError) -> None:
+    await websocket.send_json(error_message(exc))
+    await websocket.close(code=POLICY_VIOLATION)
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class WebSocketSession:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        service: SynthesisService,
+        settings: Settings,
+        metrics: GatewayMetrics,
+        owner: str,
+    ) -> None:
+        self.ws = websocket
+        self.service = service
+        self.settings = settings
+        self.metrics = metrics
+        self.owner = owner
+        self._receiver: asyncio.Future[Message] | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._handle(await self._next_message())
+        except (_Disconnected, *_CLOSED_ERRORS):
+            logger.debug("websocket closed")
+        finally:
+            if self._receiver is not None and not self._receiver.done():
+                self._receiver.cancel()
+
+    def _receive_task(self) -> asyncio.Future[Message]:
+        if self._receiver is None:
+            self._receiver = asyncio.ensure_future(self.ws.receive())
+        return self._receiver
+
+    def _take_message(self) -> Message:
+        assert self._receiver is not None
+        message, self._receiver = self._receiver.result(), None
+        if message["type"] == "websocket.disconnect":
+            raise _Disconnected
+        return message
+
+    async def _next_message(self) -> Message:
+        await self._receive_task()
+        return self._take_message()
+
+    def _count(self, status: int) -> None:
+        self.metrics.requests.labels(ROUTE, "WS", str(status)).inc()
+
+    async def _send_error(self, exc: GatewayError) -> None:
+        self._count(exc.status_code)
+        self.metrics.errors.labels(ROUTE, exc.error_type).inc()
+        await self.ws.send_json(error_message(exc))
+
+    async def _handle(self, message: Message) -> None:
+        try:
+            body = self._parse(message)
+            if body is None:
+                return
+            stream = await self._open(body)
+        except RequestValidationError as exc:
+            self._count(422)
+            await self.ws.send_json(_ws_error(validation_body(exc.errors())["error"]))
+            return
+        except GatewayError as exc:
+            await self._send_error(exc)
+            return
+        await self._stream(stream, binary=body.stream_format == "binary")
+
+    def _parse(self, message: Message) -> WebSocketSynthesizeRequest | None:
+        text = message.get("text")
+        if text is None:
+            raise UnprocessableError("send requests as JSON text frames")
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            raise UnprocessableError("the message is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise UnprocessableError("the message must be a JSON object")
+        if payload.get("type") == "cancel":
+            return None  # nothing is streaming
+        body = validate_model(WebSocketSynthesizeRequest, payload)
+        check_text_lengths(self.settings, text=body.text, instruct=body.instruct)
+        return body
+
+    async def _open(self, body: WebSocketSynthesizeRequest) -> AudioStream:
+        synthesis = await self.service.speech_request(
+            owner=self.owner,
+            text=body.text,
+            voice=body.selected_voice,
+            language=body.language,
+            instruct=body.instruct,
+            sampling=sampling_of(body),
+        )
+        return await self.service.open_stream(synthesis, ROUTE)
+
+    async def _send_chunks(self, stream: AudioStream, binary: bool) -> None:
+        await self.ws.send_json(
+            {"type": "start", "sample_rate": stream.sample_rate, "format": "pcm_s16le", "channels": 1}
+        )
+        async for chunk in stream:
+            if not binary:
+                await self.ws.send_json({"type": "chunk", **chunk_message(chunk)})
+            elif len(chunk.audio):
+                await self.ws.send_bytes(pcm16(chunk.audio))
+
+    async def _send_done(self, stream: AudioStream, finish_reason: str) -> None:
+        await self.ws.send_json(
+            {
+                "type": "done",
+                "finish_reason": finish_reason,
+                "sample_rate": stream.sample_rate,
+                "duration": round(stream.duration_s, 3),
+                "chunks": stream.chunks,
+            }
+        )
+
+    async def _stream(self, stream: AudioStream, binary: bool) -> None:
+        sender = asyncio.ensure_future(self._send_chunks(stream, binary))
+        try:
+            while True:
+                receiver = self._receive_task()
+                await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                if sender.done():
+                    break  # a message that arrived meanwhile stays queued for the next request
+                if await self._on_message_while_streaming():
+                    sender.cancel()
+                    await asyncio.gather(sender, return_exceptions=True)
+                    self._count(499)
+                    await self._send_done(stream, "cancelled")
+                    return
+            await self._finish(sender, stream)
+        finally:
+            if not sender.done():
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+            await stream.aclose()
+
+    async def _on_message_while_streaming(self) -> bool:
+        """True when the client asked to cancel; raises _Disconnected when it left."""
+        message = self._take_message()
+        try:
+            payload = json.loads(message.get("text") or "null")
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and payload.get("type") == "cancel":
+            return True
+        busy = UnprocessableError('a request is already streaming; send {"type": "cancel"} first')
+        await self.ws.send_json(error_message(busy))
+        return False
+
+    async def _finish(self, sender: asyncio.Future[None], stream: AudioStream) -> None:
+        error = sender.exception()
+        if error is None:
+            self._count(200)
+            await self._send_done(stream, stream.finish_reason or "unknown")
+        elif isinstance(error, GatewayError):
+            await self._send_error(error)
+        else:
+            raise error

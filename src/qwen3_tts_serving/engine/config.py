@@ -1,0 +1,90 @@
+"""Engine tunables, read from a Triton model's ``parameters`` (strings) and checked once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .requests import RequestLimits
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    checkpoint_dir: Path
+    device: str = "auto"
+    dtype: str = "auto"
+    attn_implementation: str = "auto"
+    first_chunk_frames: int = 2
+    chunk_frames: int = 4
+    decoder_left_context_frames: int = 72
+    max_active_streams: int = 64
+    max_new_tokens: int = 2048
+    frames_per_char: float = 3.0
+    repetition_window: int = 24
+    max_text_length: int = 2000
+    min_ref_audio_seconds: float = 3.0
+    max_ref_audio_seconds: float = 30.0
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]) -> EngineConfig:
+        """Build from string parameters; raise ValueError naming every bad or missing one."""
+        values: dict[str, object] = {}
+        errors: list[str] = []
+        for f in fields(cls):
+            if f.name not in parameters:
+                if f.name == "checkpoint_dir":
+                    errors.append("checkpoint_dir is missing")
+                continue
+            raw = parameters[f.name]
+            try:
+                values[f.name] = _convert(f.default if f.name != "checkpoint_dir" else Path(), raw)
+            except ValueError:
+                errors.append(f"{f.name}={raw!r} is not a valid {type(f.default).__name__}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        config = cls(**values)  # type: ignore[arg-type]
+        config.check()
+        return config
+
+    def check(self) -> None:
+        problems = []
+        if not self.checkpoint_dir.is_dir():
+            problems.append(f"checkpoint_dir {self.checkpoint_dir} is not a directory")
+        for name in ("first_chunk_frames", "chunk_frames", "max_active_streams", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.decoder_left_context_frames < 0 or self.repetition_window < 0:
+            problems.append("decoder_left_context_frames and repetition_window must be >= 0")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            problems.append(f"device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            problems.append(f"dtype {self.dtype!r}; valid: auto, float32, bfloat16, float16")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_text_length=self.max_text_length,
+            min_ref_audio_seconds=self.min_ref_audio_seconds,
+            max_ref_audio_seconds=self.max_ref_audio_seconds,
+        )
+
+    def frame_budget(self, text: str, requested: int) -> int:
+        """Frames a request may take: its own max_new_tokens, the model limit and a text-length cap, so
+        a generation that never says end-of-speech stops in proportion to what it had to say."""
+        text_cap = int(self.frames_per_char * len(text)) + 24
+        return max(1, min(requested, self.max_new_tokens, text_cap))
+
+
+def _convert(default: object, raw: str) -> object:
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw

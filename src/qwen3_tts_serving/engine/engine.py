@@ -1,0 +1,489 @@
+"""The continuous-batching engine: one per model instance, one thread, every active stream stepped together.
+
+Each loop iteration: run queued commands (text appended by voice agents), admit waiting requests with
+one batched prefill and merge them into the running batch, step every active stream by one frame (one
+batched talker call, one batched code-predictor pass of 15 small steps), decode the chunks that are due
+(equal windows share a decoder call), send them, and drop finished, cancelled or starved rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from .batch_state import BatchState, merge
+from .config import EngineConfig
+from .decoder import ChunkDecoder
+from .loading import model_spec
+from .prompts import PromptBuilder
+from .requests import (
+    NUM_CODE_GROUPS,
+    Capability,
+    EngineUnavailableError,
+    FinishReason,
+    SamplingParams,
+    SynthesisRequest,
+    validate,
+)
+from .sampling import SamplerRows, apply_repetition_penalty, sample
+from .streams import AudioChunk, Stream, StreamSink, TextTrack
+
+logger = logging.getLogger(__name__)
+
+_OUT_OF_MEMORY = "the server is out of GPU memory; retry shortly"
+
+
+@dataclass
+class EngineStats:
+    steps: int = 0  # batched talker steps (one frame for every active stream)
+    frames: int = 0  # frames generated over all streams
+    prefill_calls: int = 0
+    prefilled_requests: int = 0
+    max_active: int = 0
+    finished: int = 0
+
+
+def is_repeating(history: list[int], window: int, max_period: int = 4) -> bool:
+    """True when the last ``window`` codebook-0 tokens are one short pattern over and over."""
+    if window <= 0 or len(history) < window:
+        return False
+    tail = history[-window:]
+    # A pattern must show at least twice within the window to count as a loop.
+    periods = range(1, min(max_period, window // 2) + 1)
+    return any(all(tail[i] == tail[i % period] for i in range(window)) for period in periods)
+
+
+class StreamingEngine:
+    def __init__(self, tts: Any, capability: Capability, config: EngineConfig) -> None:
+        self.tts = tts
+        self.capability = capability
+        self.config = config
+        self.spec = model_spec(tts, capability)
+        self.prompts = PromptBuilder(tts, capability)
+        self.decoder = ChunkDecoder(tts.model.speech_tokenizer, config.decoder_left_context_frames)
+        self.sample_rate = self.decoder.sample_rate
+        self.stats = EngineStats()
+
+        self._talker = tts.model.talker
+        self._device = self._talker.device
+        talker_config = tts.model.config.talker_config
+        self._eos = int(talker_config.codec_eos_token_id)
+        self._vocab = int(talker_config.vocab_size)
+        # Codebook-0 ids above the codebook are control codes; only end-of-speech may be generated.
+        self._suppressed = torch.zeros(self._vocab, dtype=torch.bool, device=self._device)
+        self._suppressed[self._vocab - 1024 :] = True
+        self._suppressed[self._eos] = False
+        self.defaults = SamplingParams.from_generation_config(tts.generate_defaults or {})
+        self._tts_pad: torch.Tensor | None = None
+
+        self._cond = threading.Condition()
+        self._pending: deque[Stream] = deque()
+        self._commands: deque[Callable[[], None]] = deque()
+        self._resumable: list[BatchState] = []
+        self._paused: dict[int, BatchState] = {}
+        self._batch: BatchState | None = None
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------------------------------- intake
+    def validate(self, request: SynthesisRequest) -> SynthesisRequest:
+        return validate(request, self.spec, self.config.limits)
+
+    def make_stream(self, request: SynthesisRequest, sink: StreamSink) -> Stream:
+        sampling = self.defaults.with_overrides(request.sampling)
+        sampling.check()
+        seed = sampling.seed if sampling.seed is not None else random.getrandbits(63)
+        return Stream(
+            request=request,
+            sink=sink,
+            sampling=sampling,
+            seed=seed,
+            max_frames=self.config.frame_budget(request.text, sampling.max_new_tokens),
+        )
+
+    def submit(self, streams: list[Stream]) -> None:
+        """Queue an entry batch; it joins the running batch at the next frame."""
+        with self._cond:
+            self._pending.extend(streams)
+            self._cond.notify()
+
+    def run_in_engine(self, command: Callable[[], None]) -> None:
+        """Run ``command`` on the engine thread before the next step (state is only touched there)."""
+        with self._cond:
+            self._commands.append(command)
+            self._cond.notify()
+
+    @property
+    def active_count(self) -> int:
+        return self._batch.size if self._batch is not None else 0
+
+    def has_work(self) -> bool:
+        return bool(self._pending or self._commands or self._resumable or self.active_count)
+
+    # ------------------------------------------------------------------------------------------ thread
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(
+            target=self._loop, name=f"engine-{self.capability.value}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._fail_everything(EngineUnavailableError("the model is shutting down; retry"))
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._running and not self.has_work():
+                    self._cond.wait()
+                if not self._running:
+                    return
+            try:
+                self.step()
+            except Exception:  # never let the thread die: fail what was in flight and go on serving
+                logger.exception("engine step failed")
+                self._fail_everything(RuntimeError("internal error while generating"))
+
+    def run_until_idle(self, max_steps: int = 100_000) -> None:
+        """Step on the calling thread until nothing is left (tests and offline use)."""
+        for _ in range(max_steps):
+            if not self.has_work():
+                return
+            self.step()
+        raise RuntimeError("engine did not become idle")
+
+    # -------------------------------------------------------------------------------------------- step
+    @torch.inference_mode()
+    def step(self) -> None:
+        self._run_commands()
+        self._admit()
+        self._drop_cancelled()
+        self._pause_starved()
+        if self._batch is not None and self._batch.size:
+            try:
+                self._advance()
+            except torch.OutOfMemoryError:
+                self._recover_from_oom()
+                return
+        self._emit_and_retire()
+
+    def _run_commands(self) -> None:
+        with self._cond:
+            commands = list(self._commands)
+            self._commands.clear()
+        for command in commands:
+            command()
+
+    def _admit(self) -> None:
+        with self._cond:
+            room = self.config.max_active_streams - self.active_count
+            entering = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+        resumable, self._resumable = self._resumable, []
+        for state in resumable:
+            self._batch = merge(self._batch, state)
+        for group in _by_text_mode(entering):
+            state = self._prefill_or_fail(group)
+            if state is not None:
+                self._batch = merge(self._batch, state)
+        self.stats.max_active = max(self.stats.max_active, self.active_count)
+
+    def _prefill_or_fail(self, streams: list[Stream]) -> BatchState | None:
+        try:
+            return self._prefill(streams)
+        except torch.OutOfMemoryError:
+            _release_cached_memory()
+            for stream in streams:
+                stream.sink.fail(EngineUnavailableError(_OUT_OF_MEMORY))
+            return None
+        except Exception as error:
+            if len(streams) > 1:
+                # Find the request the package refused without failing its batch-mates.
+                parts = [self._prefill_or_fail([s]) for s in streams]
+                states = [p for p in parts if p is not None]
+                merged: BatchState | None = None
+                for state in states:
+                    merged = merge(merged, state)
+                return merged
+            logger.warning("prefill failed: %s", error)
+            streams[0].sink.fail(error if isinstance(error, ValueError) else RuntimeError("prefill failed"))
+            return None
+
+    def _prefill(self, streams: list[Stream]) -> BatchState:
+        requests = [s.request for s in streams]
+        items = (
+            self.prompts.clone_prompt_items(requests) if self.capability is Capability.VOICE_CLONE else None
+        )
+        prompt = self.prompts.build(requests, items)
+        self._tts_pad = prompt.tts_pad_embed.reshape(-1)
+        for index, stream in enumerate(streams):
+            trailing = prompt.trailing_text[index]
+            if stream.request.text_open and trailing.shape[0]:
+                trailing = trailing[:-1]  # the package closed the text with tts_eos; ours is still open
+            stream.text_track = TextTrack(trailing, closed=not stream.request.text_open)
+            if items is not None and items[index].icl_mode:
+                stream.context_codes = items[index].ref_code
+        mask = prompt.attention_mask
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self._talker.model(
+            inputs_embeds=prompt.inputs_embeds,
+            attention_mask=mask,
+            position_ids=positions.unsqueeze(0).expand(3, -1, -1),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        hidden = out.last_hidden_state[:, -1:]
+        state = BatchState(
+            streams=list(streams),
+            cache=cache,
+            attention_mask=mask,
+            positions=mask.sum(-1),
+            past_hidden=hidden,
+            next_cb0=torch.zeros(len(streams), dtype=torch.long, device=self._device),
+            seen_cb0=torch.zeros(len(streams), self._vocab, dtype=torch.bool, device=self._device),
+        )
+        state.next_cb0 = self._sample_cb0(state, self._talker.codec_head(hidden[:, -1]))
+        self.stats.prefill_calls += 1
+        self.stats.prefilled_requests += len(streams)
+        return state
+
+    def _advance(self) -> None:
+        """One frame for every active stream."""
+        state = self._batch
+        assert state is not None
+        codes = self._predict_codes(state)
+        inputs = self._frame_embeddings(codes) + self._text_inputs(state.streams).unsqueeze(1)
+        mask = state.append_column()
+        out = self._talker.model(
+            inputs_embeds=inputs,
+            attention_mask=mask,
+            position_ids=state.positions.view(1, -1, 1).expand(3, -1, -1),
+            past_key_values=state.cache,
+            use_cache=True,
+            cache_position=torch.tensor([mask.shape[1] - 1], device=self._device),
+        )
+        state.positions = state.positions + 1
+        state.past_hidden = out.last_hidden_state[:, -1:]
+        codes_cpu = codes[:, 0].tolist()
+        for row, stream in enumerate(state.streams):
+            stream.frames.append(codes[row])
+            stream.cb0_history.append(codes_cpu[row])
+        state.next_cb0 = self._sample_cb0(state, self._talker.codec_head(state.past_hidden[:, -1]))
+        self._mark_finished(state)
+        self.stats.steps += 1
+        self.stats.frames += state.size
+
+    def _predict_codes(self, state: BatchState) -> torch.Tensor:
+        """Codebooks 1-15 for each row's pending codebook-0 token: [B, 16]."""
+        predictor = self._talker.code_predictor
+        embeddings = predictor.model.get_input_embeddings()
+        first = self._talker.get_input_embeddings()(state.next_cb0.unsqueeze(1))
+        inputs = torch.cat([state.past_hidden, first], dim=1)
+        rows = self._sampler_rows(state.streams, subtalker=True)
+        frame_index = torch.tensor([s.frame_count for s in state.streams], device=self._device)
+        cache = DynamicCache()
+        codes = [state.next_cb0]
+        for group in range(1, NUM_CODE_GROUPS):
+            out = predictor.model(
+                inputs_embeds=predictor.small_to_mtp_projection(inputs), past_key_values=cache, use_cache=True
+            )
+            logits = predictor.lm_head[group - 1](out.last_hidden_state[:, -1])
+            token = sample(logits, rows, frame_index, group)
+            codes.append(token)
+            inputs = embeddings[group - 1](token.unsqueeze(1))
+        return torch.stack(codes, dim=1)
+
+    def _frame_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
+        # Summed the way the package sums them (concatenate, then sum) so greedy output matches it.
+        embeddings = self._talker.code_predictor.get_input_embeddings()
+        parts = [self._talker.get_input_embeddings()(codes[:, :1])]
+        parts += [embeddings[i](codes[:, i + 1 : i + 2]) for i in range(NUM_CODE_GROUPS - 1)]
+        return torch.cat(parts, dim=1).sum(1, keepdim=True)
+
+    def _text_inputs(self, streams: list[Stream]) -> torch.Tensor:
+        assert self._tts_pad is not None
+        rows = []
+        for stream in streams:
+            assert stream.text_track is not None
+            row = stream.text_track.next_embedding()
+            rows.append(self._tts_pad if row is None else row)
+        return torch.stack(rows)
+
+    def _sampler_rows(self, streams: list[Stream], *, subtalker: bool) -> SamplerRows:
+        params = [s.sampling for s in streams]
+        if subtalker:
+            return SamplerRows.build(
+                do_sample=[p.subtalker_do_sample for p in params],
+                temperature=[p.subtalker_temperature for p in params],
+                top_k=[p.subtalker_top_k for p in params],
+                top_p=[p.subtalker_top_p for p in params],
+                seed=[s.seed for s in streams],
+                device=self._device,
+            )
+        return SamplerRows.build(
+            do_sample=[p.do_sample for p in params],
+            temperature=[p.temperature for p in params],
+            top_k=[p.top_k for p in params],
+            top_p=[p.top_p for p in params],
+            seed=[s.seed for s in streams],
+            device=self._device,
+        )
+
+    def _sample_cb0(self, state: BatchState, logits: torch.Tensor) -> torch.Tensor:
+        """The talker's logits processors (as the package configures transformers' generate), then sample."""
+        streams = state.streams
+        penalty = torch.tensor([s.sampling.repetition_penalty for s in streams], device=self._device)
+        logits = apply_repetition_penalty(logits.float(), state.seen_cb0, penalty)
+        logits = logits.masked_fill(self._suppressed, float("-inf"))
+        too_early = torch.tensor([s.samples_drawn < 2 for s in streams], device=self._device)
+        logits[:, self._eos] = logits[:, self._eos].masked_fill(too_early, float("-inf"))
+        drawn = torch.tensor([s.samples_drawn for s in streams], device=self._device)
+        tokens = sample(logits, self._sampler_rows(streams, subtalker=False), drawn, 0)
+        state.seen_cb0[torch.arange(len(streams), device=self._device), tokens] = True
+        for stream in streams:
+            stream.samples_drawn += 1
+        return tokens
+
+    def _mark_finished(self, state: BatchState) -> None:
+        next_tokens = state.next_cb0.tolist()
+        for stream, token in zip(state.streams, next_tokens, strict=True):
+            if token == self._eos:
+                stream.finish_reason = FinishReason.STOP
+            elif stream.frame_count >= stream.max_frames:
+                stream.finish_reason = FinishReason.LENGTH
+            elif is_repeating(stream.cb0_history, self.config.repetition_window):
+                stream.finish_reason = FinishReason.REPETITION
+
+    # ------------------------------------------------------------------------------ leaving the batch
+    def _drop_cancelled(self) -> None:
+        """A client that went away frees its row before the next frame is computed."""
+        state = self._batch
+        if state is None:
+            return
+        cancelled = {i for i, s in enumerate(state.streams) if s.sink.is_cancelled()}
+        if not cancelled:
+            return
+        for row in cancelled:
+            stream = state.streams[row]
+            stream.finish_reason = FinishReason.CANCELLED
+            self._send(stream, samples=None)
+        self.stats.finished += len(cancelled)
+        self._batch = self._without_rows(state, cancelled)
+
+    def _pause_starved(self) -> None:
+        """Streams whose open text ran dry leave the step batch with their cache until text arrives."""
+        state = self._batch
+        if state is None:
+            return
+        starved = [i for i, s in enumerate(state.streams) if not s.finished and s.text_track.starved]
+        if not starved:
+            return
+        for row in starved:
+            self._paused[id(state.streams[row])] = state.select([row])
+        self._batch = self._without_rows(state, set(starved))
+
+    def resume(self, stream: Stream) -> None:
+        """Engine thread only: put a paused stream back into the step batch at the next frame."""
+        paused = self._paused.pop(id(stream), None)
+        if paused is not None:
+            self._resumable.append(paused)
+
+    def _emit_and_retire(self) -> None:
+        state = self._batch
+        if state is None:
+            return
+        due = [s for s in state.streams if self._chunk_due(s)]
+        if due:
+            self._send_chunks(due)
+        done = {i for i, s in enumerate(state.streams) if s.finished}
+        if done:
+            self.stats.finished += len(done)
+            self._batch = self._without_rows(state, done)
+
+    def _chunk_due(self, stream: Stream) -> bool:
+        if stream.finished:
+            return True
+        size = self.config.first_chunk_frames if stream.chunks_sent == 0 else self.config.chunk_frames
+        return stream.frame_count - stream.emitted_frames >= size
+
+    def _send_chunks(self, streams: list[Stream]) -> None:
+        windows = [
+            self.decoder.window(self._codes_tail(s), s.frame_count - s.emitted_frames) for s in streams
+        ]
+        for stream, samples in zip(streams, self.decoder.decode(windows), strict=True):
+            self._send(stream, samples)
+
+    def _codes_tail(self, stream: Stream) -> torch.Tensor:
+        needed = stream.frame_count - stream.emitted_frames + self.config.decoder_left_context_frames
+        tail = stream.frames[-needed:] if needed else []
+        codes = torch.stack(tail) if tail else torch.zeros(0, NUM_CODE_GROUPS, dtype=torch.long)
+        missing = needed - len(tail)
+        if missing > 0 and stream.context_codes is not None:
+            context = stream.context_codes[-missing:].to(codes.device)
+            codes = torch.cat([context, codes]) if len(tail) else context
+        return codes
+
+    def _send(self, stream: Stream, samples: Any) -> None:
+        import numpy as np
+
+        chunk = AudioChunk(
+            sequence=stream.chunks_sent,
+            audio=samples if samples is not None else np.zeros(0, dtype=np.float32),
+            sample_rate=self.sample_rate,
+            is_last=stream.finished,
+            finish_reason=stream.finish_reason.value if stream.finish_reason else "",
+        )
+        stream.emitted_frames = stream.frame_count
+        stream.chunks_sent += 1
+        if stream.first_audio_at is None:
+            stream.first_audio_at = time.monotonic()
+        stream.sink.send(chunk)
+
+    @staticmethod
+    def _without_rows(state: BatchState, rows: set[int]) -> BatchState | None:
+        keep = [i for i in range(state.size) if i not in rows]
+        return state.select(keep) if keep else None
+
+    # ---------------------------------------------------------------------------------------- faults
+    def _recover_from_oom(self) -> None:
+        logger.error("out of memory with %d active streams; failing them", self.active_count)
+        state, self._batch = self._batch, None
+        _release_cached_memory()
+        for stream in state.streams if state else []:
+            stream.sink.fail(EngineUnavailableError(_OUT_OF_MEMORY))
+
+    def _fail_everything(self, error: Exception) -> None:
+        with self._cond:
+            pending = list(self._pending)
+            self._pending.clear()
+        streams = pending + (self._batch.streams if self._batch else [])
+        streams += [s for state in [*self._resumable, *self._paused.values()] for s in state.streams]
+        self._batch, self._resumable, self._paused = None, [], {}
+        for stream in streams:
+            stream.sink.fail(error)
+
+
+def _by_text_mode(streams: list[Stream]) -> list[list[Stream]]:
+    groups: dict[bool, list[Stream]] = {}
+    for stream in streams:
+        groups.setdefault(stream.request.text_open, []).append(stream)
+    return list(groups.values())
+
+
+def _release_cached_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,163 @@
+"""``qwen3-tts-serve``: checkpoints, model repository, Triton and the gateway with one command.
+
+Without QWEN3_TTS_CHECKPOINT_DIR it serves tiny random checkpoints on the CPU (built on first use); with it,
+the same command serves real checkpoints, on the GPU when there is one. Ctrl-C or SIGTERM stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import time
+import types
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from qwen3_tts_serving.launcher.process import ManagedProcess, StartupError, connect_host, free_ports, http_ok
+from qwen3_tts_serving.launcher.repository import (
+    build_model_repository,
+    check_checkpoints,
+    discover_models,
+    ensure_checkpoint_dir,
+)
+from qwen3_tts_serving.launcher.triton import TritonServer
+from qwen3_tts_serving.settings import Settings, get_settings
+
+logger = logging.getLogger("qwen3_tts_serving.serve")
+
+GATEWAY_APP = "qwen3_tts_gateway.app:create_app"
+WATCHDOG_INTERVAL_S = 1.0
+
+
+class Shutdown(Exception):
+    """Raised by the signal handler so that every ``with`` block unwinds and stops its process."""
+
+
+class ServeError(RuntimeError):
+    pass
+
+
+def _raise_shutdown(signum: int, frame: types.FrameType | None) -> None:
+    # A second Ctrl-C must not interrupt the clean-up that the first one started.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="qwen3-tts-serve", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--models", nargs="+", metavar="NAME", help="serve only these (default: all in model_repository/)"
+    )
+    parser.add_argument("--no-gateway", action="store_true", help="run Triton only")
+    parser.add_argument("--repository-dir", type=Path, help="build dir (default: CACHE/model_repository)")
+    return parser.parse_args(argv)
+
+
+def gateway_env(settings: Settings, triton: TritonServer, port: int) -> dict[str, str]:
+    """The gateway reads its Settings from the environment: point it at the Triton that actually runs."""
+    ports = triton.ports
+    if ports is None:
+        raise RuntimeError("tritonserver is not running")
+    env = dict(os.environ)
+    env.update(
+        {
+            "QWEN3_TTS_TRITON_HOST": triton.host,
+            "QWEN3_TTS_TRITON_HTTP_PORT": str(ports.http),
+            "QWEN3_TTS_TRITON_GRPC_PORT": str(ports.grpc),
+            "QWEN3_TTS_TRITON_METRICS_PORT": str(ports.metrics),
+            "QWEN3_TTS_GATEWAY_TRITON_URL": triton.grpc_url,
+            "QWEN3_TTS_GATEWAY_HOST": settings.gateway_host,
+            "QWEN3_TTS_GATEWAY_PORT": str(port),
+        }
+    )
+    return env
+
+
+def start_gateway(
+    settings: Settings, triton: TritonServer, stack: contextlib.ExitStack
+) -> tuple[str, ManagedProcess]:
+    """Start uvicorn with the gateway app (stopped by ``stack``); return its URL and process once up."""
+    if importlib.util.find_spec("qwen3_tts_gateway.app") is None:
+        raise ServeError("the gateway (qwen3_tts_gateway.app) is not installed; use --no-gateway")
+    port = settings.gateway_port or free_ports(1, settings.gateway_host)[0]
+    url = f"http://{connect_host(settings.gateway_host)}:{port}"
+    cmd = [sys.executable, "-m", "uvicorn", GATEWAY_APP, "--factory", "--host", settings.gateway_host]
+    gateway = ManagedProcess(
+        "gateway",
+        [*cmd, "--port", str(port)],
+        env=gateway_env(settings, triton, port),
+        log_path=triton.log_path.with_name(triton.log_path.name.replace("tritonserver", "gateway", 1)),
+    )
+    stack.callback(gateway.stop)
+    gateway.start()
+    gateway.wait_until(lambda: http_ok(f"{url}/health"), settings.gateway_startup_timeout_s)
+    return url, gateway
+
+
+def banner(triton: TritonServer, gateway: tuple[str, ManagedProcess] | None) -> list[str]:
+    lines = [
+        "Qwen3-TTS is being served (Ctrl-C stops it):",
+        f"  Triton HTTP     {triton.http_url}",
+        f"  Triton gRPC     {triton.grpc_url}",
+        f"  Triton metrics  {triton.metrics_url}",
+    ]
+    if gateway:
+        url, process = gateway
+        lines += [f"  Gateway         {url}", f"  API docs        {url}/docs"]
+        lines.append(f"  Gateway log     {process.log_path}")
+    lines.append(f"  Triton log      {triton.log_path}")
+    return lines
+
+
+def _wait_for_exit(watched: Mapping[str, ManagedProcess | TritonServer]) -> int:
+    """Block until a signal arrives (an exception) or a child dies (return 1)."""
+    while True:
+        for name, process in watched.items():
+            if not process.is_running:
+                logger.error("%s stopped unexpectedly; last log lines:\n%s", name, process.log_tail())
+                return 1
+        time.sleep(WATCHDOG_INTERVAL_S)
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    checkpoint_dir = ensure_checkpoint_dir(settings)
+    settings = settings.model_copy(update={"checkpoint_dir": checkpoint_dir})
+    models = args.models or discover_models()
+    check_checkpoints(settings, models)
+    out_dir = args.repository_dir or settings.cache_dir / "model_repository"
+    repository = build_model_repository(settings, out_dir, models)
+    with contextlib.ExitStack() as stack:
+        triton = stack.enter_context(TritonServer(repository, settings))
+        watched: dict[str, ManagedProcess | TritonServer] = {"tritonserver": triton}
+        gateway = None if args.no_gateway else start_gateway(settings, triton, stack)
+        if gateway:
+            watched["gateway"] = gateway[1]
+        for line in banner(triton, gateway):
+            logger.info("%s", line)
+        return _wait_for_exit(watched)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll otherwise
+    args = parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_shutdown)
+    try:
+        return serve(get_settings(), args)
+    except (StartupError, ServeError, FileNotFoundError, FileExistsError) as exc:
+        logger.error("start-up failed: %s", exc)
+        return 1
+    except Shutdown:
+        logger.info("stopped")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

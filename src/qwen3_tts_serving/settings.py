@@ -1,0 +1,94 @@
+"""Every setting of the project, in one class.
+
+Read from the environment (prefix ``QWEN3_TTS_``) or a ``.env`` file. The launcher, the Triton model
+configs (filled from templates), the gateway and the benchmarks all take their values from here, and the
+README table lists each one with its default. Nothing here imports torch or Triton.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QWEN3_TTS_", env_file=".env", extra="ignore")
+
+    # --- where things live ---------------------------------------------------------------------------
+    cache_dir: Path = Field(PROJECT_ROOT / ".cache", description="Root for generated checkpoints and state.")
+    checkpoint_dir: Path | None = Field(
+        None,
+        description="Folder holding custom_voice/, base/, voice_design/ checkpoints. Unset: the tiny "
+        "random checkpoints under cache_dir/checkpoints/tiny (built on first use).",
+    )
+    gcs_model_bucket: str | None = Field(
+        None, description="gs://bucket/prefix synced into checkpoint_dir by the GPU image's entrypoint."
+    )
+
+    # --- Triton ----------------------------------------------------------------------------------------
+    triton_host: str = "127.0.0.1"
+    triton_http_port: int = Field(8000, description="0 picks a free port.")
+    triton_grpc_port: int = Field(8001, description="0 picks a free port.")
+    triton_metrics_port: int = Field(8002, description="0 picks a free port.")
+    triton_startup_timeout_s: float = 300.0
+    triton_instance_count: int = Field(1, description="Model instances per device (instance_group count).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when torch sees a GPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on the CPU."
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto: flash_attention_2 when flash-attn is installed and a GPU is used."
+    )
+
+    # --- engine (filled into every model's config.pbtxt parameters) -----------------------------------
+    max_active_streams: int = Field(64, description="Streams stepped together by one engine.")
+    max_entry_batch: int = Field(32, description="Triton dynamic batcher max_batch_size.")
+    batch_delay_us: int = Field(2000, description="Triton dynamic batcher max_queue_delay_microseconds.")
+    first_chunk_frames: int = Field(2, description="Frames generated before the first audio chunk.")
+    chunk_frames: int = Field(4, description="Frames per audio chunk after the first (12.5 frames = 1 s).")
+    decoder_left_context_frames: int = Field(72, description="Codec frames re-decoded as left context.")
+    max_new_tokens: int = Field(2048, description="Upper bound on frames per request.")
+    frames_per_char: float = Field(
+        3.0, description="Guard rail: max_new_tokens is capped at frames_per_char * len(text) + 24."
+    )
+    repetition_window: int = Field(
+        24, description="Stop when the last N codebook-0 tokens repeat a short pattern (0 disables)."
+    )
+
+    # --- request limits ----------------------------------------------------------------------------------
+    max_text_length: int = Field(2000, description="Characters of text per request.")
+    min_ref_audio_seconds: float = 3.0
+    max_ref_audio_seconds: float = 30.0
+    max_upload_bytes: int = 20 * 1024 * 1024
+
+    # --- gateway -------------------------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    api_keys: list[str] = Field(default_factory=list, description="Bearer keys; empty disables auth.")
+    cors_origins: list[str] = Field(default_factory=list)
+    voice_db_path: Path | None = Field(None, description="SQLite voice library; unset: cache_dir/voices.db.")
+    request_timeout_s: float = 120.0
+    retry_after_s: int = 2
+    gateway_triton_url: str | None = Field(
+        None, description="host:port of Triton gRPC for the gateway; unset: triton_host:triton_grpc_port."
+    )
+    gateway_startup_timeout_s: float = Field(60.0, description="qwen3-tts-serve: wait for /health.")
+
+    @property
+    def resolved_checkpoint_dir(self) -> Path:
+        return self.checkpoint_dir or self.cache_dir / "checkpoints" / "tiny"
+
+    @property
+    def resolved_voice_db_path(self) -> Path:
+        return self.voice_db_path or self.cache_dir / "voices.db"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

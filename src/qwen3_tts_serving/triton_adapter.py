@@ -1,0 +1,300 @@
+"""The thin layer between Triton's Python backend and the engine, shared by every model.py.
+
+Only this module touches ``triton_python_backend_utils``; it exists inside the Triton stub only. It turns
+Triton requests into ``SynthesisRequest`` objects, hands each entry batch to the engine in one call, and
+sends the engine's chunks back on each request's decoupled response sender. Every request ends with the
+FINAL flag, after its last chunk or after its error response.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from .engine.config import EngineConfig
+from .engine.requests import (
+    Capability,
+    EngineUnavailableError,
+    InvalidRequestError,
+    SynthesisRequest,
+)
+from .engine.streams import AudioChunk
+
+_SAMPLING_INPUTS = {
+    "do_sample": bool,
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "repetition_penalty": float,
+    "max_new_tokens": int,
+    "seed": int,
+}
+
+_log = logging.getLogger(__name__)
+
+
+def model_parameters(args: dict[str, Any]) -> dict[str, str]:
+    config = json.loads(args["model_config"])
+    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+
+
+def engine_config(args: dict[str, Any]) -> EngineConfig:
+    try:
+        return EngineConfig.from_parameters(model_parameters(args))
+    except ValueError as error:
+        raise pb_utils.TritonModelException(f"bad model parameters: {error}") from None
+
+
+def triton_error(error: Exception) -> Any:
+    if isinstance(error, InvalidRequestError | ValueError):
+        return pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+    if isinstance(error, EngineUnavailableError):
+        return pb_utils.TritonError(str(error), pb_utils.TritonError.UNAVAILABLE)
+    return pb_utils.TritonError("internal error", pb_utils.TritonError.INTERNAL)
+
+
+# ------------------------------------------------------------------------------------- reading inputs
+def _tensor(request: Any, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def _scalar(request: Any, name: str) -> Any:
+    array = _tensor(request, name)
+    if array is None:
+        return None
+    if array.size != 1:
+        raise InvalidRequestError(f"{name} must hold exactly one value, got shape {list(array.shape)}")
+    return array.reshape(-1)[0]
+
+
+def _string(request: Any, name: str) -> str | None:
+    value = _scalar(request, name)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequestError(f"{name} is not valid UTF-8") from None
+    return str(value)
+
+
+def _vector(request: Any, name: str, dtype: type) -> np.ndarray | None:
+    array = _tensor(request, name)
+    if array is None:
+        return None
+    if array.ndim == 2 and array.shape[0] == 1:  # the batch dimension the client sent
+        array = array[0]
+    if array.ndim != 1:
+        raise InvalidRequestError(f"{name} must be one-dimensional, got shape {list(array.shape)}")
+    return array.astype(dtype, copy=False)
+
+
+def _codes(request: Any) -> np.ndarray | None:
+    array = _tensor(request, "ref_codes")
+    if array is None:
+        return None
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    return array.astype(np.int64, copy=False)
+
+
+def _sampling(request: Any) -> dict[str, Any]:
+    values = {}
+    for name, kind in _SAMPLING_INPUTS.items():
+        value = _scalar(request, name)
+        if value is not None:
+            values[name] = kind(value)
+    return values
+
+
+def parse_request(request: Any, capability: Capability) -> SynthesisRequest:
+    text = _string(request, "text")
+    if text is None:
+        raise InvalidRequestError("text is required")
+    rate = _scalar(request, "ref_sample_rate")
+    return SynthesisRequest(
+        capability=capability,
+        text=text,
+        language=_string(request, "language") or "auto",
+        speaker=_string(request, "speaker"),
+        instruct=_string(request, "instruct"),
+        ref_audio=_vector(request, "ref_audio", np.float32),
+        ref_sample_rate=int(rate) if rate is not None else None,
+        ref_text=_string(request, "ref_text"),
+        x_vector_only=bool(_scalar(request, "x_vector_only") or False),
+        speaker_embedding=_vector(request, "speaker_embedding", np.float32),
+        ref_codes=_codes(request),
+        sampling=_sampling(request),
+    )
+
+
+# ------------------------------------------------------------------------------------ sending outputs
+class TritonSink:
+    """A stream's chunks as decoupled responses; FINAL always closes the request.
+
+    With ``whole=True`` (the request's ``stream`` input set to false) the chunks are gathered and sent as
+    one response carrying FINAL, which is what Triton's HTTP ``generate`` endpoint needs.
+    """
+
+    def __init__(self, sender: Any, *, whole: bool = False) -> None:
+        self._sender = sender
+        self._whole = whole
+        self._gathered: list[np.ndarray] = []
+        self._closed = False
+
+    def send(self, chunk: AudioChunk) -> None:
+        if self._closed:
+            return
+        if self._whole:
+            self._gathered.append(chunk.audio)
+            if not chunk.is_last:
+                return
+            chunk = AudioChunk(0, np.concatenate(self._gathered), chunk.sample_rate, True, chunk.finish_reason)
+        response = pb_utils.InferenceResponse(output_tensors=_chunk_tensors(chunk))
+        if chunk.is_last and self._whole:
+            self._closed = True
+            self._sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            return
+        self._sender.send(response)
+        if chunk.is_last:
+            self._finish()
+
+    def fail(self, error: Exception) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._sender.send(
+            pb_utils.InferenceResponse(error=triton_error(error)),
+            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+        )
+
+    def is_cancelled(self) -> bool:
+        return self._closed or self._sender.is_cancelled()
+
+    def _finish(self) -> None:
+        self._closed = True
+        self._sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+
+def _chunk_tensors(chunk: AudioChunk) -> list[Any]:
+    return [
+        pb_utils.Tensor("audio", chunk.audio.astype(np.float32).reshape(1, -1)),
+        pb_utils.Tensor("sample_rate", np.array([[chunk.sample_rate]], dtype=np.int32)),
+        pb_utils.Tensor("sequence", np.array([[chunk.sequence]], dtype=np.int32)),
+        pb_utils.Tensor("is_last", np.array([[chunk.is_last]], dtype=np.bool_)),
+        pb_utils.Tensor("finish_reason", np.array([[chunk.finish_reason.encode()]], dtype=np.object_)),
+    ]
+
+
+class StreamingSynthesisModel:
+    """Base of the three synthesis models: subclasses only name their capability."""
+
+    capability: Capability
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        from .engine.engine import StreamingEngine
+        from .engine.loading import load_model
+
+        config = engine_config(args)
+        if not pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"])):
+            raise pb_utils.TritonModelException(f"{args['model_name']} must use the decoupled policy")
+        try:
+            tts = load_model(config, self.capability)
+        except (OSError, ValueError) as error:
+            raise pb_utils.TritonModelException(f"cannot load {config.checkpoint_dir}: {error}") from None
+        self.engine = StreamingEngine(tts, self.capability, config)
+        self.engine.start()
+        _log.info(f"{args['model_name']}: engine ready ({self.engine.config})")
+
+    def execute(self, requests: list[Any]) -> None:
+        streams = []
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                stream_flag = _scalar(request, "stream")
+                sink = TritonSink(sender, whole=stream_flag is not None and not bool(stream_flag))
+            except InvalidRequestError as error:
+                TritonSink(sender).fail(error)
+                continue
+            try:
+                parsed = self.engine.validate(parse_request(request, self.capability))
+                streams.append(self.engine.make_stream(parsed, sink))
+            except InvalidRequestError as error:
+                sink.fail(error)
+            except Exception as error:  # a malformed tensor must not cost the other requests their turn
+                _log.warning(f"request rejected: {error}")
+                sink.fail(InvalidRequestError(f"malformed request: {error}"))
+        if streams:
+            self.engine.submit(streams)
+        return None
+
+    def finalize(self) -> None:
+        self.engine.stop()
+
+
+class VoicePromptModel:
+    """Reference clip -> speaker embedding + reference codes, for the whole batch Triton hands over."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        from .engine.loading import load_model, model_spec
+
+        self.config = engine_config(args)
+        try:
+            self.tts = load_model(self.config, Capability.VOICE_CLONE)
+        except (OSError, ValueError) as error:
+            raise pb_utils.TritonModelException(
+                f"cannot load {self.config.checkpoint_dir}: {error}"
+            ) from None
+        self.spec = model_spec(self.tts, Capability.VOICE_CLONE)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        from .engine.voice_prompts import extract_voice_prompts, validate_clip
+
+        responses: list[Any] = [None] * len(requests)
+        valid: list[tuple[int, SynthesisRequest]] = []
+        for index, request in enumerate(requests):
+            try:
+                parsed = _clip_request(request)
+                valid.append((index, validate_clip(parsed, self.spec, self.config.limits)))
+            except (InvalidRequestError, ValueError) as error:
+                responses[index] = pb_utils.InferenceResponse(error=triton_error(error))
+        if valid:
+            try:
+                prompts = extract_voice_prompts(self.tts, [r for _, r in valid])
+            except Exception as error:
+                _log.error(f"voice prompt extraction failed: {error}")
+                prompts = [
+                    triton_error(EngineUnavailableError("voice prompt extraction failed; retry"))
+                ] * len(valid)
+            for (index, _), prompt in zip(valid, prompts, strict=True):
+                responses[index] = _prompt_response(prompt)
+        return responses
+
+
+def _clip_request(request: Any) -> SynthesisRequest:
+    rate = _scalar(request, "ref_sample_rate")
+    return SynthesisRequest(
+        capability=Capability.VOICE_CLONE,
+        text="",
+        ref_audio=_vector(request, "ref_audio", np.float32),
+        ref_sample_rate=int(rate) if rate is not None else None,
+        ref_text=_string(request, "ref_text"),
+        x_vector_only=bool(_scalar(request, "x_vector_only") or False),
+    )
+
+
+def _prompt_response(prompt: Any) -> Any:
+    if isinstance(prompt, pb_utils.TritonError):
+        return pb_utils.InferenceResponse(error=prompt)
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor("speaker_embedding", prompt.speaker_embedding.reshape(1, -1)),
+            pb_utils.Tensor("ref_codes", prompt.ref_codes.reshape(1, -1, prompt.ref_codes.shape[-1])),
+        ]
+    )

@@ -1,0 +1,149 @@
+"""Error mapping: status → class, body → message, over real HTTP and inside streams."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from qwen3_tts_client import (
+    APIConnectionError,
+    APIStatusError,
+    AsyncQwen3TTSClient,
+    AuthenticationError,
+    BadRequestError,
+    GatewayTimeoutError,
+    InternalServerError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    Qwen3TTSClient,
+    Qwen3TTSError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+    UnprocessableEntityError,
+)
+from qwen3_tts_client.errors import error_for_status, error_from_response, message_from_body
+
+from .servers import Reply, ScriptedServer, error_reply, ndjson_reply
+
+EXPECTED = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: RequestTimeoutError,
+    413: PayloadTooLargeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+    500: InternalServerError,
+    503: ServiceUnavailableError,
+    504: GatewayTimeoutError,
+}
+
+
+@pytest.mark.parametrize(("status", "cls"), sorted(EXPECTED.items()))
+def test_status_classes(status: int, cls: type[Exception]) -> None:
+    assert error_for_status(status) is cls
+
+
+def test_unknown_statuses() -> None:
+    assert error_for_status(502) is InternalServerError
+    assert error_for_status(409) is APIStatusError
+    assert issubclass(APIStatusError, Qwen3TTSError)
+    assert not issubclass(APIConnectionError, APIStatusError)
+
+
+def test_message_from_gateway_body() -> None:
+    body = json.dumps(
+        {"error": {"status": 422, "type": "invalid_request_error", "message": "unknown speaker"}}
+    )
+    assert message_from_body(body, "fallback")[0] == "unknown speaker"
+
+
+def test_message_from_fastapi_validation_list() -> None:
+    body = json.dumps({"detail": [{"loc": ["body", "speaker"], "msg": "bad speaker", "type": "value_error"}]})
+    message, detail = message_from_body(body, "fallback")
+    assert message == "speaker: bad speaker"
+    assert isinstance(detail, list)
+
+
+def test_message_from_plain_detail_text_and_empty() -> None:
+    assert message_from_body('{"detail": "nope"}', "x")[0] == "nope"
+    assert message_from_body("<html>Bad Gateway</html>", "x")[0] == "<html>Bad Gateway</html>"
+    assert message_from_body(b"", "Service Unavailable")[0] == "Service Unavailable"
+    assert message_from_body("null", "fallback")[0] == "fallback"
+
+
+def test_error_str_and_repr() -> None:
+    error = error_from_response(503, '{"detail": "busy"}', retry_after=2.0)
+    assert str(error) == "503: busy"
+    assert "ServiceUnavailableError" in repr(error)
+    assert error.retry_after == 2.0
+
+
+# --------------------------------------------------------------------------------------- real HTTP
+
+_messages = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60).filter(str.strip)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(status=st.integers(400, 599), message=_messages)
+def test_failed_request_keeps_status_and_message(scripted: ScriptedServer, status: int, message: str) -> None:
+    scripted.replies.clear()
+    scripted.script(error_reply(status, message))
+    with (
+        Qwen3TTSClient(base_url=scripted.url, max_retries=0) as client,
+        pytest.raises(Qwen3TTSError) as caught,
+    ):
+        client.speakers()
+    error = caught.value
+    assert error.status_code == status
+    assert error.message == message
+    assert isinstance(error, error_for_status(status))
+
+
+def test_fastapi_style_detail_over_http(scripted: ScriptedServer) -> None:
+    scripted.script(Reply(404, {"detail": "voice not found"}))
+    with Qwen3TTSClient(base_url=scripted.url) as client, pytest.raises(NotFoundError) as caught:
+        client.get_voice("0123456789abcdef")
+    assert caught.value.message == "voice not found"
+    assert scripted.requests[0].path == "/voices/0123456789abcdef"
+
+
+def test_error_line_inside_a_stream(scripted: ScriptedServer) -> None:
+    import numpy as np
+
+    good = ndjson_reply([np.zeros(240, np.float32)], last=False)
+    error_line = json.dumps(
+        {"error": {"status": 504, "type": "timeout", "message": "synthesis did not finish"}}
+    )
+    scripted.script(Reply(200, good.body + error_line.encode() + b"\n", good.headers))
+    with Qwen3TTSClient(base_url=scripted.url) as client:
+        chunks = client.stream("hello", voice="vivian")
+        first = next(chunks)
+        assert first.sequence == 0
+        with pytest.raises(GatewayTimeoutError) as caught:
+            next(chunks)
+    assert caught.value.message == "synthesis did not finish"
+
+
+def test_truncated_stream_is_a_connection_error(scripted: ScriptedServer) -> None:
+    import numpy as np
+
+    scripted.script(ndjson_reply([np.zeros(240, np.float32)] * 2, last=False))
+    with (
+        Qwen3TTSClient(base_url=scripted.url) as client,
+        pytest.raises(APIConnectionError, match="without the last"),
+    ):
+        list(client.stream("hello", voice="vivian"))
+
+
+async def test_async_client_maps_the_same(scripted: ScriptedServer) -> None:
+    scripted.script(error_reply(413, "reference audio exceeds 20971520 bytes"))
+    async with AsyncQwen3TTSClient(base_url=scripted.url) as client:
+        with pytest.raises(PayloadTooLargeError) as caught:
+            await client.create_voice(b"RIFF....", ref_text="hi")
+    assert caught.value.message == "reference audio exceeds 20971520 bytes"

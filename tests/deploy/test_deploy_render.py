@@ -1,0 +1,46 @@
+"""docker/render_repository.py with the project's real templates and builder (what the GPU image runs)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .helpers import REPO, run
+
+RENDER = REPO / "docker" / "render_repository.py"
+
+
+def render(tmp_path: Path, *args: str, **env: str):
+    base = {**os.environ, "QWEN3_TTS_CACHE_DIR": str(tmp_path / "cache"), "QWEN3_TTS_DEVICE": "cpu"}
+    base.pop("QWEN3_TTS_CHECKPOINT_DIR", None)
+    return run([sys.executable, str(RENDER), str(tmp_path / "repo"), *args], env={**base, **env}, timeout=60)
+
+
+def test_fills_every_template(tmp_path: Path) -> None:
+    for _ in range(2):  # a second fill replaces the first, as at every container start
+        proc = render(tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    models = (REPO / "model_repository").glob("*/config.pbtxt.template")
+    templates = sorted(p.parent.name for p in models if (p.parent / "1" / "model.py").is_file())
+    configs = sorted(p.parent.name for p in (tmp_path / "repo").glob("*/config.pbtxt"))
+    assert templates and configs == templates
+    for config in (tmp_path / "repo").glob("*/config.pbtxt"):
+        assert "${" not in config.read_text(), config
+
+
+def test_checkpoint_paths_follow_the_runtime_setting(tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    for flavour in ("custom_voice", "base", "voice_design"):
+        (weights / flavour).mkdir(parents=True)
+    proc = render(tmp_path, "--check-checkpoints", QWEN3_TTS_CHECKPOINT_DIR=str(weights))
+    assert proc.returncode == 0, proc.stderr
+    assert str(weights / "custom_voice") in (tmp_path / "repo" / "custom_voice" / "config.pbtxt").read_text()
+
+
+def test_missing_checkpoints_stop_the_start(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = render(tmp_path, "--check-checkpoints", QWEN3_TTS_CHECKPOINT_DIR=str(tmp_path / "empty"))
+    assert proc.returncode == 1
+    assert "needs checkpoints" in proc.stderr
+    assert not (tmp_path / "repo").exists()

@@ -1,0 +1,318 @@
+"""The Triton models end to end: a real tritonserver on 127.0.0.1, real gRPC / HTTP, tiny checkpoints."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from qwen3_tts_serving.engine.config import EngineConfig
+from qwen3_tts_serving.engine.loading import load_model
+from qwen3_tts_serving.engine.requests import Capability
+from qwen3_tts_serving.launcher import perf_analyzer_binary, perf_analyzer_env
+
+pytestmark = pytest.mark.e2e
+
+AUDIO_ATOL = 1e-4
+_DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64"}
+
+
+def _input(name: str, value: Any) -> grpcclient.InferInput:
+    if isinstance(value, str):
+        array = np.array([[value.encode()]], dtype=np.object_)
+        dtype = "BYTES"
+    elif isinstance(value, bool):
+        array, dtype = np.array([[value]], dtype=np.bool_), "BOOL"
+    elif isinstance(value, np.int64):
+        array, dtype = np.array([[value]], dtype=np.int64), "INT64"
+    elif isinstance(value, np.ndarray):
+        array, dtype = value[None, ...], _DTYPES[value.dtype]
+    elif isinstance(value, float):
+        array, dtype = np.array([[value]], dtype=np.float32), "FP32"
+    else:
+        array, dtype = np.array([[value]], dtype=np.int32), "INT32"
+    tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+@dataclass
+class StreamResult:
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    final: bool = False
+    times: list[float] = field(default_factory=list)
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate([c["audio"] for c in self.chunks]) if self.chunks else np.zeros(0, np.float32)
+
+
+class StreamingCalls:
+    """Several requests on one gRPC stream (so Triton can batch them), results collected per request id."""
+
+    def __init__(self, url: str) -> None:
+        self.client = grpcclient.InferenceServerClient(url)
+        self.events: queue.Queue = queue.Queue()
+        self.results: dict[str, StreamResult] = {}
+        # tritonclient passes stream errors without the request id, so they are kept in arrival order
+        self.errors: list[str] = []
+        self.client.start_stream(
+            callback=lambda result, error: self.events.put((result, error, time.monotonic()))
+        )
+
+    def send(self, model: str, request_id: str, **inputs: Any) -> None:
+        self.send_all(model, {request_id: inputs})
+
+    def send_all(self, model: str, requests: dict[str, dict[str, Any]]) -> None:
+        """Tensors are built first so the requests leave back to back and meet in one Triton batch."""
+        prepared = {rid: [_input(n, v) for n, v in inputs.items()] for rid, inputs in requests.items()}
+        for request_id, tensors in prepared.items():
+            self.results[request_id] = StreamResult()
+            self.client.async_stream_infer(
+                model, tensors, request_id=request_id, enable_empty_final_response=True
+            )
+
+    def wait(self, timeout: float = 180) -> dict[str, StreamResult]:
+        deadline = time.monotonic() + timeout
+        while sum(r.final for r in self.results.values()) + len(self.errors) < len(self.results):
+            result, error, at = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
+            self._record(result, error, at)
+        return self.results
+
+    def _record(self, result: Any, error: Any, at: float) -> None:
+        if error is not None:
+            self.errors.append(str(error))
+            return
+        response = result.get_response()
+        target = self.results[response.id]
+        if response.outputs:
+            target.chunks.append(
+                {
+                    "audio": result.as_numpy("audio")[0],
+                    "sequence": int(result.as_numpy("sequence")[0, 0]),
+                    "sample_rate": int(result.as_numpy("sample_rate")[0, 0]),
+                    "is_last": bool(result.as_numpy("is_last")[0, 0]),
+                    "finish_reason": result.as_numpy("finish_reason")[0, 0].decode(),
+                }
+            )
+            target.times.append(at)
+        if response.parameters["triton_final_response"].bool_param:
+            target.final = True
+
+    def close(self) -> None:
+        self.client.stop_stream()
+        self.client.close()
+
+
+@pytest.fixture
+def calls(triton_server):
+    streaming = StreamingCalls(triton_server.grpc_url)
+    yield streaming
+    streaming.close()
+
+
+@pytest.fixture(scope="module")
+def package_model(tiny_checkpoints: Path):
+    """The package's own model in the test process, for non-streaming reference output."""
+
+    def load(capability: Capability, flavour: str):
+        return load_model(EngineConfig(checkpoint_dir=tiny_checkpoints / flavour, device="cpu"), capability)
+
+    return load
+
+
+def _clip(seconds: float = 3.5) -> np.ndarray:
+    t = np.arange(int(seconds * 24000)) / 24000
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * np.sin(2 * np.pi * 1.5 * t)).astype(np.float32)
+
+
+def test_custom_voice_streams_the_package_output(calls, package_model):
+    text = "Hello from Triton, in chunks."
+    calls.send("custom_voice", "a", text=text, speaker="ryan", language="english", do_sample=False)
+    result = calls.wait()["a"]
+    assert not calls.errors
+    chunks = result.chunks
+    assert len(chunks) > 1
+    assert [c["sequence"] for c in chunks] == list(range(len(chunks)))
+    assert [c["is_last"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert {c["sample_rate"] for c in chunks} == {24000}
+    assert chunks[-1]["finish_reason"] in ("stop", "length", "repetition")
+    wavs, _ = package_model(Capability.CUSTOM_VOICE, "custom_voice").generate_custom_voice(
+        text=text, speaker="ryan", language="english", do_sample=False, subtalker_dosample=False
+    )
+    np.testing.assert_allclose(result.audio(), wavs[0], atol=AUDIO_ATOL)
+
+
+def test_a_bad_request_fails_alone_and_the_batch_runs_together(calls, triton_server):
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    before = client.get_inference_statistics("custom_voice").model_stats[0]
+    calls.send_all(
+        "custom_voice",
+        {
+            # The same set of inputs everywhere: Triton only batches requests whose inputs match.
+            "good-1": {"text": "First good one.", "speaker": "ryan", "language": "auto", "do_sample": False},
+            "bad": {"text": "Who am I?", "speaker": "nobody", "language": "auto", "do_sample": False},
+            "good-2": {"text": "Second good one.", "speaker": "vivian", "language": "auto", "do_sample": False},
+            "bad-2": {"text": "Third.", "speaker": "serena", "language": "klingon", "do_sample": False},
+        },
+    )
+    results = calls.wait()
+    errors = sorted(calls.errors)
+    assert len(errors) == 2
+    assert "unknown language 'klingon'" in errors[0] and "english" in errors[0]
+    assert "unknown speaker 'nobody'" in errors[1] and "ryan" in errors[1]
+    for name in ("good-1", "good-2"):
+        assert results[name].chunks[-1]["is_last"]
+    after = client.get_inference_statistics("custom_voice").model_stats[0]
+    inferences = after.inference_count - before.inference_count
+    executions = after.execution_count - before.execution_count
+    assert executions < inferences, (inferences, executions)
+
+
+def test_a_newcomer_hears_audio_before_a_long_request_ends(calls):
+    calls.send("custom_voice", "long", text="This one is long. " * 4, speaker="ryan", do_sample=False)
+    while not calls.results["long"].chunks:
+        calls._record(*calls.events.get(timeout=120))
+    calls.send("custom_voice", "late", text="Hi.", speaker="aiden", do_sample=False)
+    results = calls.wait()
+    long, late = results["long"], results["late"]
+    assert late.times[0] < long.times[-1], "the newcomer waited for the long stream to finish"
+    assert len(long.chunks) > 3
+
+
+def test_errors_name_the_choices_for_every_model(calls):
+    calls.send("voice_design", "no-description", text="Hello.", instruct="  ")
+    calls.wait()
+    calls.send("voice_clone", "short-clip", text="Hi.", ref_audio=_clip(1.0), ref_sample_rate=24000)
+    calls.wait()
+    calls.send("custom_voice", "empty", text="", speaker="ryan")
+    calls.wait()
+    calls.send("custom_voice", "bad-top-p", text="x", speaker="ryan", top_p=2.0)
+    calls.wait()
+    expected = ["instruct (the voice description) is required", "at least 3 s", "text is empty", "top_p"]
+    assert len(calls.errors) == len(expected)
+    for message, fragment in zip(calls.errors, expected, strict=True):
+        assert fragment in message
+
+
+def test_voice_prompt_reused_by_voice_clone_equals_cloning_from_the_clip(calls, triton_server, package_model):
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    clip, ref_text = _clip(), "A reference transcript."
+    prompt = client.infer(
+        "voice_prompt",
+        [_input("ref_audio", clip), _input("ref_sample_rate", 24000), _input("ref_text", ref_text)],
+    )
+    embedding = prompt.as_numpy("speaker_embedding")[0]
+    codes = prompt.as_numpy("ref_codes")[0]
+    assert codes.shape[1] == 16 and codes.shape[0] > 30  # 3.5 s at 12.5 frames per second
+    text = "Speak with the stored voice."
+    calls.send(
+        "voice_clone",
+        "from-clip",
+        text=text,
+        ref_audio=clip,
+        ref_sample_rate=24000,
+        ref_text=ref_text,
+        do_sample=False,
+    )
+    calls.send(
+        "voice_clone",
+        "from-prompt",
+        text=text,
+        speaker_embedding=embedding,
+        ref_codes=codes,
+        ref_text=ref_text,
+        do_sample=False,
+    )
+    results = calls.wait()
+    from_clip, from_prompt = results["from-clip"].audio(), results["from-prompt"].audio()
+    assert from_clip.size > 0
+    np.testing.assert_allclose(from_prompt, from_clip, atol=AUDIO_ATOL)
+    wavs, _ = package_model(Capability.VOICE_CLONE, "base").generate_voice_clone(
+        text=text,
+        language="auto",
+        ref_audio=(clip, 24000),
+        ref_text=ref_text,
+        do_sample=False,
+        subtalker_dosample=False,
+    )
+    np.testing.assert_allclose(from_clip, wavs[0], atol=AUDIO_ATOL)
+
+
+def test_voice_design_streams(calls):
+    calls.send("voice_design", "d", text="Designed.", instruct="a bright young voice", seed=np.int64(3))
+    result = calls.wait()["d"]
+    assert not calls.errors and result.audio().size > 0
+
+
+def test_http_generate_stream_and_one_shot_generate(triton_server):
+    base = f"{triton_server.http_url}/v2/models/custom_voice"
+    body = {"text": "Over HTTP.", "speaker": "ryan", "do_sample": False}
+    events = []
+    with httpx.stream("POST", f"{base}/generate_stream", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+    assert [e["sequence"] for e in events] == list(range(len(events)))
+    assert events[-1]["is_last"] and events[-1]["finish_reason"] == "stop"
+    streamed = np.concatenate([np.asarray(e["audio"], dtype=np.float32) for e in events])
+
+    whole = httpx.post(f"{base}/generate", json={**body, "stream": False}, timeout=120).json()
+    assert whole["is_last"] and whole["sequence"] == 0
+    np.testing.assert_allclose(np.asarray(whole["audio"], dtype=np.float32), streamed, atol=AUDIO_ATOL)
+
+    bad = httpx.post(f"{base}/generate", json={"text": "x", "speaker": "zed"}, timeout=60)
+    assert bad.status_code == 400 and "valid:" in bad.json()["error"]
+
+
+def test_a_cancelled_stream_leaves_the_server_serving(triton_server):
+    streaming = StreamingCalls(triton_server.grpc_url)
+    streaming.send(
+        "custom_voice", "to-cancel", text="This one is long. " * 4, speaker="ryan", do_sample=False
+    )
+    streaming._record(*streaming.events.get(timeout=120))
+    streaming.client.stop_stream(cancel_requests=True)
+    streaming.client.close()
+    fresh = StreamingCalls(triton_server.grpc_url)
+    fresh.send("custom_voice", "after", text="Still here.", speaker="ryan", do_sample=False)
+    assert fresh.wait()["after"].chunks[-1]["is_last"]
+    fresh.close()
+
+
+def test_perf_analyzer_streams_against_custom_voice(triton_server, tmp_path):
+    data = tmp_path / "input.json"
+    data.write_text(json.dumps({"data": [{"text": ["Hi."], "speaker": ["ryan"]}]}))
+    command = [
+        str(perf_analyzer_binary()),
+        "-m",
+        "custom_voice",
+        "-u",
+        triton_server.grpc_url,
+        "-i",
+        "grpc",
+        "--streaming",
+        "--input-data",
+        str(data),
+        "--concurrency-range",
+        "1:2",
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-request-count",
+        "2",
+        "--max-trials",
+        "3",
+        "--stability-percentage",
+        "1000",
+    ]
+    run = subprocess.run(command, env=perf_analyzer_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "Concurrency: 1" in run.stdout and "Concurrency: 2" in run.stdout and "throughput" in run.stdout.lower()

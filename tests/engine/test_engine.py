@@ -1,0 +1,242 @@
+"""The streaming engine on the real qwen-tts model code (tiny random checkpoints), without Triton."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from qwen3_tts_serving.engine.engine import StreamingEngine, is_repeating
+from qwen3_tts_serving.engine.requests import Capability, InvalidRequestError, SynthesisRequest
+from qwen3_tts_serving.engine.streams import CollectingSink
+
+GREEDY = {"do_sample": False, "repetition_penalty": 1.05}
+# Chunked decoding with a left context covering the whole utterance equals one decode up to float
+# rounding in the decoder's convolutions: this is the tolerance we state in the README.
+AUDIO_ATOL = 1e-4
+
+
+def _run(engine: StreamingEngine, requests: list[SynthesisRequest]) -> list[CollectingSink]:
+    sinks = [CollectingSink() for _ in requests]
+    streams = [engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)]
+    engine.submit(streams)
+    engine.run_until_idle()
+    for sink in sinks:
+        assert sink.error is None, sink.error
+    return sinks
+
+
+def _custom(text: str, **sampling: object) -> SynthesisRequest:
+    return SynthesisRequest(
+        capability=Capability.CUSTOM_VOICE,
+        text=text,
+        speaker="ryan",
+        language="english",
+        sampling={**GREEDY, **sampling},
+    )
+
+
+def _reference_clip(seconds: float = 3.5, rate: int = 24000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(7)
+    return (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+def test_greedy_stream_equals_package_output(make_engine, load_tts):
+    engine = make_engine(Capability.CUSTOM_VOICE, max_new_tokens=120, frames_per_char=50)
+    text = "Hello there, this is a streaming test."
+    (sink,) = _run(engine, [_custom(text)])
+    wavs, rate = load_tts(Capability.CUSTOM_VOICE).generate_custom_voice(
+        text=text,
+        speaker="ryan",
+        language="english",
+        do_sample=False,
+        subtalker_dosample=False,
+        repetition_penalty=1.05,
+        max_new_tokens=121,
+    )
+    streamed = sink.audio()
+    assert rate == 24000
+    assert len(sink.chunks) > 1, "expected several chunks, not one finished waveform"
+    assert streamed.shape == wavs[0].shape
+    np.testing.assert_allclose(streamed, wavs[0], atol=AUDIO_ATOL)
+
+
+def test_voice_design_and_clone_match_package(make_engine, load_tts):
+    design = make_engine(Capability.VOICE_DESIGN, frames_per_char=50)
+    request = SynthesisRequest(
+        capability=Capability.VOICE_DESIGN,
+        text="A designed voice.",
+        instruct="a deep calm voice",
+        language="english",
+        sampling=dict(GREEDY),
+    )
+    (sink,) = _run(design, [request])
+    wavs, _ = load_tts(Capability.VOICE_DESIGN).generate_voice_design(
+        text=request.text,
+        instruct=request.instruct,
+        language="english",
+        do_sample=False,
+        subtalker_dosample=False,
+    )
+    np.testing.assert_allclose(sink.audio(), wavs[0], atol=AUDIO_ATOL)
+
+    clone = make_engine(Capability.VOICE_CLONE, frames_per_char=50)
+    clip = _reference_clip()
+    request = SynthesisRequest(
+        capability=Capability.VOICE_CLONE,
+        text="Cloned speech.",
+        language="english",
+        ref_audio=clip,
+        ref_sample_rate=24000,
+        ref_text="The reference transcript.",
+        sampling=dict(GREEDY),
+    )
+    (sink,) = _run(clone, [request])
+    wavs, _ = load_tts(Capability.VOICE_CLONE).generate_voice_clone(
+        text=request.text,
+        language="english",
+        ref_audio=(clip, 24000),
+        ref_text=request.ref_text,
+        do_sample=False,
+        subtalker_dosample=False,
+    )
+    np.testing.assert_allclose(sink.audio(), wavs[0], atol=AUDIO_ATOL)
+
+
+def test_greedy_output_is_the_same_alone_and_batched(make_engine):
+    texts = ["Short.", "A somewhat longer sentence to speak here.", "Medium length text."]
+    alone = [_run(make_engine(Capability.CUSTOM_VOICE), [_custom(t)])[0].audio() for t in texts]
+    batched = _run(make_engine(Capability.CUSTOM_VOICE), [_custom(t) for t in texts])
+    for solo, together in zip(alone, batched, strict=True):
+        np.testing.assert_allclose(together.audio(), solo, atol=AUDIO_ATOL)
+
+
+def test_seeded_sampling_is_the_same_alone_and_batched(make_engine):
+    request = _custom("Sampling with a seed.", do_sample=True, seed=1234)
+    alone = _run(make_engine(Capability.CUSTOM_VOICE), [request])[0].audio()
+    others = [_custom("Another one.", do_sample=True, seed=5), _custom("Third.", do_sample=True)]
+    together = _run(make_engine(Capability.CUSTOM_VOICE), [request, *others])[0].audio()
+    np.testing.assert_allclose(together, alone, atol=AUDIO_ATOL)
+    different = _run(make_engine(Capability.CUSTOM_VOICE), [_custom(request.text, do_sample=True, seed=99)])
+    assert different[0].audio().shape != alone.shape or not np.allclose(different[0].audio(), alone)
+
+
+def test_chunks_are_numbered_and_the_first_comes_early(make_engine):
+    engine = make_engine(Capability.CUSTOM_VOICE, first_chunk_frames=1, chunk_frames=3, frames_per_char=50)
+    (sink,) = _run(engine, [_custom("Numbered chunks for this test.")])
+    assert [c.sequence for c in sink.chunks] == list(range(len(sink.chunks)))
+    assert [c.is_last for c in sink.chunks] == [False] * (len(sink.chunks) - 1) + [True]
+    assert all(c.sample_rate == 24000 for c in sink.chunks)
+    assert sink.chunks[0].audio.shape[0] == 1920  # one frame
+    assert all(c.audio.shape[0] == 3 * 1920 for c in sink.chunks[1:-1])
+    assert sink.finish_reason in ("stop", "length", "repetition")
+
+
+def test_a_newcomer_joins_the_running_batch(make_engine):
+    engine = make_engine(
+        Capability.CUSTOM_VOICE, max_new_tokens=400, frames_per_char=100, repetition_window=0
+    )
+    long_sink, late_sink = CollectingSink(), CollectingSink()
+    long_request = _custom("This one is long. " * 4, max_new_tokens=300)
+    engine.submit([engine.make_stream(engine.validate(long_request), long_sink)])
+    for _ in range(5):
+        engine.step()
+    assert engine.active_count == 1
+    engine.submit([engine.make_stream(engine.validate(_custom("Late.")), late_sink)])
+    engine.step()
+    assert engine.active_count == 2, "the newcomer must join at the next frame"
+    while not late_sink.chunks:
+        engine.step()
+    assert not long_sink.done.is_set(), "the newcomer's first audio must not wait for the long stream"
+    steps_before = engine.stats.steps
+    engine.run_until_idle()
+    assert engine.stats.frames > engine.stats.steps - steps_before  # some steps carried both streams
+
+
+def test_cancelled_stream_leaves_within_a_frame(make_engine):
+    engine = make_engine(
+        Capability.CUSTOM_VOICE, max_new_tokens=400, frames_per_char=100, repetition_window=0
+    )
+    keep, cancel = CollectingSink(), CollectingSink()
+    requests = [_custom("Keep going for a while please.", max_new_tokens=200), _custom("Cancel me soon.")]
+    engine.submit(
+        [engine.make_stream(engine.validate(r), s) for r, s in zip(requests, (keep, cancel), strict=False)]
+    )
+    engine.step()
+    engine.step()
+    assert engine.active_count == 2
+    cancel.cancelled = True
+    engine.step()
+    assert engine.active_count == 1
+    assert cancel.chunks[-1].is_last and cancel.chunks[-1].finish_reason == "cancelled"
+    engine.run_until_idle()
+    assert keep.chunks[-1].is_last
+
+
+def test_invalid_requests_name_the_valid_choices(make_engine):
+    engine = make_engine(Capability.CUSTOM_VOICE)
+    with pytest.raises(InvalidRequestError, match="valid: .*ryan"):
+        engine.validate(SynthesisRequest(capability=Capability.CUSTOM_VOICE, text="x", speaker="nobody"))
+    with pytest.raises(InvalidRequestError, match="valid: auto, .*english"):
+        engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text="x", speaker="ryan", language="xx"))
+    with pytest.raises(InvalidRequestError, match="empty"):
+        engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text="  ", speaker="ryan"))
+    with pytest.raises(InvalidRequestError, match="limit"):
+        engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text="x" * 5000, speaker="ryan"))
+    with pytest.raises(InvalidRequestError, match="top_p"):
+        engine.make_stream(_custom("x", top_p=1.5), CollectingSink())
+
+
+def test_short_reference_clip_is_rejected_with_the_minimum(make_engine):
+    engine = make_engine(Capability.VOICE_CLONE)
+    request = SynthesisRequest(
+        Capability.VOICE_CLONE, text="x", ref_audio=_reference_clip(1.0), ref_sample_rate=24000
+    )
+    with pytest.raises(InvalidRequestError, match="at least 3 s"):
+        engine.validate(request)
+
+
+@contextmanager
+def _forced_codebook0(engine: StreamingEngine, favourite: int) -> Iterator[None]:
+    """Make the talker always prefer one codebook-0 id (EOS or a looping code), then restore it."""
+    talker = engine.tts.model.talker
+    original = talker.codec_head
+    forced = torch.nn.Linear(original.in_features, original.out_features, bias=True)
+    with torch.no_grad():
+        forced.weight.copy_(original.weight)
+        forced.bias.zero_()
+        forced.bias[favourite] = 1e4
+    talker.codec_head = forced
+    try:
+        yield
+    finally:
+        talker.codec_head = original
+
+
+@pytest.mark.parametrize(
+    ("favourite", "window", "expected"),
+    [("eos", 24, "stop"), (7, 6, "repetition"), (7, 0, "length")],
+)
+def test_finish_reasons(make_engine, favourite, window, expected):
+    engine = make_engine(Capability.CUSTOM_VOICE, repetition_window=window, max_new_tokens=30)
+    code = engine._eos if favourite == "eos" else favourite
+    with _forced_codebook0(engine, code):
+        (sink,) = _run(engine, [_custom("Forced.")])
+    assert sink.finish_reason == expected
+    frames = sum(c.audio.shape[0] for c in sink.chunks) // 1920
+    if expected == "stop":
+        assert frames == 2  # end-of-speech is held back for the first two tokens, as in the package
+    if expected == "length":
+        assert frames == engine.config.frame_budget("Forced.", 30)
+
+
+def test_is_repeating():
+    assert is_repeating([1, 2] * 6, 12)
+    assert is_repeating([5] * 8, 8)
+    assert not is_repeating(list(range(12)), 12)
+    assert not is_repeating([5] * 3, 8)
+    assert not is_repeating([5] * 10, 0)

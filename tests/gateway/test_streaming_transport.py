@@ -1,0 +1,136 @@
+"""WebSocket protocol and client disconnects over real connections.
+
+The fake engine (see fakes.py) stands in for Triton so the gateway's own stream handling can be observed:
+it records whether a stream was closed before its end, which is how the gateway cancels Triton.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from qwen3_tts_gateway import create_app
+from qwen3_tts_gateway.errors import EngineUnavailableError
+
+from .conftest import make_settings
+from .fakes import FakeEngine
+from .uvicorn_thread import serve_in_thread
+
+REQUEST = {"text": "Hello there.", "speaker": "sohee"}
+
+
+def wait_until(condition, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def ws_client(tmp_path: Path, engine: FakeEngine, **overrides: object) -> TestClient:
+    return TestClient(create_app(settings=make_settings(tmp_path, **overrides), engine=engine))
+
+
+def test_ws_binary_frames_then_done(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    with ws_client(tmp_path, engine) as client, client.websocket_connect("/ws/synthesize") as ws:
+        ws.send_json(REQUEST)
+        assert ws.receive_json() == {
+            "type": "start",
+            "sample_rate": 24_000,
+            "format": "pcm_s16le",
+            "channels": 1,
+        }
+        frames = [ws.receive_bytes() for _ in range(3)]
+        assert [len(frame) for frame in frames] == [9600] * 3
+        done = ws.receive_json()
+        assert done == {
+            "type": "done",
+            "finish_reason": "stop",
+            "sample_rate": 24_000,
+            "duration": 0.6,
+            "chunks": 3,
+        }
+        ws.send_json({**REQUEST, "stream_format": "json", "voice": "Eric"})  # the socket is reusable
+        assert ws.receive_json()["type"] == "start"
+        chunks = [ws.receive_json() for _ in range(3)]
+        assert [c["type"] for c in chunks] == ["chunk"] * 3 and chunks[-1]["is_last"]
+        assert len(base64.b64decode(chunks[0]["audio"])) == 9600
+        assert ws.receive_json()["type"] == "done"
+    assert engine.requests[-1].speaker == "eric"
+
+
+def test_ws_errors(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    with ws_client(tmp_path, engine) as client, client.websocket_connect("/ws/synthesize") as ws:
+        ws.send_json({"text": "hi", "speaker": "alloy"})
+        error = ws.receive_json()
+        assert error["type"] == "error" and error["status"] == 422 and "serena" in error["message"]
+        ws.send_text("not json")
+        assert ws.receive_json()["status"] == 422
+        ws.send_json({"text": "hi", "voice": "qwen3-clone-0123456789abcdef"})
+        assert ws.receive_json()["status"] == 404
+        engine.error = EngineUnavailableError("the model server is out of memory; retry later")
+        ws.send_json(REQUEST)
+        assert ws.receive_json() == {
+            "type": "error",
+            "status": 503,
+            "message": "the model server is out of memory; retry later",
+            "param": None,
+            "error_type": "server_overloaded",
+        }
+
+
+def test_ws_auth(tmp_path: Path) -> None:
+    with ws_client(tmp_path, FakeEngine(), api_keys=["k"]) as client:
+        with client.websocket_connect("/ws/synthesize") as ws:
+            assert ws.receive_json()["status"] == 401
+        with client.websocket_connect("/ws/synthesize?api_key=k") as ws:
+            ws.send_json(REQUEST)
+            assert ws.receive_json()["type"] == "start"
+        with client.websocket_connect("/ws/synthesize", headers={"Authorization": "Bearer k"}) as ws:
+            ws.send_json(REQUEST)
+            assert ws.receive_json()["type"] == "start"
+
+
+def test_ws_cancel_and_disconnect_cancel_the_stream(tmp_path: Path) -> None:
+    engine = FakeEngine(chunks=200, delay_s=0.02)
+    with ws_client(tmp_path, engine) as client:
+        with client.websocket_connect("/ws/synthesize") as ws:
+            ws.send_json(REQUEST)
+            assert ws.receive_json()["type"] == "start"
+            ws.receive_bytes()
+            ws.send_json({"type": "cancel"})
+            while (message := ws.receive()).get("text") is None:
+                pass  # frames already in flight
+            assert json.loads(message["text"])["finish_reason"] == "cancelled"
+            assert engine.cancelled == 1
+            ws.send_json(REQUEST)
+            assert ws.receive_json()["type"] == "start"
+            ws.receive_bytes()
+        assert wait_until(lambda: engine.cancelled == 2)
+    assert engine.completed == 0
+
+
+@pytest.mark.parametrize("path", ["/synthesize/stream", "/v1/audio/speech", "/synthesize"])
+def test_http_disconnect_cancels_the_stream(tmp_path: Path, path: str) -> None:
+    engine = FakeEngine(chunks=500, delay_s=0.02)
+    body = {"input": "Hi.", "voice": "ryan", "response_format": "pcm"} if path.startswith("/v1") else REQUEST
+    app = create_app(settings=make_settings(tmp_path), engine=engine)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        if path == "/synthesize":  # whole-file endpoint: give up while it is synthesizing
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(path, json=body, timeout=0.5)
+        else:
+            with client.stream("POST", path, json=body) as response:
+                assert response.status_code == 200
+                next(response.iter_bytes())
+        assert wait_until(lambda: engine.cancelled == 1), "the upstream stream was not cancelled"
+        assert engine.completed == 0
+        assert client.get("/health").status_code == 200

@@ -1,0 +1,318 @@
+"""The embedded Triton launcher: ports, backend directory, environment, and a real tritonserver."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import httpx
+import numpy as np
+import pytest
+
+from qwen3_tts_serving.launcher import serve, triton
+from qwen3_tts_serving.launcher.process import ManagedProcess, StartupError, free_ports
+from qwen3_tts_serving.launcher.triton import (
+    OFFLINE_ENV,
+    TritonInstallation,
+    TritonNotInstalledError,
+    TritonPorts,
+    TritonServer,
+    assemble_backend_dir,
+    perf_analyzer_binary,
+    perf_analyzer_env,
+    server_env,
+    summarize_server_log,
+)
+from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
+
+
+def _settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "cache_dir": tmp_path / "cache",
+        "triton_http_port": 0,
+        "triton_grpc_port": 0,
+        "triton_metrics_port": 0,
+        "triton_startup_timeout_s": 60.0,
+    }
+    return Settings(**{**values, **overrides})
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+# --- ports --------------------------------------------------------------------------------------------------
+def test_free_ports_are_distinct_and_bindable() -> None:
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_zero_ports_are_picked_and_fixed_ports_kept(tmp_path: Path) -> None:
+    ports = TritonPorts.from_settings(_settings(tmp_path, triton_http_port=18123))
+    assert ports.http == 18123
+    assert 0 not in (ports.grpc, ports.metrics)
+    assert len({ports.http, ports.grpc, ports.metrics}) == 3
+
+
+# --- backend directory and environment ----------------------------------------------------------------------
+def test_backend_dir_links_the_wheel_backend_and_this_pythons_stub(tmp_path: Path) -> None:
+    installation = TritonInstallation.locate()
+    backend_dir = assemble_backend_dir(tmp_path / "backends", installation)
+    assemble_backend_dir(tmp_path / "backends", installation)  # a second launcher reuses it
+    python_dir = backend_dir / "python"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    expected = {
+        "libtriton_python.so": installation.python_backend_dir / "libtriton_python.so",
+        "triton_python_backend_utils.py": installation.python_backend_dir / "triton_python_backend_utils.py",
+        "triton_python_backend_stub": installation.stubs_dir / version / "triton_python_backend_stub",
+    }
+    assert sorted(p.name for p in python_dir.iterdir()) == sorted(expected)
+    for name, target in expected.items():
+        assert (python_dir / name).is_symlink()
+        assert (python_dir / name).resolve() == target.resolve()
+
+
+def test_missing_stub_version_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(TritonNotInstalledError, match=r"Python 2\.7"):
+        assemble_backend_dir(tmp_path, python_version="2.7")
+
+
+def test_server_env_lets_the_stub_import_the_project_offline() -> None:
+    installation = TritonInstallation.locate()
+    env = server_env(installation, base_env={"PYTHONPATH": "/extra", "PATH": "/usr/bin"})
+    pythonpath = env["PYTHONPATH"].split(os.pathsep)
+    for name in ("src", "gateway", "client"):
+        assert str(PROJECT_ROOT / name) in pythonpath
+    assert any(Path(entry, "numpy").is_dir() for entry in pythonpath)  # the venv's site-packages
+    assert pythonpath[-1] == "/extra"
+    assert str(installation.libs_dir) in env["LD_LIBRARY_PATH"].split(os.pathsep)
+    assert OFFLINE_ENV.items() <= env.items()
+
+
+def test_perf_analyzer_env_finds_libcudart() -> None:
+    env = perf_analyzer_env(base_env={})
+    assert any(Path(entry, "libcudart.so.12").exists() for entry in env["LD_LIBRARY_PATH"].split(os.pathsep))
+    assert perf_analyzer_binary().is_file()
+
+
+def test_command_binds_loopback_on_the_chosen_ports(tmp_path: Path) -> None:
+    server = TritonServer(tmp_path, _settings(tmp_path))
+    command = server.command(tmp_path / "backends", TritonPorts(http=1, grpc=2, metrics=3))
+    for flag in ("--http-address", "--grpc-address", "--metrics-address"):
+        assert f"{flag}=127.0.0.1" in command
+    assert {"--http-port=1", "--grpc-port=2", "--metrics-port=3"} <= set(command)
+    assert f"--model-repository={tmp_path}" in command
+    with pytest.raises(RuntimeError, match="not been started"):
+        _ = server.http_url
+
+
+def test_log_summary_quotes_early_errors_above_a_long_tail(tmp_path: Path) -> None:
+    log = tmp_path / "triton.log"
+    noise = [f'I1125 17:00:00.{n:06d} 1 server.cc:1] "line {n}"' for n in range(200)]
+    error = "E1125 17:00:00.000001 1 model_lifecycle.cc:642] \"failed to load 'tts': ValueError: bad dtype\""
+    log.write_text("\n".join([error, *noise, "+-----+", "| Option | Value |", "+-----+", "error: exiting"]))
+    summary = summarize_server_log(log)
+    assert summary.startswith(f"errors:\n{error}\n")
+    assert summary.endswith('line 199"\n| Option | Value |\nerror: exiting')
+    assert "+-----+" not in summary
+    assert len(summary.splitlines()) < 40
+
+
+# --- managed processes --------------------------------------------------------------------------------------
+_IGNORES_SIGTERM = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a grandchild in the same group
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_stop_kills_a_process_that_ignores_sigterm_and_its_children(tmp_path: Path) -> None:
+    log = tmp_path / "child.log"
+    process = ManagedProcess(
+        "stubborn", [sys.executable, "-c", _IGNORES_SIGTERM], env=os.environ, log_path=log, stop_timeout_s=0.5
+    )
+    process.start()
+    process.wait_until(lambda: "ready" in log.read_text(), timeout_s=20)
+    pgid = process.pid
+    assert pgid is not None
+    assert process.stop() == -9
+    assert not process.is_running
+    assert _group_gone(pgid)
+
+
+def test_early_exit_raises_with_the_log_tail(tmp_path: Path) -> None:
+    cmd = ["sh", "-c", "echo 'line one'; echo 'fatal: cannot start' >&2; exit 3"]
+    process = ManagedProcess("failing", cmd, env=os.environ, log_path=tmp_path / "failing.log")
+    process.start()
+    with pytest.raises(StartupError, match="exited with code 3") as info:
+        process.wait_until(lambda: False, timeout_s=20)
+    assert "fatal: cannot start" in str(info.value)
+    assert info.value.log_path == tmp_path / "failing.log"
+
+
+def test_not_ready_in_time_raises(tmp_path: Path) -> None:
+    process = ManagedProcess("slow", ["sleep", "30"], env=os.environ, log_path=tmp_path / "slow.log")
+    process.start()
+    try:
+        with pytest.raises(StartupError, match="not ready after 0.3 s"):
+            process.wait_until(lambda: False, timeout_s=0.3)
+    finally:
+        process.stop()
+    assert not process.is_running
+
+
+# --- a real tritonserver ------------------------------------------------------------------------------------
+def _stream(grpc_url: str, model: str) -> list[tuple[int | None, bool]]:
+    """(sequence, final flag) of every response to one request on a gRPC stream."""
+    import tritonclient.grpc as grpcclient
+
+    responses: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(grpc_url)
+    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+    text = grpcclient.InferInput("text", [1, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[b"hello"]], dtype=object))
+    client.async_stream_infer(model, [text], enable_empty_final_response=True)
+    seen: list[tuple[int | None, bool]] = []
+    try:
+        while not seen or not seen[-1][1]:
+            result, error = responses.get(timeout=20)
+            assert error is None, error
+            final = result.get_response().parameters["triton_final_response"].bool_param
+            sequence = result.as_numpy("sequence")
+            seen.append((None if sequence is None else int(sequence.ravel()[0]), final))
+    finally:
+        client.stop_stream()
+        client.close()
+    return seen
+
+
+@pytest.mark.e2e
+def test_real_server_streams_and_is_stopped_even_when_the_block_raises(
+    tmp_path: Path, write_python_model: Callable[..., Path]
+) -> None:
+    # Importing the project inside the stub proves PYTHONPATH carries src/ and the venv.
+    write_python_model(tmp_path / "repo" / "echo", initialize="import qwen3_tts_serving.settings")
+    server = TritonServer(tmp_path / "repo", _settings(tmp_path), log_path=tmp_path / "triton.log")
+    with pytest.raises(KeyError, match="on purpose"), server:
+        assert httpx.get(f"{server.http_url}/v2/health/ready").status_code == 200
+        assert httpx.get(f"{server.http_url}/v2/models/echo/ready").status_code == 200
+        assert httpx.get(server.metrics_url).status_code == 200
+        assert _stream(server.grpc_url, "echo") == [(0, False), (1, False), (2, False), (None, True)]
+        pid = server.pid
+        raise KeyError("on purpose")
+    assert pid is not None
+    assert not server.is_running
+    assert _group_gone(pid)  # the server and its Python stubs
+    assert "Started GRPCInferenceService" in server.log_path.read_text()
+
+
+@pytest.mark.e2e
+def test_model_that_fails_to_initialize_raises_with_the_server_log(
+    tmp_path: Path, write_python_model: Callable[..., Path]
+) -> None:
+    write_python_model(tmp_path / "repo" / "broken", initialize="raise RuntimeError('initialize blew up')")
+    server = TritonServer(tmp_path / "repo", _settings(tmp_path), log_path=tmp_path / "triton.log")
+    started = time.monotonic()
+    with pytest.raises(StartupError, match="initialize blew up") as info:
+        server.start()
+    assert time.monotonic() - started < 30  # noticed at the server's exit, not at the timeout
+    assert str(tmp_path / "triton.log") in str(info.value)
+    assert server.pid is not None
+    assert not server.is_running
+    assert _group_gone(server.pid)
+
+
+@pytest.mark.e2e
+def test_a_picked_port_taken_meanwhile_is_picked_again(
+    tmp_path: Path, write_python_model: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_python_model(tmp_path / "repo" / "echo")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        picks = [[taken.getsockname()[1], *free_ports(2)]]
+        monkeypatch.setattr(
+            triton, "free_ports", lambda count, host: picks.pop() if picks else free_ports(count)
+        )
+        with TritonServer(tmp_path / "repo", _settings(tmp_path), log_path=tmp_path / "triton.log") as server:
+            assert server.ports is not None
+            assert server.ports.http != taken.getsockname()[1]
+            assert httpx.get(f"{server.http_url}/v2/health/ready").status_code == 200
+    assert "already in use" in server.log_path.read_text()
+
+
+@pytest.mark.e2e
+def test_a_fixed_port_in_use_fails_at_once(tmp_path: Path, write_python_model: Callable[..., Path]) -> None:
+    write_python_model(tmp_path / "repo" / "echo")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = _settings(tmp_path, triton_grpc_port=taken.getsockname()[1])
+        server = TritonServer(tmp_path / "repo", settings, log_path=tmp_path / "triton.log")
+        with pytest.raises(StartupError, match="already in use"):
+            server.start()
+    assert server.log_path.read_text().count("failed to start GRPC service") == 1  # no retries
+
+
+@pytest.mark.e2e
+def test_server_not_ready_in_time_is_stopped(tmp_path: Path, write_python_model: Callable[..., Path]) -> None:
+    write_python_model(tmp_path / "repo" / "sleepy", initialize="import time; time.sleep(120)")
+    settings = _settings(tmp_path, triton_startup_timeout_s=2.0)
+    server = TritonServer(tmp_path / "repo", settings, log_path=tmp_path / "triton.log", stop_timeout_s=3.0)
+    with pytest.raises(StartupError, match="not ready after 2 s"):
+        server.start()
+    assert server.pid is not None
+    assert not server.is_running
+    assert _group_gone(server.pid)
+
+
+# --- qwen3-tts-serve --------------------------------------------------------------------------------------
+def test_gateway_is_pointed_at_the_running_triton(tmp_path: Path) -> None:
+    server = TritonServer(tmp_path, _settings(tmp_path, gateway_host="0.0.0.0"))
+    server.ports = TritonPorts(http=18000, grpc=18001, metrics=18002)
+    env = serve.gateway_env(server.settings, server, port=18080)
+    assert env["QWEN3_TTS_TRITON_HOST"] == "127.0.0.1"
+    assert env["QWEN3_TTS_TRITON_GRPC_PORT"] == "18001"
+    assert env["QWEN3_TTS_TRITON_HTTP_PORT"] == "18000"
+    assert env["QWEN3_TTS_GATEWAY_TRITON_URL"] == "127.0.0.1:18001"
+    assert env["QWEN3_TTS_GATEWAY_PORT"] == "18080"
+    banner = "\n".join(serve.banner(server, ("http://127.0.0.1:18080", mock.Mock(log_path=Path("g.log")))))
+    for url in ("http://127.0.0.1:18000", "127.0.0.1:18001", "http://127.0.0.1:18002/metrics"):
+        assert url in banner
+    assert "http://127.0.0.1:18080/docs" in banner
+
+
+def test_serve_notices_a_child_that_died(tmp_path: Path) -> None:
+    process = ManagedProcess("gateway", ["true"], env=os.environ, log_path=tmp_path / "gateway.log")
+    process.start()
+    assert serve._wait_for_exit({"gateway": process}) == 1
+
+
+def test_a_stop_signal_unwinds_once_and_ignores_repeats() -> None:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGTERM, serve._raise_shutdown)
+        with pytest.raises(serve.Shutdown):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs at the next bytecode boundary
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,308 @@
+"""Model repository builds: every placeholder filled, the I/O contract kept, Triton accepting the result."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import types
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import httpx
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from qwen3_tts_serving.launcher import repository
+from qwen3_tts_serving.launcher.repository import (
+    BUILD_MARKER,
+    MODEL_REPOSITORY,
+    TEMPLATE_NAME,
+    UnfilledPlaceholderError,
+    build_model_repository,
+    check_checkpoints,
+    ensure_checkpoint_dir,
+    fill_template,
+)
+from qwen3_tts_serving.launcher.triton import TritonServer
+from qwen3_tts_serving.settings import Settings
+
+MODELS = ("custom_voice", "voice_design", "voice_clone", "voice_prompt")
+FLAVOURS = {
+    "custom_voice": "custom_voice",
+    "voice_design": "voice_design",
+    "voice_clone": "base",
+    "voice_prompt": "base",
+}
+ENGINE_PARAMETERS = {
+    "checkpoint_dir", "device", "dtype", "attn_implementation", "first_chunk_frames", "chunk_frames",
+    "decoder_left_context_frames", "max_active_streams", "max_new_tokens", "frames_per_char",
+    "repetition_window", "max_text_length", "min_ref_audio_seconds", "max_ref_audio_seconds",
+}  # fmt: skip
+SAMPLING = {
+    "do_sample": ("TYPE_BOOL", [1]),
+    "temperature": ("TYPE_FP32", [1]),
+    "top_k": ("TYPE_INT32", [1]),
+    "top_p": ("TYPE_FP32", [1]),
+    "repetition_penalty": ("TYPE_FP32", [1]),
+    "max_new_tokens": ("TYPE_INT32", [1]),
+    "seed": ("TYPE_INT64", [1]),
+    "stream": ("TYPE_BOOL", [1]),  # false: the whole clip in one response (model code's extension)
+}
+STRING = ("TYPE_STRING", [1])
+# docs/triton-io-contract.md: (required inputs, optional inputs) per model.
+CONTRACT = {
+    "custom_voice": (
+        {"text": STRING, "speaker": STRING},
+        {"language": STRING, "instruct": STRING, **SAMPLING},
+    ),
+    "voice_design": ({"text": STRING, "instruct": STRING}, {"language": STRING, **SAMPLING}),
+    "voice_clone": (
+        {"text": STRING},
+        {
+            "ref_audio": ("TYPE_FP32", [-1]),
+            "ref_sample_rate": ("TYPE_INT32", [1]),
+            "speaker_embedding": ("TYPE_FP32", [-1]),
+            "language": STRING,
+            "ref_text": STRING,
+            "x_vector_only": ("TYPE_BOOL", [1]),
+            "ref_codes": ("TYPE_INT64", [-1, 16]),
+            **SAMPLING,
+        },
+    ),
+    "voice_prompt": (
+        {"ref_audio": ("TYPE_FP32", [-1]), "ref_sample_rate": ("TYPE_INT32", [1])},
+        {"ref_text": STRING, "x_vector_only": ("TYPE_BOOL", [1])},
+    ),
+}
+STREAM_OUTPUTS = {
+    "audio": ("TYPE_FP32", [-1]),
+    "sample_rate": ("TYPE_INT32", [1]),
+    "sequence": ("TYPE_INT32", [1]),
+    "is_last": ("TYPE_BOOL", [1]),
+    "finish_reason": STRING,
+}
+OUTPUTS = {
+    **dict.fromkeys(("custom_voice", "voice_design", "voice_clone"), STREAM_OUTPUTS),
+    "voice_prompt": {"speaker_embedding": ("TYPE_FP32", [-1]), "ref_codes": ("TYPE_INT64", [-1, 16])},
+}
+
+
+@pytest.fixture
+def checkpoints(tmp_path: Path) -> Path:
+    root = tmp_path / "checkpoints"
+    for flavour in set(FLAVOURS.values()):
+        (root / flavour).mkdir(parents=True)
+    return root
+
+
+@pytest.fixture
+def source(tmp_path: Path, write_python_model: Callable[..., Path]) -> Path:
+    """The project's real templates, each beside a throwaway model.py (the real ones may not exist yet)."""
+    source = tmp_path / "source"
+    for model in MODELS:
+        write_python_model(source / model, with_config=False)
+        shutil.copy(MODEL_REPOSITORY / model / TEMPLATE_NAME, source / model / TEMPLATE_NAME)
+    return source
+
+
+def _settings(tmp_path: Path, checkpoints: Path, **overrides: object) -> Settings:
+    return Settings(cache_dir=tmp_path / "cache", checkpoint_dir=checkpoints, **overrides)
+
+
+def _parse(config_path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+
+
+def _tensors(
+    entries: Iterable[model_config_pb2.ModelInput | model_config_pb2.ModelOutput],
+) -> dict[str, tuple[str, list[int]]]:
+    return {t.name: (model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in entries}
+
+
+def test_every_template_of_the_project_is_in_the_test() -> None:
+    assert sorted(p.parent.name for p in MODEL_REPOSITORY.glob(f"*/{TEMPLATE_NAME}")) == sorted(MODELS)
+
+
+def test_filled_configs_parse_and_follow_the_contract(
+    tmp_path: Path, checkpoints: Path, source: Path
+) -> None:
+    settings = _settings(tmp_path, checkpoints, device="cpu", max_entry_batch=7, batch_delay_us=1234)
+    out = build_model_repository(settings, tmp_path / "build", source=source)
+    for model in MODELS:
+        text = (out / model / "config.pbtxt").read_text()
+        assert "${" not in text
+        config = _parse(out / model / "config.pbtxt")
+        assert config.name == model
+        assert config.backend == "python"
+        assert config.max_batch_size == 7
+        assert config.dynamic_batching.max_queue_delay_microseconds == 1234
+        assert config.model_transaction_policy.decoupled is (model != "voice_prompt")
+        required, optional = CONTRACT[model]
+        assert _tensors(config.input) == {**required, **optional}
+        assert {t.name for t in config.input if t.optional} == set(optional)
+        assert {t.name for t in config.input if t.allow_ragged_batch} == {
+            name for name, (_, dims) in _tensors(config.input).items() if -1 in dims
+        }
+        assert _tensors(config.output) == OUTPUTS[model]
+
+
+def test_engine_parameters_come_from_the_settings(tmp_path: Path, checkpoints: Path, source: Path) -> None:
+    settings = _settings(
+        tmp_path, checkpoints, device="cpu", chunk_frames=9, frames_per_char=2.5, dtype="float32"
+    )
+    out = build_model_repository(settings, tmp_path / "build", source=source)
+    for model in MODELS:
+        parameters = {k: v.string_value for k, v in _parse(out / model / "config.pbtxt").parameters.items()}
+        assert set(parameters) == ENGINE_PARAMETERS
+        assert parameters["checkpoint_dir"] == str(checkpoints / FLAVOURS[model])
+        assert parameters["chunk_frames"] == "9"
+        assert parameters["frames_per_char"] == "2.5"
+        assert parameters["dtype"] == "float32"
+        assert parameters["device"] == "cpu"
+        assert parameters["max_ref_audio_seconds"] == str(settings.max_ref_audio_seconds)
+
+
+@pytest.mark.parametrize(
+    ("device", "gpu", "kind"),
+    [
+        ("cpu", True, "KIND_CPU"),
+        ("cuda", False, "KIND_GPU"),
+        ("auto", True, "KIND_GPU"),
+        ("auto", False, "KIND_CPU"),
+    ],
+)
+def test_instance_kind_follows_the_device(
+    tmp_path: Path,
+    checkpoints: Path,
+    source: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    device: str,
+    gpu: bool,
+    kind: str,
+) -> None:
+    monkeypatch.setattr(repository, "gpu_present", lambda: gpu)
+    settings = _settings(tmp_path, checkpoints, device=device, triton_instance_count=2)
+    out = build_model_repository(settings, tmp_path / "build", ["custom_voice"], source=source)
+    config = _parse(out / "custom_voice" / "config.pbtxt")
+    [group] = config.instance_group
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == kind
+    assert group.count == 2
+    expected_device = "cuda" if kind == "KIND_GPU" else "cpu"
+    assert config.parameters["device"].string_value == expected_device
+
+
+def test_no_gpu_when_cuda_visible_devices_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert repository.gpu_present() is False
+
+
+def test_a_placeholder_without_a_value_fails_the_build(
+    tmp_path: Path, checkpoints: Path, source: Path
+) -> None:
+    template = source / "voice_design" / TEMPLATE_NAME
+    template.write_text(
+        template.read_text() + 'parameters { key: "x" value { string_value: "${no_such_setting}" } }\n'
+    )
+    with pytest.raises(UnfilledPlaceholderError, match="no_such_setting"):
+        build_model_repository(_settings(tmp_path, checkpoints), tmp_path / "build", source=source)
+
+
+@pytest.mark.parametrize("text", ["a ${unclosed", "cost: $5"])
+def test_malformed_placeholders_are_rejected(text: str) -> None:
+    with pytest.raises(UnfilledPlaceholderError):
+        fill_template(text, {})
+
+
+def test_values_cannot_break_out_of_a_string() -> None:
+    filled = fill_template('string_value: "${path}"', {"path": 'we"ird\\dir'})
+    assert filled == 'string_value: "we\\"ird\\\\dir"'
+
+
+def test_build_is_self_contained(tmp_path: Path, checkpoints: Path, source: Path) -> None:
+    (source / "custom_voice" / "1" / "helper_module.py").write_text("VALUE = 1\n")
+    (source / "custom_voice" / "1" / "__pycache__").mkdir()
+    out = build_model_repository(_settings(tmp_path, checkpoints), tmp_path / "build", source=source)
+    model_py = out / "custom_voice" / "1" / "model.py"
+    assert not model_py.is_symlink()
+    assert model_py.read_text() == (source / "custom_voice" / "1" / "model.py").read_text()
+    assert (out / "custom_voice" / "1" / "helper_module.py").is_file()
+    assert not (out / "custom_voice" / "1" / "__pycache__").exists()
+    assert not (out / "custom_voice" / TEMPLATE_NAME).exists()
+
+
+def test_default_models_are_those_with_model_code(tmp_path: Path, checkpoints: Path, source: Path) -> None:
+    shutil.rmtree(source / "voice_prompt" / "1")
+    out = build_model_repository(_settings(tmp_path, checkpoints), tmp_path / "build", source=source)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(set(MODELS) - {"voice_prompt"})
+    with pytest.raises(FileNotFoundError, match="model.py"):
+        build_model_repository(
+            _settings(tmp_path, checkpoints), tmp_path / "build", ["voice_prompt"], source=source
+        )
+
+
+def test_rebuild_replaces_an_earlier_build_only(tmp_path: Path, checkpoints: Path, source: Path) -> None:
+    settings = _settings(tmp_path, checkpoints)
+    out = build_model_repository(settings, tmp_path / "build", ["custom_voice"], source=source)
+    assert (out / BUILD_MARKER).exists()
+    build_model_repository(settings, out, ["voice_design"], source=source)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["voice_design"]
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        build_model_repository(settings, foreign, source=source)
+    assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_missing_checkpoint_flavour_is_reported(tmp_path: Path, checkpoints: Path) -> None:
+    settings = _settings(tmp_path, checkpoints)
+    check_checkpoints(settings, MODELS)
+    shutil.rmtree(checkpoints / "voice_design")
+    check_checkpoints(settings, ["voice_clone", "voice_prompt", "custom_voice"])
+    with pytest.raises(FileNotFoundError, match="voice_design"):
+        check_checkpoints(settings, MODELS)
+
+
+def test_ensure_checkpoint_dir(tmp_path: Path, checkpoints: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ensure_checkpoint_dir(_settings(tmp_path, checkpoints)) == checkpoints
+    with pytest.raises(FileNotFoundError):
+        ensure_checkpoint_dir(_settings(tmp_path, tmp_path / "nowhere"))
+    calls: list[tuple[Path, str]] = []
+    fake = types.ModuleType("qwen3_tts_serving.checkpoints")
+    fake.ensure_checkpoints = lambda out_dir, preset: calls.append((out_dir, preset))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "qwen3_tts_serving.checkpoints", fake)
+    unset = Settings(cache_dir=tmp_path / "cache", checkpoint_dir=None)
+    assert ensure_checkpoint_dir(unset) == tmp_path / "cache" / "checkpoints" / "tiny"
+    assert calls == [(tmp_path / "cache" / "checkpoints" / "tiny", "tiny")]
+
+
+# The throwaway model checks at load time that Triton handed it every parameter, filled.
+_CHECK_PARAMETERS = """
+parameters = {key: value["string_value"] for key, value in self.config["parameters"].items()}
+unfilled = sorted(key for key, value in parameters.items() if not value or "${" in value)
+if unfilled:
+    raise RuntimeError(f"unfilled parameters: {unfilled}")
+"""
+
+
+@pytest.mark.e2e
+def test_tritonserver_loads_every_filled_template(
+    tmp_path: Path, checkpoints: Path, write_python_model: Callable[..., Path]
+) -> None:
+    source = tmp_path / "source"
+    for model in MODELS:
+        write_python_model(source / model, initialize=_CHECK_PARAMETERS, with_config=False)
+        shutil.copy(MODEL_REPOSITORY / model / TEMPLATE_NAME, source / model / TEMPLATE_NAME)
+    settings = _settings(
+        tmp_path, checkpoints, device="cpu", triton_http_port=0, triton_grpc_port=0, triton_metrics_port=0
+    )
+    out = build_model_repository(settings, tmp_path / "build", source=source)
+    with TritonServer(out, settings, log_path=tmp_path / "triton.log") as server:
+        for model in MODELS:
+            config = httpx.get(f"{server.http_url}/v2/models/{model}/config").json()
+            decoupled = config.get("model_transaction_policy", {}).get("decoupled", False)
+            assert decoupled is (model != "voice_prompt")
+            assert config["max_batch_size"] == settings.max_entry_batch
+            assert config["instance_group"][0]["kind"] == "KIND_CPU"
+            assert set(config["parameters"]) == ENGINE_PARAMETERS
