@@ -17,7 +17,7 @@ from .engine.triton import TritonEngine
 from .handlers import install_error_handlers
 from .metrics import GatewayMetrics
 from .middleware import BodySizeLimitMiddleware, MetricsMiddleware
-from .routers import catalog, health, openai, streaming, synthesis, voices
+from .routers import catalog, health, openai, playground, streaming, synthesis, voices
 from .service import SynthesisService
 from .voices import VoiceStore
 
@@ -57,6 +57,7 @@ def _add_routers(app: FastAPI) -> None:
     app.include_router(streaming.ws_router)  # authenticates in the handler (see websocket.py)
     app.include_router(voices.router, dependencies=protected)
     app.include_router(openai.router, dependencies=protected)
+    app.include_router(playground.router)  # the page is open; it calls the API with the user's key
 
 
 def create_app(settings: Settings | None = None, engine: TTSEngine | None = None) -> FastAPI:

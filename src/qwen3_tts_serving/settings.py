@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         24, description="Stop when the last N codebook-0 tokens repeat a short pattern (0 disables)."
     )
 
+    session_idle_timeout_s: float = Field(
+        30.0, description="A voice-agent session waiting this long for text ends with idle_timeout."
+    )
+    session_lookahead_tokens: int = Field(
+        0, description="Text tokens a session keeps ahead of the talker before it steps (prosody vs latency)."
+    )
+
     # --- request limits ----------------------------------------------------------------------------------
     max_text_length: int = Field(2000, description="Characters of text per request.")
     min_ref_audio_seconds: float = 3.0

@@ -113,14 +113,15 @@ def _sampling(request: Any) -> dict[str, Any]:
     return values
 
 
-def parse_request(request: Any, capability: Capability) -> SynthesisRequest:
+def parse_request(request: Any, capability: Capability, *, session: bool = False) -> SynthesisRequest:
     text = _string(request, "text")
-    if text is None:
+    if text is None and not session:
         raise InvalidRequestError("text is required")
     rate = _scalar(request, "ref_sample_rate")
     return SynthesisRequest(
         capability=capability,
-        text=text,
+        text=text or "",
+        text_open=session,
         language=_string(request, "language") or "auto",
         speaker=_string(request, "speaker"),
         instruct=_string(request, "instruct"),
@@ -155,7 +156,8 @@ class TritonSink:
             self._gathered.append(chunk.audio)
             if not chunk.is_last:
                 return
-            chunk = AudioChunk(0, np.concatenate(self._gathered), chunk.sample_rate, True, chunk.finish_reason)
+            audio = np.concatenate(self._gathered)
+            chunk = AudioChunk(0, audio, chunk.sample_rate, True, chunk.finish_reason)
         response = pb_utils.InferenceResponse(output_tensors=_chunk_tensors(chunk))
         if chunk.is_last and self._whole:
             self._closed = True
@@ -236,6 +238,49 @@ class StreamingSynthesisModel:
 
     def finalize(self) -> None:
         self.engine.stop()
+
+
+class SessionSynthesisModel(StreamingSynthesisModel):
+    """Voice-agent sessions over Triton's sequence batcher: START opens a session (its response sender
+    carries all the audio), every later request of the sequence appends text and is acknowledged with an
+    empty FINAL response, END closes the input."""
+
+    def execute(self, requests: list[Any]) -> None:
+        starts: list[tuple[int, Any, bool]] = []
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                key = int(_scalar(request, "CORRID"))
+                if _scalar(request, "START"):
+                    starts.append((key, self._new_stream(request, sender), bool(_scalar(request, "END"))))
+                else:
+                    self._append(request, key)
+                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            except InvalidRequestError as error:
+                TritonSink(sender).fail(error)
+            except Exception as error:
+                _log.warning(f"session request rejected: {error}")
+                TritonSink(sender).fail(InvalidRequestError(f"malformed request: {error}"))
+        if starts:
+            self.engine.open_sessions(starts)
+
+    def _new_stream(self, request: Any, sender: Any) -> Any:
+        parsed = self.engine.validate(parse_request(request, self.capability, session=True))
+        stream = self.engine.make_stream(parsed, TritonSink(sender))
+        lookahead = _scalar(request, "lookahead_tokens")
+        if lookahead is not None:
+            if not 0 <= int(lookahead) <= 64:
+                raise InvalidRequestError(f"lookahead_tokens must be between 0 and 64, got {lookahead}")
+            stream.lookahead = int(lookahead)
+        return stream
+
+    def _append(self, request: Any, key: int) -> None:
+        self.engine.append_text(
+            key,
+            _string(request, "text") or "",
+            flush=bool(_scalar(request, "flush") or False),
+            close=bool(_scalar(request, "END")),
+        )
 
 
 class VoicePromptModel:

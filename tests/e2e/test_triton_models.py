@@ -160,7 +160,7 @@ def test_a_bad_request_fails_alone_and_the_batch_runs_together(calls, triton_ser
             # The same set of inputs everywhere: Triton only batches requests whose inputs match.
             "good-1": {"text": "First good one.", "speaker": "ryan", "language": "auto", "do_sample": False},
             "bad": {"text": "Who am I?", "speaker": "nobody", "language": "auto", "do_sample": False},
-            "good-2": {"text": "Second good one.", "speaker": "vivian", "language": "auto", "do_sample": False},
+            "good-2": {"text": "Second one.", "speaker": "vivian", "language": "auto", "do_sample": False},
             "bad-2": {"text": "Third.", "speaker": "serena", "language": "klingon", "do_sample": False},
         },
     )
@@ -315,4 +315,80 @@ def test_perf_analyzer_streams_against_custom_voice(triton_server, tmp_path):
     ]
     run = subprocess.run(command, env=perf_analyzer_env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "Concurrency: 1" in run.stdout and "Concurrency: 2" in run.stdout and "throughput" in run.stdout.lower()
+    assert "Concurrency: 1" in run.stdout and "Concurrency: 2" in run.stdout
+    assert "throughput" in run.stdout.lower()
+
+
+def _session_inputs(text: str, **extra: Any) -> list[grpcclient.InferInput]:
+    return [_input("text", text), *(_input(name, value) for name, value in extra.items())]
+
+
+def test_a_session_speaks_before_its_text_is_complete_and_matches_the_whole_text(triton_server):
+    words = "Agents speak while they think, one word after another.".split(" ")
+    fragments = [words[0]] + [" " + w for w in words[1:]]
+    streaming = StreamingCalls(triton_server.grpc_url)
+    streaming.results["session"] = StreamResult()
+    start = _session_inputs("", speaker="ryan", do_sample=False)
+    streaming.client.async_stream_infer(
+        "custom_voice_session",
+        start,
+        request_id="session",
+        sequence_id=4242,
+        sequence_start=True,
+        enable_empty_final_response=True,
+    )
+    audio_before_end = False
+    for index, fragment in enumerate(fragments):
+        last = index == len(fragments) - 1
+        audio_before_end |= bool(streaming.results["session"].chunks)
+        streaming.results[f"text-{index}"] = StreamResult()
+        streaming.client.async_stream_infer(
+            "custom_voice_session",
+            _session_inputs(fragment),
+            request_id=f"text-{index}",
+            sequence_id=4242,
+            sequence_end=last,
+            enable_empty_final_response=True,
+        )
+        deadline = time.monotonic() + 0.4
+        while time.monotonic() < deadline:  # an agent producing a word now and then
+            try:
+                streaming._record(*streaming.events.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+    streamed = streaming.wait()["session"]
+    streaming.close()
+    assert not streaming.errors
+    assert audio_before_end, "no audio before the last fragment was sent"
+    assert streamed.chunks[-1]["is_last"]
+
+    whole = StreamingCalls(triton_server.grpc_url)
+    whole.results["whole"] = StreamResult()
+    whole.client.async_stream_infer(
+        "custom_voice_session",
+        _session_inputs(" ".join(words), speaker="ryan", do_sample=False),
+        request_id="whole",
+        sequence_id=4343,
+        sequence_start=True,
+        sequence_end=True,
+        enable_empty_final_response=True,
+    )
+    at_once = whole.wait()["whole"]
+    whole.close()
+    np.testing.assert_allclose(streamed.audio(), at_once.audio(), atol=AUDIO_ATOL)
+
+
+def test_text_for_an_unknown_session_is_refused(calls):
+    calls.results["orphan"] = StreamResult()
+    calls.client.async_stream_infer(
+        "custom_voice_session",
+        _session_inputs("hello"),
+        request_id="orphan",
+        sequence_id=999,
+        sequence_start=False,
+        enable_empty_final_response=True,
+    )
+    calls.wait()
+    # Triton's sequence batcher refuses it before it reaches the model (the engine's own "no open session"
+    # answer covers sessions that ended on the model side: tests/engine/test_sessions.py)
+    assert calls.errors and "must specify the START flag" in calls.errors[0]

@@ -2,8 +2,7 @@
 
 Initialisation (same rule for every preset, so tiny and full models behave alike):
 - every Linear / Conv weight ~ N(0, gain^2 / fan_in), biases 0: activations keep an O(1) scale at any width
-  (for a 2048-wide layer this is the usual std 0.02); the transformer layers' output projections are
-  further scaled by 1/sqrt(2 * layers) so the residual stream stays O(1) at any depth;
+  (for a 2048-wide layer this is the usual std 0.02);
 - codec embeddings N(0, 0.25^2): the talker input sums 16 of them, giving O(1) per dimension; text
   embeddings N(0, 1);
 - codebooks (decoder ``embedding_sum``, Mimi ``embed_sum``) are zero in a fresh module, which would make
@@ -238,7 +237,41 @@ def _wire_clock(talker: nn.Module, talker_config: dict, dims: _Dims, clock: EosC
     talker.codec_head.weight[eos, dims.clock] = clock.eos_gain
 
 
-def install_eos_clock(model: nn.Module, config: dict, clock: EosClock = EosClock()) -> None:
+@torch.no_grad()
+def _calibrate_clock_readout(
+    talker: nn.Module, dims: _Dims, clock: EosClock, generator: torch.Generator
+) -> float:
+    """Make the final norm pass CLOCK at the same scale whatever the depth.
+
+    The final RMSNorm divides by the RMS of the whole residual stream, which grows with the number of
+    random layers (2 in tiny, 28 in 1.7B): without this the EOS logit would rise several times more slowly
+    per frame in a full model. A forward pass over generation-like inputs (speech frames plus text)
+    measures that RMS; CLOCK's norm weight then cancels it.
+    """
+    length = 32
+    embeds = talker.model.codec_embedding(
+        torch.randint(SPEECH_CODES_START, REGULAR_CODES, (1, length), generator=generator)
+    )
+    for embedding in talker.code_predictor.model.codec_embedding:
+        embeds = embeds + embedding(
+            torch.randint(0, embedding.num_embeddings, (1, length), generator=generator)
+        )
+    text = torch.randint(0, 256, (1, length), generator=generator)  # byte tokens
+    embeds = embeds + talker.text_projection(talker.model.text_embedding(text))
+    captured: list[torch.Tensor] = []
+    hook = talker.model.norm.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+    try:
+        talker.model(inputs_embeds=embeds, use_cache=False)
+    finally:
+        hook.remove()
+    rms = captured[0].float().pow(2).mean(-1).sqrt().median().item()
+    talker.model.norm.weight[dims.clock] = rms / (1.0 + clock.level**2) ** 0.5
+    return rms
+
+
+def install_eos_clock(
+    model: nn.Module, config: dict, generator: torch.Generator, clock: EosClock = EosClock()
+) -> None:
     """Wire the stopping circuit into a randomly initialised Qwen3TTSForConditionalGeneration."""
     talker_config = config["talker_config"]
     dims = _Dims.for_config(talker_config)
@@ -247,19 +280,8 @@ def install_eos_clock(model: nn.Module, config: dict, clock: EosClock = EosClock
     _split_codebook_zero(model.talker, dims)
     _wire_markers(model.talker, config, dims, clock)
     _wire_clock(model.talker, talker_config, dims, clock)
-
-
-@torch.no_grad()
-def _scale_residual_branches(layers: nn.ModuleList) -> None:
-    """GPT-2 style: each layer's output projections get 1/sqrt(2 * layers).
-
-    The residual stream then stays O(1) at any depth, so the final norm divides by about the same value
-    in a 2-layer tiny talker and a 28-layer full one, and the EOS clock keeps its sharpness.
-    """
-    factor = (2 * len(layers)) ** -0.5
-    for layer in layers:
-        layer.self_attn.o_proj.weight.mul_(factor)
-        layer.mlp.down_proj.weight.mul_(factor)
+    rms = _calibrate_clock_readout(model.talker.eval(), dims, clock, generator)
+    logger.debug("talker: final-norm input RMS %.3g", rms)
 
 
 def build_tts_model(configs: CheckpointConfigs, seed: int, dtype: torch.dtype) -> nn.Module:
@@ -272,13 +294,11 @@ def build_tts_model(configs: CheckpointConfigs, seed: int, dtype: torch.dtype) -
         model = Qwen3TTSForConditionalGeneration(config)
     generator = torch.Generator().manual_seed(derive_seed(seed, component))
     init_random(model.talker, generator, embedding_std=CODEC_EMBED_STD)
-    _scale_residual_branches(model.talker.model.layers)
-    _scale_residual_branches(model.talker.code_predictor.model.layers)
     with torch.no_grad():
         model.talker.model.text_embedding.weight.normal_(0.0, TEXT_EMBED_STD, generator=generator)
     if model.speaker_encoder is not None:
         init_random(model.speaker_encoder, generator, embedding_std=1.0, gain=2**0.5)  # ReLU network
-    install_eos_clock(model, configs.model_config)
+    install_eos_clock(model, configs.model_config, generator)
     return model.eval()
 
 

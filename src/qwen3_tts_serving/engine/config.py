@@ -25,6 +25,8 @@ class EngineConfig:
     max_text_length: int = 2000
     min_ref_audio_seconds: float = 3.0
     max_ref_audio_seconds: float = 30.0
+    session_idle_timeout_s: float = 30.0
+    session_lookahead_tokens: int = 0
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> EngineConfig:

@@ -30,12 +30,14 @@ from .requests import (
     Capability,
     EngineUnavailableError,
     FinishReason,
+    InvalidRequestError,
     SamplingParams,
     SynthesisRequest,
     validate,
 )
 from .sampling import SamplerRows, apply_repetition_penalty, sample
 from .streams import AudioChunk, Stream, StreamSink, TextTrack
+from .text_feed import IncrementalText
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,18 @@ class EngineStats:
     prefilled_requests: int = 0
     max_active: int = 0
     finished: int = 0
+
+
+@dataclass(eq=False)
+class Session:
+    """A voice-agent stream whose text is still arriving (Triton sequence = one session)."""
+
+    stream: Stream
+    feed: IncrementalText
+    last_text_at: float
+    queued: bool = False  # handed to the prefill queue (it had text to start with)
+    closed: bool = False  # the client sent END (checked when more text is offered)
+    input_closed: bool = False  # END has reached the engine thread (decides the end-of-text marker)
 
 
 def is_repeating(history: list[int], window: int, max_period: int = 4) -> bool:
@@ -84,6 +98,7 @@ class StreamingEngine:
         self._suppressed[self._eos] = False
         self.defaults = SamplingParams.from_generation_config(tts.generate_defaults or {})
         self._tts_pad: torch.Tensor | None = None
+        self._tts_eos: torch.Tensor | None = None
 
         self._cond = threading.Condition()
         self._pending: deque[Stream] = deque()
@@ -91,6 +106,7 @@ class StreamingEngine:
         self._resumable: list[BatchState] = []
         self._paused: dict[int, BatchState] = {}
         self._batch: BatchState | None = None
+        self._sessions: dict[int, Session] = {}
         self._running = False
         self._thread: threading.Thread | None = None
 
@@ -149,7 +165,9 @@ class StreamingEngine:
         while True:
             with self._cond:
                 while self._running and not self.has_work():
-                    self._cond.wait()
+                    # Waiting sessions need their idle timeout checked even when nothing else happens.
+                    if self._cond.wait(timeout=0.5 if self._sessions else None) is False and self._sessions:
+                        break
                 if not self._running:
                     return
             try:
@@ -170,6 +188,7 @@ class StreamingEngine:
     @torch.inference_mode()
     def step(self) -> None:
         self._run_commands()
+        self._expire_sessions()
         self._admit()
         self._drop_cancelled()
         self._pause_starved()
@@ -229,11 +248,13 @@ class StreamingEngine:
         )
         prompt = self.prompts.build(requests, items)
         self._tts_pad = prompt.tts_pad_embed.reshape(-1)
+        self._tts_eos = prompt.tts_eos_embed.reshape(-1)
         for index, stream in enumerate(streams):
             trailing = prompt.trailing_text[index]
-            if stream.request.text_open and trailing.shape[0]:
+            still_open = self._input_open(stream)
+            if still_open and trailing.shape[0]:
                 trailing = trailing[:-1]  # the package closed the text with tts_eos; ours is still open
-            stream.text_track = TextTrack(trailing, closed=not stream.request.text_open)
+            stream.text_track = TextTrack(trailing, closed=not still_open)
             if items is not None and items[index].icl_mode:
                 stream.context_codes = items[index].ref_code
         mask = prompt.attention_mask
@@ -349,7 +370,12 @@ class StreamingEngine:
         penalty = torch.tensor([s.sampling.repetition_penalty for s in streams], device=self._device)
         logits = apply_repetition_penalty(logits.float(), state.seen_cb0, penalty)
         logits = logits.masked_fill(self._suppressed, float("-inf"))
-        too_early = torch.tensor([s.samples_drawn < 2 for s in streams], device=self._device)
+        # End-of-speech is held back for the first two tokens (as the package does) and while a session's
+        # text is still arriving: the talker cannot have finished a sentence it has not seen yet.
+        too_early = torch.tensor(
+            [s.samples_drawn < 2 or (s.text_track is not None and not s.text_track.closed) for s in streams],
+            device=self._device,
+        )
         logits[:, self._eos] = logits[:, self._eos].masked_fill(too_early, float("-inf"))
         drawn = torch.tensor([s.samples_drawn for s in streams], device=self._device)
         tokens = sample(logits, self._sampler_rows(streams, subtalker=False), drawn, 0)
@@ -389,7 +415,11 @@ class StreamingEngine:
         state = self._batch
         if state is None:
             return
-        starved = [i for i, s in enumerate(state.streams) if not s.finished and s.text_track.starved]
+        starved = [
+            i
+            for i, s in enumerate(state.streams)
+            if not s.finished and s.text_track.starved(s.lookahead or 0)
+        ]
         if not starved:
             return
         for row in starved:
@@ -451,12 +481,116 @@ class StreamingEngine:
         stream.chunks_sent += 1
         if stream.first_audio_at is None:
             stream.first_audio_at = time.monotonic()
+        if chunk.is_last:
+            self._forget_session(stream)
         stream.sink.send(chunk)
 
     @staticmethod
     def _without_rows(state: BatchState, rows: set[int]) -> BatchState | None:
         keep = [i for i in range(state.size) if i not in rows]
         return state.select(keep) if keep else None
+
+    # ------------------------------------------------------------------------------ voice-agent sessions
+    def open_sessions(self, entries: list[tuple[int, Stream, bool]]) -> None:
+        """Start sessions (key, stream, input already closed); their text may keep arriving."""
+        with self._cond:
+            for key, stream, closed in entries:
+                if key in self._sessions:
+                    stream.sink.fail(InvalidRequestError(f"session {key} is already running"))
+                    continue
+                stream.session_key = key
+                if stream.lookahead is None:
+                    stream.lookahead = self.config.session_lookahead_tokens
+                session = Session(
+                    stream=stream, feed=IncrementalText(), last_text_at=time.monotonic(), closed=closed
+                )
+                self._sessions[key] = session
+                first_text, stream.request.text = stream.request.text, ""
+                self._commands.append(
+                    lambda s=session, t=first_text, c=closed: self._take_text(s, t, False, c)
+                )
+            self._cond.notify()
+
+    def append_text(self, key: int, fragment: str, *, flush: bool = False, close: bool = False) -> None:
+        """Queue text for a running session; raises InvalidRequestError for an unknown or finished one."""
+        with self._cond:
+            session = self._sessions.get(key)
+            if session is None or session.closed:
+                raise InvalidRequestError(f"no open session {key}: it finished, timed out or never started")
+            total = len(session.feed.received) + len(fragment)
+            if total > self.config.max_text_length:
+                raise InvalidRequestError(
+                    f"session text would reach {total} characters; the limit is {self.config.max_text_length}"
+                )
+            session.closed = close
+            self._commands.append(lambda: self._take_text(session, fragment, flush, close))
+            self._cond.notify()
+
+    def _input_open(self, stream: Stream) -> bool:
+        session = self._sessions.get(stream.session_key) if stream.session_key is not None else None
+        return session is not None and not session.input_closed
+
+    def _take_text(self, session: Session, fragment: str, flush: bool, close: bool) -> None:
+        """Engine thread: commit what is stable, then feed the talker's text track or start the stream."""
+        stream = session.stream
+        if stream.finished:
+            return
+        session.last_text_at = time.monotonic()
+        session.input_closed = session.input_closed or close
+        piece = session.feed.feed(fragment, flush=flush, close=close)
+        stream.max_frames = self.config.frame_budget(session.feed.received, stream.sampling.max_new_tokens)
+        track = stream.text_track
+        if track is None:  # not prefilled yet: the prompt will hold all text committed until then
+            stream.request.text += piece
+            if not session.queued and stream.request.text.strip():
+                session.queued = True
+                with self._cond:
+                    self._pending.append(stream)
+            elif not session.queued and close:
+                stream.finish_reason = FinishReason.STOP  # the session ended without anything to say
+                self._send(stream, samples=None)
+            return
+        if piece:
+            track.append(self.prompts.text_embeddings_for(self._token_ids(piece)))
+        if close:
+            assert self._tts_eos is not None
+            track.close(self._tts_eos)
+        self.resume(stream)
+
+    def _token_ids(self, text: str) -> list[int]:
+        return self.tts.processor(text=text, return_tensors="pt")["input_ids"][0].tolist()
+
+    def _forget_session(self, stream: Stream) -> None:
+        if stream.session_key is not None:
+            with self._cond:
+                session = self._sessions.get(stream.session_key)
+                if session is not None and session.stream is stream:
+                    del self._sessions[stream.session_key]
+
+    def _expire_sessions(self) -> None:
+        """End sessions whose client left or whose text stopped coming while they wait for it."""
+        now = time.monotonic()
+        with self._cond:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            stream = session.stream
+            waiting = not session.queued or id(stream) in self._paused
+            if not waiting or stream.finished:
+                continue
+            if stream.sink.is_cancelled():
+                self._end_waiting(session, FinishReason.CANCELLED)
+            elif now - session.last_text_at > self.config.session_idle_timeout_s:
+                self._end_waiting(session, FinishReason.IDLE_TIMEOUT)
+
+    def _end_waiting(self, session: Session, reason: FinishReason) -> None:
+        stream = session.stream
+        stream.finish_reason = reason
+        paused = self._paused.pop(id(stream), None)
+        if paused is not None and reason is not FinishReason.CANCELLED:
+            self._send_chunks([stream])  # the audio of frames made before the pause, then the end
+        else:
+            self._send(stream, samples=None)
+        self.stats.finished += 1
 
     # ---------------------------------------------------------------------------------------- faults
     def _recover_from_oom(self) -> None:
@@ -472,6 +606,9 @@ class StreamingEngine:
             self._pending.clear()
         streams = pending + (self._batch.streams if self._batch else [])
         streams += [s for state in [*self._resumable, *self._paused.values()] for s in state.streams]
+        with self._cond:
+            streams += [session.stream for session in self._sessions.values() if not session.queued]
+            self._sessions.clear()
         self._batch, self._resumable, self._paused = None, [], {}
         for stream in streams:
             stream.sink.fail(error)

@@ -29,6 +29,7 @@ class FinishReason(str, enum.Enum):
     LENGTH = "length"  # the frame budget (max_new_tokens or the text-length cap) ran out
     REPETITION = "repetition"  # codebook 0 looped on a short pattern
     CANCELLED = "cancelled"  # the client went away
+    IDLE_TIMEOUT = "idle_timeout"  # a session waited for text longer than its idle timeout
 
 
 class InvalidRequestError(ValueError):

@@ -84,10 +84,10 @@ class TextTrack:
         self._cursor += 1
         return row
 
-    @property
-    def starved(self) -> bool:
-        """Open and used up: stepping now would speak padding instead of the text still to come."""
-        return not self.closed and self._cursor >= len(self._rows)
+    def starved(self, lookahead: int = 0) -> bool:
+        """Open and (nearly) used up: stepping now would speak padding instead of text still to come, or
+        would run closer to the end of the known text than the look-ahead allows."""
+        return not self.closed and self.pending <= lookahead
 
     @property
     def pending(self) -> int:
@@ -117,6 +117,8 @@ class Stream:
     emitted_frames: int = 0
     chunks_sent: int = 0
     finish_reason: FinishReason | None = None
+    session_key: int | None = None  # voice-agent sessions: the Triton correlation id
+    lookahead: int | None = None  # text tokens kept ahead of the talker (sessions); None: the default
     submitted_at: float = field(default_factory=time.monotonic)
     first_audio_at: float | None = None
 

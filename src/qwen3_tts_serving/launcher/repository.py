@@ -31,6 +31,8 @@ CHECKPOINT_FLAVOURS = {
     "voice_design": "voice_design",
     "voice_clone": "base",
     "voice_prompt": "base",
+    "custom_voice_session": "custom_voice",
+    "voice_clone_session": "base",
 }
 _IGNORED = shutil.ignore_patterns(TEMPLATE_NAME, "__pycache__", "*.pyc")
 
@@ -83,6 +85,10 @@ def template_values(settings: Settings, model: str, device: str) -> dict[str, st
         "max_text_length": settings.max_text_length,
         "min_ref_audio_seconds": settings.min_ref_audio_seconds,
         "max_ref_audio_seconds": settings.max_ref_audio_seconds,
+        "session_idle_timeout_s": settings.session_idle_timeout_s,
+        "session_lookahead_tokens": settings.session_lookahead_tokens,
+        # Triton forgets an idle sequence a little after the engine has ended it.
+        "max_sequence_idle_microseconds": int((settings.session_idle_timeout_s + 30) * 1_000_000),
     }
     return {key: str(value) for key, value in values.items()}
 
