@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from qwen3_tts_serving.engine.engine import StreamingEngine, is_repeating
-from qwen3_tts_serving.engine.requests import Capability, InvalidRequestError, SynthesisRequest
+from qwen3_tts_serving.engine.requests import (
+    Capability,
+    EngineUnavailableError,
+    InvalidRequestError,
+    SynthesisRequest,
+)
 from qwen3_tts_serving.engine.streams import CollectingSink
 
 GREEDY = {"do_sample": False, "repetition_penalty": 1.05}
@@ -240,3 +245,42 @@ def test_is_repeating():
     assert not is_repeating(list(range(12)), 12)
     assert not is_repeating([5] * 3, 8)
     assert not is_repeating([5] * 10, 0)
+
+
+def test_out_of_memory_fails_the_step_with_a_retry_hint_and_serving_goes_on(make_engine, monkeypatch):
+    engine = make_engine(Capability.CUSTOM_VOICE)
+    sinks = [CollectingSink(), CollectingSink()]
+    requests = [_custom("A."), _custom("B.")]
+    engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
+    engine.step()
+
+    def out_of_memory(state):  # a GPU allocation failure, simulated: there is no GPU here
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine, "_predict_codes", out_of_memory)
+    engine.step()
+    for sink in sinks:
+        assert isinstance(sink.error, EngineUnavailableError) and "retry" in str(sink.error)
+    assert engine.active_count == 0
+    monkeypatch.undo()
+    (sink,) = _run(engine, [_custom("Serving again.")])
+    assert sink.chunks[-1].is_last
+
+
+def test_a_request_the_package_refuses_does_not_fail_its_batch(make_engine, monkeypatch):
+    engine = make_engine(Capability.CUSTOM_VOICE)
+    build = engine.prompts.build
+
+    def refuse_poison(requests, items=None):
+        if any("poison" in r.text for r in requests):
+            raise ValueError("the package refused this text")
+        return build(requests, items)
+
+    monkeypatch.setattr(engine.prompts, "build", refuse_poison)
+    good, bad = CollectingSink(), CollectingSink()
+    engine.submit(
+        [engine.make_stream(engine.validate(_custom(t)), s) for t, s in (("Fine.", good), ("poison", bad))]
+    )
+    engine.run_until_idle()
+    assert "refused" in str(bad.error)
+    assert good.error is None and good.chunks[-1].is_last

@@ -164,6 +164,7 @@ class StreamPlayer {
     this.parts = [];
     this.sampleRate = 24000;
     this.drawing = false;
+    this.accepting = false;
     this.drawFlat();
   }
 
@@ -179,10 +180,12 @@ class StreamPlayer {
     this.sampleRate = sampleRate;
     this.parts = [];
     this.nextTime = 0;
+    this.accepting = true;
   }
 
   push(bytes) {
-    if (bytes.byteLength < 2) return;
+    // After Stop, chunks already on the wire are dropped rather than played.
+    if (!this.accepting || bytes.byteLength < 2) return;
     const ctx = audioContext;
     const samples = pcm16ToFloat(bytes);
     // The buffer keeps the stream's own rate; the AudioContext resamples to the device's.
@@ -205,6 +208,7 @@ class StreamPlayer {
   }
 
   stop() {
+    this.accepting = false;
     for (const source of this.sources) {
       try {
         source.stop();
@@ -405,9 +409,9 @@ function fillLanguages(languages) {
   }
 }
 
-function fillVoices(speakers, voices, select_ = null) {
+function fillVoices(speakers, voices) {
   const select = $("voice");
-  const previous = select_ ?? select.value;
+  const previous = select.value;
   const premium = document.createElement("optgroup");
   premium.label = "Premium voices";
   premium.id = "premium-voices";
@@ -697,7 +701,6 @@ async function saveVoice(event) {
   try {
     const voice = await (await api("/voices", { method: "POST", body: form })).json();
     setStatus("clone", "done", `Saved "${voice.name || voice.voice}" as ${voice.voice}. It is now selected under Speak.`);
-    $("voice").value = voice.voice; // keeps it selected across the reload below
     await loadCatalog();
     $("voice").value = voice.voice;
     onVoiceChange();

@@ -38,7 +38,9 @@ from qwen3_tts_serving.checkpoints.weights import (
 logger = logging.getLogger(__name__)
 
 # Bump whenever the bytes written for a given (preset, seed) change: existing folders are then rebuilt.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
+# The marker also hashes the generator's own source, so a forgotten bump cannot keep stale weights.
+GENERATOR_SOURCES = ("builder.py", "presets.py", "text_tokenizer.py", "weights.py")
 MARKER = ".complete"
 LOCK = ".build.lock"
 # A marker-less folder holding a file this large is most likely a real downloaded checkpoint: never
@@ -51,9 +53,17 @@ def weight_dtype(preset: str) -> torch.dtype:
     return torch.float32 if preset == "tiny" else torch.bfloat16
 
 
+def generator_digest() -> str:
+    digest = hashlib.sha256()
+    for name in GENERATOR_SOURCES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()
+
+
 def marker_payload(configs: CheckpointConfigs, seed: int, reference: ReferenceConfigs) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "generator_version": GENERATOR_VERSION,
+        "generator_digest": generator_digest(),
         "preset": configs.preset,
         "flavour": configs.flavour,
         "seed": seed,

@@ -11,19 +11,25 @@ Initialisation (same rule for every preset, so tiny and full models behave alike
   convolution stacks otherwise saturate the final clamp to +-1).
 
 Stopping ("EOS clock"): random weights either emit EOS at once or never. Instead the talker gets a small
-hand-wired circuit, deterministic and independent of the seed, so that codebook-0 EOS wins once
-``frames >= FRAMES_PER_TEXT_TOKEN * text tokens`` (the frames counted include those of a voice-clone
-reference; text tokens include the role tokens, a clone's reference text and a design instruction):
-- three residual dimensions are reserved: CODEC (1 where the input holds a regular codec frame, i.e. a
-  codebook-0 id below 2048), TEXT (1 where it holds a text token other than tts_pad/bos/eos) and CLOCK;
-  no random layer writes into them;
-- in the last talker layer the query heads of key/value group 0 get zero queries, so they attend
-  uniformly over the causal past; their values read CODEC and TEXT and ``o_proj`` writes
-  ``mean(CODEC) - r * mean(TEXT)`` into CLOCK;
-- ``codec_head``'s EOS row reads only CLOCK with a large gain: its logit is very negative before the
-  crossing and very positive after it, so greedy and sampled decoding both stop within a frame or two of
-  it. Streaming-text mode feeds one text token per frame, so its count catches up with the frames only
-  after the text ends; ``r >= 1`` keeps it from stopping mid-text.
+hand-wired circuit, the same for every seed and size, so that codebook-0 EOS wins once
+``generated frames >= frames_per_text_token (1.25) * text tokens``. Text tokens are every text token of
+the prompt and of the trailing text: the 3 role tokens, the text, a clone's reference text and a design
+instruction (with its role tokens). Greedy and sampled decoding both stop within a frame or two of that
+point; a text of T tokens gives about 1.25 * (T + 3) frames (e.g. "Hello world." -> 15 frames).
+- four residual dimensions are reserved and no random weight writes into them: CODEC (a marker on every
+  generated speech frame), TEXT (a marker on every text token except tts_pad/bos/eos), CLOCK and LEVEL;
+- LEVEL holds a large constant at every input position, so every RMSNorm divides by nearly the same value
+  (the norms weight LEVEL 0 and scale the other dimensions back up): the markers read in layer 0 do not
+  depend on what else a position holds;
+- in layer 0 the query heads of key/value group 0 get zero queries, so they average uniformly over the
+  causal past; their values read CODEC and TEXT and ``o_proj`` writes ``mean(CODEC) - r * mean(TEXT)``
+  into CLOCK, which only changes sign when frames = r * text tokens;
+- ``codec_head``'s EOS row reads only CLOCK with a large gain; the final norm's CLOCK weight is calibrated
+  with a forward pass so the EOS logit climbs 10 or more per frame near the crossing at any depth;
+- codebook 0 is split: the speech tokenizer's encoder only emits ids below 1024 and the talker only
+  generates ids from 1024 to 2047, so a voice-clone reference's frames are not counted as spoken;
+- streaming-text mode feeds one text token per frame, so the text count grows with the frames until the
+  text ends; ``r >= 1`` keeps it from stopping mid-text.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ logger = logging.getLogger(__name__)
 REGULAR_CODES = 2048  # codebook-0 ids below this are audio codes; above are control / speaker / language ids
 # Codebook 0 is split: the encoder (voice-clone references) emits ids below this, the talker ids above.
 SPEECH_CODES_START = 1024
-SUPPRESS_GAIN = 20.0
+SUPPRESS_LOGIT = 200.0
 # Entries of the encoder's codebook 0 that must never be nearest get this offset in every dimension.
 FAR_AWAY = 1.0e3
 CODEC_EMBED_STD = 0.25
@@ -183,16 +189,17 @@ def _wire_level(talker: nn.Module, talker_config: dict, dims: _Dims, clock: EosC
 
 
 @torch.no_grad()
-def _split_codebook_zero(talker: nn.Module, dims: _Dims) -> None:
+def _split_codebook_zero(talker: nn.Module, dims: _Dims, final_rms: float) -> None:
     """The talker only generates codebook-0 ids in [SPEECH_CODES_START, 2048).
 
     The speech tokenizer's encoder only emits ids below SPEECH_CODES_START (see _fill_codebooks), so a
     voice-clone reference's frames never count as spoken frames. The final norm lets LEVEL through (a
-    positive, nearly constant value) and codec_head turns it into a large negative logit for the
-    reference-only ids.
+    positive, nearly constant value) and codec_head turns it into a logit of about -SUPPRESS_LOGIT for
+    the reference-only ids.
     """
+    level_after_norm = talker.text_projection.linear_fc2.bias[dims.level].item() / final_rms
     talker.model.norm.weight[dims.level] = 1.0
-    talker.codec_head.weight[:SPEECH_CODES_START, dims.level] = -SUPPRESS_GAIN
+    talker.codec_head.weight[:SPEECH_CODES_START, dims.level] = -SUPPRESS_LOGIT / level_after_norm
 
 
 @torch.no_grad()
@@ -241,12 +248,10 @@ def _wire_clock(talker: nn.Module, talker_config: dict, dims: _Dims, clock: EosC
 def _calibrate_clock_readout(
     talker: nn.Module, dims: _Dims, clock: EosClock, generator: torch.Generator
 ) -> float:
-    """Make the final norm pass CLOCK at the same scale whatever the depth.
+    """RMS of the final norm's input over generation-like inputs (speech frames plus text).
 
-    The final RMSNorm divides by the RMS of the whole residual stream, which grows with the number of
-    random layers (2 in tiny, 28 in 1.7B): without this the EOS logit would rise several times more slowly
-    per frame in a full model. A forward pass over generation-like inputs (speech frames plus text)
-    measures that RMS; CLOCK's norm weight then cancels it.
+    It grows with the number of random layers (2 in tiny, 28 in 1.7B); CLOCK's final-norm weight cancels
+    it, otherwise the EOS logit would climb several times more slowly per frame in a full model.
     """
     length = 32
     embeds = talker.model.codec_embedding(
@@ -277,11 +282,11 @@ def install_eos_clock(
     dims = _Dims.for_config(talker_config)
     _isolate_reserved_dims(model.talker, model.speaker_encoder, dims)
     _wire_level(model.talker, talker_config, dims, clock)
-    _split_codebook_zero(model.talker, dims)
     _wire_markers(model.talker, config, dims, clock)
     _wire_clock(model.talker, talker_config, dims, clock)
-    rms = _calibrate_clock_readout(model.talker.eval(), dims, clock, generator)
-    logger.debug("talker: final-norm input RMS %.3g", rms)
+    final_rms = _calibrate_clock_readout(model.talker.eval(), dims, clock, generator)
+    _split_codebook_zero(model.talker, dims, final_rms)
+    logger.debug("talker: final-norm input RMS %.3g", final_rms)
 
 
 def build_tts_model(configs: CheckpointConfigs, seed: int, dtype: torch.dtype) -> nn.Module:

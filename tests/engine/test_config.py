@@ -1,0 +1,38 @@
+"""Engine configuration read from Triton parameters: every bad value is named at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qwen3_tts_serving.engine.config import EngineConfig
+
+
+def test_parameters_are_converted(tmp_path: Path):
+    config = EngineConfig.from_parameters(
+        {"checkpoint_dir": str(tmp_path), "chunk_frames": "6", "frames_per_char": "2.5", "device": "cpu"}
+    )
+    assert config.chunk_frames == 6 and config.frames_per_char == 2.5 and config.device == "cpu"
+
+
+def test_every_bad_parameter_is_named(tmp_path: Path):
+    with pytest.raises(ValueError, match="chunk_frames='four'.*max_new_tokens='-'"):
+        EngineConfig.from_parameters(
+            {"checkpoint_dir": str(tmp_path), "chunk_frames": "four", "max_new_tokens": "-"}
+        )
+    with pytest.raises(ValueError, match="checkpoint_dir is missing"):
+        EngineConfig.from_parameters({})
+    with pytest.raises(ValueError, match="is not a directory"):
+        EngineConfig.from_parameters({"checkpoint_dir": str(tmp_path / "absent")})
+    with pytest.raises(ValueError, match="device 'tpu'; valid: auto, cpu, cuda"):
+        EngineConfig.from_parameters({"checkpoint_dir": str(tmp_path), "device": "tpu"})
+    with pytest.raises(ValueError, match="chunk_frames must be >= 1"):
+        EngineConfig.from_parameters({"checkpoint_dir": str(tmp_path), "chunk_frames": "0"})
+
+
+def test_frame_budget_caps_by_text_length(tmp_path: Path):
+    config = EngineConfig(checkpoint_dir=tmp_path, frames_per_char=2.0, max_new_tokens=100)
+    assert config.frame_budget("abcde", 1000) == 2 * 5 + 24
+    assert config.frame_budget("x" * 500, 1000) == 100
+    assert config.frame_budget("abcde", 3) == 3
