@@ -117,7 +117,7 @@ class RequestRecord:
         }
 
 
-def _spread(values: Sequence[float], qs: Sequence[int] = (50, 90, 99)) -> dict[str, float | None]:
+def _spread(values: Sequence[float], qs: Sequence[int] = (50, 90, 95, 99)) -> dict[str, float | None]:
     return {f"p{q}": percentile(values, q) for q in qs}
 
 

@@ -25,6 +25,7 @@ from .errors import (
 )
 from .retry import RetryPolicy
 from .routing import UnknownVoiceError, VoiceRoute, route_voice
+from .session import AsyncSpeechSession, SpeechSession
 from .streams import AsyncChunkStream, ChunkStream
 from .text import chunk_text, split_sentences
 from .types import AudioChunk, HealthStatus, Language, SamplingOptions, Speaker, SpeechResult, Voice
@@ -35,6 +36,7 @@ __all__ = [
     "APITimeoutError",
     "AsyncChunkStream",
     "AsyncQwen3TTSClient",
+    "AsyncSpeechSession",
     "AudioChunk",
     "AuthenticationError",
     "BadRequestError",
@@ -58,6 +60,7 @@ __all__ = [
     "ServiceUnavailableError",
     "Speaker",
     "SpeechResult",
+    "SpeechSession",
     "UnknownVoiceError",
     "UnprocessableEntityError",
     "Voice",

@@ -99,6 +99,10 @@ class ClientCore:
     def http_client_options(self) -> dict[str, Any]:
         return {"timeout": self.timeout}
 
+    def session_options(self) -> dict[str, Any]:
+        """Keyword arguments of a ``SpeechSession``/``AsyncSpeechSession`` besides the URL and start."""
+        return {"headers": self.headers, "open_timeout": self.timeout.connect, "timeout": self.timeout.read}
+
     def request_options(self, op: Operation[Any]) -> dict[str, Any]:
         """Keyword arguments for ``httpx.Client.build_request`` (same for the async client).
 
@@ -388,8 +392,8 @@ def decode_chunk_audio(data: str, fmt: str) -> tuple[np.ndarray, bytes]:
     raise Qwen3TTSError(f"unsupported stream audio encoding {fmt!r}")
 
 
-def parse_stream_line(line: str | bytes) -> AudioChunk | None:
-    """One NDJSON line → a chunk; blank lines → None; an ``error`` line raises its error."""
+def stream_payload(line: str | bytes) -> Mapping[str, Any] | None:
+    """One NDJSON line as a JSON object; blank lines → None; an ``error`` line raises its error."""
     if isinstance(line, bytes):
         line = line.decode("utf-8")
     if not line.strip():
@@ -402,6 +406,10 @@ def parse_stream_line(line: str | bytes) -> AudioChunk | None:
         raise Qwen3TTSError(f"the gateway sent a malformed stream line: {line[:80]!r}")
     if "error" in payload or "detail" in payload:
         raise stream_error(payload)
+    return payload
+
+
+def chunk_of(payload: Mapping[str, Any]) -> AudioChunk:
     fmt = str(payload.get("encoding") or payload.get("format") or "pcm")
     samples, raw = decode_chunk_audio(payload.get("audio") or "", fmt)
     return AudioChunk(
@@ -415,6 +423,20 @@ def parse_stream_line(line: str | bytes) -> AudioChunk | None:
     )
 
 
+def is_done_line(payload: Mapping[str, Any]) -> bool:
+    """The stream's last line ``{"type": "done", "finish_reason", "duration", "chunks", ...}``."""
+    return payload.get("type") == "done"
+
+
+def parse_stream_line(line: str | bytes) -> AudioChunk | None:
+    """One NDJSON line → a chunk; blank lines and the closing ``done`` line → None; an ``error`` line
+    raises its error."""
+    payload = stream_payload(line)
+    if payload is None or is_done_line(payload):
+        return None
+    return chunk_of(payload)
+
+
 def stream_error(payload: Mapping[str, Any]) -> APIStatusError:
     """An error reported inside a stream (after the 200): same classes as a status error."""
     error = payload.get("error")
@@ -424,18 +446,25 @@ def stream_error(payload: Mapping[str, Any]) -> APIStatusError:
 
 
 class StreamState:
-    """Checks the order of a stream's chunks; ``finish`` raises when the last chunk never came."""
+    """Checks the order of a stream's chunks; ``finish`` raises when the last chunk never came.
+
+    ``summary`` holds the gateway's closing ``done`` line (finish_reason, duration, chunks) once read.
+    """
 
     def __init__(self) -> None:
         self.done = False
         self.count = 0
+        self.summary: dict[str, Any] | None = None
 
     def feed(self, lines: Iterable[str | bytes]) -> Iterable[AudioChunk]:
         for line in lines:
-            chunk = parse_stream_line(line)
-            if chunk is None:
+            payload = stream_payload(line)
+            if payload is None:
                 continue
-            yield self.accept(chunk)
+            if is_done_line(payload):
+                self.summary = dict(payload)
+                continue
+            yield self.accept(chunk_of(payload))
 
     def accept(self, chunk: AudioChunk) -> AudioChunk:
         if self.done:

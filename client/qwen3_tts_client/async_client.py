@@ -35,6 +35,7 @@ from ._core import (
 )
 from .errors import Qwen3TTSError
 from .retry import RetryPolicy
+from .session import AsyncSpeechSession, session_start, websocket_url
 from .streams import AsyncChunkStream
 from .types import AudioChunk, HealthStatus, Language, Speaker, SpeechResult, Voice
 
@@ -167,6 +168,37 @@ class AsyncQwen3TTSClient:
             text, voice=voice, speaker=speaker, language=language, instruct=instruct, sampling=sampling
         )
         return AsyncChunkStream(self._chunks(op))
+
+    def session(
+        self,
+        *,
+        voice: str,
+        language: str | None = None,
+        instruct: str | None = None,
+        text: str | None = None,
+        format: str = "pcm",
+        lookahead_tokens: int | None = None,
+        json_chunks: bool = False,
+        **sampling: Unpack[SamplingOptions],
+    ) -> AsyncSpeechSession:
+        """A voice-agent session (``/ws/session``): ``async with client.session(...) as s``,
+        ``s.send_text(fragment)`` as text comes, ``s.end()``, and iterate the audio.
+
+        ``voice``: a timbre or ``qwen3-clone-<id>``; ``format``: pcm (chunks carry float samples), wav,
+        mp3 or opus (chunks carry the encoded bytes in ``data``); ``lookahead_tokens`` (0-64) trades
+        first-audio latency for prosody. Needs the ``websockets`` package.
+        """
+        start = session_start(
+            voice=voice,
+            language=language,
+            instruct=instruct,
+            text=text,
+            format=format,
+            lookahead_tokens=lookahead_tokens,
+            json_chunks=json_chunks,
+            sampling=sampling,
+        )
+        return AsyncSpeechSession(websocket_url(self.base_url), start, **self._core.session_options())
 
     async def clone(
         self,

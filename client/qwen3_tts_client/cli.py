@@ -8,10 +8,13 @@ failed (5xx), 130 interrupted. Audio goes to ``-o FILE`` or stdout; messages go 
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
+import io
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from .audio import encode_audio, pcm16_to_float, streaming_wav_header
 from .client import Qwen3TTSClient
 from .errors import APIConnectionError, APIStatusError, Qwen3TTSError
 from .routing import CLONE_PREFIX, UnknownVoiceError, route_voice
+from .session import SpeechSession
 from .text import DEFAULT_MAX_CHARS, chunk_text
 from .types import SpeechResult
 
@@ -107,6 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument("-i", "--instruct", help="style instruction")
     stream.add_argument("--format", choices=STREAM_FORMATS, help="wav (default) or raw s16le pcm")
+
+    say = commands.add_parser(
+        "say",
+        parents=[text, sampling],
+        help="speak through a voice-agent session (--stream-input: text from stdin as it arrives)",
+        description="Speak through a voice-agent session: with --stream-input, stdin is sent as it arrives "
+        "(e.g. `some-llm | qwen3-tts say --stream-input -v ryan -o out.wav`) and audio is written as it "
+        "is generated.",
+    )
+    say.add_argument(
+        "-v", "--voice", default=DEFAULT_VOICE, help="timbre or qwen3-clone-<id> (default vivian)"
+    )
+    say.add_argument("-i", "--instruct", help="style instruction")
+    say.add_argument("--format", choices=STREAM_FORMATS, help="wav (default) or raw s16le pcm")
+    say.add_argument(
+        "--stream-input", action="store_true", help="send stdin as it arrives, without waiting for EOF"
+    )
+    say.add_argument(
+        "--lookahead",
+        type=int,
+        metavar="N",
+        help="text tokens kept ahead of the voice (0-64): prosody vs latency",
+    )
 
     design = commands.add_parser(
         "design", parents=[text, sampling], help="speak in a voice described in words"
@@ -344,32 +371,130 @@ def _patch_wav_sizes(sink: BinaryIO, sample_rate: int, data_bytes: int) -> None:
         return
 
 
+class AudioWriter:
+    """Writes s16le PCM chunks as they come (``wav``: a streaming header first, sizes patched at the end
+    when the sink can seek; ``pcm``: raw)."""
+
+    def __init__(self, sink: BinaryIO, fmt: str) -> None:
+        self.sink, self.fmt = sink, fmt
+        self.written, self.sample_rate = 0, 24000
+
+    def write(self, sample_rate: int, pcm: bytes) -> None:
+        if self.fmt == "wav" and self.written == 0:
+            self.sample_rate = sample_rate
+            self.sink.write(streaming_wav_header(sample_rate))
+        self.sink.write(pcm)
+        self.sink.flush()  # the point of streaming: the player gets audio now
+        self.written += len(pcm)
+
+    def finish(self) -> None:
+        if self.fmt != "wav":
+            return
+        if self.written == 0:
+            self.sink.write(streaming_wav_header(self.sample_rate, data_bytes=0))
+        _patch_wav_sizes(self.sink, self.sample_rate, self.written)
+
+    @property
+    def seconds(self) -> float:
+        return self.written // 2 / self.sample_rate
+
+
 def cmd_stream(client: Qwen3TTSClient, args: argparse.Namespace, console: Console, stdin: TextIO) -> int:
     pieces, fmt = pieces_of(args, stdin), output_format(args)
     if fmt not in STREAM_FORMATS:
         raise UsageError(f"stream writes {' or '.join(STREAM_FORMATS)}; use 'speak' for {fmt}")
     sink = open_output(args.output, console)
     progress = Progress(len(pieces), console)
-    written, sample_rate = 0, 24000
+    writer = AudioWriter(sink, fmt)
     try:
         for done, piece in enumerate(pieces, start=1):
             for rate, pcm in stream_pcm(client, args, piece):
-                if fmt == "wav" and written == 0:
-                    sample_rate = rate
-                    sink.write(streaming_wav_header(rate))
-                sink.write(pcm)
-                sink.flush()  # the point of streaming: the player gets audio now
-                written += len(pcm)
+                writer.write(rate, pcm)
             progress.update(done)
-        if fmt == "wav":
-            if written == 0:
-                sink.write(streaming_wav_header(sample_rate, data_bytes=0))
-            _patch_wav_sizes(sink, sample_rate, written)
+        writer.finish()
     finally:
         if sink is not console.stdout:
             sink.close()
     if args.output is not None:
-        console.info(f"wrote {args.output} ({written // 2 / sample_rate:.2f} s)")
+        console.info(f"wrote {args.output} ({writer.seconds:.2f} s)")
+    return EXIT_OK
+
+
+def stdin_fragments(stdin: TextIO) -> Iterator[str]:
+    """stdin as it arrives (a token, a line: whatever one read returns), without waiting for EOF."""
+    try:
+        fileno = stdin.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        yield from iter(stdin.readline, "")  # an in-memory stream (tests)
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while data := os.read(fileno, 4096):
+        if text := decoder.decode(data):
+            yield text
+    if tail := decoder.decode(b"", final=True):
+        yield tail
+
+
+def say_fragments(args: argparse.Namespace, stdin: TextIO) -> Iterator[str]:
+    if not args.stream_input:
+        text = read_text(args, stdin)
+        if not text.strip():
+            raise UsageError("the text is empty")
+        return iter([text])
+    if args.text is not None or args.file is not None:
+        raise UsageError("--stream-input reads the text from stdin; give no text argument or --file")
+    return stdin_fragments(stdin)
+
+
+class Feeder(threading.Thread):
+    """Sends the fragments to the session from a thread of its own, then ends the input."""
+
+    def __init__(self, session: SpeechSession, fragments: Iterator[str]) -> None:
+        super().__init__(name="qwen3-tts-feeder", daemon=True)
+        self.session, self.fragments = session, fragments
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for fragment in self.fragments:
+                self.session.send_text(fragment)
+            self.session.end()
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+
+def cmd_say(client: Qwen3TTSClient, args: argparse.Namespace, console: Console, stdin: TextIO) -> int:
+    fmt = output_format(args)
+    if fmt not in STREAM_FORMATS:
+        raise UsageError(f"say writes {' or '.join(STREAM_FORMATS)}; use 'speak' for {fmt}")
+    fragments = say_fragments(args, stdin)
+    sink = open_output(args.output, console)
+    writer = AudioWriter(sink, fmt)
+    session = client.session(
+        voice=gateway_voice(args.voice),
+        language=args.language,
+        instruct=args.instruct,
+        lookahead_tokens=args.lookahead,
+        **sampling_of(args),
+    )
+    try:
+        with session:
+            feeder = Feeder(session, fragments)
+            feeder.start()
+            for chunk in session:
+                writer.write(chunk.sample_rate, chunk.pcm16())
+            writer.finish()
+            feeder.join(timeout=1.0)
+    finally:
+        if sink is not console.stdout:
+            sink.close()
+    if feeder.error is not None and not isinstance(feeder.error, Qwen3TTSError):
+        raise feeder.error
+    reason = session.finish_reason or "unknown"
+    if reason != "stop":
+        console.info(f"the session ended early: {reason}")
+    if args.output is not None:
+        console.info(f"wrote {args.output} ({writer.seconds:.2f} s)")
     return EXIT_OK
 
 
@@ -433,6 +558,7 @@ def cmd_voices(client: Qwen3TTSClient, args: argparse.Namespace, console: Consol
 COMMANDS: dict[str, Callable[[Qwen3TTSClient, argparse.Namespace, Console, TextIO], int]] = {
     "speak": cmd_speak,
     "stream": cmd_stream,
+    "say": cmd_say,
     "design": cmd_design,
     "clone": cmd_clone,
     "voices": cmd_voices,

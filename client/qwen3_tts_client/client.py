@@ -37,6 +37,7 @@ from ._core import (
 )
 from .errors import Qwen3TTSError
 from .retry import RetryPolicy
+from .session import SpeechSession, session_start, websocket_url
 from .streams import ChunkStream
 from .types import AudioChunk, HealthStatus, Language, Speaker, SpeechResult, Voice
 
@@ -167,6 +168,37 @@ class Qwen3TTSClient:
             text, voice=voice, speaker=speaker, language=language, instruct=instruct, sampling=sampling
         )
         return ChunkStream(self._chunks(op))
+
+    def session(
+        self,
+        *,
+        voice: str,
+        language: str | None = None,
+        instruct: str | None = None,
+        text: str | None = None,
+        format: str = "pcm",
+        lookahead_tokens: int | None = None,
+        json_chunks: bool = False,
+        **sampling: Unpack[SamplingOptions],
+    ) -> SpeechSession:
+        """A voice-agent session (``/ws/session``): ``with client.session(...) as s``,
+        ``s.send_text(fragment)`` as text comes, ``s.end()``, and iterate the audio.
+
+        ``voice``: a timbre or ``qwen3-clone-<id>``; ``format``: pcm (chunks carry float samples), wav,
+        mp3 or opus (chunks carry the encoded bytes in ``data``); ``lookahead_tokens`` (0-64) trades
+        first-audio latency for prosody. Needs the ``websockets`` package.
+        """
+        start = session_start(
+            voice=voice,
+            language=language,
+            instruct=instruct,
+            text=text,
+            format=format,
+            lookahead_tokens=lookahead_tokens,
+            json_chunks=json_chunks,
+            sampling=sampling,
+        )
+        return SpeechSession(websocket_url(self.base_url), start, **self._core.session_options())
 
     def clone(
         self,

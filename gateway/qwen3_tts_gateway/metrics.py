@@ -56,6 +56,21 @@ class GatewayMetrics:
         self.active_streams = Gauge(
             f"{_PREFIX}_active_streams", "Synthesis streams open to Triton.", registry=self.registry
         )
+        self.finish_reasons = Counter(
+            f"{_PREFIX}_finish_reasons",
+            "Finished syntheses and sessions by why they ended: stop, length, repetition (guard rails), "
+            "idle_timeout, cancelled.",
+            ["route", "reason"],
+            registry=self.registry,
+        )
+        self.active_sessions = Gauge(
+            f"{_PREFIX}_active_sessions", "Text-streaming sessions open to Triton.", registry=self.registry
+        )
+        self.session_text_chars = Counter(
+            f"{_PREFIX}_session_text_characters",
+            "Characters of text received by sessions.",
+            registry=self.registry,
+        )
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

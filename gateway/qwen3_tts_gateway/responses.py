@@ -88,6 +88,7 @@ class ClosingStreamingResponse(StreamingResponse):
 
 def chunk_message(chunk: AudioChunk) -> dict[str, Any]:
     return {
+        "type": "chunk",
         "sequence": chunk.sequence,
         "audio": base64.b64encode(pcm16(chunk.audio)).decode("ascii"),
         "sample_rate": chunk.sample_rate,
@@ -96,10 +97,23 @@ def chunk_message(chunk: AudioChunk) -> dict[str, Any]:
     }
 
 
+def done_message(stream: AudioStream) -> dict[str, Any]:
+    """The summary that ends a stream (NDJSON's last line, the WebSocket's ``done``): the HTTP trailer
+    that a chunked response cannot portably send."""
+    return {
+        "type": "done",
+        "finish_reason": stream.finish_reason or "unknown",
+        "sample_rate": stream.sample_rate,
+        "duration": round(stream.duration_s, 3),
+        "chunks": stream.chunks,
+    }
+
+
 async def _ndjson(stream: AudioStream) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream:
             yield json.dumps(chunk_message(chunk)).encode() + b"\n"
+        yield json.dumps(done_message(stream)).encode() + b"\n"
     except GatewayError as exc:  # after the first byte the status is sent: report in-band
         yield json.dumps(exc.body()).encode() + b"\n"
     finally:
@@ -107,6 +121,8 @@ async def _ndjson(stream: AudioStream) -> AsyncIterator[bytes]:
 
 
 async def _audio_bytes(stream: AudioStream, fmt: str) -> AsyncIterator[bytes]:
+    """Encoded bytes as each chunk is produced. The finish reason has no place in raw audio (headers are
+    sent first, and chunked trailers are not portable): it goes to the metrics and the log."""
     encoder = stream_encoder(fmt, stream.sample_rate)
     try:
         async for chunk in stream:
@@ -116,6 +132,7 @@ async def _audio_bytes(stream: AudioStream, fmt: str) -> AsyncIterator[bytes]:
         tail = encoder.finish()
         if tail:
             yield tail
+        logger.debug("audio stream finished: %s", stream.finish_reason)
     except GatewayError as exc:
         logger.warning("audio stream ended early: %s", exc.message)
     finally:
@@ -137,7 +154,7 @@ async def _sse(stream: AudioStream, fmt: str) -> AsyncIterator[bytes]:
         if tail:
             yield _sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
         usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-        yield _sse_event({"type": "speech.audio.done", "usage": usage})
+        yield _sse_event({"type": "speech.audio.done", "usage": usage, "finish_reason": stream.finish_reason})
     except GatewayError as exc:
         yield _sse_event({"type": "error", **error_body(exc.status_code, exc.message, exc.error_type)})
     finally:

@@ -97,7 +97,7 @@ class StreamSynthesizeRequest(VoiceFields):
         "ndjson", description="ndjson: one JSON line per chunk; audio: raw bytes of response_format."
     )
     response_format: OutputFormatName = Field(
-        "pcm", description="With stream_format=audio: pcm, wav or opus."
+        "pcm", description="With stream_format=audio: pcm, wav (streaming header), mp3 or opus (in Ogg)."
     )
 
     @model_validator(mode="after")
@@ -115,6 +115,59 @@ class WebSocketSynthesizeRequest(VoiceFields):
     stream_format: Literal["binary", "json"] = Field(
         "binary", description="binary: PCM s16le frames; json: chunk messages with base64 PCM."
     )
+
+
+def _stream_encoding(value: str) -> str:
+    fmt = value.strip().lower()
+    if fmt not in STREAMABLE_FORMATS:
+        raise ValueError(f"unsupported format {value[:32]!r}; streamable: {', '.join(STREAMABLE_FORMATS)}")
+    return fmt
+
+
+StreamEncodingName = Annotated[
+    str, AfterValidator(_stream_encoding), _enum_schema(STREAMABLE_FORMATS, "Streamed audio encoding.")
+]
+MAX_LOOKAHEAD_TOKENS = 64  # the session models' limit (docs/triton-io-contract.md)
+
+
+class SessionStartMessage(SamplingFields):
+    """``/ws/session``: opens a voice-agent session (see gateway/README.md, "Voice-agent sessions")."""
+
+    type: Literal["start"]
+    voice: VoiceName
+    language: LanguageCode = "auto"
+    instruct: str | None = Field(None, description="Style instruction (built-in timbres only).")
+    text: str = Field("", description="Optional first fragment of the text.")
+    format: StreamEncodingName = Field("pcm", description="pcm (s16le), wav, mp3 or opus (in Ogg).")
+    stream_format: Literal["binary", "json"] = Field(
+        "binary", description="binary: audio in binary frames; json: chunk messages with base64 audio."
+    )
+    lookahead_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_LOOKAHEAD_TOKENS,
+        description="Text tokens kept ahead of the talker before it speaks: more context, later audio.",
+    )
+
+
+class SessionTextMessage(BaseModel):
+    """A fragment of text (any size, also a single token); ``flush`` commits a partial last word now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str
+    flush: bool = False
+
+
+class SessionControlMessage(BaseModel):
+    """``flush`` (commit a partial last word), ``end`` (the text is complete; optional last fragment)
+    or ``cancel`` (stop now)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["flush", "end", "cancel"]
+    text: str = ""
 
 
 class DesignRequest(SamplingFields):
@@ -210,13 +263,24 @@ class ReadyResponse(BaseModel):
 
 
 class StreamChunkMessage(BaseModel):
-    """One NDJSON line of /synthesize/stream (and, with ``type: chunk``, a WebSocket JSON message)."""
+    """One NDJSON line of /synthesize/stream (and a WebSocket JSON message of /ws/synthesize)."""
 
+    type: Literal["chunk"] = "chunk"
     sequence: int
     audio: str = Field(description="Base64 of raw PCM, 16-bit little-endian, mono.")
     sample_rate: int
     is_last: bool
     finish_reason: str = Field(description="'' except on the last chunk: stop, length or repetition.")
+
+
+class StreamDoneMessage(BaseModel):
+    """The last NDJSON line of /synthesize/stream (after the last chunk), like an HTTP trailer."""
+
+    type: Literal["done"] = "done"
+    finish_reason: str = Field(description="stop, length or repetition (the first guard rail that fired).")
+    sample_rate: int
+    duration: float = Field(description="Seconds of audio streamed.")
+    chunks: int
 
 
 class VoiceInfo(BaseModel):

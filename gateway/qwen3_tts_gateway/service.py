@@ -1,5 +1,6 @@
-"""Synthesis between routes and the engine: voice resolution, deadlines, metrics, and opening a stream
-only once its first chunk (or its error) has arrived, so every error status is decided before any byte.
+"""Synthesis between routes and the engine: voice resolution, deadlines, metrics, long text split into
+pipelined segments (segments.py), and opening a stream only once its first chunk (or its error) has
+arrived, so every error status is decided before any byte.
 """
 
 from __future__ import annotations
@@ -8,16 +9,31 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .catalog import clone_voice_id
-from .engine import AudioChunk, SamplingParams, SynthesisRequest, TTSEngine, VoicePrompt
-from .errors import EngineFailureError, GatewayError, NotFoundError, UpstreamTimeoutError
+from .engine import (
+    AudioChunk,
+    EngineSession,
+    SamplingParams,
+    SessionRequest,
+    SynthesisRequest,
+    TTSEngine,
+    VoicePrompt,
+)
+from .errors import (
+    EngineFailureError,
+    EngineUnavailableError,
+    GatewayError,
+    NotFoundError,
+    UpstreamTimeoutError,
+)
 from .metrics import GatewayMetrics
 from .refaudio import ReferenceAudio
 from .schemas import SamplingFields
+from .segments import SEGMENT_MAX_CHARS, pipelined_chunks, segment_requests, split_segments
 from .voices import VoiceRecord, VoiceStore
 
 logger = logging.getLogger(__name__)
@@ -76,6 +92,7 @@ class AudioStream:
         self._deadline = deadline
         self._metrics = metrics
         self._closed = False
+        self._failed = False
         metrics.active_streams.inc()
 
     @property
@@ -93,6 +110,7 @@ class AudioStream:
                 chunk = await self._next()
             self._finished()
         except GatewayError as exc:
+            self._failed = True
             self._metrics.errors.labels(self._route, exc.error_type).inc()
             logger.warning("stream failed after %d chunks: %s", self.chunks, exc.message)
             raise
@@ -113,6 +131,7 @@ class AudioStream:
         self.samples += len(chunk.audio)
         if chunk.is_last:
             self.finish_reason = chunk.finish_reason or "stop"
+            self._metrics.finish_reasons.labels(self._route, self.finish_reason).inc()
         return chunk
 
     def _finished(self) -> None:
@@ -125,22 +144,53 @@ class AudioStream:
         if not self._closed:
             self._closed = True
             self._metrics.active_streams.dec()
+            if not self.finish_reason and not self._failed:
+                self._metrics.finish_reasons.labels(self._route, "cancelled").inc()
             await _aclose(self._source)
 
 
 class SynthesisService:
+    """``segment_chars``: texts longer than this are split at sentences into pipelined segments."""
+
     def __init__(
-        self, engine: TTSEngine, voices: VoiceStore, metrics: GatewayMetrics, *, timeout_s: float
+        self,
+        engine: TTSEngine,
+        voices: VoiceStore,
+        metrics: GatewayMetrics,
+        *,
+        timeout_s: float,
+        segment_chars: int = SEGMENT_MAX_CHARS,
     ) -> None:
         self._engine = engine
         self._voices = voices
         self._metrics = metrics
         self._timeout_s = timeout_s
+        self.segment_chars = segment_chars
+
+    async def _reusable_voice(self, request: SynthesisRequest) -> SynthesisRequest:
+        """A one-off clone's reference encoded once into a prompt, reused by every segment."""
+        if request.model != "voice_clone" or request.voice_prompt is not None or request.ref_audio is None:
+            return request
+        prompt = await self._engine.create_voice_prompt(
+            request.ref_audio, request.ref_sample_rate or 0, request.ref_text, bool(request.x_vector_only)
+        )
+        return replace(request, voice_prompt=prompt, ref_audio=None, ref_sample_rate=None)
+
+    async def _source(self, request: SynthesisRequest, segments: list[str]) -> AsyncIterator[AudioChunk]:
+        if len(segments) == 1:
+            return self._engine.stream(request)
+        logger.info("%s: %d characters in %d segments", request.model, len(request.text), len(segments))
+        request = await self._reusable_voice(request)
+        return pipelined_chunks(self._engine.stream, segment_requests(request, segments))
 
     async def open_stream(self, request: SynthesisRequest, route: str) -> AudioStream:
-        """Start a synthesis and wait for its first chunk; errors (and their statuses) surface here."""
+        """Start a synthesis and wait for its first chunk; errors (and their statuses) surface here.
+
+        Long text is split into segments (each gets ``timeout_s`` on the deadline of the whole).
+        """
         started = time.monotonic()
-        source = self._engine.stream(request)
+        segments = split_segments(request.text, self.segment_chars)
+        source = await self._source(request, segments)
         try:
             first = await asyncio.wait_for(anext(source), self._timeout_s)
         except StopAsyncIteration:
@@ -157,7 +207,7 @@ class SynthesisService:
             source,
             route=route,
             started=started,
-            deadline=started + self._timeout_s,
+            deadline=started + self._timeout_s * len(segments),
             metrics=self._metrics,
         )
 
@@ -167,6 +217,12 @@ class SynthesisService:
         parts = [chunk.audio async for chunk in stream]
         audio = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
         return SynthesizedAudio(audio, stream.sample_rate, stream.finish_reason or "unknown")
+
+    async def open_session(self, request: SessionRequest) -> EngineSession:
+        """Start a text-streaming session; 503 before anything is sent when its model is not ready."""
+        if not await self._engine.model_ready(request.model):
+            raise EngineUnavailableError(f"the {request.model} model is not ready; retry later")
+        return await self._engine.open_session(request)
 
     async def speech_request(
         self,

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         "auto", description="auto: flash_attention_2 when flash-attn is installed and a GPU is used."
     )
 
+    cpu_threads: int = Field(
+        1,
+        description="torch threads per model instance on the CPU (each model is its own process; 0: torch's "
+        "default). Ignored on a GPU.",
+    )
+
     # --- engine (filled into every model's config.pbtxt parameters) -----------------------------------
     max_active_streams: int = Field(64, description="Streams stepped together by one engine.")
     max_entry_batch: int = Field(32, description="Triton dynamic batcher max_batch_size.")

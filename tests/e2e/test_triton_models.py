@@ -244,7 +244,11 @@ def test_voice_prompt_reused_by_voice_clone_equals_cloning_from_the_clip(calls, 
         do_sample=False,
         subtalker_dosample=False,
     )
-    np.testing.assert_allclose(from_clip, wavs[0], atol=AUDIO_ATOL)
+    # The package decodes reference + generated codes in one pass; the server's chunks see at most
+    # decoder_left_context_frames of context, so the match is close rather than exact here.
+    assert from_clip.shape == wavs[0].shape
+    error = np.sqrt(np.mean((from_clip - wavs[0]) ** 2)) / np.sqrt(np.mean(wavs[0] ** 2))
+    assert error < 0.01, error
 
 
 def test_voice_design_streams(calls):

@@ -34,7 +34,9 @@ def load_tts(checkpoint_root: Path) -> Callable[[Capability], Any]:
 
     def load(capability: Capability) -> Any:
         if capability not in loaded:
-            config = EngineConfig(checkpoint_dir=checkpoint_root / FLAVOUR_DIRS[capability], device="cpu")
+            config = EngineConfig(
+                checkpoint_dir=checkpoint_root / FLAVOUR_DIRS[capability], device="cpu", cpu_threads=1
+            )
             loaded[capability] = load_model(config, capability)
         return loaded[capability]
 

@@ -124,5 +124,33 @@ def test_opus_stream_is_one_valid_file() -> None:
 
 
 def test_unstreamable_format() -> None:
-    with pytest.raises(ValueError, match="streamable: pcm, wav, opus"):
-        stream_encoder("mp3", 24_000)
+    with pytest.raises(ValueError, match="streamable: pcm, wav, mp3, opus"):
+        stream_encoder("flac", 24_000)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3", "opus"])
+def test_stream_prefix_decodes_to_the_first_audio(fmt: str) -> None:
+    """The bytes of the first chunks alone are a playable file holding (about) those chunks' audio."""
+    encoder = stream_encoder(fmt, 24_000)
+    first_chunks = tone(0.32), tone(0.16)
+    prefix = b"".join(encoder.feed(chunk) for chunk in first_chunks)
+    rest = encoder.feed(tone(1.0)) + encoder.finish()
+    head, rate = sf.read(io.BytesIO(prefix), dtype="float32")
+    whole, _ = sf.read(io.BytesIO(prefix + rest), dtype="float32")
+    fed = sum(len(chunk) for chunk in first_chunks)
+    assert rate == 24_000
+    # Lossy encoders hold back up to a frame or two (MP3 1152 samples, Opus 20 ms pages) and add a delay.
+    assert fed - 2 * 1152 <= len(head) <= fed + 1152, (len(head), fed)
+    assert abs(len(whole) - (fed + 24_000)) < 2400
+    if fmt == "wav":
+        np.testing.assert_allclose(head, np.concatenate(first_chunks), atol=1e-4)
+
+
+def test_mp3_stream_never_rewrites_sent_bytes() -> None:
+    """Constant bitrate, no Xing/LAME tag frame: what was sent is what a whole file would hold."""
+    encoder = stream_encoder("mp3", 24_000)
+    sent = b"".join(encoder.feed(tone(0.2)) for _ in range(5)) + encoder.finish()
+    assert sent[:2] == b"\xff\xf3"  # an MPEG-2 layer III frame header right away
+    assert b"Xing" not in sent and b"Info" not in sent[:200]
+    audio, rate = sf.read(io.BytesIO(sent), dtype="float32")
+    assert rate == 24_000 and abs(len(audio) - 24_000) < 2400

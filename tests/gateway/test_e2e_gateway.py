@@ -63,7 +63,15 @@ def test_ready(http: httpx.Client) -> None:
     response = http.get("/ready")
     assert response.status_code == 200, response.text
     assert response.json()["models"] == dict.fromkeys(
-        ["custom_voice", "voice_design", "voice_clone", "voice_prompt"], True
+        [
+            "custom_voice",
+            "voice_design",
+            "voice_clone",
+            "voice_prompt",
+            "custom_voice_session",
+            "voice_clone_session",
+        ],
+        True,
     )
 
 

@@ -38,12 +38,20 @@ async def test_health_and_docs(client: httpx.AsyncClient) -> None:
         assert path in paths
 
 
+MODELS = [
+    "custom_voice",
+    "voice_design",
+    "voice_clone",
+    "voice_prompt",
+    "custom_voice_session",
+    "voice_clone_session",
+]
+
+
 async def test_ready_reports_models(client: httpx.AsyncClient, engine: FakeEngine) -> None:
     response = await client.get("/ready")
     assert response.status_code == 200
-    assert response.json()["models"] == dict.fromkeys(
-        ["custom_voice", "voice_design", "voice_clone", "voice_prompt"], True
-    )
+    assert response.json()["models"] == dict.fromkeys(MODELS, True)
     engine.unready_models.add("voice_design")
     response = await client.get("/ready")
     assert response.status_code == 503
@@ -53,7 +61,7 @@ async def test_ready_reports_models(client: httpx.AsyncClient, engine: FakeEngin
     assert (await client.get("/ready")).json() == {
         "ready": False,
         "server": False,
-        "models": dict.fromkeys(["custom_voice", "voice_design", "voice_clone", "voice_prompt"], False),
+        "models": dict.fromkeys(MODELS, False),
     }
 
 
@@ -221,12 +229,21 @@ async def test_stream_ndjson(client: httpx.AsyncClient) -> None:
     response = await client.post("/synthesize/stream", json=SYNTH)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-ndjson"
-    lines = [json.loads(line) for line in response.text.splitlines()]
+    *lines, done = [json.loads(line) for line in response.text.splitlines()]
+    assert [line["type"] for line in lines] == ["chunk"] * 3
     assert [line["sequence"] for line in lines] == [0, 1, 2]
     assert [line["is_last"] for line in lines] == [False, False, True]
     assert lines[-1]["finish_reason"] == "stop" and lines[0]["finish_reason"] == ""
     assert all(line["sample_rate"] == 24_000 for line in lines)
     assert len(base64.b64decode(lines[0]["audio"])) == 4800 * 2
+    # the trailer-like last line
+    assert done == {
+        "type": "done",
+        "finish_reason": "stop",
+        "sample_rate": 24_000,
+        "duration": 0.6,
+        "chunks": 3,
+    }
 
 
 async def test_stream_error_after_first_chunk_is_in_band(
@@ -259,10 +276,10 @@ async def test_stream_raw_audio(client: httpx.AsyncClient, fmt: str, media_type:
 
 
 async def test_stream_rejects_unstreamable_format(client: httpx.AsyncClient) -> None:
-    body = {**SYNTH, "stream_format": "audio", "response_format": "mp3"}
+    body = {**SYNTH, "stream_format": "audio", "response_format": "flac"}
     response = await client.post("/synthesize/stream", json=body)
     assert response.status_code == 422
-    assert "streamable: pcm, wav, opus" in response.json()["error"]["message"]
+    assert "streamable: pcm, wav, mp3, opus" in response.json()["error"]["message"]
 
 
 async def test_openai_speech(client: httpx.AsyncClient, engine: FakeEngine) -> None:

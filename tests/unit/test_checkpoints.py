@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from qwen3_tts_serving.checkpoints import (
     FLAVOURS,
@@ -20,6 +21,7 @@ from qwen3_tts_serving.checkpoints import (
 )
 from qwen3_tts_serving.checkpoints.builder import MARKER, marker_payload
 from qwen3_tts_serving.checkpoints.cli import main as cli_main
+from qwen3_tts_serving.checkpoints.presets import REFERENCE_MODEL
 from qwen3_tts_serving.checkpoints.reference import SHARED_REFERENCE_DIR
 from qwen3_tts_serving.checkpoints.weights import SPEECH_CODES_START
 
@@ -100,38 +102,63 @@ def test_every_flavour_has_the_released_layout(checkpoints: dict[str, Path]) -> 
         assert size_mb < 40
 
 
+TOP_LEVEL_IDS = (
+    "assistant_token_id",
+    "im_start_token_id",
+    "im_end_token_id",
+    "tts_bos_token_id",
+    "tts_eos_token_id",
+    "tts_pad_token_id",
+    "tts_model_type",
+    "tts_model_size",
+    "tokenizer_type",
+)
+TALKER_IDS = (
+    "codec_bos_id",
+    "codec_eos_token_id",
+    "codec_think_id",
+    "codec_nothink_id",
+    "codec_pad_id",
+    "codec_think_bos_id",
+    "codec_think_eos_id",
+    "spk_id",
+    "spk_is_dialect",
+    "codec_language_id",
+    "vocab_size",
+    "text_vocab_size",
+    "num_code_groups",
+)
+
+
 def test_ids_match_the_reference_configs(checkpoints: dict[str, Path]) -> None:
     reference = load_reference_configs()
-    top_ids = ("assistant_token_id", "im_start_token_id", "im_end_token_id", "tts_bos_token_id")
-    top_ids += ("tts_eos_token_id", "tts_pad_token_id", "tts_model_type", "tts_model_size", "tokenizer_type")
-    talker_ids = ("codec_bos_id", "codec_eos_token_id", "codec_think_id", "codec_nothink_id", "codec_pad_id")
-    talker_ids += (
-        "codec_think_bos_id",
-        "codec_think_eos_id",
-        "spk_id",
-        "spk_is_dialect",
-        "codec_language_id",
-    )
-    talker_ids += ("vocab_size", "text_vocab_size", "num_code_groups")
     for flavour, folder in checkpoints.items():
-        real_name = {
-            "custom_voice": "1.7B-CustomVoice",
-            "base": "1.7B-Base",
-            "voice_design": "1.7B-VoiceDesign",
-        }
-        real = reference.get(real_name[flavour], "config.json")
+        real_model = REFERENCE_MODEL["tiny"][flavour]
+        real = reference.get(real_model, "config.json")
         ours = json.loads((folder / "config.json").read_text())
-        assert {k: ours[k] for k in top_ids} == {k: real[k] for k in top_ids}
+        assert {k: ours[k] for k in TOP_LEVEL_IDS} == {k: real[k] for k in TOP_LEVEL_IDS}
         assert ours["tts_model_size"] == "1b7"  # any substring of "0b6" would silently drop `instruct`
         talker, real_talker = ours["talker_config"], real["talker_config"]
-        assert {k: talker[k] for k in talker_ids} == {k: real_talker[k] for k in talker_ids}
+        assert {k: talker[k] for k in TALKER_IDS} == {k: real_talker[k] for k in TALKER_IDS}
         assert talker["code_predictor_config"]["vocab_size"] == 2048
         assert ("speaker_encoder_config" in ours) == (flavour == "base")
         codec = json.loads((folder / "speech_tokenizer/config.json").read_text())
-        real_codec = reference.get(real_name[flavour], "speech_tokenizer/config.json")
+        real_codec = reference.get(real_model, "speech_tokenizer/config.json")
         for key in ("codebook_size", "num_quantizers", "upsample_rates", "upsampling_ratios"):
             assert codec["decoder_config"][key] == real_codec["decoder_config"][key]
         assert codec["decode_upsample_rate"] == SAMPLES_PER_FRAME
+
+
+def test_every_loaded_tensor_comes_from_the_files(
+    checkpoints: dict[str, Path], models: dict[str, object]
+) -> None:
+    """No missing key (which transformers would fill with fresh, unseeded noise) and no unused key."""
+    for flavour, folder in checkpoints.items():
+        model = models[flavour].model
+        with safe_open(folder / "model.safetensors", "pt") as weights:
+            assert set(weights.keys()) == set(model.state_dict())
+        with safe_open(folder / "speech_tokenizer/model.safetensors", "pt") as weights:
+            assert set(weights.keys()) == set(model.speech_tokenizer.model.state_dict())
 
 
 def test_speaker_encoder_section_is_written_like_the_real_one(checkpoints: dict[str, Path]) -> None:

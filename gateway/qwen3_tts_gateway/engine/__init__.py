@@ -1,9 +1,12 @@
 from .base import (
     ALL_MODELS,
+    SESSION_MODELS,
     SYNTHESIS_MODELS,
     VOICE_PROMPT_MODEL,
     AudioChunk,
+    EngineSession,
     SamplingParams,
+    SessionRequest,
     SynthesisModel,
     SynthesisRequest,
     TTSEngine,
@@ -12,10 +15,13 @@ from .base import (
 
 __all__ = [
     "ALL_MODELS",
+    "SESSION_MODELS",
     "SYNTHESIS_MODELS",
     "VOICE_PROMPT_MODEL",
     "AudioChunk",
+    "EngineSession",
     "SamplingParams",
+    "SessionRequest",
     "SynthesisModel",
     "SynthesisRequest",
     "TTSEngine",

@@ -15,7 +15,12 @@ import numpy as np
 SynthesisModel = Literal["custom_voice", "voice_design", "voice_clone"]
 SYNTHESIS_MODELS: tuple[SynthesisModel, ...] = ("custom_voice", "voice_design", "voice_clone")
 VOICE_PROMPT_MODEL = "voice_prompt"
-ALL_MODELS: tuple[str, ...] = (*SYNTHESIS_MODELS, VOICE_PROMPT_MODEL)
+# Text-streaming sessions (Triton sequence batcher): premium timbres and saved/cloned voices.
+SESSION_MODELS: dict[str, str] = {
+    "custom_voice": "custom_voice_session",
+    "voice_clone": "voice_clone_session",
+}
+ALL_MODELS: tuple[str, ...] = (*SYNTHESIS_MODELS, VOICE_PROMPT_MODEL, *SESSION_MODELS.values())
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,43 @@ class AudioChunk:
     finish_reason: str = ""
 
 
+@dataclass(frozen=True)
+class SessionRequest:
+    """Opens a text-streaming session. ``synthesis`` carries the voice, language and sampling; its text
+    (possibly empty) is the first fragment. ``lookahead_tokens`` None keeps the model's default."""
+
+    synthesis: SynthesisRequest
+    lookahead_tokens: int | None = None
+
+    @property
+    def model(self) -> str:
+        return SESSION_MODELS[self.synthesis.model]
+
+
+@runtime_checkable
+class EngineSession(Protocol):
+    """One open session: text goes in with ``send_text``/``end``, audio comes out by iterating it.
+
+    Iteration yields the chunks of the whole session (``sequence`` from 0) and stops after the chunk with
+    ``is_last`` (its ``finish_reason``: stop, length, repetition, idle_timeout or cancelled); it raises
+    ``EngineError`` subclasses. ``aclose()`` ends the session early, freeing its slot in the engine.
+    """
+
+    session_id: str
+
+    async def send_text(self, text: str, *, flush: bool = False) -> None:
+        """Append a fragment (any size, may be empty); ``flush`` commits a partial last word now."""
+        ...
+
+    async def end(self, text: str = "") -> None:
+        """Append a last fragment and close the input (the model appends its end-of-text marker)."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]: ...
+
+    async def aclose(self) -> None: ...
+
+
 @runtime_checkable
 class TTSEngine(Protocol):
     async def ready(self) -> bool:
@@ -82,6 +124,10 @@ class TTSEngine(Protocol):
 
         Raises ``EngineError`` subclasses (also from the first ``__anext__``).
         """
+        ...
+
+    async def open_session(self, request: SessionRequest) -> EngineSession:
+        """Start a text-streaming session (its first request is sent before this returns)."""
         ...
 
     async def create_voice_prompt(

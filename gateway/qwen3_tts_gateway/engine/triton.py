@@ -4,11 +4,19 @@ Streaming models are called with ``stream_infer`` (one request per gRPC stream, 
 enabled); closing the async iterator returned by :meth:`TritonEngine.stream` cancels the gRPC call, which
 cancels the request inside Triton. Errors are mapped by :func:`classify_error`: errors inside a stream
 carry only a message (no status code), so the message is inspected too.
+
+Sessions (:class:`TritonSession`) use one gRPC stream per session on the ``*_session`` models (Triton's
+sequence batcher): the START request carries the voice and answers with all the session's audio; each
+later request carries a text fragment and is acknowledged by one empty FINAL response. At most one text
+request is in flight: fragments that arrive meanwhile are joined into the next request, so a fast token
+stream costs the server a request per round trip rather than one per token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,7 +34,14 @@ from ..errors import (
     EngineUnavailableError,
     UpstreamTimeoutError,
 )
-from .base import VOICE_PROMPT_MODEL, AudioChunk, SamplingParams, SynthesisRequest, VoicePrompt
+from .base import (
+    VOICE_PROMPT_MODEL,
+    AudioChunk,
+    SamplingParams,
+    SessionRequest,
+    SynthesisRequest,
+    VoicePrompt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +178,27 @@ def build_inputs(request: SynthesisRequest) -> list[InferInput]:
     return inputs
 
 
+def session_start_inputs(request: SessionRequest) -> list[InferInput]:
+    """The START request of a session: a streaming request's inputs (text may be empty) + lookahead."""
+    inputs = build_inputs(request.synthesis)
+    if request.lookahead_tokens is not None:
+        inputs.append(_scalar("lookahead_tokens", request.lookahead_tokens, "INT32", np.int32))
+    return inputs
+
+
+def session_text_inputs(text: str, flush: bool) -> list[InferInput]:
+    inputs = [_bytes("text", text)]
+    if flush:
+        inputs.append(_scalar("flush", True, "BOOL", np.bool_))
+    return inputs
+
+
+def new_sequence_id() -> int:
+    """A random non-zero uint64 correlation id (63 bits: also safe where it is read as signed);
+    random rather than counted, so that several gateways can share one Triton."""
+    return secrets.randbelow(2**63 - 1) + 1
+
+
 def _first(result: InferResult, name: str) -> Any:
     value = result.as_numpy(name)
     if value is None or value.size == 0:
@@ -193,6 +229,142 @@ def is_final(result: InferResult) -> bool:
 
 def has_outputs(result: InferResult) -> bool:
     return len(result.get_response().outputs) > 0
+
+
+def response_id(result: InferResult) -> str:
+    return result.get_response().id
+
+
+class TritonSession:
+    """One text-streaming session over one gRPC stream (see the module docstring).
+
+    Errors inside a gRPC stream carry no request id, so an error before the last chunk ends the session
+    (the gateway checks text limits itself, so the fragments' own errors do not occur then); errors after
+    it answer text that raced the end and are only logged.
+    """
+
+    def __init__(self, client: grpcclient.InferenceServerClient, request: SessionRequest) -> None:
+        sequence_id = new_sequence_id()
+        self.session_id = f"{sequence_id:016x}"
+        self._model = request.model
+        self._sequence_id = sequence_id
+        self._start_id = f"{self.session_id}-0"
+        self._requests = 0
+        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._pending = ""
+        self._pending_flush = False
+        self._ending = False
+        self._in_flight: str | None = None
+        self._finished = False
+        self._stream_done = False
+        self._closed = False
+        self._iterated = False
+        self._send(session_start_inputs(request), self._start_id, start=True)
+        self._responses = client.stream_infer(self._request_iterator(), stream_timeout=None)
+
+    # -------------------------------------------------------------------------------------- input
+
+    def _send(
+        self, inputs: list[InferInput], request_id: str, *, start: bool = False, end: bool = False
+    ) -> None:
+        self._outbox.put_nowait(
+            {
+                "model_name": self._model,
+                "inputs": inputs,
+                "request_id": request_id,
+                "sequence_id": self._sequence_id,
+                "sequence_start": start,
+                "sequence_end": end,
+                "parameters": {"triton_enable_empty_final_response": True},
+            }
+        )
+
+    async def _request_iterator(self) -> AsyncIterator[dict[str, Any]]:
+        while (request := await self._outbox.get()) is not None:
+            yield request
+
+    def _check_open(self) -> None:
+        if self._finished or self._closed:
+            raise EngineInvalidRequestError("the session has ended")
+        if self._ending:
+            raise EngineInvalidRequestError("the session's input is closed")
+
+    async def send_text(self, text: str, *, flush: bool = False) -> None:
+        self._check_open()
+        self._pending += text
+        self._pending_flush = self._pending_flush or flush
+        self._pump()
+
+    async def end(self, text: str = "") -> None:
+        self._check_open()
+        self._pending += text
+        self._ending = True
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send what is pending unless a text request still waits for its acknowledgement."""
+        if self._in_flight is not None or self._finished or self._closed:
+            return
+        if not (self._pending or self._pending_flush or self._ending):
+            return
+        self._requests += 1
+        self._in_flight = f"{self.session_id}-{self._requests}"
+        self._send(session_text_inputs(self._pending, self._pending_flush), self._in_flight, end=self._ending)
+        if self._ending:
+            self._outbox.put_nowait(None)  # END sent: half-close the stream, responses keep coming
+        self._pending, self._pending_flush = "", False
+
+    # -------------------------------------------------------------------------------------- output
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        if self._iterated:
+            raise RuntimeError("a session's audio can be iterated once")
+        self._iterated = True
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[AudioChunk]:
+        try:
+            async for result, error in self._responses:
+                if error is not None:
+                    self._on_error(error)
+                    continue
+                if response_id(result) != self._start_id:
+                    self._on_acknowledgement(result)
+                    continue
+                if has_outputs(result):
+                    chunk = parse_chunk(result)
+                    self._finished = self._finished or chunk.is_last
+                    yield chunk
+                if is_final(result):
+                    break
+            else:
+                self._stream_done = True
+            if not self._finished:
+                raise EngineFailureError("the session ended without its last chunk")
+        except (InferenceServerException, grpc.aio.AioRpcError) as exc:
+            raise _from_exception(exc) from None
+        finally:
+            await self.aclose()
+
+    def _on_error(self, error: InferenceServerException) -> None:
+        if not self._finished:
+            raise _from_exception(error)
+        logger.info("session %s: text after the end was refused: %s", self.session_id, _short(str(error)))
+
+    def _on_acknowledgement(self, result: InferResult) -> None:
+        if response_id(result) == self._in_flight and is_final(result):
+            self._in_flight = None
+            self._pump()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._stream_done:
+            if not self._finished:
+                logger.info("cancelling session %s (%s)", self.session_id, self._model)
+            self._responses.cancel()
+        self._outbox.put_nowait(None)
 
 
 class TritonEngine:
@@ -254,6 +426,9 @@ class TritonEngine:
             if not finished:
                 logger.info("cancelling Triton request %s (%s)", request_id, request.model)
                 responses.cancel()
+
+    async def open_session(self, request: SessionRequest) -> TritonSession:
+        return TritonSession(self.client, request)
 
     async def create_voice_prompt(
         self, audio: np.ndarray, sample_rate: int, ref_text: str | None, x_vector_only: bool

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from ..auth import OwnerDep
 from ..bodies import check_text_lengths
 from ..deps import ServiceDep, SettingsDep
+from ..encoding import STREAMABLE_FORMATS
 from ..middleware import route_label
 from ..responses import audio_file_response, audio_stream_response, cancel_on_disconnect, sse_response
 from ..schemas import SpeechRequest
@@ -15,8 +16,8 @@ from ..service import sampling_of
 from .synthesis import AUDIO_RESPONSES
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-# Sent as they are produced; other formats need the whole utterance (wav: so its header has the sizes).
-_PROGRESSIVE_FORMATS = ("pcm", "opus")
+# Sent as they are produced (wav with a streaming header); flac needs the whole utterance.
+_PROGRESSIVE_FORMATS = STREAMABLE_FORMATS
 
 
 @router.post("/audio/speech", response_class=Response, responses=AUDIO_RESPONSES, summary="OpenAI speech")

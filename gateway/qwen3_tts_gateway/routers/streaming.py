@@ -18,6 +18,7 @@ from ..responses import (
 )
 from ..schemas import StreamSynthesizeRequest
 from ..service import sampling_of
+from ..session import AgentSessionSocket
 from ..websocket import WebSocketSession, reject_websocket
 
 router = APIRouter(tags=["streaming"])
@@ -25,10 +26,17 @@ ws_router = APIRouter()
 
 _STREAM_RESPONSES = {
     200: {
-        "description": "NDJSON lines {sequence, audio (base64 PCM s16le), sample_rate, is_last, "
-        "finish_reason}, or raw audio bytes with stream_format=audio. An error after the first line "
-        'arrives as a line {"error": {...}}.',
-        "content": {NDJSON_MEDIA_TYPE: {}, "audio/pcm": {}, "audio/wav": {}, "audio/ogg; codecs=opus": {}},
+        "description": "NDJSON lines {type: chunk, sequence, audio (base64 PCM s16le), sample_rate, is_last, "
+        "finish_reason}, then a last line {type: done, finish_reason, sample_rate, duration, chunks}; or raw "
+        "audio bytes (pcm, wav, mp3, opus) as they are encoded, with stream_format=audio. An error after "
+        'the first line arrives as a line {"error": {...}}.',
+        "content": {
+            NDJSON_MEDIA_TYPE: {},
+            "audio/pcm": {},
+            "audio/wav": {},
+            "audio/mpeg": {},
+            "audio/ogg; codecs=opus": {},
+        },
     }
 }
 
@@ -72,3 +80,16 @@ async def synthesize_websocket(websocket: WebSocket) -> None:
         await reject_websocket(websocket, exc)
         return
     await WebSocketSession(websocket, state.service, state.settings, state.metrics, owner).run()
+
+
+@ws_router.websocket("/ws/session")
+async def session_websocket(websocket: WebSocket) -> None:
+    """Voice-agent sessions: text in while audio comes out (protocol: :mod:`qwen3_tts_gateway.session`)."""
+    state = websocket.app.state
+    await websocket.accept()
+    try:
+        owner = websocket_owner(websocket, state.settings)
+    except AuthenticationError as exc:
+        await reject_websocket(websocket, exc)
+        return
+    await AgentSessionSocket(websocket, state.service, state.settings, state.metrics, owner).run()

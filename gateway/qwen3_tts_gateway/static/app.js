@@ -18,7 +18,12 @@ const config = {
 
 // Test hook (also handy in the console): what actually reached the AudioContext.
 const stats = { chunks: 0, samples: 0, requests: 0 };
-window.playground = { stats, config };
+window.playground = {
+  stats,
+  config,
+  // null until the first Speak/Design; then whether the context runs and how far its clock has gone.
+  audioClock: () => audioContext && { state: audioContext.state, time: audioContext.currentTime },
+};
 
 // ---------------------------------------------------------------------------------------------------------
 // API
@@ -329,8 +334,9 @@ function streamWebSocket(request, player, onChunk, cancelRef) {
   });
 }
 
-// HTTP: one JSON line per chunk {sequence, audio (base64 PCM16), sample_rate, is_last, finish_reason}; an
-// error after the first line arrives as a line {"error": {...}}.
+// HTTP: one JSON line per chunk {type: "chunk", sequence, audio (base64 PCM16), sample_rate, is_last,
+// finish_reason}, then (newer gateways) {type: "done", finish_reason, ...}; an error after the first line
+// arrives as a line {"error": {...}}. Lines of other types are skipped, so additions do not break the page.
 async function streamNdjson(request, player, onChunk, cancelRef) {
   const controller = new AbortController();
   cancelRef.cancel = () => controller.abort();
@@ -347,10 +353,15 @@ async function streamNdjson(request, player, onChunk, cancelRef) {
     if (!line.trim()) return;
     const message = JSON.parse(line);
     if (message.error) throw new ApiError(message.error.status, message.error.message, message.error.errors);
+    if (message.type === "done") {
+      finishReason = message.finish_reason;
+      return;
+    }
+    if (typeof message.audio !== "string") return;
     if (chunks === 0) player.begin(message.sample_rate);
     player.push(base64ToBytes(message.audio));
     onChunk(++chunks);
-    if (message.is_last) finishReason = message.finish_reason;
+    if (message.is_last) finishReason ||= message.finish_reason;
   };
   try {
     for (;;) {
@@ -553,7 +564,9 @@ async function speak(event) {
     const result = await transport(request, speakPlayer, onChunk, speakCancel);
     const seconds = speakPlayer.duration.toFixed(2);
     const latency = firstAudioMs === null ? "" : `, first audio after ${firstAudioMs} ms`;
-    setStatus("speak", "done", `Done: ${seconds} s of audio in ${result.chunks} chunks (${result.finish_reason}${latency}).`);
+    const [state, word] = result.finish_reason === "cancelled" ? ["stopped", "Stopped"] : ["done", "Done"];
+    const summary = `${seconds} s of audio in ${result.chunks} chunks (${result.finish_reason}${latency})`;
+    setStatus("speak", state, `${word}: ${summary}.`);
     if (speakPlayer.parts.length) speakUrl = setDownload("speak-download", speakPlayer.wav(), speakUrl);
   } catch (err) {
     speakPlayer.stop();
@@ -635,7 +648,7 @@ async function toggleRecording() {
     return;
   }
   showError("clone", null);
-  // getUserMedia exists only in secure contexts: https, or http://localhost.
+  // getUserMedia exists only in secure contexts: HTTPS, or a page served from localhost.
   if (!navigator.mediaDevices?.getUserMedia || !window.MediaRecorder) {
     showError("clone", new ApiError(0,
       "Recording needs a browser with microphone access over HTTPS (or localhost). Upload a file instead."));
@@ -769,8 +782,9 @@ async function loadConfig() {
   }
   for (const el of document.querySelectorAll(".min-seconds")) el.textContent = config.min_ref_audio_seconds;
   for (const el of document.querySelectorAll(".max-seconds")) el.textContent = config.max_ref_audio_seconds;
-  if (config.auth_required) $("api-key-hint").textContent =
-    "This gateway requires a key. It is kept in this browser (localStorage) and sent as a Bearer token.";
+  if (config.auth_required) {
+    $("api-key-hint").textContent = "Required here. Saved in this browser (localStorage), sent as a Bearer token.";
+  }
   updateCounter();
 }
 

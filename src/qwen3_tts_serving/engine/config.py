@@ -15,6 +15,7 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"
     attn_implementation: str = "auto"
+    cpu_threads: int = 0  # 0: torch's default
     first_chunk_frames: int = 2
     chunk_frames: int = 4
     decoder_left_context_frames: int = 72

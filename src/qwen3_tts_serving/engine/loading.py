@@ -54,6 +54,9 @@ def load_model(config: EngineConfig, capability: Capability) -> Any:
     from qwen_tts import Qwen3TTSModel
 
     device = resolve_device(config)
+    if device.type == "cpu" and config.cpu_threads > 0:
+        # Every model is its own process: on a few cores, one thread each beats oversubscription.
+        torch.set_num_threads(config.cpu_threads)
     dtype = resolve_dtype(config, device)
     attention = resolve_attention(config, device)
     path = Path(config.checkpoint_dir)

@@ -75,6 +75,7 @@ def template_values(settings: Settings, model: str, device: str) -> dict[str, st
         "device": device,
         "dtype": settings.dtype,
         "attn_implementation": settings.attn_implementation,
+        "cpu_threads": settings.cpu_threads,
         "first_chunk_frames": settings.first_chunk_frames,
         "chunk_frames": settings.chunk_frames,
         "decoder_left_context_frames": settings.decoder_left_context_frames,

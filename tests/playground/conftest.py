@@ -1,0 +1,172 @@
+"""Fixtures of the playground tests: headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by
+selenium) against the real gateway on a free port, in front of the session's real ``triton_server``.
+
+When Chromium, its driver or selenium is missing, ``make playground-deps`` is run once to install them;
+the tests skip only when that fails too (not root, no apt-get, no registry), with the reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from .helpers import API_KEY, KEY_STORAGE, SPEAKERS, premium_voices, script_errors, wait
+
+ROOT = Path(__file__).resolve().parents[2]
+_BROWSERS = ("chromium", "chromium-browser")
+_DRIVERS = ("chromedriver", "chromium-driver")
+_INSTALL_TIMEOUT_S = 900
+# The flags the brief asks for, plus a fake microphone that needs no permission prompt (the recording test).
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--window-size=1280,1500",
+)
+
+
+def _which(names: tuple[str, ...]) -> str | None:
+    return next((path for path in map(shutil.which, names) if path), None)
+
+
+def _selenium_installed() -> bool:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _missing() -> list[str]:
+    wanted = {
+        "chromium": _which(_BROWSERS),
+        "chromedriver": _which(_DRIVERS),
+        "selenium": _selenium_installed(),
+    }
+    return [name for name, found in wanted.items() if not found]
+
+
+@pytest.fixture(scope="session")
+def chromium_paths() -> tuple[str, str]:
+    """(chromium, chromedriver); installs them (and selenium) with `make playground-deps` when missing."""
+    missing = _missing()
+    if missing:
+        command = ["make", "--no-print-directory", "playground-deps", f"PLAYGROUND_PYTHON={sys.executable}"]
+        try:
+            result = subprocess.run(
+                command, cwd=ROOT, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S, check=False
+            )
+            output = (result.stdout + result.stderr).strip()[-800:]
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            output = str(exc)
+        still = _missing()
+        if still:
+            pytest.skip(
+                f"playground browser tests need {', '.join(still)}, which `make playground-deps` could not "
+                f"install here (it needs root and apt-get for Chromium): {output}"
+            )
+    return _which(_BROWSERS), _which(_DRIVERS)  # type: ignore[return-value]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _serve(app: Any, startup_timeout_s: float = 20.0) -> Iterator[str]:
+    """The app under a real uvicorn in a thread (as tests/gateway/uvicorn_thread.py); always stopped."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=f"playground-gateway-{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def playground_url(
+    chromium_paths: tuple[str, str], triton_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The real gateway, with API keys on (the page's key field is part of what is tested)."""
+    from qwen3_tts_gateway import create_app
+
+    from qwen3_tts_serving.settings import Settings
+
+    state = tmp_path_factory.mktemp("playground-gateway")
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        cache_dir=state,
+        voice_db_path=state / "voices.db",
+        gateway_triton_url=triton_server.grpc_url,
+        request_timeout_s=300.0,
+        api_keys=[API_KEY],
+    )
+    with _serve(create_app(settings=settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_paths: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium for the module, with a fresh profile."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, chromedriver = chromium_paths
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # Explicit paths: selenium never runs Selenium Manager (which would go online for a driver).
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    driver.set_script_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("playground-screenshots")
+
+
+@pytest.fixture
+def page(browser: Any, playground_url: str) -> Iterator[Any]:
+    """The page, loaded with the API key already saved, its voices listed; no script errors afterwards."""
+    browser.get(playground_url + "/")
+    browser.execute_script("localStorage.setItem(arguments[0], arguments[1]);", KEY_STORAGE, API_KEY)
+    browser.refresh()
+    wait(browser, lambda d: len(premium_voices(d)) == len(SPEAKERS), message="voices were not listed")
+    browser.get_log("browser")  # start each test with an empty console
+    yield browser
+    assert script_errors(browser) == []
