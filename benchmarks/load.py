@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -33,8 +34,8 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
-from benchmarks import tritonstats
-from benchmarks.stats import RequestRecord, summarize_level
+from benchmarks import cpu, tritonstats
+from benchmarks.stats import RequestRecord, cpu_figures, summarize_level
 from benchmarks.texts import SHORT_TEXTS, Job, jobs, requests_per_level
 
 logger = logging.getLogger(__name__)
@@ -306,6 +307,7 @@ class LoadConfig:
     model: str = MODEL
     transport: Transport = "ndjson"
     api_key: str | None = field(default=None, repr=False)
+    cpu_pids: dict[str, int | None] = field(default_factory=dict)  # name -> pid whose CPU time to record
 
     def requests_at(self, concurrency: int) -> int | None:
         if self.requests is None and self.duration_s is not None:
@@ -354,6 +356,7 @@ async def _measure_level(
     target: Target, stats_client: Any, config: LoadConfig, plan: Sequence[Job], concurrency: int
 ) -> dict[str, Any]:
     before = await _stats(stats_client, config.model) if stats_client else {}
+    cpu_before, load_before = cpu.snapshot(config.cpu_pids), os.getloadavg()[0]
     level = await run_level(
         target,
         plan,
@@ -362,7 +365,10 @@ async def _measure_level(
         duration_s=config.duration_s,
         timeout_s=config.timeout_s,
     )
+    cpu_used = cpu.delta(cpu_before, cpu.snapshot(config.cpu_pids))
     summary = summarize_level(level.records, level.wall_s)
+    summary.update(cpu_figures(cpu_used, summary["audio_s"], summary["ok"]))
+    summary["load_average"] = [load_before, os.getloadavg()[0]]
     if stats_client:
         summary["triton_stats"] = tritonstats.stats_delta(before, await _stats(stats_client, config.model))
     summary["records"] = [record.to_json() for record in level.records]

@@ -17,13 +17,17 @@ import csv
 import json
 import logging
 import math
+import os
+import re
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.stats import RequestRecord, summarize_level
+from benchmarks import cpu
+from benchmarks.stats import RequestRecord, cpu_figures, summarize_level
 from benchmarks.texts import (
     DESIGN_INSTRUCT,
     REFERENCE_TRANSCRIPT,
@@ -62,6 +66,7 @@ class PerfConfig:
     timeout_s: float = 300.0
     keep_exports: bool = False
     extra_args: Sequence[str] = field(default_factory=tuple)
+    cpu_pids: dict[str, int | None] = field(default_factory=dict)  # name -> pid whose CPU time to record
 
 
 # ------------------------------------------------------------------------------------------ input data
@@ -112,6 +117,18 @@ def make_voice_prompt(grpc_url: str, timeout_s: float = 300.0) -> VoicePromptDat
 
 
 # ------------------------------------------------------------------------------------------ running
+def find_perf_analyzer() -> Path:
+    """perf_analyzer beside this interpreter (the project's venv), else the one on PATH (for example a
+    tritonclient wheel installed with ``pip --target`` on a machine without the venv)."""
+    try:
+        return perf_analyzer_binary()
+    except FileNotFoundError:
+        found = shutil.which("perf_analyzer")
+        if found is None:
+            raise
+        return Path(found)
+
+
 def perf_command(
     model: str,
     url: str,
@@ -123,7 +140,7 @@ def perf_command(
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     return [
-        str(perf_analyzer_binary()),
+        str(find_perf_analyzer()),
         "-m",
         model,
         "-u",
@@ -165,9 +182,29 @@ def parse_csv(path: Path) -> dict[str, float]:
     return values
 
 
+_AUDIO_ARRAY = re.compile(r'"audio":\s*\[([^\]]*)\]')
+
+
+def _count_samples(match: re.Match[str]) -> str:
+    body = match.group(1)
+    return f'"audio_samples":{body.count(",") + 1 if body.strip() else 0}'
+
+
+def load_export(path: Path) -> dict[str, Any]:
+    """The profile export with every ``"audio": [...]`` replaced by ``"audio_samples": N`` before parsing:
+    a GPU run's export holds minutes of audio as JSON numbers (hundreds of MB), only the counts matter."""
+    return json.loads(_AUDIO_ARRAY.sub(_count_samples, path.read_text()))
+
+
 def _response_samples(output: Mapping[str, Any]) -> int:
-    audio = output.get("audio")
-    return len(audio) if isinstance(audio, list) else 0
+    """Samples of one response. perf_analyzer writes the empty FINAL response with uninitialised values
+    (a scalar ``audio``, a nonsense ``sample_rate``): such entries count as no audio."""
+    if output.get("sample_rate") != SAMPLE_RATE:
+        return 0
+    samples = output.get("audio_samples", output.get("audio"))
+    if isinstance(samples, list):
+        return len(samples)
+    return samples if isinstance(samples, int) and "audio_samples" in output else 0
 
 
 def records_from_export(export: Mapping[str, Any], model: str, concurrency: int) -> list[RequestRecord]:
@@ -243,6 +280,7 @@ def run_level(config: PerfConfig, model: str, data_path: Path, concurrency: int)
     )
     waves = math.ceil(requests / concurrency)
     logger.info("perf_analyzer %s c=%d (%d requests)", model, concurrency, requests)
+    cpu_before, load_before = cpu.snapshot(config.cpu_pids), os.getloadavg()[0]
     run = subprocess.run(
         command,
         env=perf_analyzer_env(),
@@ -251,14 +289,17 @@ def run_level(config: PerfConfig, model: str, data_path: Path, concurrency: int)
         timeout=config.timeout_s * waves + 120,
         check=False,
     )
+    cpu_used = cpu.delta(cpu_before, cpu.snapshot(config.cpu_pids))
     stem.with_suffix(".log").write_text(run.stdout + run.stderr)
     if run.returncode != 0:
         tail = (run.stdout + run.stderr)[-1500:]
         return {"error": f"perf_analyzer exited with {run.returncode}: {tail}", "requests": requests}
-    export = json.loads(export_path.read_text())
+    export = load_export(export_path)
     if not config.keep_exports:
         export_path.unlink()
     summary = summarize_level(records_from_export(export, model, concurrency), _wall_s(export))
+    summary.update(cpu_figures(cpu_used, summary["audio_s"], summary["ok"]))
+    summary["load_average"] = [load_before, os.getloadavg()[0]]
     return {"perf_analyzer": summarize_csv(parse_csv(csv_path)), "client": summary}
 
 

@@ -29,7 +29,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 STAGES = ("prefill", "prefill/talker", "talker", "codec_head", "sampling", "code_predictor", "decoder")
-FLAVOURS = {"custom_voice": "custom_voice", "voice_design": "voice_design", "voice_clone": "base"}
 
 
 @dataclass
@@ -124,12 +123,13 @@ def _engine(config: ProfileConfig) -> Any:
     from qwen3_tts_serving.engine.engine import StreamingEngine
     from qwen3_tts_serving.engine.loading import load_model
     from qwen3_tts_serving.engine.requests import Capability
+    from qwen3_tts_serving.launcher.repository import CHECKPOINT_FLAVOURS
 
     if config.model not in ("custom_voice", "voice_design"):
         raise ValueError("the profiler runs custom_voice or voice_design")
     capability = Capability(config.model)
     engine_config = EngineConfig(
-        checkpoint_dir=config.checkpoint_root / FLAVOURS[config.model],
+        checkpoint_dir=config.checkpoint_root / CHECKPOINT_FLAVOURS[config.model],
         device=config.device,
         dtype=config.dtype,
         attn_implementation=config.attn_implementation,
@@ -178,6 +178,7 @@ def profile_engine(config: ProfileConfig) -> dict[str, Any]:
         "model": config.model,
         "device": str(engine._device),
         "dtype": str(next(engine._talker.parameters()).dtype),
+        "torch_threads": torch.get_num_threads(),
         "streams": config.streams,
         "steps": steps,
         "frames": frames,

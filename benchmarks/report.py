@@ -18,6 +18,7 @@ from benchmarks import stats
 logger = logging.getLogger(__name__)
 
 HEADLINE_HIGH = 8  # "throughput at concurrency 8 over concurrency 1" (the highest level when 8 is absent)
+CPU_KEY = "audio_s_per_triton_cpu_s"
 
 
 def _high(levels: Mapping[int, Any]) -> int | None:
@@ -40,10 +41,12 @@ def compute_ratios(load: Mapping[str, Any] | None, perf: Mapping[str, Any] | Non
     ratios: dict[str, Any] = {"batching_gain": {}, "scaling": {}, "ttfa_over_total": {}}
     for path, levels in paths.items():
         high = _high(levels)
+        low = min(levels) if levels else None
         ratios["batching_gain"][path] = {
             "high": high,
-            "low": min(levels) if levels else None,
-            "value": stats.batching_gain(levels, high, min(levels)) if high else None,
+            "low": low,
+            "value": stats.batching_gain(levels, high, low) if high and low else None,
+            "per_cpu_s": stats.batching_gain(levels, high, low, CPU_KEY) if high and low else None,
         }
         ratios["scaling"][path] = stats.scaling(levels)
         ratios["ttfa_over_total"][path] = stats.ttfa_over_total(levels)
@@ -54,6 +57,16 @@ def compute_ratios(load: Mapping[str, Any] | None, perf: Mapping[str, Any] | Non
             "total_p50": stats.overhead(through, direct, "total_s"),
             "ttfa_p50_ms": stats.overhead_ms(through, direct, "ttfa_s"),
             "total_p50_ms": stats.overhead_ms(through, direct, "total_s"),
+            "gateway_cpu_ms_per_request": {
+                c: through[c].get("gateway_cpu_ms_per_request") for c in sorted(through)
+            },
+            "gateway_cpu_over_triton_cpu": {
+                c: stats.ratio(
+                    through[c].get("server_cpu_s", {}).get("gateway"),
+                    through[c].get("server_cpu_s", {}).get("triton"),
+                )
+                for c in sorted(through)
+            },
         }
     for model in perf or {}:
         levels = _perf_levels(perf or {}, model)
@@ -65,6 +78,7 @@ def compute_ratios(load: Mapping[str, Any] | None, perf: Mapping[str, Any] | Non
             "high": high,
             "low": low,
             "value": stats.batching_gain(levels, high, low),
+            "per_cpu_s": stats.batching_gain(levels, high, low, CPU_KEY),
             "infer_per_s": stats.ratio(levels[high]["infer_per_s"], levels[low]["infer_per_s"]),
         }
         ratios["ttfa_over_total"][f"perf_analyzer:{model}"] = stats.ttfa_over_total(levels)
@@ -81,7 +95,8 @@ def headline(results: Mapping[str, Any]) -> list[str]:
     lines = ["Ratios (these carry from machine to machine):"]
     for path, gain in ratios.get("batching_gain", {}).items():
         lines.append(
-            f"  batching gain {path}: throughput c={gain['high']} / c={gain['low']} = {_f(gain['value'])}x"
+            f"  batching gain {path}: throughput c={gain['high']} / c={gain['low']} = {_f(gain['value'])}x "
+            f"(per server CPU second: {_f(gain.get('per_cpu_s'))}x)"
         )
     overhead = ratios.get("gateway_overhead", {})
     for concurrency, value in overhead.get("ttfa_p50", {}).items():
@@ -90,6 +105,12 @@ def headline(results: Mapping[str, Any]) -> list[str]:
             f"({_f(overhead['ttfa_p50_ms'].get(concurrency), 1, suffix=' ms')}), total p50 "
             f"x{_f(overhead['total_p50'].get(concurrency))} "
             f"({_f(overhead['total_p50_ms'].get(concurrency), 1, suffix=' ms')})"
+        )
+    for concurrency, value in overhead.get("gateway_cpu_ms_per_request", {}).items():
+        share = overhead["gateway_cpu_over_triton_cpu"].get(concurrency)
+        lines.append(
+            f"  gateway CPU c={concurrency}: {_f(value, 1)} ms per request, "
+            f"{_f(share, 3)} of Triton's CPU time"
         )
     for path, per_level in ratios.get("ttfa_over_total", {}).items():
         shown = ", ".join(f"c={c}: {_f(v, 3)}" for c, v in per_level.items())
@@ -125,8 +146,8 @@ def headline(results: Mapping[str, Any]) -> list[str]:
 def _load_table(paths: Mapping[str, Mapping[int, Any]]) -> list[str]:
     lines = [
         "| path | conc. | requests | errors | TTFA p50 / p90 / p99 (ms) | total p50 (s) | RTF p50 / max "
-        "| audio-s/s | underruns | Triton batch avg | Triton queue (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| audio-s/s | audio-s per Triton CPU-s | underruns | Triton batch avg | Triton queue (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path, levels in paths.items():
         for c, s in levels.items():
@@ -136,7 +157,7 @@ def _load_table(paths: Mapping[str, Mapping[int, Any]]) -> list[str]:
                 f"| {path} | {c} | {s['requests']} | {s['errors']} | {_f(ttfa['p50'], 0, 1000)} / "
                 f"{_f(ttfa['p90'], 0, 1000)} / {_f(ttfa['p99'], 0, 1000)} | {_f(s['total_s']['p50'])} | "
                 f"{_f(s['rtf']['p50'])} / {_f(s['rtf']['max'])} | {_f(s['audio_s_per_s'], 3)} | "
-                f"{s['underruns']} | {_f(triton.get('avg_batch_size'))} | "
+                f"{_f(s.get(CPU_KEY), 3)} | {s['underruns']} | {_f(triton.get('avg_batch_size'))} | "
                 f"{_f(triton.get('queue_ms_avg'), 1)} |"
             )
     return lines
@@ -144,9 +165,9 @@ def _load_table(paths: Mapping[str, Mapping[int, Any]]) -> list[str]:
 
 def _perf_table(perf: Mapping[str, Mapping[int, Any]]) -> list[str]:
     lines = [
-        "| model | conc. | infer/s | latency p50 / p99 (s) | TTFA p50 (ms) | audio-s/s | RTF p50 "
-        "| server queue (ms) | compute infer (ms) | underruns |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | conc. | infer/s | latency p50 / p99 (s) | TTFA p50 (ms) | audio-s/s "
+        "| audio-s per Triton CPU-s | RTF p50 | server queue (ms) | compute infer (ms) | underruns |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, levels in perf.items():
         for c, r in levels.items():
@@ -157,7 +178,7 @@ def _perf_table(perf: Mapping[str, Mapping[int, Any]]) -> list[str]:
             lines.append(
                 f"| {model} | {c} | {_f(pa['infer_per_s'], 3)} | {_f(pa['latency_p50_s'])} / "
                 f"{_f(pa['latency_p99_s'])} | {_f(cl['ttfa_s']['p50'], 0, 1000)} | "
-                f"{_f(cl['audio_s_per_s'], 3)} | {_f(cl['rtf']['p50'])} | "
+                f"{_f(cl['audio_s_per_s'], 3)} | {_f(cl.get(CPU_KEY), 3)} | {_f(cl['rtf']['p50'])} | "
                 f"{_f(pa['server_queue_s'], 2, 1000)} | {_f(pa['server_compute_infer_s'], 2, 1000)} | "
                 f"{cl['underruns']} |"
             )
@@ -165,16 +186,46 @@ def _perf_table(perf: Mapping[str, Mapping[int, Any]]) -> list[str]:
 
 
 def _ratio_table(ratios: Mapping[str, Any]) -> list[str]:
-    lines = ["| ratio | where | value |", "|---|---|---|"]
+    lines = [
+        "Batching gain (aggregate audio-s/s at the high concurrency over the low one):",
+        "",
+        "| where | levels | throughput ratio | per Triton CPU-second |",
+        "|---|---|---|---|",
+    ]
     for path, gain in ratios.get("batching_gain", {}).items():
-        lines.append(f"| batching gain (c={gain['high']} / c={gain['low']}) | {path} | {_f(gain['value'])} |")
+        lines.append(
+            f"| {path} | c={gain['high']} / c={gain['low']} | {_f(gain['value'])} "
+            f"| {_f(gain.get('per_cpu_s'))} |"
+        )
     overhead = ratios.get("gateway_overhead", {})
-    for c, value in overhead.get("ttfa_p50", {}).items():
-        lines.append(f"| gateway / direct TTFA p50 | c={c} | {_f(value)} |")
-        lines.append(f"| gateway / direct total p50 | c={c} | {_f(overhead['total_p50'].get(c))} |")
-    for path, per_level in ratios.get("ttfa_over_total", {}).items():
-        for c, value in per_level.items():
-            lines.append(f"| streaming TTFA / full latency (p50) | {path} c={c} | {_f(value, 3)} |")
+    if overhead:
+        lines += [
+            "",
+            "Gateway overhead (through the gateway over direct to Triton, same concurrency, p50):",
+            "",
+            "| conc. | TTFA ratio | TTFA delta (ms) | total ratio | total delta (ms) "
+            "| gateway CPU ms/request | gateway CPU / Triton CPU |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c, value in overhead.get("ttfa_p50", {}).items():
+            lines.append(
+                f"| {c} | {_f(value)} | {_f(overhead['ttfa_p50_ms'].get(c), 1)} | "
+                f"{_f(overhead['total_p50'].get(c))} | {_f(overhead['total_p50_ms'].get(c), 1)} | "
+                f"{_f(overhead['gateway_cpu_ms_per_request'].get(c), 1)} | "
+                f"{_f(overhead['gateway_cpu_over_triton_cpu'].get(c), 3)} |"
+            )
+    per_path = ratios.get("ttfa_over_total", {})
+    levels = sorted({c for per_level in per_path.values() for c in per_level})
+    if levels:
+        lines += [
+            "",
+            "Streaming TTFA over full-request latency (p50 over p50):",
+            "",
+            "| where | " + " | ".join(f"c={c}" for c in levels) + " |",
+            "|---|" + "---|" * len(levels),
+        ]
+        for path, per_level in per_path.items():
+            lines.append(f"| {path} | " + " | ".join(_f(per_level.get(c), 3) for c in levels) + " |")
     return lines
 
 
@@ -197,12 +248,13 @@ def markdown(results: Mapping[str, Any]) -> str:
     meta = results.get("meta", {})
     machine = meta.get("machine", {})
     gpus = ", ".join(g.get("name", "?") for g in machine.get("gpus", [])) or "none"
+    load = ", ".join(f"{value:.2f}" for value in machine.get("load_average") or [])
     lines = [
         f"# Benchmark results {meta.get('started', '')}",
         "",
         f"- mode: {meta.get('mode')}, checkpoints: {meta.get('preset')} ({meta.get('checkpoint_dir')})",
         f"- machine: {machine.get('cpu')}, {machine.get('usable_cpus')} usable CPUs, "
-        f"{machine.get('memory_gib')} GiB, GPUs: {gpus}, load average at start {machine.get('load_average')}",
+        f"{machine.get('memory_gib')} GiB, GPUs: {gpus}, load average at start {load or 'n/a'}",
         f"- engine: {meta.get('engine')}",
         f"- commit: {meta.get('commit')}, duration {_f(meta.get('duration_s'), 0)} s",
         "",

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -27,11 +28,11 @@ from benchmarks.perf import PerfConfig, run_perf
 from benchmarks.report import compute_ratios, headline, write_results
 from benchmarks.stack import SYNTHESIS_MODELS, Stack, bench_settings, serving_stack
 from benchmarks.texts import LONG_TEXTS, SHORT_TEXTS
+from qwen3_tts_serving.launcher.repository import CHECKPOINT_FLAVOURS
 from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
 
 logger = logging.getLogger("benchmarks")
 
-PRESET_FLAVOURS = {"custom_voice": "custom_voice", "voice_design": "voice_design", "voice_clone": "base"}
 NO_VOICE_DESIGN = {"full-0.6b"}  # no VoiceDesign release at 0.6B
 
 
@@ -47,10 +48,12 @@ class Mode:
     rounds: int
     profile_streams: int
     profile_frames: int
+    threads: int  # OMP_NUM_THREADS for the model processes; 0: leave it
 
 
-CPU = Mode("cpu", (1, 2, 4, 8), SYNTHESIS_MODELS, SHORT_TEXTS, 24, 1, 4, 24)
-GPU = Mode("gpu", (1, 8, 32, 64), ("custom_voice",), LONG_TEXTS, 96, 2, 32, 64)
+CPU = Mode("cpu", (1, 2, 4, 8), SYNTHESIS_MODELS, SHORT_TEXTS, 24, 2, 4, 24, 1)
+GPU = Mode("gpu", (1, 8, 32, 64), ("custom_voice",), LONG_TEXTS, 96, 2, 32, 64, 0)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -71,7 +74,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "-n", "--requests", type=int, help="requests per level (default: rounds x concurrency)"
     )
     parser.add_argument(
-        "--rounds", type=int, help="waves of requests per level (CPU 1, GPU 2; at least 2 requests)"
+        "--rounds", type=int, help="waves of requests per level (default 2; at least 2 requests)"
     )
     parser.add_argument(
         "-d", "--duration", type=float, help="load tool: seconds per level instead of a count"
@@ -93,6 +96,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-streams", type=int, help="streams stepped together (CPU 4, GPU 32)")
     parser.add_argument("--profile-frames", type=int, help="frames per stream (CPU 24, GPU 64)")
     parser.add_argument("--torch-profiler", action="store_true", help="also torch.profiler + a Chrome trace")
+    parser.add_argument(
+        "--engine-profile",
+        action=argparse.BooleanOptionalAction,
+        help="after the servers stop, also profile the engine in-process into the results (GPU default: on)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch/OpenMP threads per model process (OMP_NUM_THREADS); CPU default 1, GPU default: unset. "
+        "0 leaves the environment as it is",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -112,14 +126,14 @@ def mode_settings(args: argparse.Namespace, mode: Mode) -> Settings:
         updates["device"] = "cuda"
     if settings.dtype == "auto":
         updates["dtype"] = "bfloat16"
-    if settings.repetition_window == Settings.model_fields["repetition_window"].default:
+    if "repetition_window" not in settings.model_fields_set:  # not set in the environment
         updates["repetition_window"] = 0  # lengths set by the text and max_new_tokens only
     return settings.model_copy(update=updates)
 
 
 def build_checkpoints(preset: str, out_dir: Path, models: Sequence[str]) -> Path:
     """``qwen3-tts-checkpoints --preset P --out DIR --flavours ...`` (kept when already complete)."""
-    flavours = sorted({PRESET_FLAVOURS[m] for m in models})
+    flavours = sorted({CHECKPOINT_FLAVOURS[m] for m in models})
     script = Path(sys.executable).parent / "qwen3-tts-checkpoints"
     command = (
         [str(script)] if script.exists() else [sys.executable, "-m", "qwen3_tts_serving.checkpoints.cli"]
@@ -167,7 +181,9 @@ def engine_meta(settings: Settings) -> dict[str, Any]:
         "frames_per_char",
         "repetition_window",
     )
-    return {name: getattr(settings, name) for name in names}
+    from qwen3_tts_serving.launcher.repository import resolve_device
+
+    return {"resolved_device": resolve_device(settings), **{name: getattr(settings, name) for name in names}}
 
 
 def device_label(machine: dict[str, Any], settings: Settings) -> str:
@@ -177,7 +193,9 @@ def device_label(machine: dict[str, Any], settings: Settings) -> str:
 
 
 # ------------------------------------------------------------------------------------------ measuring
-def _measure(args: argparse.Namespace, mode: Mode, stack: Stack, out_dir: Path) -> dict[str, Any]:
+def _measure(
+    args: argparse.Namespace, mode: Mode, stack: Stack, out_dir: Path, models: Sequence[str]
+) -> dict[str, Any]:
     concurrencies = list(_option(args.concurrency, mode.concurrencies))
     texts = {"short": SHORT_TEXTS, "long": LONG_TEXTS}.get(args.texts or "", mode.texts)
     max_new_tokens = _option(args.max_new_tokens, mode.max_new_tokens)
@@ -197,12 +215,13 @@ def _measure(args: argparse.Namespace, mode: Mode, stack: Stack, out_dir: Path) 
             seed=args.seed,
             transport=args.transport,
             api_key=stack.settings.api_keys[0] if stack.settings.api_keys else None,
+            cpu_pids=stack.cpu_pids,
         )
         results["load"] = asyncio.run(run_load(config))
-    if not args.skip_perf:
+    if models:
         perf = PerfConfig(
             grpc_url=stack.grpc_url,
-            models=served_models(args, mode, stack.settings),
+            models=models,
             concurrencies=concurrencies,
             out_dir=out_dir / "perf_analyzer",
             requests=args.requests,
@@ -212,58 +231,73 @@ def _measure(args: argparse.Namespace, mode: Mode, stack: Stack, out_dir: Path) 
             seed=args.seed,
             timeout_s=args.timeout,
             keep_exports=args.keep_exports,
+            cpu_pids={"triton": stack.triton.pid},
         )
-        results["perf_analyzer"] = run_perf(perf)
+        try:
+            results["perf_analyzer"] = run_perf(perf)
+        except FileNotFoundError as exc:  # no perf_analyzer on this machine: keep the load-tool figures
+            logger.error("perf_analyzer skipped: %s", exc)
+            results["perf_analyzer_skipped"] = str(exc)
     return results
 
 
-def served_models(args: argparse.Namespace, mode: Mode, settings: Settings) -> list[str]:
-    models = list(_option(args.models, mode.models))
-    if "custom_voice" not in models:
-        models.insert(0, "custom_voice")  # the load tool's model
-    if checkpoint_preset(settings.checkpoint_dir) in NO_VOICE_DESIGN and "voice_design" in models:
-        logger.warning("full-0.6b has no voice_design checkpoint; skipping that model")
+def perf_models(args: argparse.Namespace, mode: Mode, preset: str) -> list[str]:
+    """The models perf_analyzer measures (full-0.6b has no voice_design checkpoint)."""
+    models = list(dict.fromkeys(_option(args.models, mode.models)))
+    if preset in NO_VOICE_DESIGN and "voice_design" in models:
+        logger.warning("%s has no voice_design checkpoint; skipping that model", preset)
         models.remove("voice_design")
     return models
+
+
+def served_models(perf: Sequence[str], with_load: bool) -> list[str]:
+    """perf_analyzer's models, and custom_voice for the load tool."""
+    return (["custom_voice"] if with_load and "custom_voice" not in perf else []) + list(perf)
+
+
+def is_full_gpu_run(mode: Mode, settings: Settings) -> bool:
+    """Whether the targets apply: a GPU run of the full 1.7B model (or of real checkpoints)."""
+    preset = checkpoint_preset(settings.checkpoint_dir)
+    return mode is GPU and settings.device == "cuda" and preset in ("full-1.7b", "external")
+
+
+def _meta(mode: Mode, settings: Settings, machine: dict[str, Any], started: float) -> dict[str, Any]:
+    return {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "duration_s": time.time() - started,
+        "mode": mode.name,
+        "preset": checkpoint_preset(settings.checkpoint_dir),
+        "checkpoint_dir": str(settings.checkpoint_dir),
+        "device_label": device_label(machine, settings),
+        "engine": engine_meta(settings),
+        "threads": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+        "machine": machine,
+        "versions": sysinfo.versions(),
+        "commit": sysinfo.commit(),
+        "command": sys.argv,
+    }
 
 
 def run_benchmarks(args: argparse.Namespace, mode: Mode, out_dir: Path) -> dict[str, Any]:
     preset = _option(args.preset, "full-1.7b" if mode is GPU else "tiny")
     base = mode_settings(args, mode)
-    settings = checkpoint_settings(base, preset, _option(args.models, mode.models))
+    effective = checkpoint_preset(base.checkpoint_dir) if base.checkpoint_dir is not None else preset
+    perf = [] if args.skip_perf else perf_models(args, mode, effective)
+    models = served_models(perf, with_load=not args.skip_load)
+    settings = checkpoint_settings(base, preset, models)
     machine = sysinfo.machine()
     started = time.time()
-    models = served_models(args, mode, settings)
     gateway = "none" if args.skip_load else args.gateway
     with serving_stack(settings, work_dir=out_dir / "logs", models=models, gateway=gateway) as stack:
-        measured = _measure(args, mode, stack, out_dir)
-    on_full_gpu = (
-        mode is GPU
-        and settings.device == "cuda"
-        and checkpoint_preset(settings.checkpoint_dir)
-        in (
-            "full-1.7b",
-            "external",
-        )
-    )
-    results: dict[str, Any] = {
-        "meta": {
-            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-            "duration_s": time.time() - started,
-            "mode": mode.name,
-            "preset": checkpoint_preset(settings.checkpoint_dir),
-            "checkpoint_dir": str(settings.checkpoint_dir),
-            "device_label": device_label(machine, settings),
-            "engine": engine_meta(settings),
-            "machine": machine,
-            "versions": sysinfo.versions(),
-            "commit": sysinfo.commit(),
-            "command": sys.argv,
-        },
-        **measured,
-    }
+        measured = _measure(args, mode, stack, out_dir, perf)
+    results: dict[str, Any] = {"meta": _meta(mode, settings, machine, started), **measured}
+    if _option(args.engine_profile, mode is GPU):
+        profile = run_profile(args, mode, out_dir)["result"]
+        profile.pop("torch_profiler_table", None)
+        results["profile"] = profile
     results["ratios"] = compute_ratios(results.get("load"), results.get("perf_analyzer"))
-    results["targets"] = targets.evaluate(results.get("load", {}).get("paths", {}), on_full_gpu)
+    paths = results.get("load", {}).get("paths", {})
+    results["targets"] = targets.evaluate(paths, is_full_gpu_run(mode, settings))
     return results
 
 
@@ -288,6 +322,16 @@ def run_profile(args: argparse.Namespace, mode: Mode, out_dir: Path) -> dict[str
     return {"config": {k: str(v) for k, v in vars(config).items()}, "result": profile_engine(config)}
 
 
+def limit_threads(count: int) -> None:
+    """Torch/OpenMP threads of the processes started from here (Triton's model stubs inherit the
+    environment). Every stub otherwise starts one thread per core, and on a CPU shared by several models
+    (and other work) the oversubscribed OpenMP threads spin: ten times slower steps were seen."""
+    if count > 0:
+        for name in THREAD_VARIABLES:
+            os.environ[name] = str(count)
+        logger.info("OMP_NUM_THREADS=%d for the model processes", count)
+
+
 def default_out_dir() -> Path:
     return PROJECT_ROOT / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
 
@@ -299,11 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    for noisy in ("httpx", "qwen_tts"):  # one line per request / per model load otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     # SIGTERM unwinds like Ctrl-C, so that Triton and the gateway are always stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     mode = GPU if args.gpu else CPU
     out_dir = args.out or default_out_dir()
+    limit_threads(_option(args.threads, mode.threads))
     if args.profile:
         return _profile_main(args, mode, out_dir)
     results = run_benchmarks(args, mode, out_dir)

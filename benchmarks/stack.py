@@ -39,6 +39,7 @@ class Stack:
     triton: TritonServer
     settings: Settings
     gateway_url: str | None = None
+    gateway_pid: int | None = None  # a gateway subprocess (None in a thread or without a gateway)
 
     @property
     def grpc_url(self) -> str:
@@ -51,6 +52,14 @@ class Stack:
     @property
     def metrics_url(self) -> str:
         return self.triton.metrics_url
+
+    @property
+    def cpu_pids(self) -> dict[str, int | None]:
+        """Processes whose CPU time each level records (Triton with its model stubs, the gateway)."""
+        pids = {"triton": self.triton.pid}
+        if self.gateway_pid is not None:
+            pids["gateway"] = self.gateway_pid
+        return pids
 
 
 def bench_settings(base: Settings | None = None, **overrides: object) -> Settings:
@@ -123,7 +132,8 @@ def serving_stack(
         )
         result = Stack(triton=triton, settings=settings)
         if gateway == "subprocess":
-            result.gateway_url, _ = start_gateway(settings, triton, stack)
+            result.gateway_url, process = start_gateway(settings, triton, stack)
+            result.gateway_pid = process.pid
         elif gateway == "thread":
             result.gateway_url = stack.enter_context(gateway_thread(settings, triton.grpc_url))
         logger.info("stack up: Triton %s, gateway %s", triton.grpc_url, result.gateway_url or "(none)")

@@ -152,6 +152,17 @@ def summarize_level(records: Sequence[RequestRecord], wall_s: float) -> dict[str
     }
 
 
+def cpu_figures(cpu_s: Mapping[str, float | None], audio_s: float, requests: int) -> dict[str, Any]:
+    """Server CPU time of a level: audio seconds per Triton CPU second (a throughput that other load on
+    the machine moves much less than the wall-clock one) and gateway CPU per request."""
+    gateway = cpu_s.get("gateway")
+    return {
+        "server_cpu_s": dict(cpu_s),
+        "audio_s_per_triton_cpu_s": ratio(audio_s, cpu_s.get("triton")),
+        "gateway_cpu_ms_per_request": None if gateway is None or not requests else gateway * 1000 / requests,
+    }
+
+
 # ------------------------------------------------------------------------------------------- ratios
 Levels = Mapping[int, Mapping[str, Any]]  # concurrency -> summary of that level
 
@@ -173,9 +184,10 @@ def scaling(levels: Levels, key: Sequence[str] = ("audio_s_per_s",)) -> dict[int
     return {c: ratio(_get(levels[c], *key), base) for c in sorted(levels)}
 
 
-def batching_gain(levels: Levels, high: int, low: int = 1) -> float | None:
-    """Aggregate audio seconds per second at ``high`` concurrency over that at ``low``."""
-    return ratio(_get(levels.get(high), "audio_s_per_s"), _get(levels.get(low), "audio_s_per_s"))
+def batching_gain(levels: Levels, high: int, low: int = 1, key: str = "audio_s_per_s") -> float | None:
+    """Aggregate audio seconds per second (or per CPU second with ``key="audio_s_per_triton_cpu_s"``) at
+    ``high`` concurrency over that at ``low``."""
+    return ratio(_get(levels.get(high), key), _get(levels.get(low), key))
 
 
 def overhead(through: Levels, direct: Levels, metric: str, q: str = "p50") -> dict[int, float | None]:

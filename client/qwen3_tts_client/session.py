@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -206,14 +207,15 @@ class SpeechSession(_SessionBase):
     _ws: Any = None
 
     def open(self) -> SpeechSession:
-        from websockets.exceptions import WebSocketException
+        from websockets.exceptions import ConnectionClosed, WebSocketException
         from websockets.sync.client import connect
 
         try:
             self._ws = connect(
                 self.url, additional_headers=self._headers, open_timeout=self._open_timeout, max_size=None
             )
-            self._ws.send(json.dumps(self._start))
+            with contextlib.suppress(ConnectionClosed):  # refused (401): its error event is still to be read
+                self._ws.send(json.dumps(self._start))
             self.state.on_open(self._ws.recv(timeout=self._timeout))
         except (OSError, TimeoutError, WebSocketException) as exc:
             self.close()
@@ -285,13 +287,14 @@ class AsyncSpeechSession(_SessionBase):
 
     async def open(self) -> AsyncSpeechSession:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import WebSocketException
+        from websockets.exceptions import ConnectionClosed, WebSocketException
 
         try:
             self._ws = await connect(
                 self.url, additional_headers=self._headers, open_timeout=self._open_timeout, max_size=None
             )
-            await self._ws.send(json.dumps(self._start))
+            with contextlib.suppress(ConnectionClosed):  # refused (401): its error event is still to be read
+                await self._ws.send(json.dumps(self._start))
             self.state.on_open(await self._recv())
         except (OSError, TimeoutError, asyncio.TimeoutError, WebSocketException) as exc:
             await self.aclose()

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from starlette.types import Message
@@ -256,7 +257,7 @@ class AgentSessionSocket:
 
     async def _serve(self, session: EngineSession, start: SessionStartMessage) -> None:
         stats = SessionStats(session.session_id)
-        stats.add_text(start.text)
+        self._add_text(stats, start.text)
         self.metrics.active_sessions.inc()
         logger.info("session %s opened (voice %s, %s)", session.session_id, start.voice, start.format)
         sender: asyncio.Future[None] | None = None
@@ -275,9 +276,10 @@ class AgentSessionSocket:
             if await self._converse(session, sender, stats) and sender.done():
                 await self._finish(sender, stats)
         finally:
-            if sender is not None:
-                await _stop(sender)
-            await session.aclose()
+            with anyio.CancelScope(shield=True):  # also when the handler itself is cancelled (shutdown)
+                if sender is not None:
+                    await _stop(sender)
+                await session.aclose()
             self.metrics.active_sessions.dec()
             if stats.finish_reason:
                 self.metrics.finish_reasons.labels(ROUTE, stats.finish_reason).inc()
@@ -335,7 +337,7 @@ class AgentSessionSocket:
             fragment = validate_model(SessionTextMessage, payload)
             self._check_budget(stats, fragment.text)
             await session.send_text(fragment.text, flush=fragment.flush)
-            stats.add_text(fragment.text)
+            self._add_text(stats, fragment.text)
             return "continue"
         if kind in ("flush", "end", "cancel"):
             control = validate_model(SessionControlMessage, payload)
@@ -346,13 +348,17 @@ class AgentSessionSocket:
                 await session.send_text(control.text, flush=True)
             else:
                 await session.end(control.text)
-            stats.add_text(control.text)
+            self._add_text(stats, control.text)
             return "end" if kind == "end" else "continue"
         if kind == "start":
             raise SessionRefusedError("a session is already open; end or cancel it first", "session_open")
         raise SessionRefusedError(
             f"unknown message type {str(kind)[:32]!r}; expected text, flush, end or cancel", "protocol"
         )
+
+    def _add_text(self, stats: SessionStats, text: str) -> None:
+        stats.add_text(text)
+        self.metrics.session_text_chars.inc(len(text))
 
     def _check_budget(self, stats: SessionStats, text: str) -> None:
         limit = self.settings.max_text_length

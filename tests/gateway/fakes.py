@@ -102,7 +102,7 @@ class FakeEngine:
     delay_s: float = 0.0
     error: Exception | None = None
     error_at_chunk: int = 0  # the chunk index at which ``error`` is raised
-    error_at_request: int = 0  # the stream (0 = first) that raises ``error``
+    error_at_request: int | None = None  # only this stream (0 = the engine's first) raises ``error``
     finish_reason: str = "stop"
     server_ready: bool = True
     unready_models: set[str] = field(default_factory=set)
@@ -145,11 +145,7 @@ class FakeEngine:
             for index in range(self.chunks):
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
-                if (
-                    self.error is not None
-                    and index == self.error_at_chunk
-                    and number == self.error_at_request
-                ):
+                if self._fails(index, number):
                     finished = True
                     raise self.error
                 yield self._chunk(index)
@@ -159,6 +155,10 @@ class FakeEngine:
         finally:
             if not finished:
                 self.cancelled += 1
+
+    def _fails(self, index: int, number: int) -> bool:
+        at_request = self.error_at_request is None or number == self.error_at_request
+        return self.error is not None and index == self.error_at_chunk and at_request
 
     async def create_voice_prompt(
         self, audio: np.ndarray, sample_rate: int, ref_text: str | None, x_vector_only: bool

@@ -93,7 +93,9 @@ def test_seed_reproducible(http: httpx.Client) -> None:
 def test_stream_ndjson(http: httpx.Client) -> None:
     with http.stream("POST", "/synthesize/stream", json={**SAY, "max_new_tokens": 40}) as response:
         assert response.status_code == 200
-        lines = [json.loads(line) for line in response.iter_lines() if line]
+        *lines, done = [json.loads(line) for line in response.iter_lines() if line]
+    assert done["type"] == "done" and done["finish_reason"] == lines[-1]["finish_reason"]
+    assert done["chunks"] == len(lines)
     assert [line["sequence"] for line in lines] == list(range(len(lines)))
     assert [line["is_last"] for line in lines] == [False] * (len(lines) - 1) + [True]
     assert lines[-1]["finish_reason"] in FINISH_REASONS
@@ -181,7 +183,7 @@ def test_voice_library(http: httpx.Client, gateway: str) -> None:
     assert response.status_code == 200, response.text
     assert decode(response.content)[1] == 24_000
     stream = http.post("/synthesize/stream", json={"text": "Again.", "voice": voice["voice"], **SHORT})
-    assert stream.status_code == 200 and json.loads(stream.text.splitlines()[-1])["is_last"]
+    assert stream.status_code == 200 and json.loads(stream.text.splitlines()[-2])["is_last"]
     with httpx.Client(base_url=gateway, headers={"Authorization": "Bearer key-b"}, timeout=60) as other:
         assert other.get(f"/voices/{voice['id']}").status_code == 404
         assert other.post("/v1/audio/speech", json=speech).status_code == 404
