@@ -137,8 +137,50 @@ def headline(results: Mapping[str, Any]) -> list[str]:
                 f"{_f(client['ttfa_s']['p50'], 0, 1000, ' ms')}, {_f(client['audio_s_per_s'], 3)} audio-s/s, "
                 f"server queue {_f(pa['server_queue_s'], 2, 1000, ' ms')}"
             )
+    if results.get("agent"):
+        lines += agent_lines(results["agent"])
     for row in results.get("targets", []):
         lines.append(f"  target [{row['path']}] {row['target']}: {row['status']} ({_f(row['value'], 3)})")
+    return lines
+
+
+def agent_lines(agent: Mapping[str, Any]) -> list[str]:
+    """The voice-agent figures printed at the end of a run."""
+    config = agent.get("config", {})
+    lines = [
+        f"Voice agent ({config.get('model', 'custom_voice_session')}, text streamed at "
+        f"{_f(config.get('words_per_s'), 1)} words/s):"
+    ]
+    for concurrency, s in agent.get("levels", {}).items():
+        first, tail = s["first_audio_s"], s["tail_s"]
+        lines.append(
+            f"  agent c={concurrency!s:<3} first fragment -> first audio "
+            f"p50 {_f(first['p50'], 0, 1000, ' ms')} p90 {_f(first['p90'], 0, 1000, ' ms')}, "
+            f"last fragment -> end of audio p50 "
+            f"{_f(tail['p50'], 2, suffix=' s')} p90 {_f(tail['p90'], 2, suffix=' s')}, underruns per stream "
+            f"{_f(s['underruns_per_stream'])}, errors {s['errors']}/{s['sessions']}"
+        )
+    return lines
+
+
+def _agent_table(agent: Mapping[str, Any]) -> list[str]:
+    config = agent.get("config", {})
+    lines = [
+        f"`{config.get('model', 'custom_voice_session')}`, each session streams a sentence word by word at "
+        f"{_f(config.get('words_per_s'), 1)} words/s; times from the first / last text fragment sent.",
+        "",
+        "| conc. | sessions | errors | first audio p50 / p90 (ms) | end of audio after last fragment "
+        "p50 / p90 (s) | spoke before text end | underruns per stream | streams with underruns | stall (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c, s in agent.get("levels", {}).items():
+        first, tail = s["first_audio_s"], s["tail_s"]
+        lines.append(
+            f"| {c} | {s['sessions']} | {s['errors']} | {_f(first['p50'], 0, 1000)} / "
+            f"{_f(first['p90'], 0, 1000)} | {_f(tail['p50'])} / {_f(tail['p90'])} | "
+            f"{s['spoke_before_text_end']}/{s['ok']} | {_f(s['underruns_per_stream'])} | "
+            f"{s['streams_with_underruns']} | {_f(s['stall_s'])} |"
+        )
     return lines
 
 
@@ -265,6 +307,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         lines += ["## Load tool (custom_voice)", "", *_load_table(results["load"]["paths"]), ""]
     if results.get("perf_analyzer"):
         lines += ["## perf_analyzer (gRPC streaming)", "", *_perf_table(results["perf_analyzer"]), ""]
+    if results.get("agent"):
+        lines += ["## Voice agent", "", *_agent_table(results["agent"]), ""]
     if results.get("targets"):
         lines += ["## Targets", "", "| target | source | path | value | status |", "|---|---|---|---|---|"]
         for row in results["targets"]:
@@ -338,7 +382,7 @@ def write_results(results: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
     files = {"json": out_dir / "results.json", "md": out_dir / "results.md", "png": out_dir / "results.png"}
     files["json"].write_text(json.dumps(_jsonable(results), indent=2, default=str) + "\n")
     files["md"].write_text(markdown(results) + "\n")
-    if results.get("load") or results.get("perf_analyzer"):
+    if results.get("load") or results.get("perf_analyzer"):  # the agent has no plot of its own
         plot(results, files["png"])
     else:
         files.pop("png")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import sysinfo, targets
+from benchmarks.agent import AgentConfig, run_agent
 from benchmarks.load import LoadConfig, run_load
 from benchmarks.perf import PerfConfig, run_perf
 from benchmarks.report import compute_ratios, headline, write_results
@@ -88,6 +89,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gateway", choices=("subprocess", "thread", "none"), default="subprocess")
     parser.add_argument("--skip-perf", action="store_true", help="no perf_analyzer")
     parser.add_argument("--skip-load", action="store_true", help="no load tool")
+    parser.add_argument(
+        "--agent-tps",
+        type=float,
+        default=8.0,
+        help="voice-agent scenario: words per second each session's text is streamed at (default 8)",
+    )
+    parser.add_argument(
+        "--agent-rounds", type=int, default=1, help="voice-agent sessions per level: rounds x concurrency"
+    )
+    parser.add_argument("--skip-agent", action="store_true", help="no voice-agent scenario")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request at most")
     parser.add_argument(
         "--keep-exports", action="store_true", help="keep perf_analyzer's raw profile exports"
@@ -218,6 +229,17 @@ def _measure(
             cpu_pids=stack.cpu_pids,
         )
         results["load"] = asyncio.run(run_load(config))
+    if not args.skip_agent:
+        agent = AgentConfig(
+            concurrencies=concurrencies,
+            triton_url=stack.grpc_url,
+            words_per_s=args.agent_tps,
+            rounds=args.agent_rounds,
+            texts=texts,
+            seed=args.seed,
+            timeout_s=args.timeout,
+        )
+        results["agent"] = asyncio.run(run_agent(agent))
     if models:
         perf = PerfConfig(
             grpc_url=stack.grpc_url,
@@ -250,9 +272,10 @@ def perf_models(args: argparse.Namespace, mode: Mode, preset: str) -> list[str]:
     return models
 
 
-def served_models(perf: Sequence[str], with_load: bool) -> list[str]:
-    """perf_analyzer's models, and custom_voice for the load tool."""
-    return (["custom_voice"] if with_load and "custom_voice" not in perf else []) + list(perf)
+def served_models(perf: Sequence[str], with_load: bool, with_agent: bool = False) -> list[str]:
+    """perf_analyzer's models, custom_voice for the load tool, custom_voice_session for the voice agent."""
+    models = (["custom_voice"] if with_load and "custom_voice" not in perf else []) + list(perf)
+    return models + (["custom_voice_session"] if with_agent else [])
 
 
 def is_full_gpu_run(mode: Mode, settings: Settings) -> bool:
@@ -283,7 +306,7 @@ def run_benchmarks(args: argparse.Namespace, mode: Mode, out_dir: Path) -> dict[
     base = mode_settings(args, mode)
     effective = checkpoint_preset(base.checkpoint_dir) if base.checkpoint_dir is not None else preset
     perf = [] if args.skip_perf else perf_models(args, mode, effective)
-    models = served_models(perf, with_load=not args.skip_load)
+    models = served_models(perf, with_load=not args.skip_load, with_agent=not args.skip_agent)
     settings = checkpoint_settings(base, preset, models)
     machine = sysinfo.machine()
     started = time.time()
@@ -358,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nResults: " + ", ".join(str(path) for path in files.values()))
     errors = sum(
         s["errors"] for levels in results.get("load", {}).get("paths", {}).values() for s in levels.values()
-    )
+    ) + sum(s["errors"] for s in results.get("agent", {}).get("levels", {}).values())
     return 1 if errors else 0
 
 

@@ -208,3 +208,92 @@ def overhead_ms(through: Levels, direct: Levels, metric: str, q: str = "p50") ->
 def ttfa_over_total(levels: Levels, q: str = "p50") -> dict[int, float | None]:
     """Streaming time to first audio over the full-request latency (time to the last chunk)."""
     return {c: ratio(_get(levels[c], "ttfa_s", q), _get(levels[c], "total_s", q)) for c in sorted(levels)}
+
+
+# ------------------------------------------------------------------------------------------ voice agent
+@dataclass
+class SessionRecord:
+    """One voice-agent session (text streamed word by word while it speaks). Times are seconds from
+    sending the first text fragment."""
+
+    concurrency: int
+    index: int
+    start_s: float  # since the level started
+    words: int = 0
+    last_fragment_s: float | None = None  # when the last fragment (END) was sent
+    first_audio_s: float | None = None
+    end_s: float | None = None  # arrival of the last audio chunk
+    audio_s: float = 0.0
+    chunks: int = 0
+    finish_reason: str = ""
+    error: str | None = None
+    arrivals_s: list[float] = field(default_factory=list)
+    durations_s: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.end_s is not None
+
+    @property
+    def tail_s(self) -> float | None:
+        """From sending the last fragment to the end of the audio."""
+        if self.end_s is None or self.last_fragment_s is None:
+            return None
+        return self.end_s - self.last_fragment_s
+
+    @property
+    def playback(self) -> Playback:
+        return playback_underruns(self.arrivals_s, self.durations_s)
+
+    def to_json(self) -> dict[str, Any]:
+        playback = self.playback
+        return {
+            "index": self.index,
+            "start_s": self.start_s,
+            "words": self.words,
+            "last_fragment_s": self.last_fragment_s,
+            "first_audio_s": self.first_audio_s,
+            "end_s": self.end_s,
+            "tail_s": self.tail_s,
+            "audio_s": self.audio_s,
+            "chunks": self.chunks,
+            "finish_reason": self.finish_reason,
+            "underruns": playback.underruns,
+            "stall_s": playback.stall_s,
+            "error": self.error,
+        }
+
+
+def summarize_sessions(records: Sequence[SessionRecord], wall_s: float) -> dict[str, Any]:
+    """The figures of one voice-agent concurrency level: first audio after the first fragment, the tail
+    after the last one (p50/p90 over successful sessions), playback underruns per stream, errors."""
+    ok = [r for r in records if r.ok]
+    first = [r.first_audio_s for r in ok if r.first_audio_s is not None]
+    tails = [tail for r in ok if (tail := r.tail_s) is not None]
+    playbacks = [r.playback for r in ok]
+    underruns = sum(p.underruns for p in playbacks)
+    finish: dict[str, int] = {}
+    for record in ok:
+        finish[record.finish_reason or "?"] = finish.get(record.finish_reason or "?", 0) + 1
+    return {
+        "sessions": len(records),
+        "ok": len(ok),
+        "errors": len(records) - len(ok),
+        "error_messages": sorted({r.error for r in records if r.error})[:5],
+        "wall_s": wall_s,
+        "first_audio_s": _spread(first, (50, 90)),
+        "tail_s": _spread(tails, (50, 90)),
+        "audio_s": sum(r.audio_s for r in ok),
+        "spoke_before_text_end": sum(
+            1
+            for r in ok
+            if r.first_audio_s is not None
+            and r.last_fragment_s is not None
+            and r.first_audio_s < r.last_fragment_s
+        ),
+        "underruns": underruns,
+        "underruns_per_stream": ratio(underruns, len(playbacks)),
+        "streams_with_underruns": sum(1 for p in playbacks if p.underruns),
+        "stall_s": sum(p.stall_s for p in playbacks),
+        "finish_reasons": finish,
+    }

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks import cpu, perf, report, stats, targets, tritonstats
+from benchmarks.agent import AgentConfig, fragments, run_agent
 from benchmarks.load import Chunk, LoadConfig, LoadError, run_level, run_load
 from benchmarks.stack import gateway_thread, models_to_serve
 from benchmarks.texts import SHORT_TEXTS, jobs, requests_per_level
@@ -104,6 +105,43 @@ def test_cpu_figures():
     assert figures["audio_s_per_triton_cpu_s"] == pytest.approx(3.0)
     assert figures["gateway_cpu_ms_per_request"] == pytest.approx(10.0)
     assert stats.cpu_figures({"triton": None}, 6.0, 5)["audio_s_per_triton_cpu_s"] is None
+
+
+def _session(index: int, first: float | None, last: float, end: float | None, error: str | None = None):
+    record = stats.SessionRecord(concurrency=2, index=index, start_s=0.0, words=4, last_fragment_s=last)
+    record.first_audio_s, record.end_s, record.error = first, end, error
+    if first is not None and end is not None:
+        # one chunk at first audio, one at the end: 0.2 s each, so a gap after the first is an underrun
+        record.arrivals_s, record.durations_s = [first, end], [0.2, 0.2]
+        record.audio_s, record.chunks = 0.4, 2
+    return record
+
+
+def test_session_summary_times_from_the_fragments_and_counts_underruns_per_stream():
+    records = [
+        _session(0, 0.1, 0.5, 0.25),  # spoke before the text ended, no gap (0.25 <= 0.1 + 0.2)
+        _session(1, 0.3, 0.5, 1.5),  # one underrun of 1.0 s
+        _session(2, None, 0.5, None, "boom"),
+    ]
+    assert records[0].tail_s == pytest.approx(-0.25) and records[1].tail_s == pytest.approx(1.0)
+    summary = stats.summarize_sessions(records, wall_s=2.0)
+    assert (summary["sessions"], summary["ok"], summary["errors"]) == (3, 2, 1)
+    assert summary["error_messages"] == ["boom"]
+    assert summary["first_audio_s"] == {"p50": pytest.approx(0.2), "p90": pytest.approx(0.28)}
+    assert summary["tail_s"]["p50"] == pytest.approx(0.375)
+    assert summary["spoke_before_text_end"] == 2
+    assert (summary["underruns"], summary["streams_with_underruns"]) == (1, 1)
+    assert summary["underruns_per_stream"] == pytest.approx(0.5)
+    assert summary["stall_s"] == pytest.approx(1.0)
+    assert summary["audio_s"] == pytest.approx(0.8)
+    assert stats.summarize_sessions([], 1.0)["underruns_per_stream"] is None
+    assert records[2].to_json()["tail_s"] is None
+
+
+def test_fragments_are_words_that_join_back_into_the_text():
+    assert fragments("Hello  there, agent.") == ["Hello", " there,", " agent."]
+    assert "".join(fragments("one two three")) == "one two three"
+    assert fragments("") == []
 
 
 # ------------------------------------------------------------------------------------------ ratios
@@ -360,3 +398,35 @@ def test_load_tool_against_gateway_and_triton_writes_sane_results(triton_server,
     assert "| triton | 1 | 2 | 0 |" in files["md"].read_text()
     width, height = _png_size(files["png"])
     assert width > 300 and height > 200
+
+
+@pytest.mark.e2e
+def test_voice_agent_sessions_speak_and_write_sane_results(triton_server, tmp_path):
+    config = AgentConfig(
+        concurrencies=[1, 2],
+        triton_url=triton_server.grpc_url,
+        words_per_s=20.0,
+        rounds=1,
+        warmup=0,
+        texts=("Agents speak while they think, one word after another.",),
+        timeout_s=120,
+    )
+    agent = asyncio.run(run_agent(config))
+    assert set(agent["levels"]) == {1, 2}
+    for concurrency, summary in agent["levels"].items():
+        assert (summary["sessions"], summary["errors"]) == (concurrency, 0), summary
+        assert 0 < summary["first_audio_s"]["p50"] <= summary["first_audio_s"]["p90"]
+        assert summary["tail_s"]["p50"] is not None and summary["audio_s"] > 0
+        assert summary["underruns_per_stream"] >= 0
+        for record in summary["records"]:
+            assert record["words"] == 9 and record["error"] is None
+            # 9 words at 20/s: the last is sent 8 / 20 s after the first, and times count from the first
+            assert record["last_fragment_s"] == pytest.approx(0.4, abs=0.15)
+            assert 0 < record["first_audio_s"] <= record["end_s"]
+            assert record["end_s"] > record["last_fragment_s"]  # the text ends before the speech does
+            assert record["finish_reason"] in ("stop", "length", "repetition")
+    results = {"meta": {"mode": "cpu"}, "agent": agent}
+    files = report.write_results(results, tmp_path / "out")
+    assert json.loads(files["json"].read_text())["agent"]["levels"]["2"]["errors"] == 0
+    assert "## Voice agent" in files["md"].read_text() and "| 2 | 2 | 0 |" in files["md"].read_text()
+    assert any(line.startswith("  agent c=1") for line in report.agent_lines(agent))
