@@ -14,15 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from qwen3_tts_serving.launcher import TritonServer, build_model_repository, ensure_checkpoint_dir
-from qwen3_tts_serving.launcher.process import free_ports
 from qwen3_tts_serving.launcher.repository import check_checkpoints
 from qwen3_tts_serving.launcher.serve import start_gateway
 from qwen3_tts_serving.settings import Settings
@@ -90,27 +87,12 @@ def models_to_serve(synthesis_models: Sequence[str]) -> list[str]:
 @contextlib.contextmanager
 def gateway_thread(settings: Settings, grpc_url: str, startup_timeout_s: float = 30.0) -> Iterator[str]:
     """The gateway app under uvicorn in a daemon thread of this process; yields its base URL."""
-    import uvicorn
     from qwen3_tts_gateway import create_app
+    from qwen3_tts_gateway.embedded import serve_in_thread
 
     gateway_settings = settings.model_copy(update={"gateway_triton_url": grpc_url})
-    port = free_ports(1)[0]
-    config = uvicorn.Config(
-        create_app(settings=gateway_settings), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"bench-gateway-{port}", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + startup_timeout_s
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serve_in_thread(create_app(settings=gateway_settings), startup_timeout_s=startup_timeout_s) as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 from qwen3_tts_client import RetryPolicy
+from qwen3_tts_gateway.embedded import serve_in_thread
 
-from .servers import ScriptedServer, serve_app
+from .servers import ScriptedServer
 
 
 @pytest.fixture
@@ -59,5 +60,5 @@ def gateway_server(triton_server: Any, tmp_path_factory: pytest.TempPathFactory)
     from qwen3_tts_gateway import create_app
 
     settings = gateway_settings(triton_server.grpc_url, tmp_path_factory.mktemp("gateway"))
-    with serve_app(create_app(settings=settings)) as url:
+    with serve_in_thread(create_app(settings=settings)) as url:
         yield GatewayServer(url=url, settings=settings)

@@ -2,7 +2,6 @@
 
 ``ScriptedServer`` answers from a FIFO of scripted replies (status, headers, body) and records every
 request it receives with a timestamp, so retry tests can check the waits the client really made.
-``serve_app`` runs an ASGI app (the real gateway) under uvicorn on a free port in a thread.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -169,24 +167,3 @@ def free_port() -> int:
 def refused_url() -> str:
     """A URL on which nothing listens (a port just freed), for connection-refused tests."""
     return f"http://127.0.0.1:{free_port()}"
-
-
-@contextlib.contextmanager
-def serve_app(app: Any, *, startup_timeout_s: float = 30.0) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free port in a thread; yields its base URL."""
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + startup_timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)

@@ -32,11 +32,11 @@ from qwen3_tts_client import (
 )
 from qwen3_tts_client.provider import Qwen3TTSProvider
 from qwen3_tts_gateway import create_app
+from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.engine import AudioChunk, SynthesisRequest, VoicePrompt
 from qwen3_tts_gateway.errors import EngineUnavailableError, UpstreamTimeoutError
 
 from .conftest import gateway_settings
-from .servers import serve_app
 
 RATE = 24_000
 
@@ -96,7 +96,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     engine = ToneEngine()
     cache = tmp_path_factory.mktemp("contract")
     settings = gateway_settings("127.0.0.1:1", cache, retry_after_s=0, max_upload_bytes=2_000_000)
-    with serve_app(create_app(settings=settings, engine=engine)) as url:
+    with serve_in_thread(create_app(settings=settings, engine=engine)) as url:
         yield Gateway(url, engine)
 
 
@@ -295,7 +295,7 @@ async def test_provider_over_the_gateway(gateway: Gateway, engine: ToneEngine) -
 
 def test_api_keys(tmp_path: Path) -> None:
     settings = gateway_settings("127.0.0.1:1", tmp_path, api_keys=["right-key"])
-    with serve_app(create_app(settings=settings, engine=ToneEngine())) as url:
+    with serve_in_thread(create_app(settings=settings, engine=ToneEngine())) as url:
         with Qwen3TTSClient(base_url=url, max_retries=0) as anonymous, pytest.raises(AuthenticationError):
             anonymous.speakers()
         with Qwen3TTSClient(base_url=url, api_key="wrong", max_retries=0) as wrong:
@@ -308,7 +308,7 @@ def test_api_keys(tmp_path: Path) -> None:
 
 def test_api_key_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = gateway_settings("127.0.0.1:1", tmp_path, api_keys=["env-key"])
-    with serve_app(create_app(settings=settings, engine=ToneEngine())) as url:
+    with serve_in_thread(create_app(settings=settings, engine=ToneEngine())) as url:
         monkeypatch.setenv("QWEN3_TTS_BASE_URL", url)
         monkeypatch.setenv("QWEN3_TTS_API_KEY", "env-key")
         with Qwen3TTSClient() as client:

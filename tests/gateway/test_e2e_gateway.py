@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from qwen3_tts_gateway import create_app
+from qwen3_tts_gateway.embedded import serve_in_thread
 from websockets.sync.client import connect as ws_connect
 
 from .conftest import clip, make_settings
-from .uvicorn_thread import serve_in_thread
 
 pytestmark = pytest.mark.e2e
 

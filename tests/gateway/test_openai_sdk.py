@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from qwen3_tts_gateway import create_app
+from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import EngineUnavailableError
 
 from .conftest import make_settings
 from .fakes import FakeEngine
-from .uvicorn_thread import serve_in_thread
 
 openai = pytest.importorskip("openai")
 

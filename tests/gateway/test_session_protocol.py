@@ -19,13 +19,13 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 from qwen3_tts_gateway import create_app
+from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import EngineFailureError
 from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import connect as ws_connect
 
 from .conftest import clip, make_settings
 from .fakes import SAMPLES_PER_CHAR, FakeEngine
-from .uvicorn_thread import serve_in_thread
 
 START = {"type": "start", "voice": "ryan", "language": "english"}
 

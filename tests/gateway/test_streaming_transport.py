@@ -15,11 +15,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from qwen3_tts_gateway import create_app
+from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import EngineUnavailableError
 
 from .conftest import make_settings
 from .fakes import FakeEngine
-from .uvicorn_thread import serve_in_thread
 
 REQUEST = {"text": "Hello there.", "speaker": "sohee"}
 

@@ -8,18 +8,14 @@ the tests skip only when that fails too (not root, no apt-get, no registry), wit
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from qwen3_tts_gateway.embedded import serve_in_thread
 
 from .helpers import API_KEY, KEY_STORAGE, SPEAKERS, premium_voices, script_errors, wait
 
@@ -86,31 +82,6 @@ def chromium_paths() -> tuple[str, str]:
     return _which(_BROWSERS), _which(_DRIVERS)  # type: ignore[return-value]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def _serve(app: Any, startup_timeout_s: float = 20.0) -> Iterator[str]:
-    """The app under a real uvicorn in a thread (as tests/gateway/uvicorn_thread.py); always stopped."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name=f"playground-gateway-{port}", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + startup_timeout_s
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def playground_url(
     chromium_paths: tuple[str, str], triton_server: Any, tmp_path_factory: pytest.TempPathFactory
@@ -129,7 +100,7 @@ def playground_url(
         request_timeout_s=300.0,
         api_keys=[API_KEY],
     )
-    with _serve(create_app(settings=settings)) as url:
+    with serve_in_thread(create_app(settings=settings)) as url:
         yield url
 
 
