@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     frames_per_char: float = Field(
         3.0, description="Guard rail: max_new_tokens is capped at frames_per_char * len(text) + 24."
     )
+    frames_per_char_by_language: dict[str, float] = Field(
+        default_factory=lambda: {"chinese": 6.0, "japanese": 6.0, "korean": 5.0},
+        description="Per-language frames_per_char (a CJK character carries more speech than a Latin letter); "
+        "language auto uses the largest rate.",
+    )
     repetition_window: int = Field(
         24, description="Stop when the last N codebook-0 tokens repeat a short pattern (0 disables)."
     )

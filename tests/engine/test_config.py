@@ -36,3 +36,14 @@ def test_frame_budget_caps_by_text_length(tmp_path: Path):
     assert config.frame_budget("abcde", 1000) == 2 * 5 + 24
     assert config.frame_budget("x" * 500, 1000) == 100
     assert config.frame_budget("abcde", 3) == 3
+
+
+def test_frame_budget_per_language(tmp_path: Path):
+    config = EngineConfig(
+        checkpoint_dir=tmp_path, frames_per_char=2.0, frames_per_char_by_language="chinese=6, korean=5"
+    )
+    assert config.frame_budget("你好世界", 1000, "chinese") == 6 * 4 + 24
+    assert config.frame_budget("abcd", 1000, "english") == 2 * 4 + 24
+    assert config.frame_budget("你好世界", 1000, "auto") == 6 * 4 + 24  # auto: the most generous rate
+    with pytest.raises(ValueError, match="frames_per_char_by_language"):
+        EngineConfig.from_parameters({"checkpoint_dir": str(tmp_path), "frames_per_char_by_language": "zh:6"})

@@ -22,6 +22,7 @@ class EngineConfig:
     max_active_streams: int = 64
     max_new_tokens: int = 2048
     frames_per_char: float = 3.0
+    frames_per_char_by_language: str = ""  # "chinese=6,japanese=6": overrides of frames_per_char
     repetition_window: int = 24
     max_text_length: int = 2000
     min_ref_audio_seconds: float = 3.0
@@ -63,6 +64,12 @@ class EngineConfig:
             problems.append(f"device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             problems.append(f"dtype {self.dtype!r}; valid: auto, float32, bfloat16, float16")
+        try:
+            self.language_rates  # noqa: B018 - parsed here so a typo fails at start-up
+        except ValueError:
+            problems.append(
+                f"frames_per_char_by_language {self.frames_per_char_by_language!r}; use lang=rate,..."
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -74,10 +81,23 @@ class EngineConfig:
             max_ref_audio_seconds=self.max_ref_audio_seconds,
         )
 
-    def frame_budget(self, text: str, requested: int) -> int:
+    @property
+    def language_rates(self) -> dict[str, float]:
+        rates = {}
+        for item in filter(None, (part.strip() for part in self.frames_per_char_by_language.split(","))):
+            language, _, rate = item.partition("=")
+            rates[language.strip().lower()] = float(rate)
+        return rates
+
+    def frame_budget(self, text: str, requested: int, language: str = "auto") -> int:
         """Frames a request may take: its own max_new_tokens, the model limit and a text-length cap, so
         a generation that never says end-of-speech stops in proportion to what it had to say."""
-        text_cap = int(self.frames_per_char * len(text)) + 24
+        rates = self.language_rates
+        if language == "auto":
+            rate = max([self.frames_per_char, *rates.values()])
+        else:
+            rate = rates.get(language, self.frames_per_char)
+        text_cap = int(rate * len(text)) + 24
         return max(1, min(requested, self.max_new_tokens, text_cap))
 
 

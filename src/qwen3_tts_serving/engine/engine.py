@@ -123,7 +123,7 @@ class StreamingEngine:
             sink=sink,
             sampling=sampling,
             seed=seed,
-            max_frames=self.config.frame_budget(request.text, sampling.max_new_tokens),
+            max_frames=self.config.frame_budget(request.text, sampling.max_new_tokens, request.language),
         )
 
     def submit(self, streams: list[Stream]) -> None:
@@ -538,7 +538,9 @@ class StreamingEngine:
         session.last_text_at = time.monotonic()
         session.input_closed = session.input_closed or close
         piece = session.feed.feed(fragment, flush=flush, close=close)
-        stream.max_frames = self.config.frame_budget(session.feed.received, stream.sampling.max_new_tokens)
+        stream.max_frames = self.config.frame_budget(
+            session.feed.received, stream.sampling.max_new_tokens, stream.request.language
+        )
         track = stream.text_track
         if track is None:  # not prefilled yet: the prompt will hold all text committed until then
             stream.request.text += piece

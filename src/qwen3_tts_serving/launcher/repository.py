@@ -82,6 +82,9 @@ def template_values(settings: Settings, model: str, device: str) -> dict[str, st
         "max_active_streams": settings.max_active_streams,
         "max_new_tokens": settings.max_new_tokens,
         "frames_per_char": settings.frames_per_char,
+        "frames_per_char_by_language": ",".join(
+            f"{language}={rate}" for language, rate in sorted(settings.frames_per_char_by_language.items())
+        ),
         "repetition_window": settings.repetition_window,
         "max_text_length": settings.max_text_length,
         "min_ref_audio_seconds": settings.min_ref_audio_seconds,
