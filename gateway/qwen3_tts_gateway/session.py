@@ -48,7 +48,7 @@ from .handlers import validation_body
 from .metrics import GatewayMetrics
 from .schemas import SessionControlMessage, SessionStartMessage, SessionTextMessage
 from .service import SynthesisService, sampling_of
-from .websocket import error_message
+from .websocket import ClientDisconnected, ReceivingSocket, error_message
 
 logger = logging.getLogger(__name__)
 ROUTE = "/ws/session"
@@ -70,10 +70,6 @@ class IdleConnectionError(GatewayError):
     status_code = 408
     error_type = "timeout"
     reason = "idle_timeout"
-
-
-class _Disconnected(Exception):
-    pass
 
 
 class _Idle(Exception):
@@ -129,7 +125,7 @@ class SessionStats:
         }
 
 
-class AgentSessionSocket:
+class AgentSessionSocket(ReceivingSocket):
     """Serves one ``/ws/session`` connection (see the module docstring)."""
 
     def __init__(
@@ -157,25 +153,12 @@ class AgentSessionSocket:
                     await self._serve(session, start)
         except _Idle:
             await self._close_idle()
-        except (_Disconnected, *_CLOSED_ERRORS):
+        except (ClientDisconnected, *_CLOSED_ERRORS):
             logger.debug("session socket closed")
         finally:
-            if self._receiver is not None and not self._receiver.done():
-                self._receiver.cancel()
+            self._stop_receiving()
 
     # ---------------------------------------------------------------------------------- receiving
-
-    def _receive_task(self) -> asyncio.Future[Message]:
-        if self._receiver is None:
-            self._receiver = asyncio.ensure_future(self.ws.receive())
-        return self._receiver
-
-    def _take_message(self) -> Message:
-        assert self._receiver is not None
-        message, self._receiver = self._receiver.result(), None
-        if message["type"] == "websocket.disconnect":
-            raise _Disconnected
-        return message
 
     async def _next_message(self, timeout_s: float) -> Message:
         done, _ = await asyncio.wait({self._receive_task()}, timeout=timeout_s)

@@ -60,11 +60,35 @@ async def reject_websocket(websocket: WebSocket, exc: GatewayError) -> None:
     await websocket.close(code=POLICY_VIOLATION)
 
 
-class _Disconnected(Exception):
+class ClientDisconnected(Exception):
     pass
 
 
-class WebSocketSession:
+class ReceivingSocket:
+    """One outstanding ``ws.receive()`` at a time, shared by the two WebSocket protocols: the same future
+    serves waiting for the next message and noticing a disconnect while audio is being sent."""
+
+    ws: WebSocket
+    _receiver: asyncio.Future[Message] | None = None
+
+    def _receive_task(self) -> asyncio.Future[Message]:
+        if self._receiver is None:
+            self._receiver = asyncio.ensure_future(self.ws.receive())
+        return self._receiver
+
+    def _take_message(self) -> Message:
+        assert self._receiver is not None
+        message, self._receiver = self._receiver.result(), None
+        if message["type"] == "websocket.disconnect":
+            raise ClientDisconnected
+        return message
+
+    def _stop_receiving(self) -> None:
+        if self._receiver is not None and not self._receiver.done():
+            self._receiver.cancel()
+
+
+class WebSocketSession(ReceivingSocket):
     def __init__(
         self,
         websocket: WebSocket,
@@ -84,23 +108,10 @@ class WebSocketSession:
         try:
             while True:
                 await self._handle(await self._next_message())
-        except (_Disconnected, *_CLOSED_ERRORS):
+        except (ClientDisconnected, *_CLOSED_ERRORS):
             logger.debug("websocket closed")
         finally:
-            if self._receiver is not None and not self._receiver.done():
-                self._receiver.cancel()
-
-    def _receive_task(self) -> asyncio.Future[Message]:
-        if self._receiver is None:
-            self._receiver = asyncio.ensure_future(self.ws.receive())
-        return self._receiver
-
-    def _take_message(self) -> Message:
-        assert self._receiver is not None
-        message, self._receiver = self._receiver.result(), None
-        if message["type"] == "websocket.disconnect":
-            raise _Disconnected
-        return message
+            self._stop_receiving()
 
     async def _next_message(self) -> Message:
         await self._receive_task()
@@ -199,7 +210,7 @@ class WebSocketSession:
             await stream.aclose()
 
     async def _on_message_while_streaming(self) -> bool:
-        """True when the client asked to cancel; raises _Disconnected when it left."""
+        """True when the client asked to cancel; raises ClientDisconnected when it left."""
         message = self._take_message()
         try:
             payload = json.loads(message.get("text") or "null")
