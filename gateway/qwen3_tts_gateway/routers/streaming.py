@@ -69,15 +69,22 @@ async def synthesize_stream(
     return audio_stream_response(stream, body.response_format)
 
 
+async def _accept_with_owner(websocket: WebSocket) -> str | None:
+    """Accept the socket and return the caller's key owner; a refused key closes it and gives None."""
+    await websocket.accept()
+    try:
+        return websocket_owner(websocket, websocket.app.state.settings)
+    except AuthenticationError as exc:
+        await reject_websocket(websocket, exc)
+        return None
+
+
 @ws_router.websocket("/ws/synthesize")
 async def synthesize_websocket(websocket: WebSocket) -> None:
     """Real-time synthesis; the message protocol is described in :mod:`qwen3_tts_gateway.websocket`."""
     state = websocket.app.state
-    await websocket.accept()
-    try:
-        owner = websocket_owner(websocket, state.settings)
-    except AuthenticationError as exc:
-        await reject_websocket(websocket, exc)
+    owner = await _accept_with_owner(websocket)
+    if owner is None:
         return
     await WebSocketSession(websocket, state.service, state.settings, state.metrics, owner).run()
 
@@ -86,10 +93,7 @@ async def synthesize_websocket(websocket: WebSocket) -> None:
 async def session_websocket(websocket: WebSocket) -> None:
     """Voice-agent sessions: text in while audio comes out (protocol: :mod:`qwen3_tts_gateway.session`)."""
     state = websocket.app.state
-    await websocket.accept()
-    try:
-        owner = websocket_owner(websocket, state.settings)
-    except AuthenticationError as exc:
-        await reject_websocket(websocket, exc)
+    owner = await _accept_with_owner(websocket)
+    if owner is None:
         return
     await AgentSessionSocket(websocket, state.service, state.settings, state.metrics, owner).run()
