@@ -58,7 +58,25 @@ class Settings(BaseSettings):
     batch_delay_us: int = Field(2000, description="Triton dynamic batcher max_queue_delay_microseconds.")
     first_chunk_frames: int = Field(2, description="Frames generated before the first audio chunk.")
     chunk_frames: int = Field(4, description="Frames per audio chunk after the first (12.5 frames = 1 s).")
-    decoder_left_context_frames: int = Field(72, description="Codec frames re-decoded as left context.")
+    decoder_left_context_frames: int = Field(
+        72,
+        description="Codec frames of context: a clone's reference frames fed to the streaming decoder before "
+        "its first chunk; the windowed decoder re-decodes this many before every chunk.",
+    )
+    decoder_mode: Literal["streaming", "windowed"] = Field(
+        "streaming",
+        description="streaming: each stream keeps the codec decoder's state and every frame is decoded once "
+        "(exact); windowed: every chunk is re-decoded with left context (the fallback).",
+    )
+    code_predictor: Literal["auto", "reference", "static", "cuda_graphs"] = Field(
+        "auto",
+        description="How the 15 code-predictor steps of a frame run; auto: cuda_graphs on a GPU, static on "
+        "the CPU; reference: the package's own forward per step.",
+    )
+    cuda_graph_batch_sizes: str = Field(
+        "1,2,4,8,16,32,64",
+        description="Batch-size buckets the code predictor is captured for (max_active_streams is added).",
+    )
     max_new_tokens: int = Field(2048, description="Upper bound on frames per request.")
     frames_per_char: float = Field(
         3.0, description="Guard rail: max_new_tokens is capped at frames_per_char * len(text) + 24."

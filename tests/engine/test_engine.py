@@ -50,8 +50,17 @@ def _reference_clip(seconds: float = 3.5, rate: int = 24000) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
 
 
-def test_greedy_stream_equals_package_output(make_engine, load_tts):
-    engine = make_engine(Capability.CUSTOM_VOICE, max_new_tokens=120, frames_per_char=50)
+@pytest.mark.parametrize(
+    ("decoder_mode", "code_predictor"), [("streaming", "static"), ("windowed", "reference")]
+)
+def test_greedy_stream_equals_package_output(make_engine, load_tts, decoder_mode, code_predictor):
+    engine = make_engine(
+        Capability.CUSTOM_VOICE,
+        max_new_tokens=120,
+        frames_per_char=50,
+        decoder_mode=decoder_mode,
+        code_predictor=code_predictor,
+    )
     text = "Hello there, this is a streaming test."
     (sink,) = _run(engine, [_custom(text)])
     wavs, rate = load_tts(Capability.CUSTOM_VOICE).generate_custom_voice(

@@ -17,6 +17,7 @@ from qwen3_tts_serving.engine.sampling import (
     _mask_top_p,
     apply_repetition_penalty,
     sample,
+    sample_tokens,
     uniform_noise,
 )
 
@@ -98,3 +99,36 @@ def test_noise_depends_on_every_key_and_stays_in_the_open_interval():
     ):
         assert not torch.equal(base, other)
     assert torch.equal(base, uniform_noise(torch.tensor([1]), torch.tensor([1]), 1, VOCAB))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    batch=st.integers(1, 5),
+    data=st.data(),
+)
+def test_sampling_among_top_k_candidates_equals_sampling_the_whole_vocabulary(seed, batch, data):
+    # The fast path (`sample` when every sampling row has a top_k) against the graph-safe full one.
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, VOCAB, generator=generator) * 3
+    do_sample = data.draw(st.lists(st.booleans(), min_size=batch, max_size=batch))
+    rows = _rows(
+        batch,
+        do_sample=do_sample,
+        temperature=data.draw(st.lists(st.floats(0.3, 2.0), min_size=batch, max_size=batch)),
+        top_k=data.draw(st.lists(st.integers(1, VOCAB - 1), min_size=batch, max_size=batch)),
+        top_p=data.draw(st.lists(st.sampled_from([1.0, 0.95, 0.8, 0.5]), min_size=batch, max_size=batch)),
+        seed=data.draw(st.lists(st.integers(0, 2**62), min_size=batch, max_size=batch)),
+    )
+    step = torch.randint(0, 500, (batch,), generator=generator)
+    assert rows.candidates is None or rows.candidates < VOCAB
+    fast = sample(logits, rows, step, group=seed % 16)
+    full = sample_tokens(logits, rows, step, group=seed % 16)
+    assert torch.equal(fast, full)
+
+
+def test_rows_know_on_the_host_whether_and_how_widely_they_sample():
+    assert not _rows(2, do_sample=[False, False]).any_sample
+    assert _rows(2, do_sample=[False, True], top_k=[0, 7]).candidates == 7  # greedy rows don't count
+    assert _rows(2, top_k=[5, 0]).candidates is None  # one sampling row draws from everything
+    assert _rows(2, top_k=[5, 9]).candidates == 9

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from .requests import RequestLimits
 
+CODE_PREDICTOR_MODES = ("auto", "reference", "static", "cuda_graphs")
+DECODER_MODES = ("streaming", "windowed")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -29,6 +32,9 @@ class EngineConfig:
     max_ref_audio_seconds: float = 30.0
     session_idle_timeout_s: float = 30.0
     session_lookahead_tokens: int = 0
+    decoder_mode: str = "streaming"  # streaming | windowed (engine/streaming_decoder.py, engine/decoder.py)
+    code_predictor: str = "auto"  # auto | reference | static | cuda_graphs (engine/code_predictor.py)
+    cuda_graph_batch_sizes: str = "1,2,4,8,16,32,64"  # buckets captured; max_active_streams is added
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> EngineConfig:
@@ -64,6 +70,17 @@ class EngineConfig:
             problems.append(f"device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             problems.append(f"dtype {self.dtype!r}; valid: auto, float32, bfloat16, float16")
+        if self.decoder_mode not in DECODER_MODES:
+            problems.append(f"decoder_mode {self.decoder_mode!r}; valid: {', '.join(DECODER_MODES)}")
+        if self.code_predictor not in CODE_PREDICTOR_MODES:
+            valid = ", ".join(CODE_PREDICTOR_MODES)
+            problems.append(f"code_predictor {self.code_predictor!r}; valid: {valid}")
+        try:
+            self.graph_buckets  # noqa: B018 - parsed here so a typo fails at start-up
+        except ValueError:
+            problems.append(
+                f"cuda_graph_batch_sizes {self.cuda_graph_batch_sizes!r}; use positive integers: 1,2,4,..."
+            )
         try:
             self.language_rates  # noqa: B018 - parsed here so a typo fails at start-up
         except ValueError:
@@ -80,6 +97,14 @@ class EngineConfig:
             min_ref_audio_seconds=self.min_ref_audio_seconds,
             max_ref_audio_seconds=self.max_ref_audio_seconds,
         )
+
+    @property
+    def graph_buckets(self) -> list[int]:
+        """Batch sizes the code predictor is captured for: those listed below max_active_streams, and it."""
+        sizes = {int(part) for part in self.cuda_graph_batch_sizes.split(",") if part.strip()}
+        if any(size < 1 for size in sizes):
+            raise ValueError("batch sizes must be positive")
+        return sorted({size for size in sizes if size < self.max_active_streams} | {self.max_active_streams})
 
     @property
     def language_rates(self) -> dict[str, float]:

@@ -1,5 +1,7 @@
-"""Incremental waveform decoding with the causal 12 Hz codec decoder.
+"""Incremental waveform decoding with the causal 12 Hz codec decoder, by re-decoding left context.
 
+The engine's default is ``streaming_decoder.StreamingDecoder`` (exact, and each frame decoded once); this
+windowed decoder is the fallback (``decoder_mode=windowed``) that only uses the decoder's plain forward.
 Each chunk is decoded together with up to ``left_context`` earlier frames and only the new part is kept:
 the decoder is causal (convolutions and a sliding-window transformer), so with enough context the chunks
 join into the same waveform as one whole decode. Windows of equal length are decoded in one call.
@@ -13,6 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import EngineConfig
+from .requests import NUM_CODE_GROUPS
+from .streaming_decoder import StreamingDecoder
+from .streams import Stream
+
 
 class ChunkDecoder:
     def __init__(self, speech_tokenizer: Any, left_context: int) -> None:
@@ -20,6 +27,21 @@ class ChunkDecoder:
         self.samples_per_frame = int(speech_tokenizer.model.get_decode_upsample_rate())
         self.sample_rate = int(speech_tokenizer.model.get_output_sample_rate())
         self.left_context = left_context
+
+    def decode_streams(self, streams: list[Stream]) -> list[np.ndarray]:
+        """Audio of each stream's frames not yet sent."""
+        windows = [self.window(self._codes_tail(s), s.frame_count - s.emitted_frames) for s in streams]
+        return self.decode(windows)
+
+    def _codes_tail(self, stream: Stream) -> torch.Tensor:
+        needed = stream.frame_count - stream.emitted_frames + self.left_context
+        tail = stream.frames[-needed:] if needed else []
+        codes = torch.stack(tail) if tail else torch.zeros(0, NUM_CODE_GROUPS, dtype=torch.long)
+        missing = needed - len(tail)
+        if missing > 0 and stream.context_codes is not None:
+            context = stream.context_codes[-missing:].to(codes.device)
+            codes = torch.cat([context, codes]) if len(tail) else context
+        return codes
 
     def window(self, codes: torch.Tensor, new_frames: int) -> tuple[torch.Tensor, int]:
         """The frames to decode for the last ``new_frames`` of ``codes`` [T, 16], and how many are new."""
@@ -43,3 +65,10 @@ class ChunkDecoder:
                 keep = windows[index][1] * self.samples_per_frame
                 results[index] = np.ascontiguousarray(wav[row, -keep:], dtype=np.float32)
         return [r for r in results if r is not None]
+
+
+def build_decoder(speech_tokenizer: Any, config: EngineConfig) -> ChunkDecoder | StreamingDecoder:
+    """The decoder ``config.decoder_mode`` names; both use ``decoder_left_context_frames`` of context."""
+    if config.decoder_mode == "windowed":
+        return ChunkDecoder(speech_tokenizer, config.decoder_left_context_frames)
+    return StreamingDecoder(speech_tokenizer, config.decoder_left_context_frames)

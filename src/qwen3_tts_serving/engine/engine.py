@@ -21,8 +21,9 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from .batch_state import BatchState, merge
+from .code_predictor import build_code_predictor
 from .config import EngineConfig
-from .decoder import ChunkDecoder
+from .decoder import build_decoder
 from .loading import model_spec
 from .prompts import PromptBuilder
 from .requests import (
@@ -83,7 +84,7 @@ class StreamingEngine:
         self.config = config
         self.spec = model_spec(tts, capability)
         self.prompts = PromptBuilder(tts, capability)
-        self.decoder = ChunkDecoder(tts.model.speech_tokenizer, config.decoder_left_context_frames)
+        self.decoder = build_decoder(tts.model.speech_tokenizer, config)
         self.sample_rate = self.decoder.sample_rate
         self.stats = EngineStats()
 
@@ -96,6 +97,7 @@ class StreamingEngine:
         self._suppressed = torch.zeros(self._vocab, dtype=torch.bool, device=self._device)
         self._suppressed[self._vocab - 1024 :] = True
         self._suppressed[self._eos] = False
+        self._code_predictor = build_code_predictor(self._talker, config.code_predictor, config.graph_buckets)
         self.defaults = SamplingParams.from_generation_config(tts.generate_defaults or {})
         self._tts_pad: torch.Tensor | None = None
         self._tts_eos: torch.Tensor | None = None
@@ -310,23 +312,9 @@ class StreamingEngine:
 
     def _predict_codes(self, state: BatchState) -> torch.Tensor:
         """Codebooks 1-15 for each row's pending codebook-0 token: [B, 16]."""
-        predictor = self._talker.code_predictor
-        embeddings = predictor.model.get_input_embeddings()
-        first = self._talker.get_input_embeddings()(state.next_cb0.unsqueeze(1))
-        inputs = torch.cat([state.past_hidden, first], dim=1)
         rows = self._sampler_rows(state.streams, subtalker=True)
         frame_index = torch.tensor([s.frame_count for s in state.streams], device=self._device)
-        cache = DynamicCache()
-        codes = [state.next_cb0]
-        for group in range(1, NUM_CODE_GROUPS):
-            out = predictor.model(
-                inputs_embeds=predictor.small_to_mtp_projection(inputs), past_key_values=cache, use_cache=True
-            )
-            logits = predictor.lm_head[group - 1](out.last_hidden_state[:, -1])
-            token = sample(logits, rows, frame_index, group)
-            codes.append(token)
-            inputs = embeddings[group - 1](token.unsqueeze(1))
-        return torch.stack(codes, dim=1)
+        return self._code_predictor.predict(state.past_hidden, state.next_cb0, rows, frame_index)
 
     def _frame_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
         # Summed the way the package sums them (concatenate, then sum) so greedy output matches it.
@@ -451,21 +439,8 @@ class StreamingEngine:
         return stream.frame_count - stream.emitted_frames >= size
 
     def _send_chunks(self, streams: list[Stream]) -> None:
-        windows = [
-            self.decoder.window(self._codes_tail(s), s.frame_count - s.emitted_frames) for s in streams
-        ]
-        for stream, samples in zip(streams, self.decoder.decode(windows), strict=True):
+        for stream, samples in zip(streams, self.decoder.decode_streams(streams), strict=True):
             self._send(stream, samples)
-
-    def _codes_tail(self, stream: Stream) -> torch.Tensor:
-        needed = stream.frame_count - stream.emitted_frames + self.config.decoder_left_context_frames
-        tail = stream.frames[-needed:] if needed else []
-        codes = torch.stack(tail) if tail else torch.zeros(0, NUM_CODE_GROUPS, dtype=torch.long)
-        missing = needed - len(tail)
-        if missing > 0 and stream.context_codes is not None:
-            context = stream.context_codes[-missing:].to(codes.device)
-            codes = torch.cat([context, codes]) if len(tail) else context
-        return codes
 
     def _send(self, stream: Stream, samples: Any) -> None:
         import numpy as np

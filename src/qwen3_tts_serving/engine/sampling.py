@@ -23,6 +23,10 @@ class SamplerRows:
     top_k: torch.Tensor  # long [B], 0 = off
     top_p: torch.Tensor  # float [B], 1 = off
     seed: torch.Tensor  # long [B]
+    # Host-side facts, known when the rows are built, so the eager sampler can take shortcuts without
+    # reading tensors back from the device.
+    any_sample: bool = True
+    candidates: int | None = None  # the largest top_k among sampling rows; None: one of them has it off
 
     @classmethod
     def build(
@@ -35,7 +39,10 @@ class SamplerRows:
         seed: list[int],
         device: torch.device,
     ) -> SamplerRows:
+        sampling_top_k = [k for k, on in zip(top_k, do_sample, strict=True) if on]
         return cls(
+            any_sample=bool(sampling_top_k),
+            candidates=max(sampling_top_k) if sampling_top_k and min(sampling_top_k) > 0 else None,
             do_sample=torch.tensor(do_sample, dtype=torch.bool, device=device),
             temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
             top_k=torch.tensor(top_k, dtype=torch.long, device=device),
@@ -53,14 +60,24 @@ def _fmix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def uniform_noise(seed: torch.Tensor, step: torch.Tensor, group: int, vocab: int) -> torch.Tensor:
-    """Uniform (0, 1) numbers [B, vocab], a pure function of (seed, step, group, token id)."""
+def uniform_noise_at(seed: torch.Tensor, step: torch.Tensor, group: int, ids: torch.Tensor) -> torch.Tensor:
+    """Uniform (0, 1) numbers for token ``ids`` ([B, N] or [1, N]), a pure function of (seed, step, group,
+    token id): the number a token gets does not depend on which other tokens are drawn for."""
     seed32 = (seed ^ (seed >> 32)) & _MASK32
-    key = _fmix32((seed32 * 0x9E3779B1 + step * 0x85EBCA77 + group * 0xC2B2AE3D) & _MASK32)
-    ids = torch.arange(vocab, device=seed.device, dtype=torch.long)
-    bits = _fmix32((key.unsqueeze(1) + ids.unsqueeze(0) * 0x27D4EB2F) & _MASK32)
-    bits = _fmix32(bits ^ key.unsqueeze(1))
+    key = _fmix32((seed32 * 0x9E3779B1 + step * 0x85EBCA77 + group * 0xC2B2AE3D) & _MASK32).unsqueeze(1)
+    bits = _fmix32((key + ids * 0x27D4EB2F) & _MASK32)
+    bits = _fmix32(bits ^ key)
     return (bits.to(torch.float64) + 0.5) / 4294967296.0
+
+
+def uniform_noise(seed: torch.Tensor, step: torch.Tensor, group: int, vocab: int) -> torch.Tensor:
+    """``uniform_noise_at`` for every token id: [B, vocab]."""
+    ids = torch.arange(vocab, device=seed.device, dtype=torch.long).unsqueeze(0)
+    return uniform_noise_at(seed, step, group, ids)
+
+
+def _gumbel(uniform: torch.Tensor) -> torch.Tensor:
+    return -torch.log(-torch.log(uniform))
 
 
 def _mask_top_k(scores: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
@@ -83,17 +100,44 @@ def _mask_top_p(scores: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
 
 
 def sample(logits: torch.Tensor, rows: SamplerRows, step: torch.Tensor, group: int) -> torch.Tensor:
-    """One token per row: argmax where ``do_sample`` is off, else temperature / top-k / top-p sampling."""
+    """One token per row: argmax where ``do_sample`` is off, else temperature / top-k / top-p sampling.
+
+    Takes the cheapest exact route the host-side facts allow: argmax alone when no row samples, and only
+    the top-k candidates when every sampling row has a top-k (the usual case: 50 of 2,048 codes)."""
+    if not rows.any_sample:
+        return logits.float().argmax(dim=-1)
+    if rows.candidates is not None and rows.candidates < logits.shape[-1]:
+        return _sample_candidates(logits, rows, step, group, rows.candidates)
+    return sample_tokens(logits, rows, step, group)
+
+
+def _scaled(logits: torch.Tensor, rows: SamplerRows) -> torch.Tensor:
+    # Greedy rows may carry any temperature (even 0); they take the argmax, so divide them by 1.
+    temperature = torch.where(rows.do_sample, rows.temperature, torch.ones_like(rows.temperature))
+    return logits / temperature.unsqueeze(1)
+
+
+def sample_tokens(logits: torch.Tensor, rows: SamplerRows, step: torch.Tensor, group: int) -> torch.Tensor:
+    """``sample`` over the whole vocabulary, without data-dependent control flow or host syncs (what a
+    CUDA graph can capture)."""
     logits = logits.float()
-    greedy = logits.argmax(dim=-1)
-    if not bool(rows.do_sample.any()):
-        return greedy
-    scores = logits / rows.temperature.unsqueeze(1)
-    scores = _mask_top_k(scores, rows.top_k)
-    scores = _mask_top_p(scores, rows.top_p)
-    gumbel = -torch.log(-torch.log(uniform_noise(rows.seed, step, group, logits.shape[-1])))
+    scores = _mask_top_p(_mask_top_k(_scaled(logits, rows), rows.top_k), rows.top_p)
+    gumbel = _gumbel(uniform_noise(rows.seed, step, group, logits.shape[-1]))
     sampled = (scores.double() + gumbel).argmax(dim=-1)
-    return torch.where(rows.do_sample, sampled, greedy)
+    return torch.where(rows.do_sample, sampled, logits.argmax(dim=-1))
+
+
+def _sample_candidates(
+    logits: torch.Tensor, rows: SamplerRows, step: torch.Tensor, group: int, candidates: int
+) -> torch.Tensor:
+    """``sample_tokens`` restricted to each row's ``candidates`` best tokens: the tokens top-k would keep
+    are among them, and every kept token gets the same score and noise as in the full computation."""
+    logits = logits.float()
+    scores, ids = _scaled(logits, rows).topk(candidates, dim=-1)
+    scores = _mask_top_p(_mask_top_k(scores, rows.top_k), rows.top_p)
+    gumbel = _gumbel(uniform_noise_at(rows.seed, step, group, ids))
+    sampled = ids.gather(1, (scores.double() + gumbel).argmax(dim=-1, keepdim=True)).squeeze(1)
+    return torch.where(rows.do_sample, sampled, logits.argmax(dim=-1))
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -111,6 +111,7 @@ class Stream:
     max_frames: int
     text_track: TextTrack | None = None
     context_codes: torch.Tensor | None = None  # [R, 16] reference codes: decoder context for ICL clones
+    decoder_state: Any = None  # the streaming decoder's memory of this stream's past (None: not started)
     frames: list[torch.Tensor] = field(default_factory=list)  # each [16]
     cb0_history: list[int] = field(default_factory=list)
     samples_drawn: int = 0  # codebook-0 tokens sampled so far (EOS is held back for the first two)
