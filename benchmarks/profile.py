@@ -105,6 +105,13 @@ class ProfileConfig:
     seed: int = 0
     torch_profiler: bool = False
     trace_path: Path | None = None
+    code_predictor: str = "auto"
+    decoder_mode: str = "streaming"
+
+
+# The engine as the package runs the same work: the predictor's own forward per step, and every chunk
+# re-decoded with left context. The profile reports the default engine's speed-up over it.
+BASELINE = {"code_predictor": "reference", "decoder_mode": "windowed"}
 
 
 def _request(model: str, text: str, frames: int, seed: int) -> Any:
@@ -136,6 +143,8 @@ def _engine(config: ProfileConfig) -> Any:
         max_new_tokens=config.frames,
         frames_per_char=1000.0,  # the frame count is the request's max_new_tokens, not the text's length
         repetition_window=0,
+        code_predictor=config.code_predictor,
+        decoder_mode=config.decoder_mode,
     )
     return StreamingEngine(load_model(engine_config, capability), capability, engine_config)
 
@@ -176,6 +185,8 @@ def profile_engine(config: ProfileConfig) -> dict[str, Any]:
     audio_s = sum(sink.audio().size for sink in sinks) / engine.sample_rate
     result: dict[str, Any] = {
         "model": config.model,
+        "code_predictor": type(engine._code_predictor).__name__,
+        "decoder": type(engine.decoder).__name__,
         "device": str(engine._device),
         "dtype": str(next(engine._talker.parameters()).dtype),
         "torch_threads": torch.get_num_threads(),
@@ -220,6 +231,7 @@ def format_breakdown(result: dict[str, Any]) -> list[str]:
         f"engine profile: {result['model']} on {result['device']} ({result['dtype']}), {result['streams']} "
         f"streams, {result['steps']} steps, {result['frames']} frames in {result['elapsed_s']:.2f} s "
         f"({result['ms_per_step']:.1f} ms/step, RTF {result['rtf']:.3f})",
+        f"  {result['code_predictor']}, {result['decoder']}",
         f"  {'stage':16s} {'total ms':>10s} {'ms/step':>9s} {'share':>7s}",
     ]
     for name, figures in result["stages"].items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -107,6 +108,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-streams", type=int, help="streams stepped together (CPU 4, GPU 32)")
     parser.add_argument("--profile-frames", type=int, help="frames per stream (CPU 24, GPU 64)")
     parser.add_argument("--torch-profiler", action="store_true", help="also torch.profiler + a Chrome trace")
+    parser.add_argument(
+        "--profile-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also profile the package-style baseline (reference code predictor, windowed decoder) and "
+        "report the speed-up (default: on)",
+    )
     parser.add_argument(
         "--engine-profile",
         action=argparse.BooleanOptionalAction,
@@ -315,8 +323,12 @@ def run_benchmarks(args: argparse.Namespace, mode: Mode, out_dir: Path) -> dict[
         measured = _measure(args, mode, stack, out_dir, perf)
     results: dict[str, Any] = {"meta": _meta(mode, settings, machine, started), **measured}
     if _option(args.engine_profile, mode is GPU):
-        profile = run_profile(args, mode, out_dir)["result"]
+        profiled = run_profile(args, mode, out_dir)
+        profile = profiled["result"]
         profile.pop("torch_profiler_table", None)
+        if "baseline" in profiled:
+            profile["baseline"] = profiled["baseline"]
+            profile["speedup_over_baseline"] = profiled["speedup_over_baseline"]
         results["profile"] = profile
     results["ratios"] = compute_ratios(results.get("load"), results.get("perf_analyzer"))
     paths = results.get("load", {}).get("paths", {})
@@ -325,7 +337,7 @@ def run_benchmarks(args: argparse.Namespace, mode: Mode, out_dir: Path) -> dict[
 
 
 def run_profile(args: argparse.Namespace, mode: Mode, out_dir: Path) -> dict[str, Any]:
-    from benchmarks.profile import ProfileConfig, profile_engine
+    from benchmarks.profile import BASELINE, ProfileConfig, profile_engine
 
     preset = _option(args.preset, "full-1.7b" if mode is GPU else "tiny")
     model = (args.models or ["custom_voice"])[0]
@@ -342,7 +354,16 @@ def run_profile(args: argparse.Namespace, mode: Mode, out_dir: Path) -> dict[str
         torch_profiler=args.torch_profiler,
         trace_path=out_dir / "trace.json" if args.torch_profiler else None,
     )
-    return {"config": {k: str(v) for k, v in vars(config).items()}, "result": profile_engine(config)}
+    profiled: dict[str, Any] = {
+        "config": {k: str(v) for k, v in vars(config).items()},
+        "result": profile_engine(config),
+    }
+    if args.profile_baseline:
+        plain = dataclasses.replace(config, torch_profiler=False, trace_path=None, **BASELINE)
+        baseline = profile_engine(plain)
+        profiled["baseline"] = baseline
+        profiled["speedup_over_baseline"] = baseline["ms_per_step"] / profiled["result"]["ms_per_step"]
+    return profiled
 
 
 def limit_threads(count: int) -> None:
@@ -386,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _profile_main(args: argparse.Namespace, mode: Mode, out_dir: Path) -> int:
-    from benchmarks.profile import format_breakdown
+    from benchmarks.profile import BASELINE, format_breakdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
     profile = run_profile(args, mode, out_dir)
@@ -394,6 +415,10 @@ def _profile_main(args: argparse.Namespace, mode: Mode, out_dir: Path) -> int:
     table = result.pop("torch_profiler_table", None)
     (out_dir / "profile.json").write_text(json.dumps(profile, indent=2, default=str) + "\n")
     print("\n".join(format_breakdown(result)))
+    if "baseline" in profile:
+        print("\nbaseline (" + ", ".join(f"{k}={v}" for k, v in BASELINE.items()) + "):")
+        print("\n".join(format_breakdown(profile["baseline"])))
+        print(f"\nspeed-up over the baseline: {profile['speedup_over_baseline']:.2f}x per step")
     if table:
         print(table)
     print(f"\nResults: {out_dir / 'profile.json'}")

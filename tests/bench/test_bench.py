@@ -430,3 +430,22 @@ def test_voice_agent_sessions_speak_and_write_sane_results(triton_server, tmp_pa
     assert json.loads(files["json"].read_text())["agent"]["levels"]["2"]["errors"] == 0
     assert "## Voice agent" in files["md"].read_text() and "| 2 | 2 | 0 |" in files["md"].read_text()
     assert any(line.startswith("  agent c=1") for line in report.agent_lines(agent))
+
+
+# ------------------------------------------------------------------------------------------ profile
+def test_the_profile_times_each_stage_against_the_package_style_baseline(tmp_path):
+    from benchmarks import run
+    from benchmarks.profile import format_breakdown
+
+    args = run.parse_args(["--profile", "--profile-streams", "2", "--profile-frames", "6"])
+    profiled = run.run_profile(args, run.CPU, tmp_path)
+    result, baseline = profiled["result"], profiled["baseline"]
+    assert (result["code_predictor"], result["decoder"]) == ("StaticCodePredictor", "StreamingDecoder")
+    assert (baseline["code_predictor"], baseline["decoder"]) == ("ReferenceCodePredictor", "ChunkDecoder")
+    # The same work both ways: same frames and the same audio length (seeded, batch-independent sampling).
+    assert result["frames"] == baseline["frames"] > 0
+    assert result["audio_s"] == baseline["audio_s"] > 0
+    assert {"talker", "code_predictor", "decoder", "sampling", "python"} <= set(result["stages"])
+    assert sum(stage["share"] for stage in result["stages"].values()) == pytest.approx(1.0)
+    assert profiled["speedup_over_baseline"] == pytest.approx(baseline["ms_per_step"] / result["ms_per_step"])
+    assert "StaticCodePredictor, StreamingDecoder" in "\n".join(format_breakdown(result))

@@ -212,10 +212,10 @@ class GraphedCodePredictor:
             bucket: _GraphSlot.allocate(bucket, hidden_size, weight.dtype, weight.device)
             for bucket in self._buckets
         }
-        self._pool: Any = None
         if capture:
-            for bucket in self._buckets:
-                self._capture(self._slots[bucket])
+            with torch.inference_mode():
+                for bucket in self._buckets:
+                    self._capture(self._slots[bucket])
             logger.info("code predictor captured as CUDA graphs for batch sizes %s", self._buckets)
 
     def _run(self, slot: _GraphSlot) -> torch.Tensor:
@@ -229,10 +229,11 @@ class GraphedCodePredictor:
             for _ in range(2):
                 self._run(slot)
         torch.cuda.current_stream().wait_stream(side)
+        # Each bucket keeps its own memory pool: sharing one is only safe when graphs replay in capture
+        # order, and the buckets replay in whatever order the batch size takes.
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph):
             slot.codes = self._run(slot)
-        self._pool = graph.pool()
         slot.graph = graph
 
     def predict(
