@@ -53,7 +53,11 @@ class Settings(BaseSettings):
     )
 
     # --- engine (filled into every model's config.pbtxt parameters) -----------------------------------
-    max_active_streams: int = Field(64, description="Streams stepped together by one engine.")
+    max_active_streams: int = Field(
+        64,
+        description="Streams one engine holds at once (stepping, or voice-agent sessions paused for text: "
+        "they keep their cache); more wait in its queue.",
+    )
     max_entry_batch: int = Field(32, description="Triton dynamic batcher max_batch_size.")
     batch_delay_us: int = Field(2000, description="Triton dynamic batcher max_queue_delay_microseconds.")
     first_chunk_frames: int = Field(2, description="Frames generated before the first audio chunk.")

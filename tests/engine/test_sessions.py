@@ -152,3 +152,28 @@ def test_committed_pieces_tokenize_like_the_whole_text(load_tts, text, cuts):
         previous = cut
     assert "".join(pieces) == text
     assert [i for piece in pieces for i in ids(piece)] == ids(text)
+
+
+def test_a_paused_session_keeps_its_slot_so_the_batch_never_exceeds_the_limit(make_engine):
+    engine = make_engine(Capability.CUSTOM_VOICE, max_active_streams=1)
+    session = _open(engine, 5, "Hello there and")
+    for _ in range(6):
+        engine.step()
+    assert engine.active_count == 0 and engine.occupied_slots == 1  # paused, waiting for text
+    plain = CollectingSink()
+    request = SynthesisRequest(
+        capability=Capability.CUSTOM_VOICE, text="Next in line.", speaker="ryan", language="english"
+    )
+    engine.submit([engine.make_stream(engine.validate(request), plain)])
+    for _ in range(4):
+        engine.step()
+        assert engine.occupied_slots <= 1
+    assert not plain.chunks, "the waiting request must not take the paused session's slot"
+    engine.append_text(5, " goodbye.", close=True)
+    while engine.has_work():
+        engine.step()
+        assert engine.occupied_slots <= 1
+        if not session.chunks or not session.chunks[-1].is_last:
+            assert not plain.chunks, "admitted before the session ended"
+    assert session.chunks[-1].is_last and plain.chunks[-1].is_last
+    assert session.error is None and plain.error is None

@@ -144,6 +144,12 @@ class StreamingEngine:
     def active_count(self) -> int:
         return self._batch.size if self._batch is not None else 0
 
+    @property
+    def occupied_slots(self) -> int:
+        """Streams holding a talker cache: stepping, paused for text, or about to resume. A paused
+        voice-agent session keeps its cache (memory) and comes back without asking, so it keeps its slot."""
+        return self.active_count + len(self._paused) + sum(state.size for state in self._resumable)
+
     def has_work(self) -> bool:
         return bool(self._pending or self._commands or self._resumable or self.active_count)
 
@@ -211,7 +217,7 @@ class StreamingEngine:
 
     def _admit(self) -> None:
         with self._cond:
-            room = self.config.max_active_streams - self.active_count
+            room = self.config.max_active_streams - self.occupied_slots
             entering = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
         resumable, self._resumable = self._resumable, []
         for state in resumable:
