@@ -210,7 +210,10 @@ class StreamingSynthesisModel:
             tts = load_model(config, self.capability)
         except (OSError, ValueError) as error:
             raise pb_utils.TritonModelException(f"cannot load {config.checkpoint_dir}: {error}") from None
-        self.engine = StreamingEngine(tts, self.capability, config)
+        try:
+            self.engine = StreamingEngine(tts, self.capability, config)
+        except ValueError as error:  # a setting the model cannot run with (e.g. cuda_graphs on a CPU)
+            raise pb_utils.TritonModelException(f"{args['model_name']}: {error}") from None
         self.engine.start()
         _log.info(f"{args['model_name']}: engine ready ({self.engine.config})")
 

@@ -396,3 +396,19 @@ def test_text_for_an_unknown_session_is_refused(calls):
     # Triton's sequence batcher refuses it before it reaches the model (the engine's own "no open session"
     # answer covers sessions that ended on the model side: tests/engine/test_sessions.py)
     assert calls.errors and "must specify the START flag" in calls.errors[0]
+
+
+def test_a_model_with_a_setting_it_cannot_run_fails_to_load_with_a_short_reason(serving_settings, tmp_path):
+    from qwen3_tts_serving.launcher import TritonServer, build_model_repository
+    from qwen3_tts_serving.launcher.process import StartupError
+
+    settings = serving_settings.model_copy(update={"device": "cpu", "code_predictor": "cuda_graphs"})
+    repository = build_model_repository(settings, tmp_path / "repo", ["custom_voice"])
+    with pytest.raises(StartupError) as info:
+        with TritonServer(repository, settings, log_path=tmp_path / "tritonserver.log"):
+            pass
+    message = str(info.value)
+    assert (
+        "custom_voice: code_predictor=cuda_graphs needs a CUDA device; on a CPU: static or reference"
+        in message
+    )

@@ -255,10 +255,18 @@ class GraphedCodePredictor:
 
 
 def build_code_predictor(talker: Any, mode: str, buckets: list[int]) -> CodePredictor:
-    """The predictor for ``mode`` (see the module docstring); ``auto``: CUDA graphs on a GPU, else static."""
+    """The predictor for ``mode`` (see the module docstring); ``auto``: CUDA graphs on a GPU (static if the
+    capture fails), else static."""
     on_gpu = talker.device.type == "cuda"
     if mode == "auto":
-        mode = "cuda_graphs" if on_gpu else "static"
+        if not on_gpu:
+            return StaticCodePredictor(talker)
+        try:
+            return GraphedCodePredictor(talker, buckets, capture=True)
+        except RuntimeError as error:  # serve without graphs rather than not at all; said once, loudly
+            logger.warning("CUDA graph capture failed (%s); the code predictor runs eagerly", error)
+            torch.cuda.empty_cache()
+            return StaticCodePredictor(talker)
     if mode == "reference":
         return ReferenceCodePredictor(talker)
     if mode == "static":
