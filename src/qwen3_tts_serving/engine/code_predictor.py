@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from qwen_tts.core.models.modeling_qwen3_tts import apply_rotary_pos_emb
 from transformers.cache_utils import DynamicCache
 
+from .attention import attend, project_qkv
 from .config import CODE_PREDICTOR_MODES
 from .requests import NUM_CODE_GROUPS
 from .sampling import SamplerRows, sample, sample_tokens
@@ -135,25 +135,12 @@ class StaticCodePredictor:
         sin: torch.Tensor,
     ) -> torch.Tensor:
         attention = layer.self_attn
-        batch, length, _ = hidden.shape
-        shape = (batch, length, -1, self._head_dim)
-        query = attention.q_norm(attention.q_proj(hidden).view(shape)).transpose(1, 2)
-        key = attention.k_norm(attention.k_proj(hidden).view(shape)).transpose(1, 2)
-        value = attention.v_proj(hidden).view(shape).transpose(1, 2)
-        query, key = apply_rotary_pos_emb(query, key, cos, sin)
-        end = start + length
+        query, key, value = project_qkv(attention, hidden, cos, sin, apply_rotary_pos_emb)
+        end = start + hidden.shape[1]
         keys[:, :, start:end] = key
         values[:, :, start:end] = value
         # Only the first call has more than one query (hidden state + codebook 0, starting at 0): causal.
-        out = F.scaled_dot_product_attention(
-            query,
-            keys[:, :, :end],
-            values[:, :, :end],
-            is_causal=length > 1,
-            scale=attention.scaling,
-            enable_gqa=True,
-        )
-        return attention.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        return attend(attention, query, keys[:, :, :end], values[:, :, :end], is_causal=hidden.shape[1] > 1)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from qwen_tts.core.tokenizer_12hz import modeling_qwen3_tts_tokenizer_v2 as codec
 from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import apply_rotary_pos_emb
 
+from .attention import attend, project_qkv
 from .requests import NUM_CODE_GROUPS
 from .streams import Stream
 
@@ -259,16 +260,8 @@ class StreamingDecoder:
         mask: torch.Tensor,
     ) -> torch.Tensor:
         attention = layer.self_attn
-        batch, frames, _ = hidden.shape
-        shape = (batch, frames, -1, self._head_dim)
-        query = attention.q_norm(attention.q_proj(hidden).view(shape)).transpose(1, 2)
-        key = attention.k_norm(attention.k_proj(hidden).view(shape)).transpose(1, 2)
-        value = attention.v_proj(hidden).view(shape).transpose(1, 2)
-        query, key = apply_rotary_pos_emb(query, key, cos, sin)
+        query, key, value = project_qkv(attention, hidden, cos, sin, apply_rotary_pos_emb)
         keys = torch.cat([call.kv[:, index, 0], key], dim=2)
         values = torch.cat([call.kv[:, index, 1], value], dim=2)
         call.new_kv.append(torch.stack([keys, values], dim=1))
-        out = F.scaled_dot_product_attention(
-            query, keys, values, attn_mask=mask, scale=attention.scaling, enable_gqa=True
-        )
-        return attention.o_proj(out.transpose(1, 2).reshape(batch, frames, -1))
+        return attend(attention, query, keys, values, attn_mask=mask)
