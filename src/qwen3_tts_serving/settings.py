@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         description="Streams one engine holds at once (stepping, or voice-agent sessions paused for text: "
         "they keep their cache); more wait in its queue.",
     )
+    max_queued_streams: int = Field(
+        256, description="Requests waiting for a slot per engine; more are refused at once (UNAVAILABLE)."
+    )
+    max_queue_wait_s: float = Field(
+        30.0, description="A request still waiting for a slot after this long fails (UNAVAILABLE, retry)."
+    )
     max_entry_batch: int = Field(32, description="Triton dynamic batcher max_batch_size.")
     batch_delay_us: int = Field(2000, description="Triton dynamic batcher max_queue_delay_microseconds.")
     first_chunk_frames: int = Field(2, description="Frames generated before the first audio chunk.")

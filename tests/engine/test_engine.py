@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -295,3 +296,59 @@ def test_a_request_the_package_refuses_does_not_fail_its_batch(make_engine, monk
     engine.run_until_idle()
     assert "refused" in str(bad.error)
     assert good.error is None and good.chunks[-1].is_last
+
+
+def test_out_of_memory_while_decoding_fails_the_step_and_serving_goes_on(make_engine, monkeypatch):
+    engine = make_engine(Capability.CUSTOM_VOICE)
+    sink = CollectingSink()
+    engine.submit([engine.make_stream(engine.validate(_custom("Decode me.")), sink)])
+
+    def out_of_memory(streams):  # a GPU allocation failure in the codec decoder, simulated
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    monkeypatch.setattr(engine.decoder, "decode_streams", out_of_memory)
+    for _ in range(3):  # the first chunk is due after two frames
+        engine.step()
+    assert isinstance(sink.error, EngineUnavailableError) and "retry" in str(sink.error)
+    assert engine.active_count == 0
+    monkeypatch.undo()
+    (again,) = _run(engine, [_custom("Serving again.")])
+    assert again.chunks[-1].is_last
+
+
+def test_a_full_queue_refuses_at_once_and_a_long_wait_fails_with_a_retry_hint(make_engine):
+    engine = make_engine(
+        Capability.CUSTOM_VOICE, max_active_streams=1, max_queued_streams=2, max_queue_wait_s=0.2
+    )
+    sinks = [CollectingSink() for _ in range(4)]
+    streams = [engine.make_stream(engine.validate(_custom(f"Request {i}.")), s) for i, s in enumerate(sinks)]
+    engine.submit(streams[:2])
+    engine.step()  # request 0 takes the only slot; request 1 waits
+    engine.submit(streams[2:])  # request 2 fills the queue (two waiting), request 3 finds it full
+    assert isinstance(sinks[3].error, EngineUnavailableError)
+    assert "queue is full (2 requests waiting); retry" in str(sinks[3].error)
+    time.sleep(0.3)  # longer than max_queue_wait_s while the slot is busy
+    engine.run_until_idle()
+    assert sinks[0].error is None and sinks[0].chunks[-1].is_last
+    for sink in sinks[1:3]:
+        assert isinstance(sink.error, EngineUnavailableError) and "no free slot within 0.2 s" in str(
+            sink.error
+        )
+        assert not sink.chunks
+
+
+def test_a_request_cancelled_while_it_waits_is_ended_without_a_prefill(make_engine):
+    engine = make_engine(Capability.CUSTOM_VOICE, max_active_streams=1)
+    first, waiting = CollectingSink(), CollectingSink()
+    engine.submit(
+        [engine.make_stream(engine.validate(_custom(t)), s) for t, s in (("One.", first), ("Two.", waiting))]
+    )
+    engine.step()
+    waiting.cancelled = True
+    prefilled = engine.stats.prefilled_requests
+    engine.run_until_idle()
+    assert (
+        waiting.finish_reason == "cancelled" and len(waiting.chunks) == 1 and not waiting.chunks[0].audio.size
+    )
+    assert engine.stats.prefilled_requests == prefilled, "a cancelled request must not be prefilled"
+    assert first.chunks[-1].is_last

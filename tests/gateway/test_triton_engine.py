@@ -42,6 +42,8 @@ from .conftest import make_settings
         ("CUDA out of memory, retry later", None, EngineUnavailableError),
         ("out of memory; retry", "StatusCode.UNAVAILABLE", EngineUnavailableError),
         ("Exceeds maximum queue size", None, EngineUnavailableError),
+        ("the model's queue is full (256 requests waiting); retry shortly", None, EngineUnavailableError),
+        ("the model is shutting down; retry", None, EngineUnavailableError),
         (
             "failed to connect to all addresses; Connection refused",
             grpc.StatusCode.UNAVAILABLE,
@@ -68,6 +70,19 @@ def test_classify_error(message: str, code: object, expected: type) -> None:
     error = classify_error(message, code)
     assert type(error) is expected
     assert "\n" not in error.message and "At:" not in error.message and len(error.message) <= 300
+
+
+@pytest.mark.parametrize(
+    ("message", "meaning"),
+    [
+        ("the server is out of GPU memory; retry shortly", "out of memory"),
+        ("the model's queue is full (256 requests waiting); retry shortly", "overloaded"),
+        ("no free slot within 30.0 s: the model's queue is overloaded; retry shortly", "overloaded"),
+        ("the model is shutting down; retry", "unavailable"),
+    ],
+)
+def test_the_engine_busy_messages_keep_their_meaning(message: str, meaning: str) -> None:
+    assert meaning in classify_error(message).message
 
 
 def test_invalid_argument_keeps_the_model_message() -> None:

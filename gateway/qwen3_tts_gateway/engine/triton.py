@@ -46,8 +46,9 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGE_CHARS = 300
-_OOM_MARKERS = ("out of memory", "retry")
+_OOM_MARKERS = ("out of memory", "out of gpu memory")
 _QUEUE_MARKERS = ("queue", "overload", "too many")
+_RETRY_MARKERS = ("retry",)
 _DOWN_MARKERS = ("connection refused", "failed to connect", "unavailable", "not ready", "unknown model")
 _TIMEOUT_MARKERS = ("deadline exceeded", "timed out", "timeout")
 _INTERNAL_MARKERS = ("failed to process the request", "traceback", "\nat:", "stub process", "internal")
@@ -94,7 +95,7 @@ def classify_error(message: str, code: Any = None) -> EngineError:
         return EngineUnavailableError("the model server is out of memory; retry later")
     if any(m in lowered for m in _QUEUE_MARKERS):
         return EngineUnavailableError("the model server is overloaded; retry later")
-    if name in _CODES_UNAVAILABLE or any(m in lowered for m in _DOWN_MARKERS):
+    if name in _CODES_UNAVAILABLE or any(m in lowered for m in _DOWN_MARKERS + _RETRY_MARKERS):
         return EngineUnavailableError("the model server is unavailable; retry later")
     if name is not None or any(m in lowered for m in _INTERNAL_MARKERS):
         logger.error("model server failure (%s): %s", name, message)

@@ -23,6 +23,8 @@ class EngineConfig:
     chunk_frames: int = 4
     decoder_left_context_frames: int = 72
     max_active_streams: int = 64
+    max_queued_streams: int = 256
+    max_queue_wait_s: float = 30.0
     max_new_tokens: int = 2048
     frames_per_char: float = 3.0
     frames_per_char_by_language: str = ""  # "chinese=6,japanese=6": overrides of frames_per_char
@@ -61,9 +63,18 @@ class EngineConfig:
         problems = []
         if not self.checkpoint_dir.is_dir():
             problems.append(f"checkpoint_dir {self.checkpoint_dir} is not a directory")
-        for name in ("first_chunk_frames", "chunk_frames", "max_active_streams", "max_new_tokens"):
+        positive = (
+            "first_chunk_frames",
+            "chunk_frames",
+            "max_active_streams",
+            "max_new_tokens",
+            "max_queued_streams",
+        )
+        for name in positive:
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
+        if self.max_queue_wait_s <= 0:
+            problems.append("max_queue_wait_s must be > 0")
         if self.decoder_left_context_frames < 0 or self.repetition_window < 0:
             problems.append("decoder_left_context_frames and repetition_window must be >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

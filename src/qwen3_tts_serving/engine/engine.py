@@ -43,6 +43,8 @@ from .text_feed import IncrementalText
 logger = logging.getLogger(__name__)
 
 _OUT_OF_MEMORY = "the server is out of GPU memory; retry shortly"
+_QUEUE_FULL = "the model's queue is full ({} requests waiting); retry shortly"
+_QUEUE_WAIT = "no free slot within {} s: the model's queue is overloaded; retry shortly"
 
 
 @dataclass
@@ -129,10 +131,22 @@ class StreamingEngine:
         )
 
     def submit(self, streams: list[Stream]) -> None:
-        """Queue an entry batch; it joins the running batch at the next frame."""
+        """Queue an entry batch; it joins the running batch at the next frame. Past ``max_queued_streams``
+        waiting, the rest are refused at once (retry later) rather than queued into a wait nobody wants."""
         with self._cond:
-            self._pending.extend(streams)
+            room = max(0, self.config.max_queued_streams - len(self._pending))
+            accepted, refused = streams[:room], streams[room:]
+            self._enqueue(accepted)
             self._cond.notify()
+        for stream in refused:
+            stream.sink.fail(EngineUnavailableError(_QUEUE_FULL.format(self.config.max_queued_streams)))
+
+    def _enqueue(self, streams: list[Stream]) -> None:
+        """Caller holds ``self._cond``."""
+        now = time.monotonic()
+        for stream in streams:
+            stream.queued_at = now
+        self._pending.extend(streams)
 
     def run_in_engine(self, command: Callable[[], None]) -> None:
         """Run ``command`` on the engine thread before the next step (state is only touched there)."""
@@ -200,13 +214,12 @@ class StreamingEngine:
         self._admit()
         self._drop_cancelled()
         self._pause_starved()
-        if self._batch is not None and self._batch.size:
-            try:
+        try:
+            if self._batch is not None and self._batch.size:
                 self._advance()
-            except torch.OutOfMemoryError:
-                self._recover_from_oom()
-                return
-        self._emit_and_retire()
+            self._emit_and_retire()  # decoding allocates too
+        except torch.OutOfMemoryError:
+            self._recover_from_oom()
 
     def _run_commands(self) -> None:
         with self._cond:
@@ -217,8 +230,14 @@ class StreamingEngine:
 
     def _admit(self) -> None:
         with self._cond:
-            room = self.config.max_active_streams - self.occupied_slots
-            entering = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+            waiting = list(self._pending)
+            self._pending.clear()
+        waiting = [s for s in waiting if not self._left_the_queue(s)]
+        room = max(0, self.config.max_active_streams - self.occupied_slots)
+        entering, rest = waiting[:room], waiting[room:]
+        if rest:  # back at the front, ahead of what arrived meanwhile
+            with self._cond:
+                self._pending.extendleft(reversed(rest))
         resumable, self._resumable = self._resumable, []
         for state in resumable:
             self._batch = merge(self._batch, state)
@@ -227,6 +246,20 @@ class StreamingEngine:
             if state is not None:
                 self._batch = merge(self._batch, state)
         self.stats.max_active = max(self.stats.max_active, self.active_count)
+
+    def _left_the_queue(self, stream: Stream) -> bool:
+        """True for a waiting stream whose client went away or that waited past ``max_queue_wait_s``:
+        it is ended here, before it costs a prefill."""
+        if stream.sink.is_cancelled():
+            stream.finish_reason = FinishReason.CANCELLED
+            self._send(stream, samples=None)
+            return True
+        waited = time.monotonic() - (stream.queued_at or time.monotonic())
+        if waited > self.config.max_queue_wait_s:
+            self._forget_session(stream)
+            stream.sink.fail(EngineUnavailableError(_QUEUE_WAIT.format(self.config.max_queue_wait_s)))
+            return True
+        return False
 
     def _prefill_or_fail(self, streams: list[Stream]) -> BatchState | None:
         try:
@@ -528,7 +561,7 @@ class StreamingEngine:
             if not session.queued and stream.request.text.strip():
                 session.queued = True
                 with self._cond:
-                    self._pending.append(stream)
+                    self._enqueue([stream])
             elif not session.queued and close:
                 stream.finish_reason = FinishReason.STOP  # the session ended without anything to say
                 self._send(stream, samples=None)

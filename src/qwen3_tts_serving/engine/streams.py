@@ -121,6 +121,7 @@ class Stream:
     session_key: int | None = None  # voice-agent sessions: the Triton correlation id
     lookahead: int | None = None  # text tokens kept ahead of the talker (sessions); None: the default
     submitted_at: float = field(default_factory=time.monotonic)
+    queued_at: float | None = None  # when it last entered the engine's admission queue
     first_audio_at: float | None = None
 
     @property
