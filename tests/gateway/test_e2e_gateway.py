@@ -227,3 +227,31 @@ def test_openai_sdk(gateway: str) -> None:
         model="qwen3-tts", voice="aiden", input="Hello.", response_format="pcm", extra_body=SHORT
     ) as streamed:
         assert len(b"".join(streamed.iter_bytes())) > 0
+
+
+def test_an_overloaded_model_answers_503_with_retry_after_and_serves_the_rest(
+    serving_settings: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Its own Triton: one slot and one place in the queue, so four requests at once cannot all fit.
+    from qwen3_tts_serving.launcher import TritonServer, build_model_repository
+
+    work = tmp_path_factory.mktemp("overload")
+    triton_settings = serving_settings.model_copy(update={"max_active_streams": 1, "max_queued_streams": 1})
+    repository = build_model_repository(triton_settings, work / "repo", ["custom_voice"])
+    with TritonServer(repository, triton_settings, log_path=work / "tritonserver.log") as triton:
+        settings = make_settings(work, gateway_triton_url=triton.grpc_url, request_timeout_s=120.0)
+        with (
+            serve_in_thread(create_app(settings=settings)) as url,
+            httpx.Client(base_url=url, timeout=120) as http,
+        ):
+            body = {**SAY, "max_new_tokens": 40}
+            with ThreadPoolExecutor(4) as pool:
+                responses = list(pool.map(lambda _: http.post("/synthesize", json=body), range(4)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) == {200, 503}, [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "7"
+            assert "overloaded" in response.json()["error"]["message"]
+        else:
+            assert decode(response.content)[0].size > 0
