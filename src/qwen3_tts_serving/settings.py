@@ -66,8 +66,11 @@ class Settings(BaseSettings):
     )
     max_entry_batch: int = Field(32, description="Triton dynamic batcher max_batch_size.")
     batch_delay_us: int = Field(2000, description="Triton dynamic batcher max_queue_delay_microseconds.")
-    first_chunk_frames: int = Field(2, description="Frames generated before the first audio chunk.")
-    chunk_frames: int = Field(4, description="Frames per audio chunk after the first (12.5 frames = 1 s).")
+    first_chunk_frames: int = Field(1, description="Frames generated before the first audio chunk.")
+    chunk_frames: int = Field(
+        4,
+        description="Largest audio chunk in frames (12.5 frames = 1 s); chunks double from the first to it.",
+    )
     decoder_left_context_frames: int = Field(
         72,
         description="Codec frames of context: a clone's reference frames fed to the streaming decoder before "

@@ -19,7 +19,7 @@ class EngineConfig:
     dtype: str = "auto"
     attn_implementation: str = "auto"
     cpu_threads: int = 0  # 0: torch's default
-    first_chunk_frames: int = 2
+    first_chunk_frames: int = 1
     chunk_frames: int = 4
     decoder_left_context_frames: int = 72
     max_active_streams: int = 64
@@ -108,6 +108,13 @@ class EngineConfig:
             min_ref_audio_seconds=self.min_ref_audio_seconds,
             max_ref_audio_seconds=self.max_ref_audio_seconds,
         )
+
+    def chunk_size(self, sent: int) -> int:
+        """Frames in chunk number ``sent``: doubling from ``first_chunk_frames`` up to ``chunk_frames``
+        (1, 2, 4, 4, ...). Each chunk then takes about as many steps to make as the audio already sent
+        lasts in frames, so the first audio comes after one frame and the listener's buffer keeps ahead
+        whenever a step is faster than half a frame (40 ms), as with a first chunk of two."""
+        return max(1, min(self.chunk_frames, self.first_chunk_frames << min(sent, 16)))
 
     @property
     def graph_buckets(self) -> list[int]:

@@ -474,8 +474,7 @@ class StreamingEngine:
     def _chunk_due(self, stream: Stream) -> bool:
         if stream.finished:
             return True
-        size = self.config.first_chunk_frames if stream.chunks_sent == 0 else self.config.chunk_frames
-        return stream.frame_count - stream.emitted_frames >= size
+        return stream.frame_count - stream.emitted_frames >= self.config.chunk_size(stream.chunks_sent)
 
     def _send_chunks(self, streams: list[Stream]) -> None:
         for stream, samples in zip(streams, self.decoder.decode_streams(streams), strict=True):
