@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     first_chunk_frames: int = Field(1, description="Frames generated before the first audio chunk.")
     chunk_frames: int = Field(
         4,
-        description="Largest audio chunk in frames (12.5 frames = 1 s); chunks double from the first to it.",
+        description="Largest audio chunk in frames (12.5 = 1 s); sizes go 1, 1, 2, 4, 4, ... (first twice).",
     )
     decoder_left_context_frames: int = Field(
         72,

@@ -47,3 +47,11 @@ def test_frame_budget_per_language(tmp_path: Path):
     assert config.frame_budget("你好世界", 1000, "auto") == 6 * 4 + 24  # auto: the most generous rate
     with pytest.raises(ValueError, match="frames_per_char_by_language"):
         EngineConfig.from_parameters({"checkpoint_dir": str(tmp_path), "frames_per_char_by_language": "zh:6"})
+
+
+def test_chunks_start_small_twice_then_double_up_to_the_cap(tmp_path: Path):
+    sizes = lambda **kw: [EngineConfig(checkpoint_dir=tmp_path, **kw).chunk_size(i) for i in range(6)]  # noqa: E731
+    assert sizes() == [1, 1, 2, 4, 4, 4]  # the defaults
+    assert sizes(first_chunk_frames=2) == [2, 2, 4, 4, 4, 4]
+    assert sizes(first_chunk_frames=1, chunk_frames=8) == [1, 1, 2, 4, 8, 8]
+    assert sizes(first_chunk_frames=6, chunk_frames=4) == [4, 4, 4, 4, 4, 4]  # the cap wins

@@ -149,7 +149,7 @@ def test_chunks_are_numbered_and_the_first_comes_early(make_engine):
     assert [c.is_last for c in sink.chunks] == [False] * (len(sink.chunks) - 1) + [True]
     assert all(c.sample_rate == 24000 for c in sink.chunks)
     frames = [c.audio.shape[0] // 1920 for c in sink.chunks[:-1]]
-    assert frames[:3] == [1, 2, 3] and set(frames[2:]) == {3}  # doubling from the first, up to chunk_frames
+    assert frames[:4] == [1, 1, 2, 3] and set(frames[3:]) == {3}  # first size twice, doubling, capped
     assert all(c.audio.shape[0] % 1920 == 0 for c in sink.chunks)
     assert sink.finish_reason in ("stop", "length", "repetition")
 

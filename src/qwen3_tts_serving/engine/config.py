@@ -110,11 +110,11 @@ class EngineConfig:
         )
 
     def chunk_size(self, sent: int) -> int:
-        """Frames in chunk number ``sent``: doubling from ``first_chunk_frames`` up to ``chunk_frames``
-        (1, 2, 4, 4, ...). Each chunk then takes about as many steps to make as the audio already sent
-        lasts in frames, so the first audio comes after one frame and the listener's buffer keeps ahead
-        whenever a step is faster than half a frame (40 ms), as with a first chunk of two."""
-        return max(1, min(self.chunk_frames, self.first_chunk_frames << min(sent, 16)))
+        """Frames in chunk number ``sent``: the first size twice, then doubling up to ``chunk_frames``
+        (1, 1, 2, 4, 4, ... by default). The second chunk needs only as many steps as the first lasts in
+        frames, so one step of up to a frame (80 ms) between them leaves no gap, and later chunks keep the
+        buffer ahead at steps up to ~45 ms: first audio after one frame, with more margin than 2, 4, 4."""
+        return max(1, min(self.chunk_frames, self.first_chunk_frames << min(max(sent - 1, 0), 16)))
 
     @property
     def graph_buckets(self) -> list[int]:
