@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         description="Codec frames of context: a clone's reference frames fed to the streaming decoder before "
         "its first chunk; the windowed decoder re-decodes this many before every chunk.",
     )
+    primed_decoder_cache_size: int = Field(
+        64,
+        description="Clone references whose primed decoder state each engine keeps (LRU): a voice used "
+        "again starts without re-decoding its reference. 0 disables.",
+    )
     decoder_mode: Literal["streaming", "windowed"] = Field(
         "streaming",
         description="streaming: each stream keeps the codec decoder's state and every frame is decoded once "

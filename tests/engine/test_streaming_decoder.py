@@ -137,3 +137,35 @@ def test_reference_codes_prime_the_state_like_a_whole_decode_of_both(load_tts):
     whole = _whole(tokenizer.model.decoder, torch.cat([reference, generated]))
     np.testing.assert_allclose(audio, whole[-audio.size :], atol=ATOL)
     assert audio.size == 12 * 1920
+
+
+def test_a_reference_used_again_starts_from_the_cached_priming(load_tts):
+    tokenizer = load_tts(Capability.CUSTOM_VOICE).model.speech_tokenizer
+    reference, other = _codes(30, 30), _codes(30, 31)
+    streaming = StreamingDecoder(tokenizer, 72, primed_cache_size=1)
+    calls: list[int] = []
+    decode_batch = streaming._decode_batch
+
+    def counting(states, codes):
+        calls.append(codes.shape[1])
+        return decode_batch(states, codes)
+
+    streaming._decode_batch = counting  # type: ignore[method-assign]
+
+    def speak(context: torch.Tensor, seed: int) -> np.ndarray:
+        generated = _codes(6, seed)
+        stream = SimpleNamespace(
+            frames=list(generated), frame_count=6, emitted_frames=0, context_codes=context, decoder_state=None
+        )
+        (audio,) = streaming.decode_streams([stream])  # type: ignore[list-item]
+        whole = _whole(tokenizer.model.decoder, torch.cat([context, generated]))
+        np.testing.assert_allclose(audio, whole[-audio.size :], atol=ATOL)
+        return audio
+
+    speak(reference, 1)
+    assert calls == [30, 6]  # primed once, then the new frames
+    speak(reference, 2)  # the same voice again: only its own frames are decoded
+    assert calls == [30, 6, 6]
+    speak(other, 3)  # another voice evicts the first (one entry)
+    speak(reference, 4)
+    assert calls == [30, 6, 6, 30, 6, 30, 6]

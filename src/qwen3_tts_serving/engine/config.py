@@ -34,6 +34,7 @@ class EngineConfig:
     max_ref_audio_seconds: float = 30.0
     session_idle_timeout_s: float = 30.0
     session_lookahead_tokens: int = 0
+    primed_decoder_cache_size: int = 64  # clone references whose primed decoder state is kept (LRU)
     decoder_mode: str = "streaming"  # streaming | windowed (engine/streaming_decoder.py, engine/decoder.py)
     code_predictor: str = "auto"  # auto | reference | static | cuda_graphs (engine/code_predictor.py)
     cuda_graph_batch_sizes: str = "1,2,4,8,16,32,64"  # buckets captured; max_active_streams is added
@@ -75,8 +76,9 @@ class EngineConfig:
                 problems.append(f"{name} must be >= 1")
         if self.max_queue_wait_s <= 0:
             problems.append("max_queue_wait_s must be > 0")
-        if self.decoder_left_context_frames < 0 or self.repetition_window < 0:
-            problems.append("decoder_left_context_frames and repetition_window must be >= 0")
+        for name in ("decoder_left_context_frames", "repetition_window", "primed_decoder_cache_size"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -71,4 +71,6 @@ def build_decoder(speech_tokenizer: Any, config: EngineConfig) -> ChunkDecoder |
     """The decoder ``config.decoder_mode`` names; both use ``decoder_left_context_frames`` of context."""
     if config.decoder_mode == "windowed":
         return ChunkDecoder(speech_tokenizer, config.decoder_left_context_frames)
-    return StreamingDecoder(speech_tokenizer, config.decoder_left_context_frames)
+    return StreamingDecoder(
+        speech_tokenizer, config.decoder_left_context_frames, config.primed_decoder_cache_size
+    )

@@ -14,7 +14,9 @@ and split again afterwards (one stack and one cat per call, not one per layer).
 
 from __future__ import annotations
 
-from collections import defaultdict
+import dataclasses
+import hashlib
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,11 +60,14 @@ class _Call:
 
 
 class StreamingDecoder:
-    def __init__(self, speech_tokenizer: Any, context_frames: int) -> None:
+    def __init__(self, speech_tokenizer: Any, context_frames: int, primed_cache_size: int = 0) -> None:
         self._decoder = speech_tokenizer.model.decoder
         self.samples_per_frame = int(speech_tokenizer.model.get_decode_upsample_rate())
         self.sample_rate = int(speech_tokenizer.model.get_output_sample_rate())
         self.context_frames = context_frames  # of a voice clone's reference codes, fed before its first chunk
+        # States primed with a reference, by its codes: a voice used again starts without re-decoding it.
+        self._primed: OrderedDict[bytes, DecoderState] = OrderedDict()
+        self._primed_cache_size = primed_cache_size
         transformer = self._decoder.pre_transformer
         self._layers = list(transformer.layers[: transformer.config.num_hidden_layers])
         attention = self._layers[0].self_attn
@@ -109,15 +114,35 @@ class StreamingDecoder:
         items = []
         for stream in streams:
             new = stream.frame_count - stream.emitted_frames
-            codes = [torch.stack(stream.frames[stream.emitted_frames :])] if new else []
             if stream.decoder_state is None:
-                stream.decoder_state = self.new_state()
-                if stream.context_codes is not None and self.context_frames:
-                    codes.insert(0, stream.context_codes[-self.context_frames :].to(self._device))
-            if not codes:
-                codes = [torch.zeros(0, NUM_CODE_GROUPS, dtype=torch.long, device=self._device)]
-            items.append((stream.decoder_state, torch.cat(codes), new))
+                stream.decoder_state = self._start(stream.context_codes)
+            codes = (
+                torch.stack(stream.frames[stream.emitted_frames :])
+                if new
+                else torch.zeros(0, NUM_CODE_GROUPS, dtype=torch.long, device=self._device)
+            )
+            items.append((stream.decoder_state, codes, new))
         return self.decode(items)
+
+    def _start(self, context_codes: torch.Tensor | None) -> DecoderState:
+        """A stream's first state: empty, or primed with (the last ``context_frames`` of) its reference,
+        taken from the cache when the same reference was primed before."""
+        if context_codes is None or not self.context_frames:
+            return self.new_state()
+        context = context_codes[-self.context_frames :]
+        key = hashlib.blake2b(context.cpu().numpy().tobytes(), digest_size=16).digest()
+        cached = self._primed.get(key)
+        if cached is None:
+            cached = self.new_state()
+            self.decode([(cached, context, 0)])
+            if self._primed_cache_size:
+                self._primed[key] = cached
+                while len(self._primed) > self._primed_cache_size:
+                    self._primed.popitem(last=False)
+        else:
+            self._primed.move_to_end(key)
+        # A copy sharing the tensors: a state's tensors are replaced after each chunk, never written into.
+        return dataclasses.replace(cached)
 
     @torch.inference_mode()
     def decode(self, items: list[tuple[DecoderState, torch.Tensor, int]]) -> list[np.ndarray]:

@@ -80,6 +80,7 @@ def template_values(settings: Settings, model: str, device: str) -> dict[str, st
         "chunk_frames": settings.chunk_frames,
         "decoder_left_context_frames": settings.decoder_left_context_frames,
         "decoder_mode": settings.decoder_mode,
+        "primed_decoder_cache_size": settings.primed_decoder_cache_size,
         "code_predictor": settings.code_predictor,
         "cuda_graph_batch_sizes": settings.cuda_graph_batch_sizes,
         "max_active_streams": settings.max_active_streams,
