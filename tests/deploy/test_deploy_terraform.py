@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,29 @@ def test_checkov_fails_on_a_bad_bucket(tool, tmp_path: Path) -> None:
     code, out = checkov(tool, tmp_path)
     assert code != 0
     assert "CKV_GCP_29" in out  # no uniform bucket-level access
+
+
+def _terraform() -> str:
+    binary = shutil.which("terraform")
+    if binary is None:  # the lint venv cannot provide it; the machines this project runs on have one
+        pytest.skip("terraform is not on PATH")
+    return binary
+
+
+def test_terraform_files_are_in_canonical_format(repo: Path) -> None:
+    # `terraform fmt` works offline (init/validate/plan need the provider registry, which is unreachable).
+    proc = subprocess.run(
+        [_terraform(), "fmt", "-check", "-recursive", "-diff", str(repo / "terraform")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_format_check_catches_a_misformatted_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.tf").write_text('variable "x" {\ntype=string\n  default =   "y"\n}\n')
+    proc = subprocess.run(
+        [_terraform(), "fmt", "-check", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0
