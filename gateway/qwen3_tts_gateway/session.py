@@ -136,13 +136,8 @@ class AgentSessionSocket(ReceivingSocket):
         metrics: GatewayMetrics,
         owner: str,
     ) -> None:
-        self.ws = websocket
-        self.service = service
-        self.settings = settings
-        self.metrics = metrics
-        self.owner = owner
+        super().__init__(websocket, service, settings, metrics, owner)
         self.idle_s = settings.session_idle_timeout_s
-        self._receiver: asyncio.Future[Message] | None = None
 
     async def run(self) -> None:
         try:

@@ -68,8 +68,20 @@ class ReceivingSocket:
     """One outstanding ``ws.receive()`` at a time, shared by the two WebSocket protocols: the same future
     serves waiting for the next message and noticing a disconnect while audio is being sent."""
 
-    ws: WebSocket
-    _receiver: asyncio.Future[Message] | None = None
+    def __init__(
+        self,
+        websocket: WebSocket,
+        service: SynthesisService,
+        settings: Settings,
+        metrics: GatewayMetrics,
+        owner: str,
+    ) -> None:
+        self.ws = websocket
+        self.service = service
+        self.settings = settings
+        self.metrics = metrics
+        self.owner = owner
+        self._receiver: asyncio.Future[Message] | None = None
 
     def _receive_task(self) -> asyncio.Future[Message]:
         if self._receiver is None:
@@ -89,21 +101,6 @@ class ReceivingSocket:
 
 
 class WebSocketSession(ReceivingSocket):
-    def __init__(
-        self,
-        websocket: WebSocket,
-        service: SynthesisService,
-        settings: Settings,
-        metrics: GatewayMetrics,
-        owner: str,
-    ) -> None:
-        self.ws = websocket
-        self.service = service
-        self.settings = settings
-        self.metrics = metrics
-        self.owner = owner
-        self._receiver: asyncio.Future[Message] | None = None
-
     async def run(self) -> None:
         try:
             while True:
