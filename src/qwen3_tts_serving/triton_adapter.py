@@ -16,6 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from .engine.config import EngineConfig
+from .engine.observer import EngineTally, TallySnapshot
 from .engine.requests import (
     Capability,
     EngineUnavailableError,
@@ -55,6 +56,63 @@ def triton_error(error: Exception) -> Any:
     if isinstance(error, EngineUnavailableError):
         return pb_utils.TritonError(str(error), pb_utils.TritonError.UNAVAILABLE)
     return pb_utils.TritonError("internal error", pb_utils.TritonError.INTERNAL)
+
+
+# -------------------------------------------------------------------------------------------- metrics
+# Seconds from entering the engine's queue to the first audio leaving it (the engine's share of TTFA).
+_FIRST_AUDIO_BUCKETS = [0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0]
+
+
+class EngineMetrics:
+    """The engine's figures on Triton's metrics endpoint (``--metrics-port``), labelled by model.
+
+    ``qwen3_tts_active_streams`` / ``_queued_streams`` / ``_paused_sessions`` (gauges), ``_steps_total``,
+    ``_frames_total``, ``_step_seconds_total`` (counters: their rates give frames per second and the mean
+    step time), ``_first_audio_seconds`` (histogram) and ``_finished_total{reason}``.
+    """
+
+    def __init__(self, model: str) -> None:
+        family = pb_utils.MetricFamily
+        self._labels = {"model": model}
+        self._families: list[Any] = []  # a family must outlive its metrics
+
+        def metric(name: str, description: str, kind: Any, **options: Any) -> Any:
+            created = family(name=name, description=description, kind=kind)
+            self._families.append(created)
+            return created.Metric(labels=self._labels, **options)
+
+        self.active = metric("qwen3_tts_active_streams", "Streams stepping in the engine", family.GAUGE)
+        self.queued = metric("qwen3_tts_queued_streams", "Requests waiting for an engine slot", family.GAUGE)
+        self.paused = metric("qwen3_tts_paused_sessions", "Sessions waiting for text", family.GAUGE)
+        self.steps = metric("qwen3_tts_steps_total", "Engine steps (a frame per stream)", family.COUNTER)
+        self.frames = metric("qwen3_tts_frames_total", "Codec frames generated (80 ms each)", family.COUNTER)
+        self.step_seconds = metric("qwen3_tts_step_seconds_total", "Time in engine steps", family.COUNTER)
+        self.first_audio = metric(
+            "qwen3_tts_first_audio_seconds",
+            "From entering the engine queue to the first audio chunk",
+            family.HISTOGRAM,
+            buckets=_FIRST_AUDIO_BUCKETS,
+        )
+        self._finished_family = family(
+            name="qwen3_tts_finished_total", description="Streams ended, by reason", kind=family.COUNTER
+        )
+        self._finished: dict[str, Any] = {}
+
+    def publish(self, snapshot: TallySnapshot) -> None:
+        self.active.set(snapshot.active)
+        self.queued.set(snapshot.queued)
+        self.paused.set(snapshot.paused)
+        if snapshot.steps:
+            self.steps.increment(snapshot.steps)
+            self.frames.increment(snapshot.frames)
+            self.step_seconds.increment(snapshot.step_seconds)
+        for seconds in snapshot.first_audio_seconds:
+            self.first_audio.observe(seconds)
+        for reason, count in snapshot.finished.items():
+            if reason not in self._finished:
+                labels = {**self._labels, "reason": reason or "unknown"}
+                self._finished[reason] = self._finished_family.Metric(labels=labels)
+            self._finished[reason].increment(count)
 
 
 # ------------------------------------------------------------------------------------- reading inputs
@@ -210,8 +268,9 @@ class StreamingSynthesisModel:
             tts = load_model(config, self.capability)
         except (OSError, ValueError) as error:
             raise pb_utils.TritonModelException(f"cannot load {config.checkpoint_dir}: {error}") from None
+        self.metrics = EngineMetrics(args["model_name"])
         try:
-            self.engine = StreamingEngine(tts, self.capability, config)
+            self.engine = StreamingEngine(tts, self.capability, config, EngineTally(self.metrics.publish))
         except ValueError as error:  # a setting the model cannot run with (e.g. cuda_graphs on a CPU)
             raise pb_utils.TritonModelException(f"{args['model_name']}: {error}") from None
         self.engine.start()

@@ -412,3 +412,44 @@ def test_a_model_with_a_setting_it_cannot_run_fails_to_load_with_a_short_reason(
         "custom_voice: code_predictor=cuda_graphs needs a CUDA device; on a CPU: static or reference"
         in message
     )
+
+
+def _engine_metrics(url: str, model: str) -> dict[str, float]:
+    """Our ``qwen3_tts_*`` samples of ``model`` on Triton's metrics endpoint: {name{other labels}: value}."""
+    samples = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        if line.startswith("qwen3_tts_") and f'model="{model}"' in line:
+            key, value = line.rsplit(" ", 1)
+            name, _, labels = key.partition("{")
+            others = ",".join(p for p in labels.rstrip("}").split(",") if not p.startswith("model="))
+            samples[f"{name}{{{others}}}" if others else name] = float(value)
+    return samples
+
+
+def test_the_engine_reports_its_figures_on_tritons_metrics_endpoint(calls, triton_server):
+    before = _engine_metrics(triton_server.metrics_url, "voice_design")
+    calls.send_all(
+        "voice_design",
+        {f"m{i}": {"text": "Counted.", "instruct": "a calm voice", "seed": np.int64(i)} for i in range(2)},
+    )
+    results = calls.wait()
+    assert not calls.errors and all(r.final for r in results.values())
+    reasons = [r.chunks[-1]["finish_reason"] for r in results.values()]
+    deadline = time.monotonic() + 10  # published when the engine goes idle
+    while True:
+        after = _engine_metrics(triton_server.metrics_url, "voice_design")
+        counted = after.get("qwen3_tts_first_audio_seconds_count", 0) - before.get(
+            "qwen3_tts_first_audio_seconds_count", 0
+        )
+        if counted >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert counted == 2
+    frames = sum(len(r.audio()) for r in results.values()) // 1920
+    assert after["qwen3_tts_frames_total"] - before.get("qwen3_tts_frames_total", 0) == frames
+    assert after["qwen3_tts_steps_total"] > before.get("qwen3_tts_steps_total", 0)
+    assert after["qwen3_tts_step_seconds_total"] > before.get("qwen3_tts_step_seconds_total", 0)
+    for reason in set(reasons):
+        key = f'qwen3_tts_finished_total{{reason="{reason}"}}'
+        assert after[key] - before.get(key, 0) == reasons.count(reason)
+    assert after["qwen3_tts_active_streams"] == 0 and after["qwen3_tts_queued_streams"] == 0

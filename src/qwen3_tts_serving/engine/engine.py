@@ -25,6 +25,7 @@ from .code_predictor import build_code_predictor
 from .config import EngineConfig
 from .decoder import build_decoder
 from .loading import model_spec
+from .observer import EngineObserver, NullObserver
 from .prompts import PromptBuilder
 from .requests import (
     NUM_CODE_GROUPS,
@@ -80,8 +81,11 @@ def is_repeating(history: list[int], window: int, max_period: int = 4) -> bool:
 
 
 class StreamingEngine:
-    def __init__(self, tts: Any, capability: Capability, config: EngineConfig) -> None:
+    def __init__(
+        self, tts: Any, capability: Capability, config: EngineConfig, observer: EngineObserver | None = None
+    ) -> None:
         self.tts = tts
+        self.observer: EngineObserver = observer or NullObserver()
         self.capability = capability
         self.config = config
         self.spec = model_spec(tts, capability)
@@ -197,6 +201,8 @@ class StreamingEngine:
             except Exception:  # never let the thread die: fail what was in flight and go on serving
                 logger.exception("engine step failed")
                 self._fail_everything(RuntimeError("internal error while generating"))
+            if not self.has_work():
+                self.observer.idle(paused=len(self._paused))
 
     def run_until_idle(self, max_steps: int = 100_000) -> None:
         """Step on the calling thread until nothing is left (tests and offline use)."""
@@ -209,6 +215,19 @@ class StreamingEngine:
     # -------------------------------------------------------------------------------------------- step
     @torch.inference_mode()
     def step(self) -> None:
+        started, frames_before = time.perf_counter(), self.stats.frames
+        self._step()
+        frames = self.stats.frames - frames_before
+        if frames:
+            self.observer.step_done(
+                seconds=time.perf_counter() - started,
+                frames=frames,
+                active=self.active_count,
+                queued=len(self._pending),
+                paused=len(self._paused),
+            )
+
+    def _step(self) -> None:
         self._run_commands()
         self._expire_sessions()
         self._admit()
@@ -492,10 +511,12 @@ class StreamingEngine:
         )
         stream.emitted_frames = stream.frame_count
         stream.chunks_sent += 1
-        if stream.first_audio_at is None:
+        if stream.first_audio_at is None and chunk.audio.size:
             stream.first_audio_at = time.monotonic()
+            self.observer.first_audio(stream.first_audio_at - (stream.queued_at or stream.submitted_at))
         if chunk.is_last:
             self._forget_session(stream)
+            self.observer.finished(chunk.finish_reason)
         stream.sink.send(chunk)
 
     @staticmethod

@@ -1,0 +1,105 @@
+"""What the engine reports as it runs, for metrics; nothing here knows about Triton.
+
+The engine calls an ``EngineObserver`` on its own thread: once per step, when a stream's first audio
+leaves, when a stream ends, and when it goes idle. ``EngineTally`` accumulates those in memory and hands
+them to a ``publish`` callback at most every ``interval_s`` (and when the engine goes idle), so that a
+metrics backend whose updates are costly (Triton's are IPC messages) is touched a few times a second, not
+once per frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class EngineObserver(Protocol):
+    def step_done(self, *, seconds: float, frames: int, active: int, queued: int, paused: int) -> None: ...
+
+    def first_audio(self, seconds: float) -> None:
+        """A stream's first audio left, ``seconds`` after the stream entered the engine's queue."""
+        ...
+
+    def finished(self, reason: str) -> None: ...
+
+    def idle(self, *, paused: int) -> None:
+        """Nothing left to step (``paused`` sessions wait for text)."""
+        ...
+
+
+class NullObserver:
+    def step_done(self, *, seconds: float, frames: int, active: int, queued: int, paused: int) -> None:
+        pass
+
+    def first_audio(self, seconds: float) -> None:
+        pass
+
+    def finished(self, reason: str) -> None:
+        pass
+
+    def idle(self, *, paused: int) -> None:
+        pass
+
+
+@dataclass
+class TallySnapshot:
+    """What happened since the last publication (counts) and the state now (gauges)."""
+
+    steps: int = 0
+    frames: int = 0
+    step_seconds: float = 0.0
+    first_audio_seconds: list[float] = field(default_factory=list)
+    finished: Counter[str] = field(default_factory=Counter)
+    active: int = 0
+    queued: int = 0
+    paused: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.steps or self.first_audio_seconds or self.finished)
+
+
+class EngineTally:
+    """An ``EngineObserver`` that batches what it sees and publishes it every ``interval_s``."""
+
+    def __init__(
+        self,
+        publish: Callable[[TallySnapshot], None],
+        *,
+        interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._publish = publish
+        self._interval_s = interval_s
+        self._clock = clock
+        self._pending = TallySnapshot()
+        self._last_published = clock()
+
+    def step_done(self, *, seconds: float, frames: int, active: int, queued: int, paused: int) -> None:
+        pending = self._pending
+        pending.steps += 1
+        pending.frames += frames
+        pending.step_seconds += seconds
+        pending.active, pending.queued, pending.paused = active, queued, paused
+        if self._clock() - self._last_published >= self._interval_s:
+            self.flush()
+
+    def first_audio(self, seconds: float) -> None:
+        self._pending.first_audio_seconds.append(seconds)
+
+    def finished(self, reason: str) -> None:
+        self._pending.finished[reason] += 1
+
+    def idle(self, *, paused: int) -> None:
+        self._pending.active = self._pending.queued = 0
+        self._pending.paused = paused
+        self.flush()
+
+    def flush(self) -> None:
+        snapshot = self._pending
+        self._pending = TallySnapshot(active=snapshot.active, queued=snapshot.queued, paused=snapshot.paused)
+        self._last_published = self._clock()
+        self._publish(snapshot)
