@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
-from benchmarks import cpu, tritonstats
+from benchmarks import cpu, enginestats, tritonstats
 from benchmarks.stats import RequestRecord, cpu_figures, summarize_level
 from benchmarks.texts import SHORT_TEXTS, Job, jobs, requests_per_level
 
@@ -308,6 +308,7 @@ class LoadConfig:
     transport: Transport = "ndjson"
     api_key: str | None = field(default=None, repr=False)
     cpu_pids: dict[str, int | None] = field(default_factory=dict)  # name -> pid whose CPU time to record
+    metrics_url: str | None = None  # Triton's /metrics: the engine's running batch and step time per level
 
     def requests_at(self, concurrency: int) -> int | None:
         if self.requests is None and self.duration_s is not None:
@@ -356,6 +357,7 @@ async def _measure_level(
     target: Target, stats_client: Any, config: LoadConfig, plan: Sequence[Job], concurrency: int
 ) -> dict[str, Any]:
     before = await _stats(stats_client, config.model) if stats_client else {}
+    engine_before = await _engine_figures(config) if config.metrics_url else {}
     cpu_before, load_before = cpu.snapshot(config.cpu_pids), os.getloadavg()[0]
     level = await run_level(
         target,
@@ -371,6 +373,9 @@ async def _measure_level(
     summary["load_average"] = [load_before, os.getloadavg()[0]]
     if stats_client:
         summary["triton_stats"] = tritonstats.stats_delta(before, await _stats(stats_client, config.model))
+    if config.metrics_url:
+        engine_after = await _engine_figures(config, since=engine_before)
+        summary["engine_stats"] = enginestats.delta(engine_before, engine_after)
     summary["records"] = [record.to_json() for record in level.records]
     logger.info(
         "%s c=%d: %d/%d ok, TTFA p50 %s s, %s audio-s/s",
@@ -382,6 +387,17 @@ async def _measure_level(
         _fmt(summary["audio_s_per_s"]),
     )
     return summary
+
+
+async def _engine_figures(config: LoadConfig, since: dict[str, float] | None = None) -> dict[str, float]:
+    assert config.metrics_url is not None
+    try:
+        if since is None:
+            return await enginestats.scrape(config.metrics_url, config.model)
+        return await enginestats.settled(config.metrics_url, config.model, since)
+    except Exception as exc:  # a bonus as well
+        logger.warning("engine metrics unavailable: %s", exc)
+        return {}
 
 
 def _fmt(value: float | None) -> str:

@@ -123,7 +123,7 @@ def headline(results: Mapping[str, Any]) -> list[str]:
                 f"p90 {_f(s['ttfa_s']['p90'], 0, 1000, ' ms')} p99 {_f(s['ttfa_s']['p99'], 0, 1000, ' ms')}, "
                 f"total p50 {_f(s['total_s']['p50'], 2, suffix=' s')}, RTF p50 {_f(s['rtf']['p50'])} "
                 f"max {_f(s['rtf']['max'])}, {_f(s['audio_s_per_s'], 3)} audio-s/s, "
-                f"errors {s['errors']}, underruns {s['underruns']}"
+                f"errors {s['errors']}, underruns {s['underruns']}{_engine_note(s)}"
             )
     for model, levels in results.get("perf_analyzer", {}).items():
         for concurrency, r in levels.items():
@@ -184,23 +184,33 @@ def _agent_table(agent: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _engine_note(summary: Mapping[str, Any]) -> str:
+    engine = summary.get("engine_stats") or {}
+    if engine.get("running_batch_avg") is None:
+        return ""
+    return f", engine batch {_f(engine['running_batch_avg'])} at {_f(engine['step_ms_avg'], 1)} ms/step"
+
+
 # ------------------------------------------------------------------------------------------ markdown
 def _load_table(paths: Mapping[str, Mapping[int, Any]]) -> list[str]:
     lines = [
         "| path | conc. | requests | errors | TTFA p50 / p90 / p99 (ms) | total p50 (s) | RTF p50 / max "
-        "| audio-s/s | audio-s per Triton CPU-s | underruns | Triton batch avg | Triton queue (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| audio-s/s | audio-s per Triton CPU-s | underruns | Triton batch avg | Triton queue (ms) "
+        "| engine running batch | engine step (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path, levels in paths.items():
         for c, s in levels.items():
             ttfa = s["ttfa_s"]
             triton = s.get("triton_stats", {})
+            engine = s.get("engine_stats", {})
             lines.append(
                 f"| {path} | {c} | {s['requests']} | {s['errors']} | {_f(ttfa['p50'], 0, 1000)} / "
                 f"{_f(ttfa['p90'], 0, 1000)} / {_f(ttfa['p99'], 0, 1000)} | {_f(s['total_s']['p50'])} | "
                 f"{_f(s['rtf']['p50'])} / {_f(s['rtf']['max'])} | {_f(s['audio_s_per_s'], 3)} | "
                 f"{_f(s.get(CPU_KEY), 3)} | {s['underruns']} | {_f(triton.get('avg_batch_size'))} | "
-                f"{_f(triton.get('queue_ms_avg'), 1)} |"
+                f"{_f(triton.get('queue_ms_avg'), 1)} | {_f(engine.get('running_batch_avg'))} | "
+                f"{_f(engine.get('step_ms_avg'), 1)} |"
             )
     return lines
 

@@ -238,6 +238,7 @@ def _measure(
             transport=args.transport,
             api_key=stack.settings.api_keys[0] if stack.settings.api_keys else None,
             cpu_pids=stack.cpu_pids,
+            metrics_url=stack.metrics_url,
         )
         results["load"] = asyncio.run(run_load(config))
     if not args.skip_agent:

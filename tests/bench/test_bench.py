@@ -367,6 +367,7 @@ def test_load_tool_against_gateway_and_triton_writes_sane_results(triton_server,
         warmup=0,
         max_new_tokens=8,
         timeout_s=120,
+        metrics_url=triton_server.metrics_url,
     )
     load = asyncio.run(run_load(config))
     assert set(load["paths"]) == {"triton", "gateway"}
@@ -378,6 +379,9 @@ def test_load_tool_against_gateway_and_triton_writes_sane_results(triton_server,
             assert 0 < summary["ttfa_s"]["p50"] < summary["total_s"]["p50"]
             assert summary["rtf"]["p50"] > 0
             assert summary["triton_stats"]["inference_count"] == 2
+            engine = summary["engine_stats"]
+            assert engine["first_audio_count"] == 2 and engine["steps"] > 0
+            assert 1 <= engine["running_batch_avg"] <= concurrency and engine["step_ms_avg"] > 0
             for record in summary["records"]:
                 assert 0 < record["ttfa_s"] < record["total_s"] and record["audio_s"] > 0
                 assert record["finish_reason"] in ("stop", "length", "repetition")
@@ -449,3 +453,41 @@ def test_the_profile_times_each_stage_against_the_package_style_baseline(tmp_pat
     assert sum(stage["share"] for stage in result["stages"].values()) == pytest.approx(1.0)
     assert profiled["speedup_over_baseline"] == pytest.approx(baseline["ms_per_step"] / result["ms_per_step"])
     assert "StaticCodePredictor, StreamingDecoder" in "\n".join(format_breakdown(result))
+
+
+def test_engine_figures_parse_and_difference():
+    from benchmarks import enginestats
+
+    text = "\n".join(
+        [
+            "# TYPE qwen3_tts_steps_total counter",
+            'qwen3_tts_steps_total{model="custom_voice"} 10',
+            'qwen3_tts_steps_total{model="voice_design"} 99',
+            'qwen3_tts_frames_total{model="custom_voice"} 35',
+            'qwen3_tts_step_seconds_total{model="custom_voice"} 0.5',
+            'qwen3_tts_first_audio_seconds_count{model="custom_voice"} 4',
+            'qwen3_tts_finished_total{model="custom_voice",reason="stop"} 4',
+            'nv_inference_count{model="custom_voice",version="1"} 4',
+        ]
+    )
+    after = enginestats.parse(text, "custom_voice")
+    assert after == {
+        "qwen3_tts_steps_total": 10.0,
+        "qwen3_tts_frames_total": 35.0,
+        "qwen3_tts_step_seconds_total": 0.5,
+        "qwen3_tts_first_audio_seconds_count": 4.0,
+    }
+    before = {
+        "qwen3_tts_steps_total": 2.0,
+        "qwen3_tts_frames_total": 3.0,
+        "qwen3_tts_step_seconds_total": 0.1,
+    }
+    figures = enginestats.delta(before, after)
+    assert figures == {
+        "steps": 8,
+        "frames": 32,
+        "running_batch_avg": 4.0,
+        "step_ms_avg": pytest.approx(50.0),
+        "first_audio_count": 4,
+    }
+    assert enginestats.delta(after, after)["running_batch_avg"] is None
