@@ -34,20 +34,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-from fastapi import WebSocket, WebSocketDisconnect
+from fastapi import WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from starlette.types import Message
-
-from qwen3_tts_serving.settings import Settings
 
 from .bodies import check_text_lengths, validate_model
 from .encoding import stream_encoder
 from .engine import AudioChunk, EngineSession, SessionRequest
 from .errors import GatewayError, UnprocessableError
 from .handlers import validation_body
-from .metrics import GatewayMetrics
 from .schemas import SessionControlMessage, SessionStartMessage, SessionTextMessage
-from .service import SynthesisService, sampling_of
+from .service import sampling_of
 from .websocket import ClientDisconnected, ReceivingSocket, error_message
 
 logger = logging.getLogger(__name__)
@@ -128,16 +125,9 @@ class SessionStats:
 class AgentSessionSocket(ReceivingSocket):
     """Serves one ``/ws/session`` connection (see the module docstring)."""
 
-    def __init__(
-        self,
-        websocket: WebSocket,
-        service: SynthesisService,
-        settings: Settings,
-        metrics: GatewayMetrics,
-        owner: str,
-    ) -> None:
-        super().__init__(websocket, service, settings, metrics, owner)
-        self.idle_s = settings.session_idle_timeout_s
+    @property
+    def idle_s(self) -> float:
+        return self.settings.session_idle_timeout_s
 
     async def run(self) -> None:
         try:
