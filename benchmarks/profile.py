@@ -3,7 +3,7 @@
 Stages (exclusive times: a stage's time excludes the stages timed inside it):
 
 - ``prefill``: building prompts and admitting requests, except its talker forward (``prefill/talker``);
-- ``talker``: the talker's forward for one frame of every active stream;
+- ``talker``: the talker's step for one frame of every active stream;
 - ``codec_head``: the talker's codebook-0 logits;
 - ``sampling``: codebook-0 logits processors and sampling;
 - ``code_predictor``: the 15 small autoregressive steps for codebooks 1-15;
@@ -74,7 +74,8 @@ def instrument(engine: Any, timers: StageTimers) -> None:
     engine._predict_codes = timers.wrap("code_predictor", engine._predict_codes)
     engine._sample_cb0 = timers.wrap("sampling", engine._sample_cb0)
     engine.decoder.decode = timers.wrap("decoder", engine.decoder.decode)
-    talker.model.forward = timers.wrap("talker", talker.model.forward)
+    talker.model.forward = timers.wrap("talker", talker.model.forward)  # prefill: reported as prefill/talker
+    engine._talker_step = timers.wrap("talker", engine._talker_step)
     talker.codec_head.forward = timers.wrap("codec_head", talker.codec_head.forward)
 
 

@@ -353,3 +353,22 @@ def test_a_request_cancelled_while_it_waits_is_ended_without_a_prefill(make_engi
     )
     assert engine.stats.prefilled_requests == prefilled, "a cancelled request must not be prefilled"
     assert first.chunks[-1].is_last
+
+
+def test_a_long_greedy_stream_equals_package_output(make_engine, load_tts):
+    # Long enough that the talker's key/value buffers grow several times while it speaks.
+    text = " ".join(["Streaming keeps going while the buffers grow."] * 6)
+    engine = make_engine(Capability.CUSTOM_VOICE, frames_per_char=50, repetition_window=0)
+    (sink,) = _run(engine, [_custom(text, max_new_tokens=400)])
+    wavs, _ = load_tts(Capability.CUSTOM_VOICE).generate_custom_voice(
+        text=text,
+        speaker="ryan",
+        language="english",
+        do_sample=False,
+        subtalker_dosample=False,
+        repetition_penalty=1.05,
+        max_new_tokens=401,
+    )
+    frames = sink.audio().size // 1920
+    assert frames > 100, frames
+    np.testing.assert_allclose(sink.audio(), wavs[0], atol=AUDIO_ATOL)

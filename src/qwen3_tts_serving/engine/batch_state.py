@@ -1,8 +1,12 @@
-"""The talker's running batch: one KV cache for all active streams, rows aligned on the right.
+"""The talker's running batch: one key/value store for all active streams, rows aligned on the right.
 
 Streams join by merging their freshly prefilled cache into the running one (the shorter side is padded
-on the left and masked out) and leave by row selection, so every frame is one talker call for everyone.
+on the left and masked out) and leave by row selection, so every frame is one talker step for everyone.
 Positions are kept per row because left padding differs from row to row.
+
+Keys and values live in buffers with spare columns (``KVBuffers``): a step writes its column in place,
+where a growing cache copies every layer's whole history at every frame; full buffers grow by half, so a
+stream of T frames costs O(T) copying in all rather than O(T^2).
 """
 
 from __future__ import annotations
@@ -10,34 +14,89 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
 from .streams import Stream
 
-
-def _cache_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
+_MIN_SPARE_COLUMNS = 64
 
 
-def _cache_from_tensors(tensors: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    cache = DynamicCache()
-    for index, (keys, values) in enumerate(tensors):
-        cache.update(keys, values, index)
-    return cache
+def _capacity_for(length: int) -> int:
+    return length + max(_MIN_SPARE_COLUMNS, length // 2)
 
 
-def _pad_left(tensor: torch.Tensor, amount: int, dim: int) -> torch.Tensor:
-    if amount == 0:
-        return tensor
-    pad = [0, 0] * (tensor.dim() - 1 - dim % tensor.dim()) + [amount, 0]
-    return F.pad(tensor, pad)
+def _assemble(pieces: list[torch.Tensor], length: int) -> torch.Tensor:
+    """The rows of ``pieces`` ([b, heads, l, dim], l <= length) stacked and right-aligned in ``length`` used
+    columns of a new buffer with spare columns after them; unused columns are zero (and masked)."""
+    first = pieces[0]
+    rows = sum(piece.shape[0] for piece in pieces)
+    out = first.new_zeros(rows, first.shape[1], _capacity_for(length), first.shape[3])
+    row = 0
+    for piece in pieces:
+        out[row : row + piece.shape[0], :, length - piece.shape[2] : length] = piece
+        row += piece.shape[0]
+    return out
+
+
+@dataclass
+class KVBuffers:
+    """Per layer keys and values [B, kv_heads, capacity, head_dim]; columns ``[:length]`` are in use."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: int
+
+    @classmethod
+    def from_cache(cls, cache: DynamicCache) -> KVBuffers:
+        """A prefill's cache, copied into buffers with room to grow."""
+        length = cache.layers[0].keys.shape[2]
+        return cls(
+            keys=[_assemble([layer.keys], length) for layer in cache.layers],
+            values=[_assemble([layer.values], length) for layer in cache.layers],
+            length=length,
+        )
+
+    def used(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        end = self.length
+        return [(k[:, :, :end], v[:, :, :end]) for k, v in zip(self.keys, self.values, strict=True)]
+
+    def next_column(self) -> int:
+        """Where the next step writes; the buffers grow first when they are full."""
+        if self.length == self.keys[0].shape[2]:
+            self.keys = [_assemble([k], self.length) for k, _ in self.used()]
+            self.values = [_assemble([v], self.length) for _, v in self.used()]
+        return self.length
+
+    def select(self, index: torch.Tensor) -> KVBuffers:
+        return KVBuffers(
+            keys=[_assemble([k.index_select(0, index)], self.length) for k, _ in self.used()],
+            values=[_assemble([v.index_select(0, index)], self.length) for _, v in self.used()],
+            length=self.length,
+        )
+
+    def without_leading(self, columns: int) -> KVBuffers:
+        length = self.length - columns
+        return KVBuffers(
+            keys=[_assemble([k[:, :, columns:]], length) for k, _ in self.used()],
+            values=[_assemble([v[:, :, columns:]], length) for _, v in self.used()],
+            length=length,
+        )
+
+    @staticmethod
+    def merged(first: KVBuffers, second: KVBuffers) -> KVBuffers:
+        length = max(first.length, second.length)
+        pairs = list(zip(first.used(), second.used(), strict=True))
+        return KVBuffers(
+            keys=[_assemble([a[0], b[0]], length) for a, b in pairs],
+            values=[_assemble([a[1], b[1]], length) for a, b in pairs],
+            length=length,
+        )
 
 
 @dataclass
 class BatchState:
     streams: list[Stream]
-    cache: DynamicCache
+    kv: KVBuffers
     attention_mask: torch.Tensor  # long [B, T]
     positions: torch.Tensor  # long [B]: the position id of each row's next token
     past_hidden: torch.Tensor  # [B, 1, D]: the talker's last hidden state (code predictor input)
@@ -54,12 +113,9 @@ class BatchState:
 
     def select(self, rows: list[int]) -> BatchState:
         index = torch.tensor(rows, dtype=torch.long, device=self.attention_mask.device)
-        tensors = [
-            (k.index_select(0, index), v.index_select(0, index)) for k, v in _cache_tensors(self.cache)
-        ]
         selected = BatchState(
             streams=[self.streams[i] for i in rows],
-            cache=_cache_from_tensors(tensors),
+            kv=self.kv.select(index),
             attention_mask=self.attention_mask.index_select(0, index),
             positions=self.positions.index_select(0, index),
             past_hidden=self.past_hidden.index_select(0, index),
@@ -76,8 +132,7 @@ class BatchState:
         first = int(real[0])
         if first == 0:
             return self
-        tensors = [(k[:, :, first:], v[:, :, first:]) for k, v in _cache_tensors(self.cache)]
-        self.cache = _cache_from_tensors(tensors)
+        self.kv = self.kv.without_leading(first)
         self.attention_mask = self.attention_mask[:, first:]
         return self
 
@@ -93,18 +148,13 @@ def merge(first: BatchState | None, second: BatchState) -> BatchState:
     if first is None or first.size == 0:
         return second
     length = max(first.length, second.length)
-    pad_first, pad_second = length - first.length, length - second.length
-    tensors = []
-    for (k1, v1), (k2, v2) in zip(_cache_tensors(first.cache), _cache_tensors(second.cache), strict=True):
-        keys = torch.cat([_pad_left(k1, pad_first, 2), _pad_left(k2, pad_second, 2)], dim=0)
-        values = torch.cat([_pad_left(v1, pad_first, 2), _pad_left(v2, pad_second, 2)], dim=0)
-        tensors.append((keys, values))
+    masks = [
+        torch.nn.functional.pad(state.attention_mask, (length - state.length, 0)) for state in (first, second)
+    ]
     return BatchState(
         streams=first.streams + second.streams,
-        cache=_cache_from_tensors(tensors),
-        attention_mask=torch.cat(
-            [_pad_left(first.attention_mask, pad_first, 1), _pad_left(second.attention_mask, pad_second, 1)]
-        ),
+        kv=KVBuffers.merged(first.kv, second.kv),
+        attention_mask=torch.cat(masks),
         positions=torch.cat([first.positions, second.positions]),
         past_hidden=torch.cat([first.past_hidden, second.past_hidden]),
         next_cb0=torch.cat([first.next_cb0, second.next_cb0]),

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache
 
-from .batch_state import BatchState, merge
+from .batch_state import BatchState, KVBuffers, merge
 from .code_predictor import build_code_predictor
 from .config import EngineConfig
 from .decoder import build_decoder
@@ -39,6 +39,7 @@ from .requests import (
 )
 from .sampling import SamplerRows, apply_repetition_penalty, sample
 from .streams import AudioChunk, Stream, StreamSink, TextTrack
+from .talker_step import TalkerStep
 from .text_feed import IncrementalText
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class StreamingEngine:
         self._suppressed = torch.zeros(self._vocab, dtype=torch.bool, device=self._device)
         self._suppressed[self._vocab - 1024 :] = True
         self._suppressed[self._eos] = False
+        self._talker_step = TalkerStep(self._talker)
         self._code_predictor = build_code_predictor(self._talker, config.code_predictor, config.graph_buckets)
         self.defaults = SamplingParams.from_generation_config(tts.generate_defaults or {})
         self._tts_pad: torch.Tensor | None = None
@@ -330,7 +332,7 @@ class StreamingEngine:
         hidden = out.last_hidden_state[:, -1:]
         state = BatchState(
             streams=list(streams),
-            cache=cache,
+            kv=KVBuffers.from_cache(cache),
             attention_mask=mask,
             positions=mask.sum(-1),
             past_hidden=hidden,
@@ -348,17 +350,9 @@ class StreamingEngine:
         assert state is not None
         codes = self._predict_codes(state)
         inputs = self._frame_embeddings(codes) + self._text_inputs(state.streams).unsqueeze(1)
-        mask = state.append_column()
-        out = self._talker.model(
-            inputs_embeds=inputs,
-            attention_mask=mask,
-            position_ids=state.positions.view(1, -1, 1).expand(3, -1, -1),
-            past_key_values=state.cache,
-            use_cache=True,
-            cache_position=torch.tensor([mask.shape[1] - 1], device=self._device),
-        )
+        state.append_column()
+        state.past_hidden = self._talker_step(inputs, state)
         state.positions = state.positions + 1
-        state.past_hidden = out.last_hidden_state[:, -1:]
         codes_cpu = codes[:, 0].tolist()
         for row, stream in enumerate(state.streams):
             stream.frames.append(codes[row])
