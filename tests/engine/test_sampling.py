@@ -132,3 +132,10 @@ def test_rows_know_on_the_host_whether_and_how_widely_they_sample():
     assert _rows(2, do_sample=[False, True], top_k=[0, 7]).candidates == 7  # greedy rows don't count
     assert _rows(2, top_k=[5, 0]).candidates is None  # one sampling row draws from everything
     assert _rows(2, top_k=[5, 9]).candidates == 9
+
+
+def test_rows_know_when_the_candidate_masks_cannot_remove_anything():
+    uniform = _rows(3, do_sample=[True, True, False], top_k=[50, 50, 0], top_p=[1.0, 1.0, 0.5])
+    assert uniform.same_top_k and not uniform.any_top_p  # the greedy row's settings do not count
+    mixed = _rows(2, top_k=[50, 20], top_p=[1.0, 0.9])
+    assert not mixed.same_top_k and mixed.any_top_p

@@ -27,6 +27,8 @@ class SamplerRows:
     # reading tensors back from the device.
     any_sample: bool = True
     candidates: int | None = None  # the largest top_k among sampling rows; None: one of them has it off
+    same_top_k: bool = False  # every sampling row has the same top_k: the candidates are exactly the top-k
+    any_top_p: bool = True  # some sampling row has top_p < 1
 
     @classmethod
     def build(
@@ -43,6 +45,8 @@ class SamplerRows:
         return cls(
             any_sample=bool(sampling_top_k),
             candidates=max(sampling_top_k) if sampling_top_k and min(sampling_top_k) > 0 else None,
+            same_top_k=len(set(sampling_top_k)) == 1,
+            any_top_p=any(p < 1 for p, on in zip(top_p, do_sample, strict=True) if on),
             do_sample=torch.tensor(do_sample, dtype=torch.bool, device=device),
             temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
             top_k=torch.tensor(top_k, dtype=torch.long, device=device),
@@ -134,7 +138,12 @@ def _sample_candidates(
     are among them, and every kept token gets the same score and noise as in the full computation."""
     logits = logits.float()
     scores, ids = _scaled(logits, rows).topk(candidates, dim=-1)
-    scores = _mask_top_p(_mask_top_k(scores, rows.top_k), rows.top_p)
+    # Masks that cannot remove anything are skipped (host-side facts): with one top_k for every sampling
+    # row the candidates are its top-k, and top_p = 1 keeps everything.
+    if not rows.same_top_k:
+        scores = _mask_top_k(scores, rows.top_k)
+    if rows.any_top_p:
+        scores = _mask_top_p(scores, rows.top_p)
     gumbel = _gumbel(uniform_noise_at(rows.seed, step, group, ids))
     sampled = ids.gather(1, (scores.double() + gumbel).argmax(dim=-1, keepdim=True)).squeeze(1)
     return torch.where(rows.do_sample, sampled, logits.argmax(dim=-1))
