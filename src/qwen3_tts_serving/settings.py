@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     max_queue_wait_s: float = Field(
         30.0, description="A request still waiting for a slot after this long fails (UNAVAILABLE, retry)."
     )
+    realtime_step_budget_s: float = Field(
+        0.07,
+        description="While a frame step takes longer (a frame is 80 ms of audio), no new stream is admitted, "
+        "so the ones speaking keep ahead of their listeners; 0 turns it off.",
+    )
     max_entry_batch: int = Field(32, description="Triton dynamic batcher max_batch_size.")
     batch_delay_us: int = Field(2000, description="Triton dynamic batcher max_queue_delay_microseconds.")
     first_chunk_frames: int = Field(1, description="Frames generated before the first audio chunk.")

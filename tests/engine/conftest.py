@@ -50,7 +50,12 @@ def make_engine(
     """``make_engine(capability, **config_overrides)``: an engine stepped by the test itself."""
 
     def make(capability: Capability, **overrides: Any) -> StreamingEngine:
-        base = EngineConfig(checkpoint_dir=checkpoint_root / FLAVOUR_DIRS[capability], device="cpu")
+        # The real-time admission guard is timing-dependent: off here unless a test turns it on.
+        base = EngineConfig(
+            checkpoint_dir=checkpoint_root / FLAVOUR_DIRS[capability],
+            device="cpu",
+            realtime_step_budget_s=0.0,
+        )
         return StreamingEngine(load_tts(capability), capability, replace(base, **overrides))
 
     return make

@@ -372,3 +372,41 @@ def test_a_long_greedy_stream_equals_package_output(make_engine, load_tts):
     frames = sink.audio().size // 1920
     assert frames > 100, frames
     np.testing.assert_allclose(sink.audio(), wavs[0], atol=AUDIO_ATOL)
+
+
+def test_newcomers_wait_while_frames_are_slower_than_the_realtime_budget(make_engine, monkeypatch):
+    engine = make_engine(Capability.CUSTOM_VOICE, realtime_step_budget_s=0.05, repetition_window=0)
+    advance = engine._advance
+
+    def slow_advance():  # a machine that cannot keep up: 60 ms per frame against a 50 ms budget
+        advance()
+        time.sleep(0.06)
+
+    monkeypatch.setattr(engine, "_advance", slow_advance)
+    first, second = CollectingSink(), CollectingSink()
+    engine.submit(
+        [engine.make_stream(engine.validate(_custom("The first one speaks.", max_new_tokens=12)), first)]
+    )
+    engine.step()
+    engine.step()  # a frame has been timed: over budget
+    engine.submit([engine.make_stream(engine.validate(_custom("The second waits.")), second)])
+    while not first.done.is_set():
+        engine.step()
+        assert engine.active_count <= 1 and not second.chunks, "admitted while the first was behind real time"
+    engine.run_until_idle()  # alone again: the second one runs
+    assert second.chunks[-1].is_last and second.error is None
+    assert second.chunks[0] and first.chunks[-1].is_last
+
+
+def test_newcomers_join_at_once_while_frames_are_within_the_budget(make_engine):
+    engine = make_engine(Capability.CUSTOM_VOICE, realtime_step_budget_s=5.0, repetition_window=0)
+    first, second = CollectingSink(), CollectingSink()
+    engine.submit(
+        [engine.make_stream(engine.validate(_custom("The first one speaks.", max_new_tokens=12)), first)]
+    )
+    engine.step()
+    engine.step()
+    engine.submit([engine.make_stream(engine.validate(_custom("The second joins.")), second)])
+    engine.step()
+    assert engine.active_count == 2
+    engine.run_until_idle()

@@ -39,9 +39,9 @@ FLAVOURS = {
 ENGINE_PARAMETERS = {
     "checkpoint_dir", "device", "dtype", "attn_implementation", "first_chunk_frames", "chunk_frames",
     "decoder_left_context_frames", "decoder_mode", "primed_decoder_cache_size", "code_predictor",
-    "cuda_graph_batch_sizes",
-    "max_active_streams", "max_queued_streams", "max_queue_wait_s", "max_new_tokens", "frames_per_char",
-    "repetition_window", "max_text_length", "min_ref_audio_seconds", "max_ref_audio_seconds",
+    "cuda_graph_batch_sizes", "max_active_streams", "max_queued_streams", "max_queue_wait_s",
+    "realtime_step_budget_s", "max_new_tokens", "frames_per_char", "repetition_window", "max_text_length",
+    "min_ref_audio_seconds", "max_ref_audio_seconds",
 }  # fmt: skip
 SAMPLING = {
     "do_sample": ("TYPE_BOOL", [1]),

@@ -25,6 +25,7 @@ class EngineConfig:
     max_active_streams: int = 64
     max_queued_streams: int = 256
     max_queue_wait_s: float = 30.0
+    realtime_step_budget_s: float = 0.07  # admission pauses while a frame takes longer (0: off)
     max_new_tokens: int = 2048
     frames_per_char: float = 3.0
     frames_per_char_by_language: str = ""  # "chinese=6,japanese=6": overrides of frames_per_char
@@ -76,6 +77,8 @@ class EngineConfig:
                 problems.append(f"{name} must be >= 1")
         if self.max_queue_wait_s <= 0:
             problems.append("max_queue_wait_s must be > 0")
+        if self.realtime_step_budget_s < 0:
+            problems.append("realtime_step_budget_s must be >= 0 (0 turns it off)")
         for name in ("decoder_left_context_frames", "repetition_window", "primed_decoder_cache_size"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")

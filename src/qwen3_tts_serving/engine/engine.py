@@ -116,6 +116,7 @@ class StreamingEngine:
         self._resumable: list[BatchState] = []
         self._paused: dict[int, BatchState] = {}
         self._batch: BatchState | None = None
+        self._frame_seconds_ema: float | None = None
         self._sessions: dict[int, Session] = {}
         self._running = False
         self._thread: threading.Thread | None = None
@@ -236,11 +237,20 @@ class StreamingEngine:
         self._drop_cancelled()
         self._pause_starved()
         try:
+            started = time.perf_counter()
             if self._batch is not None and self._batch.size:
                 self._advance()
-            self._emit_and_retire()  # decoding allocates too
+                self._emit_and_retire()  # decoding allocates too
+                self._track_frame_time(time.perf_counter() - started)
+            else:
+                self._emit_and_retire()
         except torch.OutOfMemoryError:
             self._recover_from_oom()
+
+    def _track_frame_time(self, seconds: float) -> None:
+        """Moving average of a frame's time for the running batch (prefill excluded)."""
+        previous = self._frame_seconds_ema
+        self._frame_seconds_ema = seconds if previous is None else 0.7 * previous + 0.3 * seconds
 
     def _run_commands(self) -> None:
         with self._cond:
@@ -255,6 +265,8 @@ class StreamingEngine:
             self._pending.clear()
         waiting = [s for s in waiting if not self._left_the_queue(s)]
         room = max(0, self.config.max_active_streams - self.occupied_slots)
+        if self._over_realtime_budget():
+            room = 0  # the streams already speaking would fall behind their listeners: newcomers wait
         entering, rest = waiting[:room], waiting[room:]
         if rest:  # back at the front, ahead of what arrived meanwhile
             with self._cond:
@@ -267,6 +279,14 @@ class StreamingEngine:
             if state is not None:
                 self._batch = merge(self._batch, state)
         self.stats.max_active = max(self.stats.max_active, self.active_count)
+
+    def _over_realtime_budget(self) -> bool:
+        """Frames take longer than ``realtime_step_budget_s`` (a frame is 80 ms of audio): one more stream
+        would slow every active one further behind real time, so admission pauses until they speed up
+        (streams finish). At least one stream always runs."""
+        budget = self.config.realtime_step_budget_s
+        frame_s = self._frame_seconds_ema
+        return budget > 0 and self.active_count > 0 and frame_s is not None and frame_s > budget
 
     def _left_the_queue(self, stream: Stream) -> bool:
         """True for a waiting stream whose client went away or that waited past ``max_queue_wait_s``:
