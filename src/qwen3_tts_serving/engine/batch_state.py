@@ -11,6 +11,7 @@ stream of T frames costs O(T) copying in all rather than O(T^2).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,22 +64,22 @@ class KVBuffers:
     def next_column(self) -> int:
         """Where the next step writes; the buffers grow first when they are full."""
         if self.length == self.keys[0].shape[2]:
-            self.keys = [_assemble([k], self.length) for k, _ in self.used()]
-            self.values = [_assemble([v], self.length) for _, v in self.used()]
+            grown = self._rebuilt(lambda used: used, self.length)
+            self.keys, self.values = grown.keys, grown.values
         return self.length
 
     def select(self, index: torch.Tensor) -> KVBuffers:
-        return KVBuffers(
-            keys=[_assemble([k.index_select(0, index)], self.length) for k, _ in self.used()],
-            values=[_assemble([v.index_select(0, index)], self.length) for _, v in self.used()],
-            length=self.length,
-        )
+        return self._rebuilt(lambda used: used.index_select(0, index), self.length)
 
     def without_leading(self, columns: int) -> KVBuffers:
-        length = self.length - columns
+        return self._rebuilt(lambda used: used[:, :, columns:], self.length - columns)
+
+    def _rebuilt(self, piece: Callable[[torch.Tensor], torch.Tensor], length: int) -> KVBuffers:
+        """New buffers holding ``piece`` of every layer's used keys and values."""
+        end = self.length
         return KVBuffers(
-            keys=[_assemble([k[:, :, columns:]], length) for k, _ in self.used()],
-            values=[_assemble([v[:, :, columns:]], length) for _, v in self.used()],
+            keys=[_assemble([piece(k[:, :, :end])], length) for k in self.keys],
+            values=[_assemble([piece(v[:, :, :end])], length) for v in self.values],
             length=length,
         )
 
