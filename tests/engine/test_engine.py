@@ -45,6 +45,20 @@ def _custom(text: str, **sampling: object) -> SynthesisRequest:
     )
 
 
+def _package_greedy(load_tts, text: str, *, frames: int):
+    """The package's own non-streaming greedy output for ``_custom(text)`` (``frames`` new frames at most:
+    the package needs one token more, see the qwen-tts notes)."""
+    return load_tts(Capability.CUSTOM_VOICE).generate_custom_voice(
+        text=text,
+        speaker="ryan",
+        language="english",
+        do_sample=False,
+        subtalker_dosample=False,
+        repetition_penalty=GREEDY["repetition_penalty"],
+        max_new_tokens=frames + 1,
+    )
+
+
 def _reference_clip(seconds: float = 3.5, rate: int = 24000) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     rng = np.random.default_rng(7)
@@ -64,15 +78,7 @@ def test_greedy_stream_equals_package_output(make_engine, load_tts, decoder_mode
     )
     text = "Hello there, this is a streaming test."
     (sink,) = _run(engine, [_custom(text)])
-    wavs, rate = load_tts(Capability.CUSTOM_VOICE).generate_custom_voice(
-        text=text,
-        speaker="ryan",
-        language="english",
-        do_sample=False,
-        subtalker_dosample=False,
-        repetition_penalty=1.05,
-        max_new_tokens=121,
-    )
+    wavs, rate = _package_greedy(load_tts, text, frames=120)
     streamed = sink.audio()
     assert rate == 24000
     assert len(sink.chunks) > 1, "expected several chunks, not one finished waveform"
@@ -360,15 +366,7 @@ def test_a_long_greedy_stream_equals_package_output(make_engine, load_tts):
     text = " ".join(["Streaming keeps going while the buffers grow."] * 6)
     engine = make_engine(Capability.CUSTOM_VOICE, frames_per_char=50, repetition_window=0)
     (sink,) = _run(engine, [_custom(text, max_new_tokens=400)])
-    wavs, _ = load_tts(Capability.CUSTOM_VOICE).generate_custom_voice(
-        text=text,
-        speaker="ryan",
-        language="english",
-        do_sample=False,
-        subtalker_dosample=False,
-        repetition_penalty=1.05,
-        max_new_tokens=401,
-    )
+    wavs, _ = _package_greedy(load_tts, text, frames=400)
     frames = sink.audio().size // 1920
     assert frames > 100, frames
     np.testing.assert_allclose(sink.audio(), wavs[0], atol=AUDIO_ATOL)
