@@ -19,13 +19,17 @@ _ACTIVE = "qwen3_tts_active_streams"
 
 
 def parse(text: str, model: str) -> dict[str, float]:
-    """The unlabelled-but-for-``model`` ``qwen3_tts_*`` samples of ``model`` in Prometheus text."""
-    wanted = f'{{model="{model}"}}'
+    """The ``qwen3_tts_*`` samples of ``model`` in Prometheus text, keyed by name and their other labels:
+    ``qwen3_tts_frames_total``, ``qwen3_tts_finished_total{reason="stop"}``."""
+    label = f'model="{model}"'
     samples = {}
     for line in text.splitlines():
-        if line.startswith("qwen3_tts_") and wanted in line:
-            name, _, value = line.partition(wanted)
-            samples[name] = float(value)
+        if not line.startswith("qwen3_tts_") or label not in line:
+            continue
+        key, value = line.rsplit(" ", 1)
+        name, _, labels = key.partition("{")
+        others = ",".join(part for part in labels.rstrip("}").split(",") if part != label)
+        samples[f"{name}{{{others}}}" if others else name] = float(value)
     return samples
 
 

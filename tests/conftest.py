@@ -6,6 +6,7 @@ with the tiny random checkpoints (or QWEN3_TTS_CHECKPOINT_DIR when set), and is 
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from qwen3_tts_serving.launcher import TritonServer, build_model_repository, ensure_checkpoint_dir
-from qwen3_tts_serving.settings import Settings
+from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
+
+# The benchmarks package lives at the project root (``python -m benchmarks.run``), outside the installed
+# packages; bench and e2e tests import it.
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
 
 # A Python-backend model for launcher tests: streams `sequence` 0, 1, 2 then FINAL when decoupled,
 # answers `sequence` 0 otherwise. `{initialize}` is extra code run at the end of initialize().

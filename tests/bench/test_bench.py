@@ -476,6 +476,7 @@ def test_engine_figures_parse_and_difference():
         "qwen3_tts_frames_total": 35.0,
         "qwen3_tts_step_seconds_total": 0.5,
         "qwen3_tts_first_audio_seconds_count": 4.0,
+        'qwen3_tts_finished_total{reason="stop"}': 4.0,
     }
     before = {
         "qwen3_tts_steps_total": 2.0,

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from benchmarks.enginestats import parse as parse_engine_metrics
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.loading import load_model
 from qwen3_tts_serving.engine.requests import Capability
@@ -415,15 +416,7 @@ def test_a_model_with_a_setting_it_cannot_run_fails_to_load_with_a_short_reason(
 
 
 def _engine_metrics(url: str, model: str) -> dict[str, float]:
-    """Our ``qwen3_tts_*`` samples of ``model`` on Triton's metrics endpoint: {name{other labels}: value}."""
-    samples = {}
-    for line in httpx.get(url, timeout=10).text.splitlines():
-        if line.startswith("qwen3_tts_") and f'model="{model}"' in line:
-            key, value = line.rsplit(" ", 1)
-            name, _, labels = key.partition("{")
-            others = ",".join(p for p in labels.rstrip("}").split(",") if not p.startswith("model="))
-            samples[f"{name}{{{others}}}" if others else name] = float(value)
-    return samples
+    return parse_engine_metrics(httpx.get(url, timeout=10).text, model)
 
 
 def test_the_engine_reports_its_figures_on_tritons_metrics_endpoint(calls, triton_server):
