@@ -106,6 +106,9 @@ def serving_settings(tiny_checkpoints: Path) -> Settings:
         # Tests assert batching; a loaded CI machine must not make the real-time admission guard hold
         # newcomers back (it has tests of its own).
         realtime_step_budget_s=0.0,
+        # A request whose text holds the fault marker gets non-finite values (isolation tests); the
+        # others are untouched.
+        fault_injection=True,
     )
 
 

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         description="While a frame step takes longer (a frame is 80 ms of audio), no new stream is admitted, "
         "so the ones speaking keep ahead of their listeners; 0 turns it off.",
     )
+    fault_injection: bool = Field(
+        False,
+        description="Tests only: a request whose text holds '[[poison]]' gets non-finite values from its "
+        "third frame (shows that a bad row fails alone). Never on in production.",
+    )
     max_entry_batch: int = Field(32, description="Triton dynamic batcher max_batch_size.")
     batch_delay_us: int = Field(2000, description="Triton dynamic batcher max_queue_delay_microseconds.")
     first_chunk_frames: int = Field(1, description="Frames generated before the first audio chunk.")

@@ -20,6 +20,7 @@ from .engine.observer import EngineTally, TallySnapshot
 from .engine.requests import (
     Capability,
     EngineUnavailableError,
+    GenerationFaultError,
     InvalidRequestError,
     SynthesisRequest,
 )
@@ -55,6 +56,8 @@ def triton_error(error: Exception) -> Any:
         return pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
     if isinstance(error, EngineUnavailableError):
         return pb_utils.TritonError(str(error), pb_utils.TritonError.UNAVAILABLE)
+    if isinstance(error, GenerationFaultError):  # its message is short and safe to show
+        return pb_utils.TritonError(str(error), pb_utils.TritonError.INTERNAL)
     return pb_utils.TritonError("internal error", pb_utils.TritonError.INTERNAL)
 
 

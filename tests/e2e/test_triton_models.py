@@ -17,6 +17,7 @@ import tritonclient.grpc as grpcclient
 
 from benchmarks.enginestats import parse as parse_engine_metrics
 from qwen3_tts_serving.engine.config import EngineConfig
+from qwen3_tts_serving.engine.engine import FAULT_MARKER
 from qwen3_tts_serving.engine.loading import load_model
 from qwen3_tts_serving.engine.requests import Capability
 from qwen3_tts_serving.launcher import perf_analyzer_binary, perf_analyzer_env
@@ -176,6 +177,39 @@ def test_a_bad_request_fails_alone_and_the_batch_runs_together(calls, triton_ser
     inferences = after.inference_count - before.inference_count
     executions = after.execution_count - before.execution_count
     assert executions < inferences, (inferences, executions)
+
+
+def test_a_poisoned_row_fails_alone_and_its_batch_mates_speak_the_package_output(calls, package_model):
+    texts = {"good-1": "First healthy stream.", "good-2": "Second healthy stream, a bit longer."}
+    same_inputs = {"speaker": "ryan", "language": "english", "do_sample": False}
+    calls.send_all(
+        "custom_voice",
+        {
+            "good-1": {"text": texts["good-1"], **same_inputs},
+            "poisoned": {"text": f"{FAULT_MARKER} This one goes bad.", **same_inputs},
+            "good-2": {"text": texts["good-2"], **same_inputs},
+        },
+    )
+    results = calls.wait()
+    assert len(calls.errors) == 1 and "non-finite" in calls.errors[0], calls.errors
+    assert not any(chunk["is_last"] for chunk in results["poisoned"].chunks)
+    tts = package_model(Capability.CUSTOM_VOICE, "custom_voice")
+    for name, text in texts.items():
+        assert results[name].chunks[-1]["is_last"]
+        wavs, _ = tts.generate_custom_voice(
+            text=text, speaker="ryan", language="english", do_sample=False, subtalker_dosample=False
+        )
+        np.testing.assert_allclose(results[name].audio(), wavs[0], atol=AUDIO_ATOL)
+
+
+def test_sampling_values_out_of_range_are_refused_naming_the_range(calls):
+    calls.send("custom_voice", "hot", text="Hello there.", speaker="ryan", temperature=1e39)
+    calls.wait()
+    calls.send("custom_voice", "penalty", text="Hello there.", speaker="ryan", repetition_penalty=3e38)
+    calls.wait()
+    assert len(calls.errors) == 2
+    assert "temperature must be a number greater than 0 and at most 10" in calls.errors[0]
+    assert "repetition_penalty must be a number between 0.1 and 10" in calls.errors[1]
 
 
 def test_a_newcomer_hears_audio_before_a_long_request_ends(calls):

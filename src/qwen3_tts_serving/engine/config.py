@@ -39,6 +39,9 @@ class EngineConfig:
     decoder_mode: str = "streaming"  # streaming | windowed (engine/streaming_decoder.py, engine/decoder.py)
     code_predictor: str = "auto"  # auto | reference | static | cuda_graphs (engine/code_predictor.py)
     cuda_graph_batch_sizes: str = "1,2,4,8,16,32,64"  # buckets captured; max_active_streams is added
+    # Tests only: a request whose text holds FAULT_MARKER gets non-finite logits from its third frame, so
+    # the isolation of a poisoned row can be shown through the real server.
+    fault_injection: bool = False
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> EngineConfig:

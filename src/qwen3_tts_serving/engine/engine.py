@@ -32,6 +32,7 @@ from .requests import (
     Capability,
     EngineUnavailableError,
     FinishReason,
+    GenerationFaultError,
     InvalidRequestError,
     SamplingParams,
     SynthesisRequest,
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 _OUT_OF_MEMORY = "the server is out of GPU memory; retry shortly"
 _QUEUE_FULL = "the model's queue is full ({} requests waiting); retry shortly"
 _QUEUE_WAIT = "no free slot within {} s: the model's queue is overloaded; retry shortly"
+FAULT_MARKER = "[[poison]]"
+_NON_FINITE = "internal error: this request's generation produced non-finite values and was stopped"
 
 
 @dataclass
@@ -100,6 +103,7 @@ class StreamingEngine:
         talker_config = tts.model.config.talker_config
         self._eos = int(talker_config.codec_eos_token_id)
         self._vocab = int(talker_config.vocab_size)
+        self._codebook_size = int(tts.model.config.talker_config.code_predictor_config.vocab_size)
         # Codebook-0 ids above the codebook are control codes; only end-of-speech may be generated.
         self._suppressed = torch.zeros(self._vocab, dtype=torch.bool, device=self._device)
         self._suppressed[self._vocab - 1024 :] = True
@@ -373,14 +377,47 @@ class StreamingEngine:
         state.append_column()
         state.past_hidden = self._talker_step(inputs, state)
         state.positions = state.positions + 1
-        codes_cpu = codes[:, 0].tolist()
-        for row, stream in enumerate(state.streams):
-            stream.frames.append(codes[row])
-            stream.cb0_history.append(codes_cpu[row])
-        state.next_cb0 = self._sample_cb0(state, self._talker.codec_head(state.past_hidden[:, -1]))
-        self._mark_finished(state)
+        logits = self._talker.codec_head(state.past_hidden[:, -1])
+        if self.config.fault_injection:
+            logits = _inject_faults(state.streams, logits)
+        state.next_cb0 = self._sample_cb0(state, logits)
+        # One copy to the host per frame: the frame's codes, the next codebook-0 token and the row's health
+        # (a non-finite hidden state shows in its logits).
+        unhealthy = ~torch.isfinite(logits).all(dim=-1)
+        report = torch.cat([codes, state.next_cb0.unsqueeze(1), unhealthy.long().unsqueeze(1)], 1)
+        rows = report.tolist()
+        poisoned = {i for i, row in enumerate(rows) if self._is_poisoned(row)}
+        for index, stream in enumerate(state.streams):
+            if index in poisoned:
+                continue
+            stream.frames.append(codes[index])
+            stream.cb0_history.append(rows[index][0])
         self.stats.steps += 1
-        self.stats.frames += state.size
+        self.stats.frames += state.size - len(poisoned)
+        next_tokens = [row[NUM_CODE_GROUPS] for i, row in enumerate(rows) if i not in poisoned]
+        if poisoned:
+            self._fail_poisoned(state, poisoned)
+        if self._batch is not None:
+            self._mark_finished(self._batch, next_tokens)
+
+    def _is_poisoned(self, row: list[int]) -> bool:
+        """A row whose numbers went bad: non-finite hidden state or logits, a code outside the codebook,
+        or a next codebook-0 token that is a control code other than end-of-speech (only non-finite
+        scores can make the sampler pick one). Decoding it would fail the whole batch's decoder call."""
+        frame, next_cb0, unhealthy = row[:NUM_CODE_GROUPS], row[NUM_CODE_GROUPS], row[NUM_CODE_GROUPS + 1]
+        out_of_codebook = any(not 0 <= code < self._codebook_size for code in frame)
+        bad_next = not 0 <= next_cb0 < self._codebook_size and next_cb0 != self._eos
+        return bool(unhealthy) or out_of_codebook or bad_next
+
+    def _fail_poisoned(self, state: BatchState, rows: set[int]) -> None:
+        """The poisoned streams fail alone; the rest of the batch steps on."""
+        for row in sorted(rows):
+            stream = state.streams[row]
+            logger.warning("stream failed: non-finite values at frame %d", stream.frame_count)
+            self._forget_session(stream)
+            stream.sink.fail(GenerationFaultError(_NON_FINITE))
+        self.stats.finished += len(rows)
+        self._batch = self._without_rows(state, rows)
 
     def _predict_codes(self, state: BatchState) -> torch.Tensor:
         """Codebooks 1-15 for each row's pending codebook-0 token: [B, 16]."""
@@ -444,8 +481,7 @@ class StreamingEngine:
             stream.samples_drawn += 1
         return tokens
 
-    def _mark_finished(self, state: BatchState) -> None:
-        next_tokens = state.next_cb0.tolist()
+    def _mark_finished(self, state: BatchState, next_tokens: list[int]) -> None:
         for stream, token in zip(state.streams, next_tokens, strict=True):
             if token == self._eos:
                 stream.finish_reason = FinishReason.STOP
@@ -662,6 +698,15 @@ class StreamingEngine:
         self._batch, self._resumable, self._paused = None, [], {}
         for stream in streams:
             stream.sink.fail(error)
+
+
+def _inject_faults(streams: list[Stream], logits: torch.Tensor) -> torch.Tensor:
+    """Tests only (``fault_injection``): non-finite logits for the rows asking for it by FAULT_MARKER."""
+    poisoned = [FAULT_MARKER in s.request.text and s.frame_count >= 2 for s in streams]
+    if not any(poisoned):
+        return logits
+    mask = torch.tensor(poisoned, device=logits.device).unsqueeze(1)
+    return logits.masked_fill(mask, float("nan"))
 
 
 def _by_text_mode(streams: list[Stream]) -> list[list[Stream]]:

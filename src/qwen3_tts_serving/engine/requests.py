@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..sampling_ranges import SAMPLING_RANGES, SUBTALKER_RANGES, check_sampling_value
+
 NUM_CODE_GROUPS = 16
 CODEBOOK_SIZE = 2048
 SAMPLE_RATE = 24000
@@ -34,6 +36,10 @@ class FinishReason(str, enum.Enum):
 
 class InvalidRequestError(ValueError):
     """The request itself is wrong; the message is safe to show to the caller."""
+
+
+class GenerationFaultError(RuntimeError):
+    """One stream's generation went wrong (e.g. non-finite values); it alone fails, its batch goes on."""
 
 
 class EngineUnavailableError(RuntimeError):
@@ -81,16 +87,11 @@ class SamplingParams:
         return replace(self, **values)
 
     def check(self) -> None:
-        if not self.temperature > 0:
-            raise InvalidRequestError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise InvalidRequestError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not self.repetition_penalty > 0:
-            raise InvalidRequestError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.max_new_tokens < 1:
-            raise InvalidRequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        """Every value inside its documented range (``sampling_ranges``), or a message naming the range."""
+        for name in (*SAMPLING_RANGES, *SUBTALKER_RANGES):
+            message = check_sampling_value(name, getattr(self, name))
+            if message is not None:
+                raise InvalidRequestError(message)
 
 
 @dataclass
