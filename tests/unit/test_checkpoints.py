@@ -237,6 +237,50 @@ def test_cli_reuses_complete_checkpoints_and_writes_configs_only(
     assert not (tmp_path / "base" / "model.safetensors").exists()
 
 
+def test_device_cpu_builds_the_same_files_as_the_default(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """``--device cpu`` is the default build, byte for byte, marker included (existing builds are kept)."""
+    assert cli_main(["--out", str(tmp_path), "--flavours", "custom_voice", "--device", "cpu"]) == 0
+    built, default = tmp_path / "custom_voice", checkpoints["custom_voice"]
+    names = sorted(str(p.relative_to(default)) for p in default.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(built)) for p in built.rglob("*") if p.is_file())
+    for name in names:
+        assert _sha256(built / name) == _sha256(default / name), name
+
+
+def test_a_gpu_build_has_a_marker_of_its_own() -> None:
+    """A CUDA generator draws other weights: a GPU build must not pass for the CPU build, nor the reverse."""
+    configs = preset_configs("tiny", ["custom_voice"])["custom_voice"]
+    reference = load_reference_configs()
+    cpu = marker_payload(configs, 0, reference)
+    assert marker_payload(configs, 0, reference, "cpu") == cpu and "device" not in cpu
+    for device in ("cuda", "cuda:1"):
+        gpu = marker_payload(configs, 0, reference, device)
+        assert gpu["device"] == "cuda" and gpu["key"] != cpu["key"]
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "gpu0"])
+def test_device_option_names_the_valid_choices(
+    device: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["--out", str(tmp_path), "--device", device])
+    assert exited.value.code == 2
+    assert f"device {device!r}; valid: cpu, cuda, cuda:N" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="valid: cpu, cuda, cuda:N"):
+        ensure_checkpoints(tmp_path, flavours=["custom_voice"], device=device)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_is_refused_before_building(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["--out", str(tmp_path), "--device", "cuda"])
+    assert "no CUDA device is available here; use cpu" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 # ---- text tokenizer ---------------------------------------------------------------------------------------
 
 

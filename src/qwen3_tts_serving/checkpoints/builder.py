@@ -3,7 +3,8 @@
 Each flavour is assembled in a hidden temporary folder next to its destination, the marker file
 (``.complete``) is written last, and only then is the folder renamed into place: a crash leaves either no
 folder or a complete one. A folder whose marker matches the request (generator version, preset, seed,
-flavour, reference configs) is reused; anything else there is rebuilt. A lock file serialises concurrent
+flavour, reference configs, and the device when it is not the CPU) is reused; anything else there is
+rebuilt. A lock file serialises concurrent
 builders (test workers, the launcher) on the same output folder.
 """
 
@@ -32,6 +33,7 @@ from qwen3_tts_serving.checkpoints.text_tokenizer import build_text_tokenizer
 from qwen3_tts_serving.checkpoints.weights import (
     build_speech_tokenizer,
     build_tts_model,
+    check_device,
     state_dict_for_saving,
 )
 
@@ -60,7 +62,9 @@ def generator_digest() -> str:
     return digest.hexdigest()
 
 
-def marker_payload(configs: CheckpointConfigs, seed: int, reference: ReferenceConfigs) -> dict[str, Any]:
+def marker_payload(
+    configs: CheckpointConfigs, seed: int, reference: ReferenceConfigs, device: str = "cpu"
+) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "generator_version": GENERATOR_VERSION,
         "generator_digest": generator_digest(),
@@ -70,6 +74,11 @@ def marker_payload(configs: CheckpointConfigs, seed: int, reference: ReferenceCo
         "reference_model": configs.reference_model,
         "reference_digest": reference.digest(),
     }
+    device_type = torch.device(device).type
+    if device_type != "cpu":
+        # A GPU's generators draw other weights than the CPU's: such a folder is not the CPU build. CPU
+        # markers stay as they were, so existing CPU builds are kept.
+        payload["device"] = device_type
     payload["key"] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return payload
 
@@ -111,12 +120,13 @@ class _SpeechTokenizerCache:
     """The 12 Hz codec is the same for every flavour (as in the releases): build it once per call."""
 
     seed: int
+    device: str = "cpu"
     tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def get(self, configs: CheckpointConfigs) -> dict[str, torch.Tensor]:
         key = json.dumps(configs.speech_tokenizer_config, sort_keys=True)
         if key not in self.tensors:
-            model = build_speech_tokenizer(configs, self.seed)
+            model = build_speech_tokenizer(configs, self.seed, self.device)
             self.tensors[key] = state_dict_for_saving(model, weight_dtype(configs.preset))
         return self.tensors[key]
 
@@ -125,9 +135,11 @@ def _write_checkpoint(
     folder: Path, configs: CheckpointConfigs, seed: int, payload: dict[str, Any], codec: _SpeechTokenizerCache
 ) -> None:
     write_config_files(folder, configs)
-    model = build_tts_model(configs, seed, weight_dtype(configs.preset))
+    model = build_tts_model(configs, seed, weight_dtype(configs.preset), codec.device)
     _save_weights(folder / "model.safetensors", state_dict_for_saving(model, weight_dtype(configs.preset)))
     del model  # full presets: free the talker before the codec tensors are written
+    if torch.device(codec.device).type == "cuda":
+        torch.cuda.empty_cache()  # whoever loads the checkpoint next on this GPU gets the memory back
     _save_weights(folder / "speech_tokenizer" / "model.safetensors", codec.get(configs))
     _write_json(folder / MARKER, payload)  # last: its presence means "complete"
 
@@ -194,9 +206,11 @@ def build_flavour(
     force: bool = False,
     codec: _SpeechTokenizerCache | None = None,
 ) -> Path:
-    """Build ``out_dir/<flavour>`` unless an identical complete build is already there."""
+    """Build ``out_dir/<flavour>`` unless an identical complete build is already there. The weights are
+    drawn on ``codec.device`` (default: the CPU)."""
+    codec = codec or _SpeechTokenizerCache(seed)
     destination = out_dir / configs.flavour
-    payload = marker_payload(configs, seed, reference)
+    payload = marker_payload(configs, seed, reference, codec.device)
     # Checked before taking the lock too: a read-only folder of prebuilt checkpoints needs no lock file.
     if not force and is_complete(destination, payload):
         return _kept(destination, configs, seed)
@@ -210,17 +224,18 @@ def build_flavour(
         started = time.perf_counter()
         temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{configs.flavour}-", dir=out_dir))
         try:
-            _write_checkpoint(temporary, configs, seed, payload, codec or _SpeechTokenizerCache(seed))
+            _write_checkpoint(temporary, configs, seed, payload, codec)
             _make_readable(temporary)
             _replace_folder(temporary, destination)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
     logger.info(
-        "built %s checkpoint %s (seed %d) in %.1f s",
+        "built %s checkpoint %s (seed %d, on %s) in %.1f s",
         configs.preset,
         destination,
         seed,
+        codec.device,
         time.perf_counter() - started,
     )
     return destination
@@ -259,16 +274,21 @@ def ensure_checkpoints(
     flavours: Iterable[str] | None = None,
     force: bool = False,
     reference_dir: Path | str | None = None,
+    device: str = "cpu",
 ) -> dict[str, Path]:
     """Make sure ``out_dir/<flavour>`` holds a complete random checkpoint for each flavour.
 
     Returns ``{flavour: folder}``. ``flavours`` defaults to every flavour the preset has (``full-0.6b``
     has no voice_design). Builds only what is missing or stale; ``force`` rebuilds everything.
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where modules are built and weights drawn: a full
+    preset takes seconds on a GPU against minutes on a few CPU cores, and its weights differ from the
+    CPU build's (other generators), so the marker records it and each is reused only by its own kind.
     """
     out_dir = Path(out_dir)
+    check_device(device)
     reference = load_reference_configs(reference_dir)
     chosen = tuple(flavours) if flavours is not None else available_flavours(preset)
-    codec = _SpeechTokenizerCache(seed)
+    codec = _SpeechTokenizerCache(seed, device)
     folders = {}
     for flavour in chosen:
         configs = checkpoint_configs(preset, flavour, reference)

@@ -10,6 +10,15 @@ from pathlib import Path
 from qwen3_tts_serving.checkpoints.builder import ensure_checkpoints, write_configs_only
 from qwen3_tts_serving.checkpoints.presets import FLAVOURS, PRESETS
 from qwen3_tts_serving.checkpoints.reference import ENV_VAR
+from qwen3_tts_serving.checkpoints.weights import check_device
+
+
+def _device(value: str) -> str:
+    try:
+        check_device(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         "--flavours", nargs="+", choices=FLAVOURS, default=None, help="Default: every flavour of the preset."
     )
     parser.add_argument("--force", action="store_true", help="Rebuild even complete checkpoints.")
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        help="Where modules are built and weights drawn: cpu (default), cuda or cuda:N. full-1.7b takes "
+        "seconds on a GPU, minutes on a few CPU cores; the two give different (equally valid) weights.",
+    )
     parser.add_argument(
         "--configs-only",
         action="store_true",
@@ -60,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             flavours=args.flavours,
             force=args.force,
             reference_dir=args.reference_dir,
+            device=args.device,
         )
     for flavour, folder in folders.items():
         print(f"{flavour}\t{folder}")  # noqa: T201 - the command's output: where each checkpoint is

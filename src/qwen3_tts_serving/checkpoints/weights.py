@@ -80,15 +80,41 @@ def derive_seed(seed: int, component: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The device to build on: ``cpu``, ``cuda`` or ``cuda:N``, and present on this machine."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r}; valid: cpu, cuda, cuda:N")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: no CUDA device is available here; use cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}; valid: cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return resolved
+
+
+def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device``: weights are drawn where they live (a CPU draw of a 1.7B model takes
+    minutes on two cores, on a GPU seconds). A CUDA generator draws other numbers than a CPU one."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 @contextlib.contextmanager
-def _construction(seed: int, dtype: torch.dtype) -> Iterator[None]:
-    """Build modules with a fixed global RNG and default dtype, restoring both afterwards."""
+def _construction(seed: int, dtype: torch.dtype, device: torch.device) -> Iterator[None]:
+    """Build modules with a fixed global RNG, default dtype and default device, restoring them afterwards."""
     previous = torch.get_default_dtype()
-    with torch.random.fork_rng(devices=[]):
+    forked = []  # the CPU's RNG is always forked; a GPU's only when building there
+    if device.type == "cuda":
+        forked = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=forked):
         torch.manual_seed(seed)
         torch.set_default_dtype(dtype)
         try:
-            yield
+            with device:
+                yield
         finally:
             torch.set_default_dtype(previous)
 
@@ -255,13 +281,17 @@ def _calibrate_clock_readout(
     """
     length = 32
     embeds = talker.model.codec_embedding(
-        torch.randint(SPEECH_CODES_START, REGULAR_CODES, (1, length), generator=generator)
+        torch.randint(
+            SPEECH_CODES_START, REGULAR_CODES, (1, length), generator=generator, device=generator.device
+        )
     )
     for embedding in talker.code_predictor.model.codec_embedding:
         embeds = embeds + embedding(
-            torch.randint(0, embedding.num_embeddings, (1, length), generator=generator)
+            torch.randint(
+                0, embedding.num_embeddings, (1, length), generator=generator, device=generator.device
+            )
         )
-    text = torch.randint(0, 256, (1, length), generator=generator)  # byte tokens
+    text = torch.randint(0, 256, (1, length), generator=generator, device=generator.device)  # byte tokens
     embeds = embeds + talker.text_projection(talker.model.text_embedding(text))
     captured: list[torch.Tensor] = []
     hook = talker.model.norm.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
@@ -289,15 +319,18 @@ def install_eos_clock(
     logger.debug("talker: final-norm input RMS %.3g", final_rms)
 
 
-def build_tts_model(configs: CheckpointConfigs, seed: int, dtype: torch.dtype) -> nn.Module:
+def build_tts_model(
+    configs: CheckpointConfigs, seed: int, dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> nn.Module:
     """Random Qwen3TTSForConditionalGeneration for one flavour, EOS clock installed."""
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
 
     component = f"tts:{configs.flavour}"
     config = Qwen3TTSConfig.from_dict(copy.deepcopy(configs.model_config))
-    with _construction(derive_seed(seed, component + ":construct"), dtype):
+    device = check_device(device)
+    with _construction(derive_seed(seed, component + ":construct"), dtype, device):
         model = Qwen3TTSForConditionalGeneration(config)
-    generator = torch.Generator().manual_seed(derive_seed(seed, component))
+    generator = seeded_generator(derive_seed(seed, component), device)
     init_random(model.talker, generator, embedding_std=CODEC_EMBED_STD)
     with torch.no_grad():
         model.talker.model.text_embedding.weight.normal_(0.0, TEXT_EMBED_STD, generator=generator)
@@ -335,7 +368,11 @@ def _calibrate_output_level(tokenizer: nn.Module, generator: torch.Generator) ->
     probe = 1e-3  # the output is linear in this conv: shrink it first so the probe never hits the clamp
     last_conv.weight.mul_(probe)
     codes = torch.randint(
-        0, decoder.config.codebook_size, (1, decoder.config.num_quantizers, 8), generator=generator
+        0,
+        decoder.config.codebook_size,
+        (1, decoder.config.num_quantizers, 8),
+        generator=generator,
+        device=generator.device,
     )
     level = decoder(codes).float().pow(2).mean().sqrt().item()
     scale = AUDIO_TARGET_RMS / max(level, 1e-12)
@@ -343,14 +380,17 @@ def _calibrate_output_level(tokenizer: nn.Module, generator: torch.Generator) ->
     return level / probe
 
 
-def build_speech_tokenizer(configs: CheckpointConfigs, seed: int) -> nn.Module:
+def build_speech_tokenizer(
+    configs: CheckpointConfigs, seed: int, device: str | torch.device = "cpu"
+) -> nn.Module:
     """Random Qwen3TTSTokenizerV2Model (float32; the caller casts when saving)."""
     from qwen_tts.core import Qwen3TTSTokenizerV2Config, Qwen3TTSTokenizerV2Model
 
     config = Qwen3TTSTokenizerV2Config.from_dict(copy.deepcopy(configs.speech_tokenizer_config))
-    with _construction(derive_seed(seed, "speech_tokenizer:construct"), torch.float32):
+    device = check_device(device)
+    with _construction(derive_seed(seed, "speech_tokenizer:construct"), torch.float32, device):
         tokenizer = Qwen3TTSTokenizerV2Model(config)
-    generator = torch.Generator().manual_seed(derive_seed(seed, "speech_tokenizer"))
+    generator = seeded_generator(derive_seed(seed, "speech_tokenizer"), device)
     init_random(tokenizer, generator, embedding_std=1.0)
     _fill_codebooks(tokenizer, generator)
     raw_level = _calibrate_output_level(tokenizer.eval(), generator)
@@ -359,8 +399,11 @@ def build_speech_tokenizer(configs: CheckpointConfigs, seed: int) -> nn.Module:
 
 
 def state_dict_for_saving(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Persistent tensors (floating ones cast to ``dtype``), contiguous, as safetensors wants them."""
+    """Persistent tensors (floating ones cast to ``dtype``), contiguous and in host memory, as safetensors
+    wants them."""
     return {
-        name: (tensor.detach().to(dtype) if tensor.is_floating_point() else tensor.detach()).contiguous()
+        name: (tensor.detach().to(dtype) if tensor.is_floating_point() else tensor.detach())
+        .to("cpu")
+        .contiguous()
         for name, tensor in model.state_dict().items()
     }
