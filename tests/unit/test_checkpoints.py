@@ -237,7 +237,9 @@ def test_cli_reuses_complete_checkpoints_and_writes_configs_only(
     assert not (tmp_path / "base" / "model.safetensors").exists()
 
 
-def test_device_cpu_builds_the_same_files_as_the_default(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+def test_device_cpu_builds_the_same_files_as_the_default(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     """``--device cpu`` is the default build, byte for byte, marker included (existing builds are kept)."""
     assert cli_main(["--out", str(tmp_path), "--flavours", "custom_voice", "--device", "cpu"]) == 0
     built, default = tmp_path / "custom_voice", checkpoints["custom_voice"]
