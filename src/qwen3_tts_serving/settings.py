@@ -37,6 +37,19 @@ class Settings(BaseSettings):
     triton_grpc_port: int = Field(8001, description="0 picks a free port.")
     triton_metrics_port: int = Field(8002, description="0 picks a free port.")
     triton_startup_timeout_s: float = 300.0
+    triton_restart_attempts: int = Field(
+        5,
+        ge=0,
+        description="qwen3-tts-serve restarts a tritonserver that died (killed, crashed) this many times in "
+        "a row, then gives up and exits; 0: exit at once. The gateway answers 503 meanwhile.",
+    )
+    triton_restart_backoff_s: float = Field(
+        1.0, ge=0, description="Wait before the first restart in a row; doubled for each further one."
+    )
+    triton_restart_backoff_max_s: float = Field(30.0, ge=0, description="Longest wait between restarts.")
+    triton_restart_reset_s: float = Field(
+        120.0, ge=0, description="A restarted tritonserver up this long starts the count of restarts again."
+    )
     triton_instance_count: int = Field(1, description="Model instances per device (instance_group count).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when torch sees a GPU.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

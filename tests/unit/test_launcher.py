@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import signal
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 
 from qwen3_tts_serving.launcher import serve, triton
-from qwen3_tts_serving.launcher.process import ManagedProcess, StartupError, free_ports
+from qwen3_tts_serving.launcher.process import ManagedProcess, StartupError, exit_description, free_ports
+from qwen3_tts_serving.launcher.supervisor import RestartPolicy, Supervisor
 from qwen3_tts_serving.launcher.triton import (
     OFFLINE_ENV,
     TritonInstallation,
@@ -302,6 +304,117 @@ def test_serve_notices_a_child_that_died(tmp_path: Path) -> None:
     process = ManagedProcess("gateway", ["true"], env=os.environ, log_path=tmp_path / "gateway.log")
     process.start()
     assert serve._wait_for_exit({"gateway": process}) == 1
+
+
+# --- supervision: a real child process that dies ------------------------------------------------------------
+_NO_WAIT = {"backoff_s": 0.0, "max_backoff_s": 0.0, "reset_after_s": 3600.0}
+
+
+def _child(tmp_path: Path, script: str, name: str = "tritonserver") -> ManagedProcess:
+    process = ManagedProcess(name, ["sh", "-c", script], env=os.environ, log_path=tmp_path / f"{name}.log")
+    process.start()
+    return process
+
+
+def _wait_for_death(process: ManagedProcess, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while process.is_running:
+        assert time.monotonic() < deadline, f"{process.name} did not end"
+        time.sleep(0.02)
+
+
+def _supervise_until_given_up(supervisor: Supervisor, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while supervisor.check():
+        assert time.monotonic() < deadline, "the supervisor never gave up"
+        time.sleep(0.05)
+
+
+def test_exit_description_names_the_code_or_the_signal() -> None:
+    assert exit_description(3) == "exited with code 3"
+    assert exit_description(0) == "exited with code 0"
+    assert exit_description(-signal.SIGKILL) == "was killed by SIGKILL"
+    assert exit_description(-signal.SIGSEGV) == "was killed by SIGSEGV"
+
+
+def test_a_crash_loop_is_given_up_with_one_line_naming_the_exit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    process = _child(tmp_path, "echo 'E0101 cuda: no device (unrelated)'; exit 3")
+    supervisor = Supervisor(process, RestartPolicy(max_restarts=3, **_NO_WAIT))
+    with caplog.at_level(logging.INFO, logger="qwen3_tts_serving.launcher.supervisor"):
+        _supervise_until_given_up(supervisor)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"tritonserver exited with code 3; restarting in 0.0 s (attempt {n} of 3)" for n in (1, 2, 3)
+    ]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "tritonserver exited with code 3; giving up after 3 restarts in a row "
+        f"(QWEN3_TTS_TRITON_RESTART_ATTEMPTS=3); log: {process.log_path}"
+    ]
+    assert process.log_path.read_text().count("unrelated") == 4  # it really ran four times
+    assert not supervisor.check()  # stays given up... and does not start it again
+    assert not process.is_running
+
+
+def test_a_killed_child_is_restarted_with_backoff_and_named_by_its_signal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "ran-before"
+    # The first run is killed by SIGKILL; the second stays up.
+    process = _child(tmp_path, f"if [ -e {marker} ]; then exec sleep 60; fi; touch {marker}; kill -9 $$")
+    policy = RestartPolicy(max_restarts=2, backoff_s=0.3, max_backoff_s=5.0, reset_after_s=3600.0)
+    supervisor = Supervisor(process, policy)
+    try:
+        with caplog.at_level(logging.INFO, logger="qwen3_tts_serving.launcher.supervisor"):
+            _wait_for_death(process)
+            first_pid = process.pid
+            started = time.monotonic()
+            assert supervisor.check()
+            waited = time.monotonic() - started
+        assert process.is_running and process.pid != first_pid
+        assert waited >= 0.3  # the backoff
+        messages = [r.getMessage() for r in caplog.records]
+        assert "tritonserver was killed by SIGKILL; restarting in 0.3 s (attempt 1 of 2)" in messages
+        assert f"tritonserver is running again (pid {process.pid}; attempt 1 of 2)" in messages
+        assert supervisor.check() and supervisor.restarts_in_a_row == 1
+    finally:
+        process.stop()
+    assert policy.delay_s(1) == 0.3 and policy.delay_s(2) == 0.6 and policy.delay_s(10) == 5.0
+
+
+def test_a_child_that_stays_up_starts_the_count_again(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    # The third run lives a second (past reset_after_s); every other run dies at once.
+    script = f"echo run >> {runs}; [ $(wc -l < {runs}) -eq 3 ] && sleep 1; exit 1"
+    policy = RestartPolicy(max_restarts=2, backoff_s=0.0, max_backoff_s=0.0, reset_after_s=0.5)
+    _supervise_until_given_up(Supervisor(_child(tmp_path, script), policy))
+    # Without the reset the third death would end it; with it, two more restarts are allowed.
+    assert len(runs.read_text().splitlines()) == 5
+
+
+def test_no_restarts_allowed_exits_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    process = _child(tmp_path, "kill -TERM $$")
+    _wait_for_death(process)
+    supervisor = Supervisor(process, RestartPolicy(max_restarts=0, **_NO_WAIT))
+    with caplog.at_level(logging.INFO, logger="qwen3_tts_serving.launcher.supervisor"):
+        assert not supervisor.check()
+    assert [r.getMessage() for r in caplog.records] == [
+        "tritonserver was killed by SIGTERM; not restarting (QWEN3_TTS_TRITON_RESTART_ATTEMPTS=0); "
+        f"log: {process.log_path}"
+    ]
+
+
+def test_serve_gives_up_on_a_supervised_child_and_stops_watching(tmp_path: Path) -> None:
+    process = _child(tmp_path, "exit 4")
+    gateway = _child(tmp_path, "exec sleep 60", name="gateway")
+    try:
+        supervisor = Supervisor(process, RestartPolicy(max_restarts=1, **_NO_WAIT))
+        assert serve._wait_for_exit({"gateway": gateway}, [supervisor]) == 1
+        assert gateway.is_running  # the gateway is never what was given up
+    finally:
+        gateway.stop()
 
 
 def test_a_stop_signal_unwinds_once_and_ignores_repeats() -> None:

@@ -79,6 +79,18 @@ def read_log_tail(path: Path, lines: int = 60) -> str:
     return "\n".join(read_log_lines(path, max_bytes=64 * 1024)[-lines:])
 
 
+def exit_description(code: int | None) -> str:
+    """How a child ended, in words: "exited with code 3", "was killed by SIGKILL" (a negative code)."""
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def _die_with_parent() -> None:
     # Without this a launcher killed by SIGKILL would leave the server running on its ports. Linux ties
     # the signal to the forking *thread*: start these processes from a thread that lives as long as they do.
@@ -123,6 +135,7 @@ class ManagedProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> None:
+        """Start the command; raises RuntimeError when it was started already (see :meth:`restart`)."""
         if self._proc is not None:
             raise RuntimeError(f"{self.name} was already started")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,8 +174,14 @@ class ManagedProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 code = self._proc.wait(timeout=min(interval_s, remaining))
                 raise StartupError(
-                    f"{self.name} exited with code {code} during start-up", self.log_path, self.log_tail()
+                    f"{self.name} {exit_description(code)} during start-up", self.log_path, self.log_tail()
                 )
+
+    def restart(self) -> None:
+        """Stop what is left of the process group (a dead leader may leave children), then start again."""
+        self.stop()
+        self._proc = None
+        self.start()
 
     def stop(self) -> int | None:
         """SIGTERM to the process group, SIGKILL after ``stop_timeout_s``; returns the exit code."""

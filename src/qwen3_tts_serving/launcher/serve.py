@@ -2,6 +2,7 @@
 
 Without QWEN3_TTS_CHECKPOINT_DIR it serves tiny random checkpoints on the CPU (built on first use); with it,
 the same command serves real checkpoints, on the GPU when there is one. Ctrl-C or SIGTERM stops everything.
+A tritonserver that dies is restarted (QWEN3_TTS_TRITON_RESTART_*) while the gateway keeps answering.
 """
 
 from __future__ import annotations
@@ -18,13 +19,21 @@ import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from qwen3_tts_serving.launcher.process import ManagedProcess, StartupError, connect_host, free_ports, http_ok
+from qwen3_tts_serving.launcher.process import (
+    ManagedProcess,
+    StartupError,
+    connect_host,
+    exit_description,
+    free_ports,
+    http_ok,
+)
 from qwen3_tts_serving.launcher.repository import (
     build_model_repository,
     check_checkpoints,
     discover_models,
     ensure_checkpoint_dir,
 )
+from qwen3_tts_serving.launcher.supervisor import RestartPolicy, Supervisor
 from qwen3_tts_serving.launcher.triton import TritonServer
 from qwen3_tts_serving.settings import Settings, get_settings
 
@@ -115,13 +124,23 @@ def banner(triton: TritonServer, gateway: tuple[str, ManagedProcess] | None) -> 
     return lines
 
 
-def _wait_for_exit(watched: Mapping[str, ManagedProcess | TritonServer]) -> int:
-    """Block until a signal arrives (an exception) or a child dies (return 1)."""
+def _wait_for_exit(
+    watched: Mapping[str, ManagedProcess | TritonServer], supervisors: Sequence[Supervisor] = ()
+) -> int:
+    """Block until a signal arrives (an exception), a watched child dies or a supervised one is given up
+    (return 1). Supervised children that die are restarted meanwhile (see :mod:`.supervisor`)."""
     while True:
         for name, process in watched.items():
             if not process.is_running:
-                logger.error("%s stopped unexpectedly; last log lines:\n%s", name, process.log_tail())
+                logger.error(
+                    "%s %s; last log lines:\n%s",
+                    name,
+                    exit_description(process.returncode),
+                    process.log_tail(),
+                )
                 return 1
+        if not all(supervisor.check() for supervisor in supervisors):
+            return 1
         time.sleep(WATCHDOG_INTERVAL_S)
 
 
@@ -134,13 +153,12 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     repository = build_model_repository(settings, out_dir, models)
     with contextlib.ExitStack() as stack:
         triton = stack.enter_context(TritonServer(repository, settings))
-        watched: dict[str, ManagedProcess | TritonServer] = {"tritonserver": triton}
         gateway = None if args.no_gateway else start_gateway(settings, triton, stack)
-        if gateway:
-            watched["gateway"] = gateway[1]
+        watched: dict[str, ManagedProcess | TritonServer] = {"gateway": gateway[1]} if gateway else {}
         for line in banner(triton, gateway):
             logger.info("%s", line)
-        return _wait_for_exit(watched)
+        # A dead tritonserver is restarted on the same ports; the gateway answers 503 until it is back.
+        return _wait_for_exit(watched, [Supervisor(triton, RestartPolicy.for_triton(settings))])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

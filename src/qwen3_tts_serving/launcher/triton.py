@@ -203,6 +203,8 @@ class TritonServer:
     200 (all models loaded) and raises :class:`StartupError` with the server log's tail otherwise.
     """
 
+    name = "tritonserver"
+
     def __init__(
         self,
         model_repository: Path,
@@ -257,6 +259,11 @@ class TritonServer:
     def is_running(self) -> bool:
         return self._process is not None and self._process.is_running
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the server has ended (negative: killed by that signal)."""
+        return self._process.returncode if self._process else None
+
     # --- life cycle ---------------------------------------------------------------------------------------
     def command(self, backend_dir: Path, ports: TritonPorts) -> list[str]:
         host = self.settings.triton_host
@@ -290,25 +297,44 @@ class TritonServer:
                 if attempt == _PORT_RETRIES or not self._picked_port_was_taken(exc):
                     raise
                 logger.warning("a port picked free was taken meanwhile; retrying with new ports")
-        logger.info("tritonserver ready at %s / %s (log %s)", self.http_url, self.grpc_url, self.log_path)
+        logger.info(
+            "tritonserver ready at %s / %s (pid %s, log %s)",
+            self.http_url,
+            self.grpc_url,
+            self.pid,
+            self.log_path,
+        )
         return self
 
     def _start_once(self, backend_dir: Path, env: Mapping[str, str]) -> None:
         self.ports = TritonPorts.from_settings(self.settings)
         self._process = ManagedProcess(
-            "tritonserver",
+            self.name,
             self.command(backend_dir, self.ports),
             env=env,
             log_path=self.log_path,
             stop_timeout_s=self.stop_timeout_s,
             log_summary=summarize_server_log,
         )
+        self._launch(self._process)
+
+    def _launch(self, process: ManagedProcess, *, again: bool = False) -> None:
         try:
-            self._process.start()
-            self._process.wait_until(self._ready, self.settings.triton_startup_timeout_s)
+            if again:
+                process.restart()
+            else:
+                process.start()
+            process.wait_until(self._ready, self.settings.triton_startup_timeout_s)
         except BaseException:  # also Ctrl-C while waiting: never leave a half-started server behind
-            self._process.stop()
+            process.stop()
             raise
+
+    def restart(self) -> None:
+        """Start the server again, on the same ports (clients keep their address), once what is left of the
+        last one is stopped; returns once it is ready, raises :class:`StartupError` like :meth:`start`."""
+        if self._process is None:
+            raise RuntimeError("the server has not been started")
+        self._launch(self._process, again=True)
 
     def _picked_port_was_taken(self, exc: StartupError) -> bool:
         # Only ports picked free can be picked again; a fixed port that is taken stays taken.
