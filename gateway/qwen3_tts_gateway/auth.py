@@ -20,15 +20,21 @@ from .voices import owner_of
 _bearer = HTTPBearer(auto_error=False, description="An API key from QWEN3_TTS_API_KEYS.")
 
 
-def check_key(settings: Settings, token: str | None) -> str:
-    """The owner id of ``token``; raises AuthenticationError when auth is on and the key is wrong."""
+# How to pass a key, named in every refusal.
+HTTP_KEY_HINT = "Authorization: Bearer <key>"
+WEBSOCKET_KEY_HINT = "Authorization: Bearer <key>, or ?api_key=<key> where headers cannot be set"
+
+
+def check_key(settings: Settings, token: str | None, how_to_pass: str = HTTP_KEY_HINT) -> str:
+    """The owner id of ``token``; raises AuthenticationError when auth is on and the key is missing or
+    wrong, with the same message shape either way."""
     if not settings.api_keys:
         return owner_of(None)
     if not token:
-        raise AuthenticationError("missing API key (Authorization: Bearer <key>)")
+        raise AuthenticationError(f"missing API key ({how_to_pass})")
     supplied = token.encode("utf-8")
     if not any(secrets.compare_digest(supplied, key.encode("utf-8")) for key in settings.api_keys):
-        raise AuthenticationError("invalid API key")
+        raise AuthenticationError(f"invalid API key ({how_to_pass})")
     return owner_of(token)
 
 
@@ -45,7 +51,7 @@ def websocket_owner(websocket: WebSocket, settings: Settings) -> str:
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         token = websocket.query_params.get("api_key", "")
-    return check_key(settings, token.strip() or None)
+    return check_key(settings, token.strip() or None, WEBSOCKET_KEY_HINT)
 
 
 OwnerDep = Annotated[str, Depends(require_api_key)]

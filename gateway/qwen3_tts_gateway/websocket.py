@@ -42,6 +42,7 @@ from .service import AudioStream, SynthesisService, sampling_of
 logger = logging.getLogger(__name__)
 ROUTE = "/ws/synthesize"
 POLICY_VIOLATION = 1008
+_MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
 _CLOSED_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
 
 
@@ -55,9 +56,12 @@ def error_message(exc: GatewayError) -> dict[str, Any]:
     return _ws_error(exc.body()["error"])
 
 
-async def reject_websocket(websocket: WebSocket, exc: GatewayError) -> None:
-    await websocket.send_json(error_message(exc))
-    await websocket.close(code=POLICY_VIOLATION)
+async def reject_websocket(websocket: WebSocket, event: dict[str, Any]) -> None:
+    """Send the error ``event``, then close with 1008 and its message as the reason (clients that only
+    see the close still learn why)."""
+    await websocket.send_json(event)
+    reason = str(event.get("message", "")).encode("utf-8")[:_MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+    await websocket.close(code=POLICY_VIOLATION, reason=reason)
 
 
 class ClientDisconnected(Exception):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import StreamingResponse
 
 from ..auth import OwnerDep, websocket_owner
 from ..bodies import check_text_lengths
 from ..deps import ServiceDep, SettingsDep
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, GatewayError
 from ..middleware import route_label
 from ..responses import (
     NDJSON_MEDIA_TYPE,
@@ -18,8 +22,8 @@ from ..responses import (
 )
 from ..schemas import StreamSynthesizeRequest
 from ..service import sampling_of
-from ..session import AgentSessionSocket
-from ..websocket import WebSocketSession, reject_websocket
+from ..session import AgentSessionSocket, error_event
+from ..websocket import WebSocketSession, error_message, reject_websocket
 
 router = APIRouter(tags=["streaming"])
 ws_router = APIRouter()
@@ -69,13 +73,16 @@ async def synthesize_stream(
     return audio_stream_response(stream, body.response_format)
 
 
-async def _accept_with_owner(websocket: WebSocket) -> str | None:
-    """Accept the socket and return the caller's key owner; a refused key closes it and gives None."""
+async def _accept_with_owner(
+    websocket: WebSocket, error_event: Callable[[GatewayError], dict[str, Any]]
+) -> str | None:
+    """Accept the socket and return the caller's key owner. A missing or wrong key gets the route's usual
+    error event (``error_event``), then a 1008 close, and gives None."""
     await websocket.accept()
     try:
         return websocket_owner(websocket, websocket.app.state.settings)
     except AuthenticationError as exc:
-        await reject_websocket(websocket, exc)
+        await reject_websocket(websocket, error_event(exc))
         return None
 
 
@@ -83,7 +90,7 @@ async def _accept_with_owner(websocket: WebSocket) -> str | None:
 async def synthesize_websocket(websocket: WebSocket) -> None:
     """Real-time synthesis; the message protocol is described in :mod:`qwen3_tts_gateway.websocket`."""
     state = websocket.app.state
-    owner = await _accept_with_owner(websocket)
+    owner = await _accept_with_owner(websocket, error_message)
     if owner is None:
         return
     await WebSocketSession(websocket, state.service, state.settings, state.metrics, owner).run()
@@ -93,7 +100,7 @@ async def synthesize_websocket(websocket: WebSocket) -> None:
 async def session_websocket(websocket: WebSocket) -> None:
     """Voice-agent sessions: text in while audio comes out (protocol: :mod:`qwen3_tts_gateway.session`)."""
     state = websocket.app.state
-    owner = await _accept_with_owner(websocket)
+    owner = await _accept_with_owner(websocket, partial(error_event, fatal=True))
     if owner is None:
         return
     await AgentSessionSocket(websocket, state.service, state.settings, state.metrics, owner).run()
