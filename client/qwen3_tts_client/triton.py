@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qwen3_tts_serving import contract
+from qwen3_tts_serving.contract import ErrorKind
+
 from ._core import AudioInput, audio_bytes, sampling_fields
 from .audio import decode_audio
 from .errors import (
@@ -46,32 +49,7 @@ logger = logging.getLogger(__name__)
 
 ENV_TRITON_URL = "QWEN3_TTS_TRITON_URL"
 DEFAULT_TRITON_URL = "127.0.0.1:8001"
-CODEBOOKS = 16
-
-# name → (Triton datatype, numpy dtype); shapes are per request, the batch dimension (1) is added.
-_TENSOR_TYPES: dict[str, tuple[str, Any]] = {
-    "text": ("BYTES", np.object_),
-    "speaker": ("BYTES", np.object_),
-    "language": ("BYTES", np.object_),
-    "instruct": ("BYTES", np.object_),
-    "ref_text": ("BYTES", np.object_),
-    "ref_audio": ("FP32", np.float32),
-    "ref_sample_rate": ("INT32", np.int32),
-    "x_vector_only": ("BOOL", np.bool_),
-    "speaker_embedding": ("FP32", np.float32),
-    "ref_codes": ("INT64", np.int64),
-    "do_sample": ("BOOL", np.bool_),
-    "temperature": ("FP32", np.float32),
-    "top_k": ("INT32", np.int32),
-    "top_p": ("FP32", np.float32),
-    "repetition_penalty": ("FP32", np.float32),
-    "max_new_tokens": ("INT32", np.int32),
-    "seed": ("INT64", np.int64),
-}
-_VECTORS = {"ref_audio", "speaker_embedding"}  # [-1]
-_TIMEOUT_MARKERS = ("deadline exceeded", "timed out", "timeout")
-_CONNECT_MARKERS = ("failed to connect", "connection refused", "connect failed", "dns resolution failed")
-_RETRY_MARKERS = ("retry", "out of memory", "unavailable", "overload", "queue")
+CODEBOOKS = contract.CODE_GROUPS
 
 
 @dataclass(frozen=True)
@@ -88,14 +66,7 @@ class VoicePrompt:
 
 def tensor(name: str, value: Any) -> np.ndarray:
     """The batch-of-one array for input ``name`` per the contract's dtype and shape."""
-    _, dtype = _TENSOR_TYPES[name]
-    if dtype is np.object_:
-        return np.array([[str(value).encode("utf-8")]], dtype=np.object_)
-    if name in _VECTORS:
-        return np.asarray(value, dtype=dtype).reshape(1, -1)
-    if name == "ref_codes":
-        return np.asarray(value, dtype=dtype).reshape(1, -1, CODEBOOKS)
-    return np.array([[value]], dtype=dtype)
+    return contract.INPUTS[name].array(value)
 
 
 def build_inputs(fields: Mapping[str, Any]) -> list[grpcclient.InferInput]:
@@ -103,23 +74,11 @@ def build_inputs(fields: Mapping[str, Any]) -> list[grpcclient.InferInput]:
     import tritonclient.grpc as grpcclient
 
     inputs = []
-    for name, value in fields.items():
-        if value is None:
-            continue
-        if name not in _TENSOR_TYPES:
-            raise ValueError(f"the Triton models have no input {name!r}")
-        array = tensor(name, value)
-        infer_input = grpcclient.InferInput(name, list(array.shape), _TENSOR_TYPES[name][0])
+    for name, datatype, array in contract.request_arrays(fields):
+        infer_input = grpcclient.InferInput(name, list(array.shape), datatype)
         infer_input.set_data_from_numpy(array)
         inputs.append(infer_input)
     return inputs
-
-
-def _first(result: Any, name: str) -> Any:
-    value = result.as_numpy(name)
-    if value is None or value.size == 0:
-        raise InternalServerError(f"the model's response lacks {name!r}", status_code=500)
-    return value.reshape(-1)[0]
 
 
 def is_final(result: Any) -> bool:
@@ -133,45 +92,39 @@ def has_outputs(result: Any) -> bool:
 
 def parse_result(result: Any) -> AudioChunk:
     """A streamed ``InferResult`` → AudioChunk (audio float32 mono)."""
-    audio = result.as_numpy("audio")
-    if audio is None:
-        raise InternalServerError("the model's response lacks 'audio'", status_code=500)
-    reason = _first(result, "finish_reason")
-    if isinstance(reason, bytes):
-        reason = reason.decode("utf-8", "replace")
-    samples = np.asarray(audio, dtype=np.float32).reshape(-1)
+    try:
+        chunk = contract.parse_chunk(result.as_numpy)
+    except contract.MissingOutputError as error:
+        raise InternalServerError(str(error), status_code=500) from None
     return AudioChunk(
-        sequence=int(_first(result, "sequence")),
-        audio=samples,
-        sample_rate=int(_first(result, "sample_rate")),
-        is_last=bool(_first(result, "is_last")),
-        finish_reason=reason or None,
-        data=samples.astype("<f4").tobytes(),
+        sequence=chunk.sequence,
+        audio=chunk.audio,
+        sample_rate=chunk.sample_rate,
+        is_last=chunk.is_last,
+        finish_reason=chunk.finish_reason or None,
+        data=chunk.audio.astype("<f4").tobytes(),
         format="f32le",
     )
 
 
 def triton_error(error: BaseException) -> Qwen3TTSError:
-    """Map a tritonclient error to the client's classes (status when known, else the message)."""
+    """Map a tritonclient error to the client's classes, by the contract's one classifier (the status
+    the gateway would have answered)."""
     status = getattr(error, "status", lambda: None)()
-    code = str(status).rsplit(".", 1)[-1].upper() if status else ""
     message_of = getattr(error, "message", None)
     message = (message_of() if callable(message_of) else None) or str(error)
-    lowered = message.lower()
-    if any(marker in lowered for marker in _CONNECT_MARKERS):
+    kind = contract.classify_error(message, status)
+    if kind is ErrorKind.CONNECT:
         return APIConnectionError(f"could not reach Triton: {message}")
-    if code == "INVALID_ARGUMENT":
+    if kind is ErrorKind.INVALID:
         return UnprocessableEntityError(message, status_code=422)
-    if code == "DEADLINE_EXCEEDED" or any(marker in lowered for marker in _TIMEOUT_MARKERS):
+    if kind is ErrorKind.TIMEOUT:
         return GatewayTimeoutError(message, status_code=504)
-    if code == "NOT_FOUND" or "unknown model" in lowered:
+    if kind is ErrorKind.NOT_FOUND:
         return NotFoundError(message, status_code=404)
-    if code in {"UNAVAILABLE", "RESOURCE_EXHAUSTED"} or any(marker in lowered for marker in _RETRY_MARKERS):
+    if kind in contract.RETRYABLE:
         return ServiceUnavailableError(message, status_code=503)
-    if code:
-        return InternalServerError(message, status_code=500)
-    # Inside a decoupled stream errors carry no code; the models answer bad input with INVALID_ARG.
-    return UnprocessableEntityError(message, status_code=422)
+    return InternalServerError(message, status_code=500)  # INTERNAL, CANCELLED
 
 
 def _decoded(reference_audio: AudioInput) -> tuple[np.ndarray, int]:

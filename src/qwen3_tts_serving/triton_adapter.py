@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from .contract import PROMPT_OUTPUTS, SAMPLING_INPUTS, chunk_arrays
 from .engine.config import EngineConfig
 from .engine.observer import EngineTally, TallySnapshot
 from .engine.requests import (
@@ -26,14 +27,9 @@ from .engine.requests import (
 )
 from .engine.streams import AudioChunk
 
+# Python type of each sampling input, from the contract's datatypes.
 _SAMPLING_INPUTS = {
-    "do_sample": bool,
-    "temperature": float,
-    "top_k": int,
-    "top_p": float,
-    "repetition_penalty": float,
-    "max_new_tokens": int,
-    "seed": int,
+    name: {"BOOL": bool, "FP32": float}.get(spec.datatype, int) for name, spec in SAMPLING_INPUTS.items()
 }
 
 _log = logging.getLogger(__name__)
@@ -246,13 +242,14 @@ class TritonSink:
 
 
 def _chunk_tensors(chunk: AudioChunk) -> list[Any]:
-    return [
-        pb_utils.Tensor("audio", chunk.audio.astype(np.float32).reshape(1, -1)),
-        pb_utils.Tensor("sample_rate", np.array([[chunk.sample_rate]], dtype=np.int32)),
-        pb_utils.Tensor("sequence", np.array([[chunk.sequence]], dtype=np.int32)),
-        pb_utils.Tensor("is_last", np.array([[chunk.is_last]], dtype=np.bool_)),
-        pb_utils.Tensor("finish_reason", np.array([[chunk.finish_reason.encode()]], dtype=np.object_)),
-    ]
+    arrays = chunk_arrays(
+        sequence=chunk.sequence,
+        audio=chunk.audio,
+        sample_rate=chunk.sample_rate,
+        is_last=chunk.is_last,
+        finish_reason=chunk.finish_reason,
+    )
+    return [pb_utils.Tensor(name, array) for name, array in arrays.items()]
 
 
 class StreamingSynthesisModel:
@@ -404,7 +401,7 @@ def _prompt_response(prompt: Any) -> Any:
         return pb_utils.InferenceResponse(error=prompt)
     return pb_utils.InferenceResponse(
         output_tensors=[
-            pb_utils.Tensor("speaker_embedding", prompt.speaker_embedding.reshape(1, -1)),
-            pb_utils.Tensor("ref_codes", prompt.ref_codes.reshape(1, -1, prompt.ref_codes.shape[-1])),
+            pb_utils.Tensor(name, PROMPT_OUTPUTS[name].array(getattr(prompt, name)))
+            for name in ("speaker_embedding", "ref_codes")
         ]
     )

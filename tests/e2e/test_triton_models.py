@@ -16,6 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from benchmarks.enginestats import parse as parse_engine_metrics
+from qwen3_tts_serving import contract
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.engine import FAULT_MARKER
 from qwen3_tts_serving.engine.loading import load_model
@@ -25,24 +26,12 @@ from qwen3_tts_serving.launcher import perf_analyzer_binary, perf_analyzer_env
 pytestmark = pytest.mark.e2e
 
 AUDIO_ATOL = 1e-4
-_DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64"}
 
 
 def _input(name: str, value: Any) -> grpcclient.InferInput:
-    if isinstance(value, str):
-        array = np.array([[value.encode()]], dtype=np.object_)
-        dtype = "BYTES"
-    elif isinstance(value, bool):
-        array, dtype = np.array([[value]], dtype=np.bool_), "BOOL"
-    elif isinstance(value, np.int64):
-        array, dtype = np.array([[value]], dtype=np.int64), "INT64"
-    elif isinstance(value, np.ndarray):
-        array, dtype = value[None, ...], _DTYPES[value.dtype]
-    elif isinstance(value, float):
-        array, dtype = np.array([[value]], dtype=np.float32), "FP32"
-    else:
-        array, dtype = np.array([[value]], dtype=np.int32), "INT32"
-    tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+    """One input as the contract types it (START/END of sessions are sequence controls, not inputs)."""
+    ((_, datatype, array),) = contract.request_arrays({name: value})
+    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     return tensor
 

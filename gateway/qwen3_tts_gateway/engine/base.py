@@ -12,15 +12,17 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from qwen3_tts_serving import contract
+
 SynthesisModel = Literal["custom_voice", "voice_design", "voice_clone"]
-SYNTHESIS_MODELS: tuple[SynthesisModel, ...] = ("custom_voice", "voice_design", "voice_clone")
-VOICE_PROMPT_MODEL = "voice_prompt"
+SYNTHESIS_MODELS: tuple[SynthesisModel, ...] = contract.SYNTHESIS_MODELS  # type: ignore[assignment]
+VOICE_PROMPT_MODEL = contract.VOICE_PROMPT
 # Text-streaming sessions (Triton sequence batcher): premium timbres and saved/cloned voices.
 SESSION_MODELS: dict[str, str] = {
-    "custom_voice": "custom_voice_session",
-    "voice_clone": "voice_clone_session",
+    contract.CUSTOM_VOICE: contract.CUSTOM_VOICE_SESSION,
+    contract.VOICE_CLONE: contract.VOICE_CLONE_SESSION,
 }
-ALL_MODELS: tuple[str, ...] = (*SYNTHESIS_MODELS, VOICE_PROMPT_MODEL, *SESSION_MODELS.values())
+ALL_MODELS: tuple[str, ...] = contract.MODELS
 
 
 @dataclass(frozen=True)

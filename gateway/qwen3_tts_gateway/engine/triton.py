@@ -27,6 +27,9 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException
 
+from qwen3_tts_serving import contract
+from qwen3_tts_serving.contract import ErrorKind
+
 from ..errors import (
     EngineError,
     EngineFailureError,
@@ -46,22 +49,6 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGE_CHARS = 300
-_OOM_MARKERS = ("out of memory", "out of gpu memory")
-_QUEUE_MARKERS = ("queue", "overload", "too many")
-_RETRY_MARKERS = ("retry",)
-_DOWN_MARKERS = ("connection refused", "failed to connect", "unavailable", "not ready", "unknown model")
-_TIMEOUT_MARKERS = ("deadline exceeded", "timed out", "timeout")
-_INTERNAL_MARKERS = ("failed to process the request", "traceback", "\nat:", "stub process", "internal")
-_CODES_UNAVAILABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "NOT_FOUND", "ABORTED"}
-_SAMPLING_DTYPES = {
-    "do_sample": ("BOOL", np.bool_),
-    "temperature": ("FP32", np.float32),
-    "top_k": ("INT32", np.int32),
-    "top_p": ("FP32", np.float32),
-    "repetition_penalty": ("FP32", np.float32),
-    "max_new_tokens": ("INT32", np.int32),
-    "seed": ("INT64", np.int64),
-}
 
 
 class StreamCancelledError(EngineError):
@@ -74,35 +61,24 @@ def _short(message: str) -> str:
     return line[:_MAX_MESSAGE_CHARS]
 
 
-def _code_name(code: Any) -> str | None:
-    if code is None:
-        return None
-    name = getattr(code, "name", None) or str(code)
-    return name.rsplit(".", 1)[-1].upper()
-
-
 def classify_error(message: str, code: Any = None) -> EngineError:
-    """Map a Triton/gRPC error (status code when known, else the message) to a gateway error."""
-    name = _code_name(code)
-    lowered = message.lower()
-    if name == "INVALID_ARGUMENT":
+    """Map a Triton/gRPC error to a gateway error; the meaning comes from the contract's one classifier."""
+    kind = contract.classify_error(message, code)
+    if kind is ErrorKind.INVALID:
         return EngineInvalidRequestError(_short(message))
-    if name == "DEADLINE_EXCEEDED" or any(m in lowered for m in _TIMEOUT_MARKERS):
+    if kind is ErrorKind.TIMEOUT:
         return UpstreamTimeoutError("the model server did not answer in time")
-    if name == "CANCELLED":
+    if kind is ErrorKind.CANCELLED:
         return StreamCancelledError("request cancelled")
-    if any(m in lowered for m in _OOM_MARKERS):
+    if kind is ErrorKind.OUT_OF_MEMORY:
         return EngineUnavailableError("the model server is out of memory; retry later")
-    if any(m in lowered for m in _QUEUE_MARKERS):
+    if kind is ErrorKind.OVERLOADED:
         return EngineUnavailableError("the model server is overloaded; retry later")
-    if name in _CODES_UNAVAILABLE or any(m in lowered for m in _DOWN_MARKERS + _RETRY_MARKERS):
-        return EngineUnavailableError("the model server is unavailable; retry later")
-    if name is not None or any(m in lowered for m in _INTERNAL_MARKERS):
-        logger.error("model server failure (%s): %s", name, message)
+    if kind is ErrorKind.INTERNAL:
+        logger.error("model server failure (%s): %s", contract.status_name(code), message)
         return EngineFailureError("synthesis failed in the model server")
-    # An error inside a decoupled stream has no code: the models send INVALID_ARG with a message
-    # naming the valid choices (contract), anything else matched a marker above.
-    return EngineInvalidRequestError(_short(message))
+    # CONNECT, NOT_FOUND (a model not loaded), UNAVAILABLE: the server cannot serve it now.
+    return EngineUnavailableError("the model server is unavailable; retry later")
 
 
 def _from_exception(exc: BaseException) -> EngineError:
@@ -114,84 +90,62 @@ def _from_exception(exc: BaseException) -> EngineError:
     return EngineUnavailableError("the model server is unavailable; retry later")
 
 
-def _tensor(name: str, value: np.ndarray, datatype: str) -> InferInput:
-    tensor = InferInput(name, list(value.shape), datatype)
-    tensor.set_data_from_numpy(value)
-    return tensor
-
-
-def _bytes(name: str, value: str) -> InferInput:
-    return _tensor(name, np.array([[value.encode("utf-8")]], dtype=np.object_), "BYTES")
-
-
-def _scalar(name: str, value: Any, datatype: str, dtype: Any) -> InferInput:
-    return _tensor(name, np.array([[value]], dtype=dtype), datatype)
-
-
-def sampling_inputs(sampling: SamplingParams) -> list[InferInput]:
+def _inputs(fields: dict[str, Any]) -> list[InferInput]:
     inputs = []
-    for name, (datatype, dtype) in _SAMPLING_DTYPES.items():
-        value = getattr(sampling, name)
-        if value is not None:
-            inputs.append(_scalar(name, value, datatype, dtype))
+    for name, datatype, array in contract.request_arrays(fields):
+        tensor = InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
     return inputs
 
 
-def prompt_inputs(prompt: VoicePrompt) -> list[InferInput]:
+def sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
+    return {name: getattr(sampling, name) for name in contract.SAMPLING_INPUTS}
+
+
+def prompt_fields(prompt: VoicePrompt) -> dict[str, Any]:
     """A stored prompt: in-context (codes + transcript) when it has both, else x-vector only."""
-    embedding = np.asarray(prompt.speaker_embedding, dtype=np.float32).reshape(1, -1)
-    codes = np.asarray(prompt.ref_codes, dtype=np.int64).reshape(-1, 16)
+    codes = np.asarray(prompt.ref_codes, dtype=np.int64).reshape(-1, contract.CODE_GROUPS)
     in_context = not prompt.x_vector_only and codes.shape[0] > 0 and bool(prompt.ref_text)
-    inputs = [
-        _tensor("speaker_embedding", embedding, "FP32"),
-        _scalar("x_vector_only", not in_context, "BOOL", np.bool_),
-    ]
-    if in_context:
-        inputs.append(_tensor("ref_codes", codes[None], "INT64"))
-        inputs.append(_bytes("ref_text", prompt.ref_text or ""))
-    return inputs
+    return {
+        "speaker_embedding": prompt.speaker_embedding,
+        "x_vector_only": not in_context,
+        "ref_codes": codes if in_context else None,
+        "ref_text": prompt.ref_text if in_context else None,
+    }
 
 
-def reference_inputs(audio: np.ndarray, sample_rate: int) -> list[InferInput]:
-    samples = np.asarray(audio, dtype=np.float32).reshape(1, -1)
-    return [
-        _tensor("ref_audio", samples, "FP32"),
-        _scalar("ref_sample_rate", sample_rate, "INT32", np.int32),
-    ]
+def reference_fields(audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
+    return {"ref_audio": audio, "ref_sample_rate": sample_rate}
+
+
+def synthesis_fields(request: SynthesisRequest) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "text": request.text,
+        "language": request.language,
+        "speaker": request.speaker,
+        "instruct": request.instruct or None,
+    }
+    if request.voice_prompt is not None:
+        fields.update(prompt_fields(request.voice_prompt))
+    elif request.ref_audio is not None and request.ref_sample_rate is not None:
+        fields.update(reference_fields(request.ref_audio, request.ref_sample_rate))
+        fields.update(ref_text=request.ref_text or None, x_vector_only=request.x_vector_only)
+    return {**fields, **sampling_fields(request.sampling)}
 
 
 def build_inputs(request: SynthesisRequest) -> list[InferInput]:
     """The Triton inputs of one synthesis request (batch dimension 1)."""
-    inputs = [_bytes("text", request.text), _bytes("language", request.language)]
-    if request.speaker is not None:
-        inputs.append(_bytes("speaker", request.speaker))
-    if request.instruct:
-        inputs.append(_bytes("instruct", request.instruct))
-    if request.voice_prompt is not None:
-        inputs.extend(prompt_inputs(request.voice_prompt))
-    elif request.ref_audio is not None and request.ref_sample_rate is not None:
-        inputs.extend(reference_inputs(request.ref_audio, request.ref_sample_rate))
-        if request.ref_text:
-            inputs.append(_bytes("ref_text", request.ref_text))
-        if request.x_vector_only is not None:
-            inputs.append(_scalar("x_vector_only", request.x_vector_only, "BOOL", np.bool_))
-    inputs.extend(sampling_inputs(request.sampling))
-    return inputs
+    return _inputs(synthesis_fields(request))
 
 
 def session_start_inputs(request: SessionRequest) -> list[InferInput]:
     """The START request of a session: a streaming request's inputs (text may be empty) + lookahead."""
-    inputs = build_inputs(request.synthesis)
-    if request.lookahead_tokens is not None:
-        inputs.append(_scalar("lookahead_tokens", request.lookahead_tokens, "INT32", np.int32))
-    return inputs
+    return _inputs({**synthesis_fields(request.synthesis), "lookahead_tokens": request.lookahead_tokens})
 
 
 def session_text_inputs(text: str, flush: bool) -> list[InferInput]:
-    inputs = [_bytes("text", text)]
-    if flush:
-        inputs.append(_scalar("flush", True, "BOOL", np.bool_))
-    return inputs
+    return _inputs({"text": text, "flush": True if flush else None})
 
 
 def new_sequence_id() -> int:
@@ -200,26 +154,17 @@ def new_sequence_id() -> int:
     return secrets.randbelow(2**63 - 1) + 1
 
 
-def _first(result: InferResult, name: str) -> Any:
-    value = result.as_numpy(name)
-    if value is None or value.size == 0:
-        raise EngineFailureError(f"the model server response lacks '{name}'")
-    return value.reshape(-1)[0]
-
-
 def parse_chunk(result: InferResult) -> AudioChunk:
-    audio = result.as_numpy("audio")
-    if audio is None:
-        raise EngineFailureError("the model server response lacks 'audio'")
-    reason = _first(result, "finish_reason")
-    if isinstance(reason, bytes):
-        reason = reason.decode("utf-8", "replace")
+    try:
+        chunk = contract.parse_chunk(result.as_numpy)
+    except contract.MissingOutputError as error:
+        raise EngineFailureError(str(error)) from None
     return AudioChunk(
-        audio=np.asarray(audio, dtype=np.float32).reshape(-1),
-        sample_rate=int(_first(result, "sample_rate")),
-        sequence=int(_first(result, "sequence")),
-        is_last=bool(_first(result, "is_last")),
-        finish_reason=reason or "",
+        audio=chunk.audio,
+        sample_rate=chunk.sample_rate,
+        sequence=chunk.sequence,
+        is_last=chunk.is_last,
+        finish_reason=chunk.finish_reason,
     )
 
 
@@ -434,10 +379,13 @@ class TritonEngine:
     async def create_voice_prompt(
         self, audio: np.ndarray, sample_rate: int, ref_text: str | None, x_vector_only: bool
     ) -> VoicePrompt:
-        inputs = reference_inputs(audio, sample_rate)
-        if ref_text:
-            inputs.append(_bytes("ref_text", ref_text))
-        inputs.append(_scalar("x_vector_only", x_vector_only, "BOOL", np.bool_))
+        inputs = _inputs(
+            {
+                **reference_fields(audio, sample_rate),
+                "ref_text": ref_text or None,
+                "x_vector_only": x_vector_only,
+            }
+        )
         outputs = [InferRequestedOutput("speaker_embedding"), InferRequestedOutput("ref_codes")]
         try:
             result = await self.client.infer(
@@ -451,7 +399,7 @@ class TritonEngine:
             raise EngineFailureError("the voice_prompt model returned no prompt")
         return VoicePrompt(
             speaker_embedding=np.asarray(embedding, dtype=np.float32).reshape(-1),
-            ref_codes=np.asarray(codes, dtype=np.int64).reshape(-1, 16),
+            ref_codes=np.asarray(codes, dtype=np.int64).reshape(-1, contract.CODE_GROUPS),
             ref_text=ref_text or None,
             x_vector_only=x_vector_only,
         )
