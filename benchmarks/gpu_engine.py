@@ -1,0 +1,941 @@
+"""``python -m benchmarks.gpu_engine``: the engine in-process on one GPU, no Triton, one command.
+
+Made for the GPU machines we get to measure on (no tritonserver, no internet; BENCHMARKS.md has the
+recipe, ``benchmarks/gpu/run.sh`` the set-up). It builds (or reuses) the full-size random 1.7B CustomVoice
+checkpoint on the GPU, loads it with the package's ``Qwen3TTSModel.from_pretrained`` through the engine's
+loader, and measures through the engine's public API only (``make_stream``, ``submit``, ``step``,
+``start``/``stop``, ``stats`` and an observer), so it survives rewrites of the engine's insides:
+
+- ``batches``: B streams submitted together; ms per frame step in steady state (after admission and the
+  first chunks) and audio seconds per second, B = 1 8 32 64 128;
+- ``load``: closed loop at c = 1 8 16 32 64 128 (c workers, each submitting its next stream as soon as its
+  last one ended) for a fixed window, then a bounded drain: first audio p50/p95 (submit to first chunk),
+  per-stream real-time factor, streams that underran (a listener who starts playing at the first chunk
+  runs dry before the next one arrives), audio-s/s delivered within the window;
+- ``baseline``: the package's own ``generate_custom_voice`` (non-streaming) at batch 1 and 8;
+- ``breakdown``: the step's stage times (:class:`benchmarks.profile.StageTimers`) at B=1 and the largest B;
+- ``sync``: a few steady-state steps under ``torch.cuda.set_sync_debug_mode("error")``: pass, or the first
+  operation that waited for the GPU.
+
+Every level has a time box and the run a budget (default 450 s), so it ends within 8 minutes however fast
+the engine is; what did not fit, or failed, is reported and the rest still runs. Results are rewritten
+after every section (``results.json``, ``results.md``), so even a killed run leaves what it measured.
+``--quick`` runs every section on the CPU with the tiny checkpoints in well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import logging
+import queue
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import sysinfo, targets
+from benchmarks.profile import StageTimers, breakdown, instrument
+from benchmarks.profile import _request as custom_voice_request
+from benchmarks.report import _f, _jsonable
+from benchmarks.stats import RequestRecord, percentile, summarize_level
+from benchmarks.texts import LONG_TEXTS
+from qwen3_tts_serving.engine.observer import NullObserver
+from qwen3_tts_serving.settings import PROJECT_ROOT
+
+logger = logging.getLogger("benchmarks.gpu_engine")
+
+SECTIONS = ("batches", "load", "baseline", "breakdown", "sync")
+FLAVOUR = "custom_voice"
+SPEAKER, LANGUAGE = "ryan", "english"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and time boxes of one run; every field has a command-line flag of the same name."""
+
+    preset: str
+    device: str
+    batches: tuple[int, ...]
+    concurrency: tuple[int, ...]
+    warmup_steps: int  # steps after admission before timing (first chunks, graph capture, allocator)
+    batch_steps: int  # steps timed per batch size
+    batch_box_s: float  # time box of one batch size, warm-up included
+    frames: int  # frames per stream at most in the load levels (64 frames: 5.1 s of audio)
+    window_s: float  # one load level submits for this long...
+    drain_s: float  # ...then its streams in flight get this long to end; the rest are cut
+    reserve_s: float  # batch sizes and load levels leave this much of the budget to the sections after them
+    baseline_batches: tuple[int, ...]
+    baseline_frames: int
+    breakdown_steps: int
+    sync_batch: int
+    sync_steps: int
+    budget_s: float  # the whole run, loading included
+
+    @property
+    def breakdown_batches(self) -> tuple[int, ...]:
+        return tuple(sorted({min(self.batches), max(self.batches)}))
+
+    @property
+    def batch_frames(self) -> int:
+        """Frames per stream of a fixed batch: none of them may end inside the timed steps."""
+        return self.warmup_steps + self.batch_steps + 8
+
+    @property
+    def max_streams(self) -> int:
+        return max(*self.batches, *self.concurrency, self.sync_batch)
+
+
+# Sized for the current engine (~100 ms per step on an H100) to finish in about 5 minutes and within the
+# 450 s budget; a fast engine finishes sooner.
+GPU = Plan(
+    preset="full-1.7b",
+    device="cuda",
+    batches=(1, 8, 32, 64, 128),
+    concurrency=(1, 8, 16, 32, 64, 128),
+    warmup_steps=8,
+    batch_steps=24,
+    batch_box_s=25.0,
+    frames=64,
+    window_s=8.0,
+    drain_s=12.0,
+    reserve_s=75.0,
+    baseline_batches=(1, 8),
+    baseline_frames=32,
+    breakdown_steps=12,
+    sync_batch=8,
+    sync_steps=8,
+    budget_s=420.0,
+)
+QUICK = Plan(
+    preset="tiny",
+    device="cpu",
+    batches=(1, 2),
+    concurrency=(1, 2),
+    warmup_steps=2,
+    batch_steps=4,
+    batch_box_s=10.0,
+    frames=8,
+    window_s=1.0,
+    drain_s=10.0,
+    reserve_s=5.0,
+    baseline_batches=(1,),
+    baseline_frames=4,
+    breakdown_steps=3,
+    sync_batch=1,
+    sync_steps=2,
+    budget_s=120.0,
+)
+
+
+class Budget:
+    """The run's time budget (monotonic clock)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+class OutOfTimeError(Exception):
+    """A section or level did not start: too little of the budget was left."""
+
+
+# --------------------------------------------------------------------------------------------- streams
+class TimelineSink:
+    """A stream's sink that keeps when each chunk arrived and how long it plays (no audio)."""
+
+    def __init__(self, on_end: Callable[[], None] | None = None) -> None:
+        self.submitted_at: float | None = None
+        self.arrivals: list[float] = []  # time.monotonic()
+        self.durations: list[float] = []  # seconds of audio
+        self.finish_reason = ""
+        self.error: str | None = None
+        self.cancelled = False
+        self.ended = False
+        self.cut = False  # still running when its level's time box ended
+        self._on_end = on_end
+
+    def send(self, chunk: Any) -> None:
+        self.arrivals.append(time.monotonic())
+        self.durations.append(chunk.audio.size / chunk.sample_rate)
+        if chunk.is_last:
+            self.finish_reason = chunk.finish_reason
+            self._end()
+
+    def fail(self, error: Exception) -> None:
+        self.error = str(error) or type(error).__name__
+        self._end()
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            if self._on_end is not None:
+                self._on_end()
+
+    @property
+    def audio_s(self) -> float:
+        return sum(self.durations)
+
+    def record(self, concurrency: int, index: int, level_started: float) -> RequestRecord:
+        """The stream as the load tool's records have it: times from submitting it."""
+        submitted = self.submitted_at if self.submitted_at is not None else level_started
+        arrivals = [t - submitted for t in self.arrivals]
+        audible = [t for t, d in zip(arrivals, self.durations, strict=True) if d > 0]
+        error = self.error
+        if self.cut:
+            error = "cut: still speaking when the level's time box ended"
+        elif not self.ended:
+            error = "never ended"
+        return RequestRecord(
+            path="engine",
+            concurrency=concurrency,
+            index=index,
+            start_s=submitted - level_started,
+            ttfa_s=audible[0] if audible else None,
+            total_s=arrivals[-1] if arrivals and error is None else None,
+            audio_s=self.audio_s,
+            chunks=len(arrivals),
+            finish_reason=self.finish_reason,
+            error=error,
+            arrivals_s=arrivals,
+            durations_s=list(self.durations),
+        )
+
+
+class StepRecorder(NullObserver):
+    """The engine's own account of its steps (observer API): time, frames and the running batch."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.frames = 0
+        self.seconds = 0.0
+        self.active_total = 0
+        self.active = 0  # running batch at the last step
+
+    def step_done(self, *, seconds: float, frames: int, active: int, queued: int, paused: int) -> None:
+        self.steps += 1
+        self.frames += frames
+        self.seconds += seconds
+        self.active_total += active
+        self.active = active
+
+    def figures(self) -> dict[str, float | None]:
+        return {
+            "engine_steps": self.steps,
+            "engine_ms_per_step": self.seconds * 1000 / self.steps if self.steps else None,
+            "mean_batch": self.active_total / self.steps if self.steps else None,
+        }
+
+
+@dataclass
+class Bench:
+    """What every section works with: the loaded model, the engine's pieces and the clock."""
+
+    tts: Any
+    plan: Plan
+    engine_parameters: dict[str, str]
+    frame_s: float  # seconds of audio per frame
+    synchronize: Callable[[], None]
+    seed: int = 0
+    submitted: int = 0  # streams so far: stream i samples with seed + i
+
+    def engine_config(self, max_active_streams: int) -> Any:
+        from qwen3_tts_serving.engine.config import EngineConfig
+
+        parameters = {"max_active_streams": str(max_active_streams), **self.engine_parameters}
+        return EngineConfig.from_parameters(parameters)
+
+    def engine(self, observer: StepRecorder, max_active_streams: int) -> Any:
+        from qwen3_tts_serving.engine.engine import StreamingEngine
+        from qwen3_tts_serving.engine.requests import Capability
+
+        config = self.engine_config(max_active_streams)
+        return StreamingEngine(self.tts, Capability.CUSTOM_VOICE, config, observer)
+
+    def streams(self, engine: Any, sinks: Sequence[TimelineSink], frames: int) -> list[Any]:
+        streams = []
+        for sink in sinks:
+            text = LONG_TEXTS[self.submitted % len(LONG_TEXTS)]
+            request = custom_voice_request(FLAVOUR, text, frames, self.seed + self.submitted)
+            streams.append(engine.make_stream(engine.validate(request), sink))
+            self.submitted += 1
+        return streams
+
+
+def _settle(engine: Any, sinks: Sequence[TimelineSink]) -> None:
+    """Cancel what is still running and step until the engine is idle (driven engines)."""
+    for sink in sinks:
+        sink.cancelled = True
+    engine.run_until_idle()
+
+
+def _warm_up(engine: Any, recorder: StepRecorder, batch: int, steps: int, box_end: float) -> None:
+    """Step until all ``batch`` streams run, then ``steps`` more; raise when the box ends first."""
+    warm = 0
+    while warm < steps:
+        if time.monotonic() > box_end:
+            raise TimeoutError(f"warm-up did not finish in the time box (running batch {recorder.active})")
+        engine.step()
+        if recorder.active >= batch:
+            warm += 1
+
+
+# -------------------------------------------------------------------------------------------- sections
+def measure_batch(bench: Bench, engine: Any, recorder: StepRecorder, batch: int) -> dict[str, Any]:
+    """B streams together: ms per steady-state frame step (host clock, device synchronised at both ends of
+    the timed steps) and audio seconds per second."""
+    plan = bench.plan
+    box_end = time.monotonic() + plan.batch_box_s
+    sinks = [TimelineSink() for _ in range(batch)]
+    engine.submit(bench.streams(engine, sinks, plan.batch_frames))
+    try:
+        _warm_up(engine, recorder, batch, plan.warmup_steps, box_end)
+        host: list[float] = []
+        bench.synchronize()
+        frames_before, started = engine.stats.frames, time.perf_counter()
+        for _ in range(plan.batch_steps):
+            step_started = time.perf_counter()
+            engine.step()
+            host.append(time.perf_counter() - step_started)
+            if recorder.active < batch or time.monotonic() > box_end:
+                break  # a stream ended (or the box did): the batch is no longer B
+        bench.synchronize()
+        elapsed = time.perf_counter() - started
+        frames = engine.stats.frames - frames_before
+    finally:
+        _settle(engine, sinks)
+    failed = [s.error for s in sinks if s.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {batch} streams failed: {failed[0]}")
+    steps = len(host)
+    return {
+        "batch": batch,
+        "steps": steps,
+        "frames": frames,
+        "mean_batch": frames / steps if steps else None,
+        "elapsed_s": elapsed,
+        "ms_per_step": elapsed * 1000 / steps if steps else None,
+        "host_ms_p50": _ms(percentile(host, 50)),
+        "host_ms_p95": _ms(percentile(host, 95)),
+        "audio_s_per_s": frames * bench.frame_s / elapsed if elapsed > 0 else None,
+    }
+
+
+def run_load_level(bench: Bench, engine: Any, recorder: StepRecorder, concurrency: int) -> dict[str, Any]:
+    """Closed loop: ``concurrency`` workers, each submitting its next stream as soon as its last one
+    ended, for ``window_s``; then the streams in flight get ``drain_s`` to end and the rest are cut."""
+    plan = bench.plan
+    ended: queue.Queue[int] = queue.Queue()
+    sinks: list[TimelineSink] = []
+
+    def submit(workers: Sequence[int]) -> None:
+        batch = [TimelineSink(on_end=lambda worker=worker: ended.put(worker)) for worker in workers]
+        streams = bench.streams(engine, batch, plan.frames)
+        now = time.monotonic()
+        for sink in batch:
+            sink.submitted_at = now
+        sinks.extend(batch)
+        engine.submit(streams)
+
+    recorder.reset()
+    started = time.monotonic()
+    window_end = started + plan.window_s
+    submit(range(concurrency))  # the workers start together
+    while (left := window_end - time.monotonic()) > 0:
+        try:
+            worker = ended.get(timeout=left)
+        except queue.Empty:
+            break
+        submit([worker])
+    drain_end = time.monotonic() + plan.drain_s
+    while any(not s.ended for s in sinks) and time.monotonic() < drain_end:
+        time.sleep(0.005)
+    cut = [s for s in sinks if not s.ended]
+    for sink in cut:
+        sink.cut = sink.cancelled = True
+    cancel_end = time.monotonic() + 10.0
+    while any(not s.ended for s in cut) and time.monotonic() < cancel_end:
+        time.sleep(0.005)
+    last_end = max((s.arrivals[-1] for s in sinks if s.arrivals), default=started)
+    records = [sink.record(concurrency, i, started) for i, sink in enumerate(sinks)]
+    summary = summarize_level(records, wall_s=max(last_end - started, plan.window_s))
+    in_window = sum(d for s in sinks for t, d in zip(s.arrivals, s.durations, strict=True) if t <= window_end)
+    return {
+        **summary,
+        "concurrency": concurrency,
+        "window_s": plan.window_s,
+        "cut": len(cut),
+        # The closed loop holds c streams only until the window ends: throughput is what arrived in it.
+        "audio_s_per_s_with_drain": summary["audio_s_per_s"],
+        "audio_s_per_s": in_window / plan.window_s,
+        **recorder.figures(),
+    }
+
+
+def run_baseline(bench: Bench, batch: int) -> dict[str, Any]:
+    """The package's own non-streaming ``generate_custom_voice`` on the same texts, sampled."""
+    import torch
+
+    texts = [LONG_TEXTS[i % len(LONG_TEXTS)] for i in range(batch)]
+    torch.manual_seed(bench.seed)
+    bench.synchronize()
+    started = time.perf_counter()
+    wavs, sample_rate = bench.tts.generate_custom_voice(
+        text=texts,
+        speaker=[SPEAKER] * batch,
+        language=[LANGUAGE] * batch,
+        max_new_tokens=bench.plan.baseline_frames,
+    )
+    bench.synchronize()
+    elapsed = time.perf_counter() - started
+    audio_s = sum(wav.size for wav in wavs) / sample_rate
+    longest_frames = max(wav.size for wav in wavs) / sample_rate / bench.frame_s
+    return {
+        "batch": batch,
+        "max_new_tokens": bench.plan.baseline_frames,
+        "elapsed_s": elapsed,
+        "audio_s": audio_s,
+        "audio_s_per_s": audio_s / elapsed if elapsed > 0 else None,
+        "ms_per_frame": elapsed * 1000 / longest_frames if longest_frames else None,
+        "rtf": elapsed / (audio_s / batch) if audio_s else None,
+    }
+
+
+class _Synchronizing:
+    """The stage timers' device synchronisation, switched off once the breakdown is done (the timers stay
+    around the engine's stages, and the sync check must not be tripped by them)."""
+
+    def __init__(self, synchronize: Callable[[], None]) -> None:
+        self.synchronize = synchronize
+        self.on = True
+
+    def __call__(self) -> None:
+        if self.on:
+            self.synchronize()
+
+
+def run_breakdown(bench: Bench, engine: Any, recorder: StepRecorder, timers: StageTimers) -> dict[str, Any]:
+    """Exclusive time per stage of a steady-state step at each batch size (synchronising timers)."""
+    plan = bench.plan
+    runs: dict[int, Any] = {}
+    for batch in plan.breakdown_batches:
+        box_end = time.monotonic() + plan.batch_box_s
+        sinks = [TimelineSink() for _ in range(batch)]
+        engine.submit(bench.streams(engine, sinks, plan.warmup_steps + plan.breakdown_steps + 8))
+        try:
+            _warm_up(engine, recorder, batch, plan.warmup_steps, box_end)
+            timers.totals.clear()
+            timers.calls.clear()
+            started, steps = time.perf_counter(), 0
+            while steps < plan.breakdown_steps and time.monotonic() < box_end:
+                engine.step()
+                steps += 1
+            elapsed = time.perf_counter() - started
+        finally:
+            _settle(engine, sinks)
+        runs[batch] = {
+            "batch": batch,
+            "steps": steps,
+            "ms_per_step": elapsed * 1000 / steps if steps else None,
+            "stages": breakdown(timers, steps),
+        }
+    return runs
+
+
+def check_host_syncs(
+    step: Callable[[], None], steps: int, set_sync_debug_mode: Callable[[str | int], None]
+) -> dict[str, Any]:
+    """Run ``steps`` steps with synchronising CUDA operations turned into errors: ``pass``, or the first
+    offending operation and where it was called from (the innermost frame outside torch)."""
+    set_sync_debug_mode("error")
+    done = 0
+    try:
+        for done in range(steps):  # noqa: B007 - ``done`` tells which step tripped
+            step()
+    except RuntimeError as error:
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if "/torch/" not in f.filename]
+        where = frames[-1] if frames else None
+        return {
+            "status": "fail",
+            "steps": steps,
+            "failed_at_step": done,
+            "error": str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+            "where": f"{_relative(where.filename)}:{where.lineno} in {where.name}" if where else None,
+            "code": where.line if where else None,
+        }
+    finally:
+        set_sync_debug_mode(0)
+    return {"status": "pass", "steps": steps}
+
+
+def run_sync_check(bench: Bench, engine: Any, recorder: StepRecorder) -> dict[str, Any]:
+    import torch
+
+    plan = bench.plan
+    if not plan.device.startswith("cuda"):
+        return {"status": "skipped", "reason": "the engine is not on a CUDA device"}
+    box_end = time.monotonic() + plan.batch_box_s
+    sinks = [TimelineSink() for _ in range(plan.sync_batch)]
+    engine.submit(bench.streams(engine, sinks, plan.warmup_steps + plan.sync_steps + 8))
+    _warm_up(engine, recorder, plan.sync_batch, plan.warmup_steps, box_end)
+    bench.synchronize()
+    # Last use of this engine: an error raised inside a step may leave it half-stepped.
+    return {
+        "batch": plan.sync_batch,
+        **check_host_syncs(engine.step, plan.sync_steps, torch.cuda.set_sync_debug_mode),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- run
+@dataclass
+class Run:
+    """The results as they grow, written after every section."""
+
+    out_dir: Path
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def write(self) -> None:
+        sections = {
+            "batches": self.results.get("batches", {}).get("levels", {}),
+            "load": self.results.get("load", {}).get("levels", {}),
+        }
+        meta = self.results.get("meta", {})
+        self.results["targets"] = targets.evaluate_engine(sections, meta.get("full_model_on_gpu", False))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "results.json").write_text(
+            json.dumps(_jsonable(self.results), indent=2, default=str) + "\n"
+        )
+        (self.out_dir / "results.md").write_text(markdown(self.results) + "\n")
+
+    def section(
+        self,
+        name: str,
+        body: Callable[[], dict[str, Any]],
+        skip: Sequence[str],
+        budget: Budget,
+        need_s: float,
+    ) -> None:
+        """Run one section into ``results[name]``; a skipped, out-of-time or failed section says so there
+        and the run goes on."""
+        started = time.monotonic()
+        result: dict[str, Any] = {}
+        if name in skip:
+            result["skipped"] = "skipped by --skip"
+        elif budget.left() < need_s:
+            result["skipped"] = f"out of time ({budget.left():.0f} s left, {need_s:.0f} s needed)"
+        else:
+            logger.info("%s (%.0f s of the budget left)", name, budget.left())
+            try:
+                result = body()
+            except Exception as error:
+                result = {"error": f"{type(error).__name__}: {error}"}
+                logger.warning("%s failed: %s", name, error, exc_info=logger.isEnabledFor(logging.DEBUG))
+        if "skipped" in result:
+            logger.info("%s: %s", name, result["skipped"])
+        self.results[name] = {**result, "section_s": time.monotonic() - started}
+        self.write()
+
+
+def _levels(
+    sizes: Sequence[int], run_one: Callable[[int], dict[str, Any]], budget: Budget, need_s: float, label: str
+) -> dict[str, Any]:
+    """Run each level while the budget allows; a failed level is reported and the next one still runs.
+    ``label`` names a level in the log, e.g. ``"batch {}"``."""
+    levels: dict[int, Any] = {}
+    missing: dict[int, str] = {}
+    for size in sizes:
+        if budget.left() < need_s:
+            missing[size] = f"out of time ({budget.left():.0f} s left, {need_s:.0f} s needed)"
+            continue
+        try:
+            levels[size] = run_one(size)
+        except Exception as error:
+            missing[size] = f"{type(error).__name__}: {error}"
+            debug = logger.isEnabledFor(logging.DEBUG)
+            logger.warning("%s failed: %s", label.format(size), error, exc_info=debug)
+            continue
+        logger.info("%s: %s", label.format(size), _level_line(levels[size]))
+    return {"levels": levels, "missing": missing}
+
+
+def _level_line(level: Mapping[str, Any]) -> str:
+    if "ms_per_step" in level:
+        return f"{_f(level['ms_per_step'], 1)} ms/step, {_f(level['audio_s_per_s'], 1)} audio-s/s"
+    if "ms_per_frame" in level:
+        return f"{_f(level['elapsed_s'])} s for {_f(level['audio_s'])} s of audio"
+    ttfa = level["ttfa_s"]
+    return (
+        f"first audio p50 {_f(ttfa['p50'], 0, 1000)} / p95 {_f(ttfa['p95'], 0, 1000)} ms, "
+        f"{_f(level['audio_s_per_s'], 1)} audio-s/s, {level['streams_with_underruns']} of {level['ok']} "
+        f"streams underran"
+    )
+
+
+def _release_memory() -> None:
+    """Give an engine's memory back (its caches, captured graphs) before the next one is built."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run(plan: Plan, args: argparse.Namespace) -> Run:
+    import torch
+
+    from qwen3_tts_serving.checkpoints import ensure_checkpoints
+    from qwen3_tts_serving.engine.config import EngineConfig
+    from qwen3_tts_serving.engine.loading import load_model
+    from qwen3_tts_serving.engine.requests import Capability
+
+    budget = Budget(plan.budget_s)
+    out = Run(args.out)
+    cuda = plan.device.startswith("cuda")
+    synchronize = torch.cuda.synchronize if cuda else (lambda: None)
+    meta: dict[str, Any] = {
+        "mode": "quick" if args.quick else "gpu",
+        "plan": dataclasses.asdict(plan),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "full_model_on_gpu": cuda and plan.preset == "full-1.7b",
+        "commit": sysinfo.commit(),
+        "versions": sysinfo.versions(),
+        "machine": sysinfo.machine(),
+    }
+    out.results["meta"] = meta
+
+    started = time.monotonic()
+    root = args.checkpoints or PROJECT_ROOT / ".cache" / "checkpoints" / plan.preset
+    if args.no_build:
+        checkpoint = root / FLAVOUR
+    else:
+        checkpoint = ensure_checkpoints(root, plan.preset, args.seed, flavours=[FLAVOUR], device=plan.device)[
+            FLAVOUR
+        ]
+    meta["checkpoint"] = str(checkpoint)
+    meta["checkpoint_s"] = time.monotonic() - started
+    logger.info("checkpoint %s ready in %.1f s", checkpoint, meta["checkpoint_s"])
+
+    parameters = {
+        "checkpoint_dir": str(checkpoint),
+        "device": plan.device,
+        "repetition_window": "0",  # lengths set by max_new_tokens and the texts, run after run
+        **({"cpu_threads": "1"} if not cuda else {}),
+        **dict(args.engine_param),
+    }
+    started = time.monotonic()
+    tts = load_model(EngineConfig.from_parameters(parameters), Capability.CUSTOM_VOICE)
+    meta["load_s"] = time.monotonic() - started
+    meta["dtype"] = str(next(tts.model.parameters()).dtype)
+    meta["attn_implementation"] = getattr(tts.model.config, "_attn_implementation", None)
+    meta["gpu"] = torch.cuda.get_device_name() if cuda else None
+    speech_tokenizer = tts.model.speech_tokenizer
+    frame_s = speech_tokenizer.get_decode_upsample_rate() / speech_tokenizer.get_output_sample_rate()
+    bench = Bench(tts, plan, parameters, frame_s, synchronize, seed=args.seed)
+    meta["engine_parameters"] = parameters
+    logger.info("model loaded in %.1f s (%s, %s)", meta["load_s"], meta["dtype"], meta["gpu"] or plan.device)
+
+    recorder = StepRecorder()
+    started = time.monotonic()
+    engine = bench.engine(recorder, plan.max_streams)
+    meta["engine_start_s"] = time.monotonic() - started
+    meta["engine_config"] = dataclasses.asdict(bench.engine_config(plan.max_streams))
+    out.write()
+
+    step_need = plan.batch_box_s + plan.reserve_s
+    out.section(
+        "batches",
+        lambda: _levels(
+            plan.batches, lambda b: measure_batch(bench, engine, recorder, b), budget, step_need, "batch {}"
+        ),
+        args.skip,
+        budget,
+        step_need,
+    )
+
+    def load() -> dict[str, Any]:
+        engine.start()
+        try:
+            return _levels(
+                plan.concurrency,
+                lambda c: run_load_level(bench, engine, recorder, c),
+                budget,
+                load_need,
+                "c={}",
+            )
+        finally:
+            engine.stop()
+
+    load_need = plan.window_s + plan.drain_s + 10.0 + plan.reserve_s
+    out.section("load", load, args.skip, budget, load_need)
+    engine = None  # the load engine is done with: its memory goes back before the next engine is built
+    _release_memory()
+
+    def baseline() -> dict[str, Any]:
+        bench.tts.generate_custom_voice(text="Hello.", speaker=SPEAKER, language=LANGUAGE, max_new_tokens=2)
+        return _levels(
+            plan.baseline_batches, lambda b: run_baseline(bench, b), budget, plan.reserve_s / 3, "baseline {}"
+        )
+
+    out.section("baseline", baseline, args.skip, budget, plan.reserve_s / 2)
+
+    # A second engine, driven step by step: timers go around its stages, and the sync check ends it.
+    second: dict[str, Any] = {}
+
+    def second_engine() -> Any:
+        if "engine" not in second:
+            second["recorder"] = StepRecorder()
+            second["engine"] = bench.engine(second["recorder"], max(*plan.breakdown_batches, plan.sync_batch))
+        return second["engine"]
+
+    timing = _Synchronizing(synchronize)
+
+    def stage_breakdown() -> dict[str, Any]:
+        engine = second_engine()
+        timers = StageTimers(synchronize=timing)
+        instrument(engine, timers)
+        return {"levels": run_breakdown(bench, engine, second["recorder"], timers)}
+
+    out.section("breakdown", stage_breakdown, args.skip, budget, 2 * plan.batch_box_s / 3)
+    timing.on = False
+    out.section(
+        "sync",
+        lambda: run_sync_check(bench, second_engine(), second["recorder"]),
+        args.skip,
+        budget,
+        plan.batch_box_s / 2,
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- report
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return path
+
+
+def _section_note(section: Mapping[str, Any]) -> list[str]:
+    if "skipped" in section:
+        return [f"Skipped: {section['skipped']}."]
+    if "error" in section:
+        return [f"Failed: {section['error']}."]
+    return [f"Level {k}: {v}." for k, v in section.get("missing", {}).items()]
+
+
+def _batches_table(section: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| B | ms per step | host ms p50 / p95 | audio-s/s | mean batch | steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for batch, level in section.get("levels", {}).items():
+        lines.append(
+            f"| {batch} | {_f(level['ms_per_step'], 1)} | {_f(level['host_ms_p50'], 1)} / "
+            f"{_f(level['host_ms_p95'], 1)} | {_f(level['audio_s_per_s'], 1)} | "
+            f"{_f(level['mean_batch'], 1)} | {level['steps']} |"
+        )
+    return lines
+
+
+def _load_table(section: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| c | streams ok / cut / failed | first audio p50 / p95 ms | RTF p50 / max | streams that underran "
+        "| audio-s/s | engine ms/step, mean batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for concurrency, level in section.get("levels", {}).items():
+        ttfa, rtf = level["ttfa_s"], level["rtf"]
+        lines.append(
+            f"| {concurrency} | {level['ok']} / {level['cut']} / {level['errors'] - level['cut']} | "
+            f"{_f(ttfa['p50'], 1, 1000)} / {_f(ttfa['p95'], 1, 1000)} | "
+            f"{_f(rtf['p50'])} / {_f(rtf['max'])} | "
+            f"{level['streams_with_underruns']} of {level['ok']} | {_f(level['audio_s_per_s'], 1)} | "
+            f"{_f(level['engine_ms_per_step'], 1)}, {_f(level['mean_batch'], 1)} |"
+        )
+    return lines
+
+
+def _baseline_table(section: Mapping[str, Any]) -> list[str]:
+    lines = ["| batch | seconds | audio s | audio-s/s | ms per frame | RTF |", "|---|---|---|---|---|---|"]
+    for batch, level in section.get("levels", {}).items():
+        lines.append(
+            f"| {batch} | {_f(level['elapsed_s'])} | {_f(level['audio_s'])} | {_f(level['audio_s_per_s'])} | "
+            f"{_f(level['ms_per_frame'], 1)} | {_f(level['rtf'])} |"
+        )
+    return lines
+
+
+def _breakdown_table(section: Mapping[str, Any]) -> list[str]:
+    runs = section.get("levels", {})
+    if not runs:
+        return []
+    batches = list(runs)
+    lines = [
+        "| stage | " + " | ".join(f"B={b} ms/step" for b in batches) + " |",
+        "|---|" + "---|" * len(batches),
+    ]
+    stages = list(next(iter(runs.values()))["stages"])
+    for stage in stages:
+        cells = [_f(runs[b]["stages"][stage]["ms_per_step"]) for b in batches]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines.append("| step (synchronised) | " + " | ".join(_f(runs[b]["ms_per_step"]) for b in batches) + " |")
+    return lines
+
+
+def _sync_lines(section: Mapping[str, Any]) -> list[str]:
+    status = section.get("status")
+    if status == "pass":
+        return [
+            f"PASS: {section['steps']} steady-state steps at B={section['batch']}, no host synchronisation."
+        ]
+    if status == "fail":
+        return [
+            f"FAIL at step {section['failed_at_step']} of {section['steps']} (B={section['batch']}): "
+            f"{section['error']}",
+            f"First offending operation: `{section['code']}` at {section['where']}.",
+        ]
+    if status == "skipped":
+        return [f"Skipped: {section['reason']}."]
+    return []
+
+
+def _target_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["| target | value | status |", "|---|---|---|"]
+    for row in rows:
+        value = row["value"]
+        if value is not None and "first audio" in row["target"]:
+            shown = f"{value * 1000:.1f} ms"
+        elif value is not None and "ms" in row["target"]:
+            shown = f"{value:.1f} ms"
+        else:
+            shown = _f(value, 1)
+        lines.append(f"| {row['target']} | {shown} | {row['status']} |")
+    return lines
+
+
+TITLES = {
+    "batches": ("Fixed batches (B streams together, steady-state steps)", _batches_table),
+    "load": ("Closed-loop load (c workers back to back; first audio = submit to first chunk)", _load_table),
+    "baseline": ("The package's own generate_custom_voice (non-streaming)", _baseline_table),
+    "breakdown": ("Stage times per step (synchronising timers, ms)", _breakdown_table),
+    "sync": ('Host synchronisation in a steady-state step (set_sync_debug_mode("error"))', _sync_lines),
+}
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    meta = results.get("meta", {})
+    lines = [
+        "# Engine benchmark, in-process",
+        "",
+        f"{meta.get('gpu') or meta.get('plan', {}).get('device')}, {meta.get('plan', {}).get('preset')} "
+        f"{FLAVOUR} ({meta.get('dtype')}, {meta.get('attn_implementation')}), commit {meta.get('commit')}, "
+        f"{meta.get('started')}. Checkpoint ready in {_f(meta.get('checkpoint_s'), 1)} s, model loaded in "
+        f"{_f(meta.get('load_s'), 1)} s, engine built in {_f(meta.get('engine_start_s'), 1)} s.",
+    ]
+    for name, (title, table) in TITLES.items():
+        if name not in results:
+            continue
+        section = results[name]
+        lines += ["", f"## {title}", "", *table(section), *_section_note(section)]
+    if results.get("targets"):
+        lines += ["", "## Targets (issue 15)", "", *_target_lines(results["targets"])]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: use NAME=VALUE (an EngineConfig field)")
+    return key.strip(), value.strip()
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Plan, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_engine", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny checkpoints on the CPU, small levels")
+    parser.add_argument("--out", type=Path, help="results folder (default bench-results/engine-<time>/)")
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        help="folder of checkpoint flavours (default .cache/checkpoints/<preset>), built unless complete",
+    )
+    parser.add_argument("--no-build", action="store_true", help="use CHECKPOINTS/custom_voice as it is")
+    parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="sections not to run")
+    parser.add_argument("--seed", type=int, default=0, help="stream i samples with seed + i")
+    parser.add_argument(
+        "--engine-param",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an EngineConfig field for the engine (repeatable), e.g. code_predictor=static",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks of failures")
+    for plan_field in dataclasses.fields(Plan):
+        default = getattr(GPU, plan_field.name)
+        flag = "--" + plan_field.name.replace("_", "-")
+        if isinstance(default, tuple):
+            parser.add_argument(flag, type=int, nargs="+", help=f"GPU default: {' '.join(map(str, default))}")
+        else:
+            parser.add_argument(flag, type=type(default), help=f"GPU default: {default}")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else GPU
+    overrides = {
+        f.name: tuple(value) if isinstance(value, list) else value
+        for f in dataclasses.fields(Plan)
+        if (value := getattr(args, f.name)) is not None
+    }
+    plan = dataclasses.replace(plan, **overrides)
+    problems = [
+        f"{name} must be positive"
+        for name in ("batches", "concurrency", "baseline_batches")
+        if any(size < 1 for size in getattr(plan, name))
+    ]
+    problems += [
+        f"{name} must be >= 1"
+        for name in ("batch_steps", "frames", "sync_batch", "sync_steps")
+        if getattr(plan, name) < 1
+    ]
+    if problems:
+        parser.error("; ".join(problems))
+    args.out = args.out or PROJECT_ROOT / "bench-results" / time.strftime("engine-%Y%m%d-%H%M%S")
+    return plan, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    plan, args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        out = run(plan, args)
+    except (OSError, ValueError) as error:  # a bad checkpoint folder, device or engine parameter
+        logger.error("%s", error)
+        return 2
+    print(markdown(out.results))
+    print(f"\nResults: {args.out / 'results.json'} and results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The in-process engine benchmark (benchmarks.gpu_engine): its tiny CPU mode end to end with the real engine
+on the tiny checkpoints, and the pieces whose arithmetic decides a target (underruns, the sync check)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from benchmarks import gpu_engine, targets
+from benchmarks.stats import summarize_level
+
+
+def _chunk(seconds: float, *, last: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(
+        audio=np.zeros(int(seconds * 24000), dtype=np.float32),
+        sample_rate=24000,
+        is_last=last,
+        finish_reason="stop" if last else "",
+    )
+
+
+def _stream(timeline: list[tuple[float, float]], submitted: float = 100.0) -> gpu_engine.TimelineSink:
+    """A sink fed ``(arrival after submit, seconds of audio)`` chunks, the last one ending the stream."""
+    sink = gpu_engine.TimelineSink()
+    sink.submitted_at = submitted
+    for number, (arrival, seconds) in enumerate(timeline):
+        sink.send(_chunk(seconds, last=number == len(timeline) - 1))
+        sink.arrivals[-1] = submitted + arrival  # the clock of the timeline, not of the test
+    return sink
+
+
+def test_a_listener_who_starts_at_the_first_chunk_underruns_only_when_a_chunk_comes_late():
+    # First chunk after 50 ms plays 80 ms; the next must arrive by 130 ms, and so on.
+    in_time = _stream([(0.05, 0.08), (0.12, 0.08), (0.20, 0.16), (0.35, 0.32), (0.40, 0.0)])
+    late = _stream([(0.05, 0.08), (0.12, 0.08), (0.30, 0.16), (0.35, 0.32), (0.40, 0.0)])  # due at 0.21
+    records = [sink.record(2, i, level_started=99.0) for i, sink in enumerate((in_time, late))]
+    assert [r.playback.underruns for r in records] == [0, 1]
+    assert records[1].playback.stall_s == pytest.approx(0.30 - 0.21)
+    assert records[0].ttfa_s == pytest.approx(0.05) and records[0].total_s == pytest.approx(0.40)
+    assert records[0].start_s == pytest.approx(1.0) and records[0].audio_s == pytest.approx(0.64)
+    summary = summarize_level(records, wall_s=1.0)
+    assert (summary["streams_with_underruns"], summary["ok"], summary["errors"]) == (1, 2, 0)
+    assert summary["rtf"]["p50"] == pytest.approx(0.40 / 0.64)
+
+
+def test_cut_and_failed_streams_are_errors_and_keep_no_latency():
+    cut = _stream([(0.05, 0.08)])
+    cut.ended = False
+    cut.cut = True
+    failed = gpu_engine.TimelineSink()
+    failed.submitted_at = 100.0
+    failed.fail(RuntimeError("prefill failed"))
+    records = [cut.record(1, 0, 100.0), failed.record(1, 1, 100.0)]
+    assert records[0].error.startswith("cut:") and records[0].total_s is None
+    assert records[1].error == "prefill failed" and records[1].ttfa_s is None
+    assert summarize_level(records, wall_s=1.0)["errors"] == 2
+
+
+def _trips_on_a_sync() -> None:
+    raise RuntimeError("called a synchronizing CUDA operation")
+
+
+def test_the_sync_check_reports_pass_or_the_first_offending_call_and_always_restores_the_mode():
+    modes: list[str | int] = []
+    steps: list[int] = []
+    passed = gpu_engine.check_host_syncs(lambda: steps.append(1), 3, modes.append)
+    assert passed == {"status": "pass", "steps": 3} and len(steps) == 3 and modes == ["error", 0]
+
+    calls = iter([None, None])
+
+    def step() -> None:
+        if next(calls, "sync") == "sync":
+            _trips_on_a_sync()
+
+    modes.clear()
+    failed = gpu_engine.check_host_syncs(step, 5, modes.append)
+    assert modes == ["error", 0]
+    assert failed["status"] == "fail" and failed["failed_at_step"] == 2
+    assert failed["error"] == "called a synchronizing CUDA operation"
+    assert (
+        failed["where"].startswith("tests/bench/test_gpu_engine.py:")
+        and "_trips_on_a_sync" in failed["where"]
+    )
+    assert failed["code"] == 'raise RuntimeError("called a synchronizing CUDA operation")'
+
+
+def test_engine_targets_pass_or_fail_only_on_a_gpu_run_of_the_full_model():
+    batches = {1: {"ms_per_step": 7.5}, 64: {"ms_per_step": 12.5}, 128: {"ms_per_step": 15.0}}
+    load = {
+        c: {"ttfa_s": {"p50": 0.02, "p95": 0.07}, "audio_s_per_s": 5.0 * c, "streams_with_underruns": 0}
+        for c in (1, 8, 16, 32, 64)
+    }
+    load[8]["streams_with_underruns"] = 1
+    rows = {r["target"]: r for r in targets.evaluate_engine({"batches": batches, "load": load}, True)}
+    assert rows["frame step <= 8 ms at batch 1"]["status"] == "PASS"
+    assert rows["frame step <= 12 ms at batch 64"]["status"] == "FAIL"
+    assert rows["frame step <= 16 ms at batch 128"]["status"] == "PASS"
+    assert rows["first audio p95 <= 80 ms at c=64"]["status"] == "PASS"
+    assert rows[">= 400 audio-s/s at c=64"]["status"] == "FAIL"  # 5 * 64 = 320
+    assert rows[">= 600 audio-s/s at c=128"]["status"] == targets.NOT_RUN
+    underruns = rows["no stream underruns at c <= 64"]
+    assert (underruns["value"], underruns["status"]) == (1, "FAIL")  # the worst level up to 64 counts
+    assert {r["status"] for r in targets.evaluate_engine({"batches": batches}, False)} == {
+        targets.NOT_MEASURED
+    }
+
+
+def test_tiny_cpu_run_end_to_end_writes_every_section_with_sane_figures(
+    tiny_checkpoints: Path, tmp_path: Path
+):
+    out = tmp_path / "out"
+    argv = ["--quick", "--out", str(out), "--checkpoints", str(tiny_checkpoints), "--no-build"]
+    argv += ["--batches", "1", "2", "--concurrency", "1", "2", "--window-s", "1"]
+    assert gpu_engine.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    markdown = (out / "results.md").read_text()
+    for section in gpu_engine.SECTIONS:
+        assert "error" not in results[section] and "skipped" not in results[section], section
+        assert results[section].get("missing", {}) == {}, section
+
+    batches = results["batches"]["levels"]
+    assert set(batches) == {"1", "2"}
+    for batch, level in batches.items():
+        assert level["steps"] == 4 and level["mean_batch"] == pytest.approx(int(batch))
+        assert level["ms_per_step"] > 0 and level["audio_s_per_s"] > 0
+        assert 0 < level["host_ms_p50"] <= level["host_ms_p95"]
+        # B frames of 80 ms in each step:
+        assert level["audio_s_per_s"] == pytest.approx(int(batch) * 0.08 * 1000 / level["ms_per_step"])
+
+    load = results["load"]["levels"]
+    assert set(load) == {"1", "2"}
+    for concurrency, level in load.items():
+        assert level["errors"] == 0 and level["cut"] == 0 and level["ok"] >= int(concurrency)
+        assert 0 < level["ttfa_s"]["p50"] <= level["ttfa_s"]["p95"] <= level["ttfa_s"]["p99"]
+        assert level["rtf"]["p50"] > 0 and level["audio_s_per_s"] > 0
+        assert 0 <= level["streams_with_underruns"] <= level["ok"]
+        assert level["finish_reasons"] == {"length": level["ok"]}  # 8 frames each, as asked
+        assert level["audio_s"] == pytest.approx(level["ok"] * 8 * 0.08)
+        assert level["engine_steps"] > 0 and 0 < level["mean_batch"] <= int(concurrency)
+
+    baseline = results["baseline"]["levels"]["1"]
+    assert baseline["elapsed_s"] > 0 and 0 < baseline["audio_s"] <= 4 * 0.08 + 1e-9
+
+    stages = results["breakdown"]["levels"]
+    assert set(stages) == {"1", "2"}
+    for run in stages.values():
+        assert run["steps"] == 3 and run["ms_per_step"] > 0
+        assert {"talker", "code_predictor", "decoder", "sampling", "python"} <= set(run["stages"])
+        assert sum(stage["share"] for stage in run["stages"].values()) == pytest.approx(1.0)
+
+    assert results["sync"]["status"] == "skipped"  # a CUDA-only check
+    assert {r["status"] for r in results["targets"]} == {targets.NOT_MEASURED}
+    assert results["meta"]["plan"]["preset"] == "tiny" and results["meta"]["load_s"] > 0
+    for title in (
+        "## Fixed batches",
+        "## Closed-loop load",
+        "## The package's own",
+        "## Stage times",
+        "## Targets",
+    ):
+        assert title in markdown
+
+
+def test_sections_are_skipped_by_flag_and_bad_levels_are_refused(tiny_checkpoints: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    argv = ["--quick", "--out", str(out), "--checkpoints", str(tiny_checkpoints), "--no-build"]
+    assert gpu_engine.main([*argv, "--skip", *gpu_engine.SECTIONS]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert all(results[s]["skipped"] == "skipped by --skip" for s in gpu_engine.SECTIONS)
+    with pytest.raises(SystemExit):
+        gpu_engine.parse_args(["--quick", "--batches", "0"])
+    with pytest.raises(SystemExit):
+        gpu_engine.parse_args(["--skip", "everything"])
