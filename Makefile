@@ -64,8 +64,4 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup checkpoints
-	@if [ -f benchmarks/run.py ] || [ -f benchmarks/run/__main__.py ]; then \
-	  $(BIN)/python -m benchmarks.run; \
-	else \
-	  echo "no benchmarks yet (benchmarks/run.py)"; \
-	fi
+	$(BIN)/python -m benchmarks.run
