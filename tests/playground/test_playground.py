@@ -71,6 +71,68 @@ def test_page_loads_lists_voices_and_keeps_the_key(browser: Any, playground_url:
     assert script_errors(browser) == []
 
 
+def _options(driver: Any, select_id: str) -> list[str]:
+    return driver.execute_script(
+        "return [...document.getElementById(arguments[0]).options].map(o => o.textContent);", select_id
+    )
+
+
+def _banner(driver: Any) -> str | None:
+    return visible_error("global")(driver)
+
+
+def test_without_a_key_the_lists_say_why_and_every_401_shows_the_banner(
+    browser: Any, playground_url: str, screenshot_dir: Path
+) -> None:
+    browser.get(playground_url + "/")
+    browser.execute_script("localStorage.clear();")
+    browser.refresh()
+    # No key: the empty lists say what to do, and the banner names the gateway's 401.
+    wait(
+        browser,
+        lambda d: _options(d, "voice") == ["Enter your API key to load voices"],
+        message="no hint in the voice list",
+    )
+    assert _options(browser, "language") == ["Enter your API key to load languages"]
+    assert _options(browser, "design-language") == ["Enter your API key to load languages"]
+    assert element(browser, "voice-list").text == "Enter your API key to load your voices."
+    banner = wait(browser, _banner, message="no 401 banner without a key")
+    assert "401" in banner and "missing API key" in banner and "enter it at the top" in banner
+    print(f"screenshot: {full_page_screenshot(browser, screenshot_dir / 'playground-no-key.png')}")
+    # Speak has no voice to speak with: it says why instead of sending a request.
+    requests = stats(browser)["requests"]
+    element(browser, "speak").click()
+    assert "Enter your API key" in wait(browser, visible_error("speak"))
+    assert stats(browser)["requests"] == requests
+
+    # A wrong key: the lists and the banner say the key is refused.
+    set_value(browser, "api-key", "wrong-key")
+    wait(browser, lambda d: "invalid API key" in (_banner(d) or ""), message="no banner for a wrong key")
+    assert _options(browser, "voice") == ["Enter a valid API key to load voices"]
+
+    # Every request answered 401 brings the banner back, whichever part of the page sent it.
+    for action, transport in (("design", None), ("speak", "ws"), ("speak", "ndjson")):
+        set_value(browser, "api-key", API_KEY)  # the lists load and the banner goes
+        wait(browser, lambda d: premium_voices(d) == SPEAKERS, message="voices not listed with the key")
+        assert _banner(browser) is None
+        if transport:
+            set_value(browser, "transport", transport)
+        # A key typed but not yet committed (no change event): the request itself gets the 401.
+        browser.execute_script("document.getElementById('api-key').value = 'wrong-key';")
+        browser.execute_script("arguments[0].click();", element(browser, action))
+        banner = wait(browser, _banner, message=f"no 401 banner after {action} ({transport})")
+        assert "Error 401" in banner and "invalid API key" in banner and "enter it at the top" in banner
+        assert "401" in wait(browser, visible_error(action))
+
+    set_value(browser, "api-key", API_KEY)
+    wait(browser, lambda d: premium_voices(d) == SPEAKERS, message="voices not listed after the 401s")
+    assert "english" in browser.execute_script(
+        "return [...document.querySelectorAll('#language option')].map(o => o.value);"
+    )
+    assert _banner(browser) is None
+    assert script_errors(browser) == []
+
+
 @pytest.mark.parametrize("transport", ["ws", "ndjson"])
 def test_streamed_speech_reaches_the_audio_context(page: Any, transport: str, screenshot_dir: Path) -> None:
     set_value(page, "voice", "ryan")

@@ -56,9 +56,16 @@ async function errorOf(response) {
   );
 }
 
+// A 401 for the key in the field now shows the banner at the top, whichever request got it (an answer for a
+// key the user has since changed is old news and shows nothing there).
+function reportUnauthorized(err, key) {
+  if (err.status === 401 && key === apiKey()) showError("global", err);
+}
+
 async function api(path, { json, ...options } = {}) {
   const headers = { ...(options.headers ?? {}) };
-  if (apiKey()) headers.Authorization = `Bearer ${apiKey()}`;
+  const key = apiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(json);
@@ -70,7 +77,11 @@ async function api(path, { json, ...options } = {}) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, "cannot reach the gateway (is it running?)");
   }
-  if (!response.ok) throw await errorOf(response);
+  if (!response.ok) {
+    const err = await errorOf(response);
+    reportUnauthorized(err, key);
+    throw err;
+  }
   return response;
 }
 
@@ -301,7 +312,8 @@ function streamWebSocket(request, player, onChunk, cancelRef) {
   const url = new URL("/ws/synthesize", window.location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   // Browsers cannot set headers on a WebSocket; the gateway accepts the key as a query parameter.
-  if (apiKey()) url.searchParams.set("api_key", apiKey());
+  const key = apiKey();
+  if (key) url.searchParams.set("api_key", key);
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
@@ -324,7 +336,9 @@ function streamWebSocket(request, player, onChunk, cancelRef) {
         resolve({ finish_reason: message.finish_reason, chunks });
         ws.close();
       } else if (message.type === "error") {
-        reject(new ApiError(message.status, message.message, message.errors));
+        const err = new ApiError(message.status, message.message, message.errors);
+        reportUnauthorized(err, key);
+        reject(err);
         ws.close();
       }
     };
@@ -396,7 +410,11 @@ function option(value, label) {
   return el;
 }
 
+// Counts catalog loads: a key typed while one is under way starts another, and only the last one counts.
+let catalogLoads = 0;
+
 async function loadCatalog() {
+  const load = ++catalogLoads;
   showError("global", null);
   try {
     const [speakers, languages, voices] = await Promise.all([
@@ -404,11 +422,41 @@ async function loadCatalog() {
       api("/languages").then((r) => r.json()),
       api("/voices").then((r) => r.json()),
     ]);
+    if (load !== catalogLoads) return;
     fillLanguages(languages.languages);
     fillVoices(speakers.speakers, voices.voices);
   } catch (err) {
-    showError("global", err);
+    if (load !== catalogLoads) return;
+    if (err.status !== 401) showError("global", err); // a 401 is on the banner already
+    showCatalogHint(err);
   }
+}
+
+// Empty lists say why they are empty, and what to do about it.
+function catalogHint(err, what) {
+  if (err.status !== 401) return `${what} could not be loaded (see the message at the top)`;
+  const whose = apiKey() ? "a valid" : "your";
+  return `Enter ${whose} API key to load ${what.toLowerCase()}`;
+}
+
+function placeholder(text) {
+  const el = option("", text);
+  el.disabled = true;
+  el.selected = true;
+  return el;
+}
+
+function showCatalogHint(err) {
+  $("voice").replaceChildren(placeholder(catalogHint(err, "Voices")));
+  for (const id of ["language", "design-language"]) {
+    $(id).replaceChildren(placeholder(catalogHint(err, "Languages")));
+  }
+  speakerInfo.clear();
+  $("voice-description").textContent = "";
+  const item = document.createElement("li");
+  item.className = "hint";
+  item.textContent = `${catalogHint(err, "Your voices")}.`;
+  $("voice-list").replaceChildren(item);
 }
 
 function fillLanguages(languages) {
@@ -539,6 +587,12 @@ async function speak(event) {
     setStatus("speak", "error", "Nothing to say.");
     showError("speak", new ApiError(0, "Type some text to speak."));
     $("text").focus();
+    return;
+  }
+  if (!$("voice").value) {
+    setStatus("speak", "error", "No voice.");
+    const why = $("voice").selectedOptions[0]?.textContent || "Choose a voice first.";
+    showError("speak", new ApiError(0, why));
     return;
   }
   const request = { text, voice: $("voice").value, language: $("language").value, ...sampling() };
