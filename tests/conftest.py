@@ -64,6 +64,16 @@ output [ {{ name: "sequence", data_type: TYPE_INT32, dims: [ 1 ] }} ]
 
 WritePythonModel = Callable[..., Path]
 
+# A test that needs a real tritonserver (directly or through a fixture that starts one) is end-to-end,
+# whatever its file says: `make test-fast` (-m "not e2e") then never starts a server.
+_SERVER_FIXTURES = frozenset({"triton_server"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture
 def write_python_model() -> WritePythonModel:
