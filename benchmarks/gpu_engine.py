@@ -57,25 +57,25 @@ SPEAKER, LANGUAGE = "ryan", "english"
 
 @dataclass(frozen=True)
 class Plan:
-    """Sizes and time boxes of one run; every field has a command-line flag of the same name."""
+    """Sizes and time boxes of one run; every field has a command-line flag of the same name (PLAN_HELP)."""
 
     preset: str
     device: str
     batches: tuple[int, ...]
     concurrency: tuple[int, ...]
-    warmup_steps: int  # steps after admission before timing (first chunks, graph capture, allocator)
-    batch_steps: int  # steps timed per batch size
-    batch_box_s: float  # time box of one batch size, warm-up included
-    frames: int  # frames per stream at most in the load levels (64 frames: 5.1 s of audio)
-    window_s: float  # one load level submits for this long...
-    drain_s: float  # ...then its streams in flight get this long to end; the rest are cut
-    reserve_s: float  # batch sizes and load levels leave this much of the budget to the sections after them
+    warmup_steps: int
+    batch_steps: int
+    batch_box_s: float
+    frames: int
+    window_s: float
+    drain_s: float
+    reserve_s: float
     baseline_batches: tuple[int, ...]
     baseline_frames: int
     breakdown_steps: int
     sync_batch: int
     sync_steps: int
-    budget_s: float  # the whole run, loading included
+    budget_s: float
 
     @property
     def breakdown_batches(self) -> tuple[int, ...]:
@@ -90,6 +90,26 @@ class Plan:
     def max_streams(self) -> int:
         return max(*self.batches, *self.concurrency, self.sync_batch)
 
+
+PLAN_HELP = {
+    "preset": "random-weight checkpoints to build (tiny, full-1.7b, full-0.6b)",
+    "device": "cpu, cuda or cuda:N: where the checkpoint is built and the engine runs",
+    "batches": "fixed batch sizes B",
+    "concurrency": "closed-loop load levels c",
+    "warmup_steps": "steps after admission before timing (first chunks, graph capture, allocator)",
+    "batch_steps": "steady-state steps timed per batch size",
+    "batch_box_s": "time box of one batch size (and of one breakdown batch), warm-up included",
+    "frames": "frames per stream at most in the load levels (64 frames: 5.1 s of audio)",
+    "window_s": "seconds each load level keeps submitting",
+    "drain_s": "then its streams in flight get this long to end; the rest are cut (and counted)",
+    "reserve_s": "batch sizes and load levels leave this much of the budget to the sections after them",
+    "baseline_batches": "batch sizes of the package's generate_custom_voice",
+    "baseline_frames": "its max_new_tokens",
+    "breakdown_steps": "steps timed per breakdown batch (B = the smallest and largest of --batches)",
+    "sync_batch": "streams running during the sync check",
+    "sync_steps": "steady-state steps under set_sync_debug_mode('error')",
+    "budget_s": "the whole run from the checkpoint on: levels and sections that would not fit are skipped",
+}
 
 # Sized for the current engine (~100 ms per step on an H100) to finish in about 5 minutes and within the
 # 450 s budget; a fast engine finishes sooner.
@@ -500,6 +520,13 @@ def run_sync_check(bench: Bench, engine: Any, recorder: StepRecorder) -> dict[st
 
 
 # ---------------------------------------------------------------------------------------------- run
+def default_checkpoints(plan: Plan) -> Path:
+    """``.cache/checkpoints/<preset>`` for CPU builds (what ``make checkpoints`` and the tests use), with a
+    ``-cuda`` suffix for GPU builds: their weights differ, and neither should replace the other."""
+    suffix = "" if plan.device == "cpu" else "-" + plan.device.split(":")[0]
+    return PROJECT_ROOT / ".cache" / "checkpoints" / f"{plan.preset}{suffix}"
+
+
 @dataclass
 class Run:
     """The results as they grow, written after every section."""
@@ -617,7 +644,7 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
     out.results["meta"] = meta
 
     started = time.monotonic()
-    root = args.checkpoints or PROJECT_ROOT / ".cache" / "checkpoints" / plan.preset
+    root = args.checkpoints or default_checkpoints(plan)
     if args.no_build:
         checkpoint = root / FLAVOUR
     else:
@@ -876,7 +903,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, argparse.Namespace]:
     parser.add_argument(
         "--checkpoints",
         type=Path,
-        help="folder of checkpoint flavours (default .cache/checkpoints/<preset>), built unless complete",
+        help="folder of checkpoint flavours, built there unless complete "
+        "(default .cache/checkpoints/<preset>, <preset>-cuda for a GPU build)",
     )
     parser.add_argument("--no-build", action="store_true", help="use CHECKPOINTS/custom_voice as it is")
     parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="sections not to run")
@@ -893,10 +921,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, argparse.Namespace]:
     for plan_field in dataclasses.fields(Plan):
         default = getattr(GPU, plan_field.name)
         flag = "--" + plan_field.name.replace("_", "-")
+        quick = getattr(QUICK, plan_field.name)
         if isinstance(default, tuple):
-            parser.add_argument(flag, type=int, nargs="+", help=f"GPU default: {' '.join(map(str, default))}")
+            shown = f"{' '.join(map(str, default))}; --quick: {' '.join(map(str, quick))}"
+            parser.add_argument(flag, type=int, nargs="+", help=f"{PLAN_HELP[plan_field.name]} ({shown})")
         else:
-            parser.add_argument(flag, type=type(default), help=f"GPU default: {default}")
+            shown = f"{default}; --quick: {quick}"
+            parser.add_argument(flag, type=type(default), help=f"{PLAN_HELP[plan_field.name]} ({shown})")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else GPU
     overrides = {
