@@ -163,18 +163,15 @@ class Budget:
         return self.end - time.monotonic()
 
 
-class OutOfTimeError(Exception):
-    """A section or level did not start: too little of the budget was left."""
-
-
 # --------------------------------------------------------------------------------------------- streams
 class TimelineSink:
     """A stream's sink that keeps when each chunk arrived and how long it plays (no audio)."""
 
     def __init__(self, on_end: Callable[[], None] | None = None) -> None:
         self.submitted_at: float | None = None
-        self.arrivals: list[float] = []  # time.monotonic()
-        self.durations: list[float] = []  # seconds of audio
+        # (time.monotonic() of arrival, seconds of audio) per chunk: one append per chunk, so a reader on
+        # another thread never sees half a chunk.
+        self.timeline: list[tuple[float, float]] = []
         self.finish_reason = ""
         self.error: str | None = None
         self.cancelled = False
@@ -183,8 +180,7 @@ class TimelineSink:
         self._on_end = on_end
 
     def send(self, chunk: Any) -> None:
-        self.arrivals.append(time.monotonic())
-        self.durations.append(chunk.audio.size / chunk.sample_rate)
+        self.timeline.append((time.monotonic(), chunk.audio.size / chunk.sample_rate))
         if chunk.is_last:
             self.finish_reason = chunk.finish_reason
             self._end()
@@ -202,15 +198,13 @@ class TimelineSink:
             if self._on_end is not None:
                 self._on_end()
 
-    @property
-    def audio_s(self) -> float:
-        return sum(self.durations)
-
     def record(self, concurrency: int, index: int, level_started: float) -> RequestRecord:
         """The stream as the load tool's records have it: times from submitting it."""
         submitted = self.submitted_at if self.submitted_at is not None else level_started
-        arrivals = [t - submitted for t in self.arrivals]
-        audible = [t for t, d in zip(arrivals, self.durations, strict=True) if d > 0]
+        timeline = list(self.timeline)
+        arrivals = [t - submitted for t, _ in timeline]
+        durations = [d for _, d in timeline]
+        audible = [t for t, d in zip(arrivals, durations, strict=True) if d > 0]
         error = self.error
         if self.cut:
             error = "cut: still speaking when the level's time box ended"
@@ -223,12 +217,12 @@ class TimelineSink:
             start_s=submitted - level_started,
             ttfa_s=audible[0] if audible else None,
             total_s=arrivals[-1] if arrivals and error is None else None,
-            audio_s=self.audio_s,
+            audio_s=sum(durations),
             chunks=len(arrivals),
             finish_reason=self.finish_reason,
             error=error,
             arrivals_s=arrivals,
-            durations_s=list(self.durations),
+            durations_s=durations,
         )
 
 
@@ -302,14 +296,19 @@ def _settle(engine: Any, sinks: Sequence[TimelineSink]) -> None:
     engine.run_until_idle()
 
 
-def _warm_up(engine: Any, recorder: StepRecorder, batch: int, steps: int, box_end: float) -> None:
-    """Step until all ``batch`` streams run, then ``steps`` more; raise when the box ends first."""
-    warm = 0
+def _warm_up(
+    engine: Any, recorder: StepRecorder, sinks: Sequence[TimelineSink], steps: int, box_end: float
+) -> None:
+    """Step until all streams of ``sinks`` run, then ``steps`` more; raise when one fails or the box ends."""
+    recorder.active, warm = 0, 0
     while warm < steps:
+        failed = [sink.error for sink in sinks if sink.error]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(sinks)} streams failed: {failed[0]}")
         if time.monotonic() > box_end:
             raise TimeoutError(f"warm-up did not finish in the time box (running batch {recorder.active})")
         engine.step()
-        if recorder.active >= batch:
+        if recorder.active >= len(sinks):
             warm += 1
 
 
@@ -322,7 +321,7 @@ def measure_batch(bench: Bench, engine: Any, recorder: StepRecorder, batch: int)
     sinks = [TimelineSink() for _ in range(batch)]
     engine.submit(bench.streams(engine, sinks, plan.batch_frames))
     try:
-        _warm_up(engine, recorder, batch, plan.warmup_steps, box_end)
+        _warm_up(engine, recorder, sinks, plan.warmup_steps, box_end)
         host: list[float] = []
         bench.synchronize()
         frames_before, started = engine.stats.frames, time.perf_counter()
@@ -389,10 +388,15 @@ def run_load_level(bench: Bench, engine: Any, recorder: StepRecorder, concurrenc
     cancel_end = time.monotonic() + 10.0
     while any(not s.ended for s in cut) and time.monotonic() < cancel_end:
         time.sleep(0.005)
-    last_end = max((s.arrivals[-1] for s in sinks if s.arrivals), default=started)
     records = [sink.record(concurrency, i, started) for i, sink in enumerate(sinks)]
-    summary = summarize_level(records, wall_s=max(last_end - started, plan.window_s))
-    in_window = sum(d for s in sinks for t, d in zip(s.arrivals, s.durations, strict=True) if t <= window_end)
+    last_end = max((r.start_s + r.arrivals_s[-1] for r in records if r.arrivals_s), default=0.0)
+    summary = summarize_level(records, wall_s=max(last_end, plan.window_s))
+    in_window = sum(
+        d
+        for r in records
+        for t, d in zip(r.arrivals_s, r.durations_s, strict=True)
+        if r.start_s + t <= plan.window_s
+    )
     return {
         **summary,
         "concurrency": concurrency,
@@ -456,7 +460,7 @@ def run_breakdown(bench: Bench, engine: Any, recorder: StepRecorder, timers: Sta
         sinks = [TimelineSink() for _ in range(batch)]
         engine.submit(bench.streams(engine, sinks, plan.warmup_steps + plan.breakdown_steps + 8))
         try:
-            _warm_up(engine, recorder, batch, plan.warmup_steps, box_end)
+            _warm_up(engine, recorder, sinks, plan.warmup_steps, box_end)
             timers.totals.clear()
             timers.calls.clear()
             started, steps = time.perf_counter(), 0
@@ -510,7 +514,7 @@ def run_sync_check(bench: Bench, engine: Any, recorder: StepRecorder) -> dict[st
     box_end = time.monotonic() + plan.batch_box_s
     sinks = [TimelineSink() for _ in range(plan.sync_batch)]
     engine.submit(bench.streams(engine, sinks, plan.warmup_steps + plan.sync_steps + 8))
-    _warm_up(engine, recorder, plan.sync_batch, plan.warmup_steps, box_end)
+    _warm_up(engine, recorder, sinks, plan.warmup_steps, box_end)
     bench.synchronize()
     # Last use of this engine: an error raised inside a step may leave it half-stepped.
     return {

@@ -29,7 +29,10 @@ def _stream(timeline: list[tuple[float, float]], submitted: float = 100.0) -> gp
     sink.submitted_at = submitted
     for number, (arrival, seconds) in enumerate(timeline):
         sink.send(_chunk(seconds, last=number == len(timeline) - 1))
-        sink.arrivals[-1] = submitted + arrival  # the clock of the timeline, not of the test
+        sink.timeline[-1] = (
+            submitted + arrival,
+            sink.timeline[-1][1],
+        )  # the timeline's clock, not the test's
     return sink
 
 
