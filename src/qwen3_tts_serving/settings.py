@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +116,28 @@ class Settings(BaseSettings):
     )
     cuda_graph_batch_sizes: str = Field(
         "1,2,4,8,16,32,64",
-        description="Batch-size buckets the code predictor is captured for (max_active_streams is added).",
+        description="Batch-size buckets the frame step is shaped (and on a GPU captured) for "
+        "(max_active_streams is added).",
+    )
+    cuda_graphs: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="The whole frame step as one CUDA graph per batch and key-length bucket, captured at "
+        "start-up; auto: on a GPU, falling back to eager with one log line if capture fails.",
+    )
+    slot_max_length: int = Field(
+        2048,
+        description="Talker tokens one stream's key/value slot holds (prompt + frames), allocated at start-up "
+        "for max_active_streams slots (the log states the bytes); a full slot ends its stream (length).",
+    )
+    attention_length_buckets: str = Field(
+        "128,256,512,1024",
+        description="Key lengths the frame step's attention is shaped for (slot_max_length is added); a "
+        "step attends over the smallest that holds its longest stream.",
+    )
+    prefill_tokens_per_step: int = Field(
+        2048,
+        description="Newcomers' prefill per engine step (rows x longest prompt; at least one stream), so a "
+        "burst of long prompts does not stall the streams already speaking.",
     )
     max_new_tokens: int = Field(2048, description="Upper bound on frames per request.")
     frames_per_char: float = Field(
@@ -150,6 +171,16 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="Bearer keys; empty disables auth.")
     cors_origins: list[str] = Field(default_factory=list)
     voice_db_path: Path | None = Field(None, description="SQLite voice library; unset: cache_dir/voices.db.")
+    voice_db_url: SecretStr | None = Field(
+        None,
+        description="Voice library on a shared database, e.g. postgresql://user:password@host:5432/db, so "
+        "every gateway replica sees the same voices; unset: the SQLite file voice_db_path.",
+    )
+    voice_db_pool_size: int = Field(
+        5,
+        ge=1,
+        description="Connections each gateway keeps open to voice_db_url (as many more on bursts).",
+    )
     request_timeout_s: float = 120.0
     retry_after_s: int = 2
     gateway_triton_url: str | None = Field(

@@ -55,3 +55,19 @@ def test_chunks_start_small_twice_then_double_up_to_the_cap(tmp_path: Path):
     assert sizes(first_chunk_frames=2) == [2, 2, 4, 4, 4, 4]
     assert sizes(first_chunk_frames=1, chunk_frames=8) == [1, 1, 2, 4, 8, 8]
     assert sizes(first_chunk_frames=6, chunk_frames=4) == [4, 4, 4, 4, 4, 4]  # the cap wins
+
+
+def test_frame_step_settings_are_checked_and_the_slot_length_is_the_last_key_bucket(tmp_path: Path):
+    base = {"checkpoint_dir": str(tmp_path)}
+    with pytest.raises(ValueError, match="cuda_graphs 'always'; valid: auto, on, off"):
+        EngineConfig.from_parameters({**base, "cuda_graphs": "always"})
+    with pytest.raises(ValueError, match="attention_length_buckets '128,x'"):
+        EngineConfig.from_parameters({**base, "attention_length_buckets": "128,x"})
+    with pytest.raises(ValueError, match="prefill_tokens_per_step must be >= 1"):
+        EngineConfig.from_parameters({**base, "prefill_tokens_per_step": "0"})
+    with pytest.raises(ValueError, match="slot_max_length must be >= 2"):
+        EngineConfig.from_parameters({**base, "slot_max_length": "1"})
+    config = EngineConfig.from_parameters(
+        {**base, "attention_length_buckets": "512, 64,4096", "slot_max_length": "1000"}
+    )
+    assert config.length_buckets == [64, 512, 1000]

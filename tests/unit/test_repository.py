@@ -41,7 +41,8 @@ ENGINE_PARAMETERS = {
     "decoder_left_context_frames", "decoder_mode", "primed_decoder_cache_size", "code_predictor",
     "cuda_graph_batch_sizes", "max_active_streams", "max_queued_streams", "max_queue_wait_s",
     "realtime_step_budget_s", "max_new_tokens", "frames_per_char", "repetition_window", "max_text_length",
-    "min_ref_audio_seconds", "max_ref_audio_seconds",
+    "min_ref_audio_seconds", "max_ref_audio_seconds", "cuda_graphs", "slot_max_length",
+    "attention_length_buckets", "prefill_tokens_per_step",
 }  # fmt: skip
 SAMPLING = {
     "do_sample": ("TYPE_BOOL", [1]),

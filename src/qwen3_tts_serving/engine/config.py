@@ -10,6 +10,7 @@ from .requests import RequestLimits
 
 CODE_PREDICTOR_MODES = ("auto", "reference", "static", "cuda_graphs")
 DECODER_MODES = ("streaming", "windowed")
+CUDA_GRAPH_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class EngineConfig:
     decoder_mode: str = "streaming"  # streaming | windowed (engine/streaming_decoder.py, engine/decoder.py)
     code_predictor: str = "auto"  # auto | reference | static | cuda_graphs (engine/code_predictor.py)
     cuda_graph_batch_sizes: str = "1,2,4,8,16,32,64"  # buckets captured; max_active_streams is added
+    cuda_graphs: str = "auto"  # auto | on | off: the frame step as CUDA graphs (engine/frame_step.py)
+    slot_max_length: int = 2048  # talker tokens per stream slot (prompt + frames), allocated at start-up
+    attention_length_buckets: str = "128,256,512,1024"  # key lengths of the step; slot_max_length is added
+    prefill_tokens_per_step: int = 2048  # newcomers' prefill per step: rows x longest prompt (>= one stream)
     # Tests only: a request whose text holds FAULT_MARKER gets non-finite logits from its third frame, so
     # the isolation of a poisoned row can be shown through the real server.
     fault_injection: bool = False
@@ -74,6 +79,7 @@ class EngineConfig:
             "max_active_streams",
             "max_new_tokens",
             "max_queued_streams",
+            "prefill_tokens_per_step",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -100,6 +106,15 @@ class EngineConfig:
             problems.append(
                 f"cuda_graph_batch_sizes {self.cuda_graph_batch_sizes!r}; use positive integers: 1,2,4,..."
             )
+        if self.cuda_graphs not in CUDA_GRAPH_MODES:
+            problems.append(f"cuda_graphs {self.cuda_graphs!r}; valid: {', '.join(CUDA_GRAPH_MODES)}")
+        if self.slot_max_length < 2:
+            problems.append("slot_max_length must be >= 2 (prompt + frames of one stream, in talker tokens)")
+        try:
+            self.length_buckets  # noqa: B018 - parsed here so a typo fails at start-up
+        except ValueError:
+            buckets = self.attention_length_buckets
+            problems.append(f"attention_length_buckets {buckets!r}; use positive integers: 128,256,...")
         try:
             self.language_rates  # noqa: B018 - parsed here so a typo fails at start-up
         except ValueError:
@@ -131,6 +146,15 @@ class EngineConfig:
         if any(size < 1 for size in sizes):
             raise ValueError("batch sizes must be positive")
         return sorted({size for size in sizes if size < self.max_active_streams} | {self.max_active_streams})
+
+    @property
+    def length_buckets(self) -> list[int]:
+        """Key lengths the frame step is shaped (and captured) for: those listed below slot_max_length,
+        and it."""
+        sizes = {int(part) for part in self.attention_length_buckets.split(",") if part.strip()}
+        if any(size < 1 for size in sizes):
+            raise ValueError("key lengths must be positive")
+        return sorted({size for size in sizes if size < self.slot_max_length} | {self.slot_max_length})
 
     @property
     def language_rates(self) -> dict[str, float]:

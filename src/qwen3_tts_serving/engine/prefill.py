@@ -1,0 +1,79 @@
+"""Newcomers' prompts and prefill: the package builds the prompts, the talker's own forward runs them.
+
+``prepare`` builds the prompts of a group of admitted streams with one package call (host work) and
+keeps each stream's real prompt rows; ``run`` prefills a batch of prepared streams (left-padded as the
+package pads them) and writes each row's keys and values into its own slot of the slot cache, so the
+batch it joins is not touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache
+
+from .prompts import PromptBuilder
+from .requests import Capability
+from .slot_cache import SlotKVCache
+from .streams import Stream, TextTrack
+
+
+class Prefill:
+    def __init__(self, tts: Any, capability: Capability, prompts: PromptBuilder) -> None:
+        self._talker = tts.model.talker
+        self._capability = capability
+        self._prompts = prompts
+        self.tts_pad: torch.Tensor | None = None  # [D]: the text input once a track is used up
+        self.tts_eos: torch.Tensor | None = None  # [D]: the end-of-text marker closing a track
+
+    def prepare(self, streams: list[Stream], input_open: Callable[[Stream], bool]) -> None:
+        """Build the prompts of streams sharing one text mode (one package call; raises what the package
+        raises). Each stream keeps its prompt rows, its text track and, for in-context clones, its
+        reference codes (decoder context)."""
+        requests = [s.request for s in streams]
+        items = (
+            self._prompts.clone_prompt_items(requests) if self._capability is Capability.VOICE_CLONE else None
+        )
+        prompt = self._prompts.build(requests, items)
+        self.tts_pad = prompt.tts_pad_embed.reshape(-1)
+        self.tts_eos = prompt.tts_eos_embed.reshape(-1)
+        lengths = prompt.attention_mask.sum(-1).tolist()
+        padded = prompt.inputs_embeds.shape[1]
+        for index, stream in enumerate(streams):
+            stream.prompt_embeds = prompt.inputs_embeds[index, padded - int(lengths[index]) :]
+            trailing = prompt.trailing_text[index]
+            still_open = input_open(stream)
+            if still_open and trailing.shape[0]:
+                trailing = trailing[:-1]  # the package closed the text with tts_eos; ours is still open
+            stream.text_track = TextTrack(trailing, closed=not still_open)
+            if items is not None and items[index].icl_mode:
+                stream.context_codes = items[index].ref_code
+
+    @torch.inference_mode()
+    def run(self, streams: list[Stream], slots: list[int], cache: SlotKVCache) -> torch.Tensor:
+        """Prefill prepared streams into ``slots``; returns the last hidden state of each [n, 1, D]."""
+        rows = [s.prompt_embeds for s in streams]
+        assert all(row is not None for row in rows), "prefill of a stream whose prompt was not built"
+        lengths = [int(row.shape[0]) for row in rows]  # type: ignore[union-attr]
+        longest = max(lengths)
+        embeds = torch.stack([F.pad(row, (0, 0, longest - row.shape[0], 0)) for row in rows])  # type: ignore[union-attr]
+        mask = torch.stack(
+            [F.pad(torch.ones(n, dtype=torch.long, device=embeds.device), (longest - n, 0)) for n in lengths]
+        )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        prefill_cache = DynamicCache()
+        out = self._talker.model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions.unsqueeze(0).expand(3, -1, -1),
+            past_key_values=prefill_cache,
+            use_cache=True,
+        )
+        cache.write_prefill(slots, prefill_cache, lengths)
+        for stream, length in zip(streams, lengths, strict=True):
+            stream.prompt_embeds = None  # in the cache now
+            stream.cache_length = length
+        return out.last_hidden_state[:, -1:]
