@@ -1,0 +1,217 @@
+"""The Triton adapter without Triton: a stand-in ``triton_python_backend_utils`` (the module only exists
+inside Triton's Python stub) around the real engine on the tiny checkpoints.
+
+What it shows: request tensors are parsed into the engine's request, each bad request gets its error and
+then FINAL while its batch-mates stream, the one-shot path (``stream`` false) answers one response that
+carries FINAL, and no response follows a FINAL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from qwen3_tts_serving import contract
+from qwen3_tts_serving.engine.requests import (
+    Capability,
+    EngineUnavailableError,
+    GenerationFaultError,
+    InvalidRequestError,
+)
+
+FINAL = 1
+
+
+class _Tensor:
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self._name, self._array = name, array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+class _TritonError:
+    INVALID_ARG, UNAVAILABLE, INTERNAL = "INVALID_ARG", "UNAVAILABLE", "INTERNAL"
+
+    def __init__(self, message: str, code: str = "INTERNAL") -> None:
+        self.message, self.code = message, code
+
+
+@dataclass
+class _Response:
+    output_tensors: list[_Tensor] = field(default_factory=list)
+    error: _TritonError | None = None
+
+    def output(self, name: str) -> np.ndarray | None:
+        return next((t.as_numpy() for t in self.output_tensors if t.name() == name), None)
+
+
+def _fake_pb_utils() -> types.ModuleType:
+    module = types.ModuleType("triton_python_backend_utils")
+    module.Tensor = _Tensor
+    module.TritonError = _TritonError
+    module.TritonModelException = type("TritonModelException", (Exception,), {})
+    module.TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL
+
+    def inference_response(output_tensors: Any = None, error: Any = None) -> _Response:
+        return _Response(list(output_tensors or []), error)
+
+    module.InferenceResponse = inference_response
+    module.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
+    module.using_decoupled_model_transaction_policy = lambda config: True
+    return module
+
+
+class Sender:
+    """Records what a request's response sender was given; nothing may follow FINAL."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[_Response | None, int]] = []
+        self.cancelled = False
+
+    def send(self, response: _Response | None = None, flags: int = 0) -> None:
+        assert not self.closed, "a response after FINAL"
+        self.sent.append((response, flags))
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+    @property
+    def closed(self) -> bool:
+        return any(flags & FINAL for _, flags in self.sent)
+
+    @property
+    def errors(self) -> list[_TritonError]:
+        return [r.error for r, _ in self.sent if r is not None and r.error is not None]
+
+    @property
+    def chunks(self) -> list[contract.Chunk]:
+        return [contract.parse_chunk(r.output) for r, _ in self.sent if r is not None and r.output_tensors]
+
+
+class Request:
+    def __init__(self, **fields: Any) -> None:
+        self.tensors = {name: _Tensor(name, array) for name, _, array in contract.request_arrays(fields)}
+        self.sender = Sender()
+
+    def get_response_sender(self) -> Sender:
+        return self.sender
+
+
+@pytest.fixture(scope="module")
+def adapter() -> types.ModuleType:
+    sys.modules["triton_python_backend_utils"] = _fake_pb_utils()
+    try:
+        yield importlib.reload(importlib.import_module("qwen3_tts_serving.triton_adapter"))
+    finally:
+        del sys.modules["triton_python_backend_utils"]
+
+
+@pytest.fixture
+def model(adapter, make_engine):
+    model = adapter.StreamingSynthesisModel()
+    model.capability = Capability.CUSTOM_VOICE
+    model.engine = make_engine(Capability.CUSTOM_VOICE, frames_per_char=50)
+    return model
+
+
+def _speak(**extra: Any) -> Request:
+    return Request(text="Hello there.", speaker="ryan", do_sample=False, max_new_tokens=8, **extra)
+
+
+def test_request_tensors_become_the_engines_request(adapter) -> None:
+    request = Request(
+        text="Grüße.", speaker="Ryan", language="german", temperature=0.5, top_k=7, seed=2**40, do_sample=True
+    )
+    parsed = adapter.parse_request(request, Capability.CUSTOM_VOICE)
+    assert (parsed.text, parsed.speaker, parsed.language) == ("Grüße.", "Ryan", "german")
+    assert parsed.sampling == {"temperature": 0.5, "top_k": 7, "seed": 2**40, "do_sample": True}
+    assert all(type(parsed.sampling[n]) is t for n, t in (("top_k", int), ("temperature", float)))
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        ({"speaker": "ryan"}, "text is required"),
+        ({"text": np.array([[b"a", b"b"]], dtype=np.object_)}, "text must hold exactly one value"),
+        ({"text": np.array([[b"\xff\xfe"]], dtype=np.object_)}, "text is not valid UTF-8"),
+    ],
+)
+def test_malformed_tensors_are_refused_with_a_reason(adapter, tensors, message) -> None:
+    request = Request()
+    for name, value in tensors.items():
+        array = value if isinstance(value, np.ndarray) else contract.INPUTS[name].array(value)
+        request.tensors[name] = _Tensor(name, array)
+    with pytest.raises(InvalidRequestError, match=message):
+        adapter.parse_request(request, Capability.CUSTOM_VOICE)
+
+
+def test_bad_requests_get_an_error_then_final_and_their_batch_mates_stream(model) -> None:
+    good, unknown, hot, malformed = _speak(), _speak(), _speak(temperature=1e39), _speak()
+    unknown.tensors["speaker"] = _Tensor("speaker", contract.INPUTS["speaker"].array("nobody"))
+    malformed.tensors["text"] = _Tensor("text", np.array([[b"a", b"b"]], dtype=np.object_))
+
+    model.execute([good, unknown, hot, malformed])
+    for bad in (unknown, hot, malformed):  # answered inside execute, before any step
+        assert bad.sender.closed and len(bad.sender.sent) == 1
+        (error,) = bad.sender.errors
+        assert error.code == "INVALID_ARG"
+    assert "valid: " in unknown.sender.errors[0].message
+    assert "temperature must be" in hot.sender.errors[0].message
+    assert not good.sender.sent
+
+    model.engine.run_until_idle()
+    chunks = good.sender.chunks
+    assert len(chunks) > 1 and chunks[-1].is_last and not good.sender.errors
+    assert [c.sequence for c in chunks] == list(range(len(chunks)))
+    assert good.sender.sent[-1] == (None, FINAL)
+
+
+def test_the_one_shot_path_answers_one_response_carrying_final(model) -> None:
+    streamed, whole = _speak(), _speak(stream=False)
+    model.execute([streamed, whole])
+    model.engine.run_until_idle()
+    ((response, flags),) = whole.sender.sent
+    assert flags == FINAL
+    (chunk,) = whole.sender.chunks
+    assert chunk.is_last and chunk.finish_reason
+    np.testing.assert_allclose(
+        chunk.audio, np.concatenate([c.audio for c in streamed.sender.chunks]), atol=1e-4
+    )
+
+
+def test_a_sink_sends_nothing_after_its_error(adapter) -> None:
+    sender = Sender()
+    sink = adapter.TritonSink(sender)
+    sink.fail(GenerationFaultError("internal error: non-finite values"))
+    sink.fail(RuntimeError("again"))
+    sink.send(contract.Chunk(0, np.zeros(3, np.float32), 24000, True, "stop"))  # type: ignore[arg-type]
+    assert len(sender.sent) == 1 and sender.closed
+    assert sink.is_cancelled()
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        (
+            InvalidRequestError("unknown speaker 'x'; valid: ryan"),
+            "INVALID_ARG",
+            "unknown speaker 'x'; valid: ryan",
+        ),
+        (EngineUnavailableError("out of GPU memory; retry"), "UNAVAILABLE", "out of GPU memory; retry"),
+        (GenerationFaultError("internal error: non-finite"), "INTERNAL", "internal error: non-finite"),
+        (RuntimeError("Traceback: secret details"), "INTERNAL", "internal error"),
+    ],
+)
+def test_errors_map_to_triton_codes_without_leaking_internals(adapter, error, code, message) -> None:
+    mapped = adapter.triton_error(error)
+    assert (mapped.code, mapped.message) == (code, message)
