@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import logging
@@ -505,12 +506,13 @@ def check_host_syncs(
     return {"status": "pass", "steps": steps}
 
 
-def run_sync_check(bench: Bench, engine: Any, recorder: StepRecorder) -> dict[str, Any]:
+def run_sync_check(bench: Bench, make_engine: Callable[[], tuple[Any, StepRecorder]]) -> dict[str, Any]:
     import torch
 
     plan = bench.plan
     if not plan.device.startswith("cuda"):
         return {"status": "skipped", "reason": "the engine is not on a CUDA device"}
+    engine, recorder = make_engine()
     box_end = time.monotonic() + plan.batch_box_s
     sinks = [TimelineSink() for _ in range(plan.sync_batch)]
     engine.submit(bench.streams(engine, sinks, plan.warmup_steps + plan.sync_steps + 8))
@@ -678,40 +680,39 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
     meta["engine_parameters"] = parameters
     logger.info("model loaded in %.1f s (%s, %s)", meta["load_s"], meta["dtype"], meta["gpu"] or plan.device)
 
-    recorder = StepRecorder()
-    started = time.monotonic()
-    engine = bench.engine(recorder, plan.max_streams)
-    meta["engine_start_s"] = time.monotonic() - started
     meta["engine_config"] = dataclasses.asdict(bench.engine_config(plan.max_streams))
     out.write()
 
-    step_need = plan.batch_box_s + plan.reserve_s
-    out.section(
-        "batches",
-        lambda: _levels(
-            plan.batches, lambda b: measure_batch(bench, engine, recorder, b), budget, step_need, "batch {}"
-        ),
-        args.skip,
-        budget,
-        step_need,
-    )
+    # The first engine: driven step by step for the fixed batches, then on its own thread for the load.
+    first: dict[str, Any] = {}
+
+    def first_engine() -> tuple[Any, StepRecorder]:
+        if "engine" not in first:
+            started = time.monotonic()
+            first["recorder"] = StepRecorder()
+            first["engine"] = bench.engine(first["recorder"], plan.max_streams)
+            meta["engine_start_s"] = time.monotonic() - started
+        return first["engine"], first["recorder"]
+
+    def batches() -> dict[str, Any]:
+        engine, recorder = first_engine()
+        run_one = functools.partial(measure_batch, bench, engine, recorder)
+        return _levels(plan.batches, run_one, budget, batch_need, "batch {}")
 
     def load() -> dict[str, Any]:
+        engine, recorder = first_engine()
         engine.start()
         try:
-            return _levels(
-                plan.concurrency,
-                lambda c: run_load_level(bench, engine, recorder, c),
-                budget,
-                load_need,
-                "c={}",
-            )
+            run_one = functools.partial(run_load_level, bench, engine, recorder)
+            return _levels(plan.concurrency, run_one, budget, load_need, "c={}")
         finally:
             engine.stop()
 
+    batch_need = plan.batch_box_s + plan.reserve_s
+    out.section("batches", batches, args.skip, budget, batch_need)
     load_need = plan.window_s + plan.drain_s + 10.0 + plan.reserve_s
     out.section("load", load, args.skip, budget, load_need)
-    engine = None  # the load engine is done with: its memory goes back before the next engine is built
+    first.clear()  # its memory goes back before the second engine is built
     _release_memory()
 
     def baseline() -> dict[str, Any]:
@@ -725,25 +726,25 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
     # A second engine, driven step by step: timers go around its stages, and the sync check ends it.
     second: dict[str, Any] = {}
 
-    def second_engine() -> Any:
+    def second_engine() -> tuple[Any, StepRecorder]:
         if "engine" not in second:
             second["recorder"] = StepRecorder()
             second["engine"] = bench.engine(second["recorder"], max(*plan.breakdown_batches, plan.sync_batch))
-        return second["engine"]
+        return second["engine"], second["recorder"]
 
     timing = _Synchronizing(synchronize)
 
     def stage_breakdown() -> dict[str, Any]:
-        engine = second_engine()
+        engine, recorder = second_engine()
         timers = StageTimers(synchronize=timing)
         instrument(engine, timers)
-        return {"levels": run_breakdown(bench, engine, second["recorder"], timers)}
+        return {"levels": run_breakdown(bench, engine, recorder, timers)}
 
     out.section("breakdown", stage_breakdown, args.skip, budget, 2 * plan.batch_box_s / 3)
     timing.on = False
     out.section(
         "sync",
-        lambda: run_sync_check(bench, second_engine(), second["recorder"]),
+        lambda: run_sync_check(bench, second_engine),
         args.skip,
         budget,
         plan.batch_box_s / 2,
@@ -884,7 +885,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         if name not in results:
             continue
         section = results[name]
-        lines += ["", f"## {title}", "", *table(section), *_section_note(section)]
+        body = table(section) if "skipped" not in section and "error" not in section else []
+        lines += ["", f"## {title}", "", *body, *_section_note(section)]
     if results.get("targets"):
         lines += ["", "## Targets (issue 15)", "", *_target_lines(results["targets"])]
     return "\n".join(lines)
@@ -967,6 +969,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:  # a bad checkpoint folder, device or engine parameter
         logger.error("%s", error)
         return 2
+    except Exception as error:  # the checkpoint or the model did not come up: nothing can be measured
+        logger.error("the run stopped: %s: %s", type(error).__name__, error, exc_info=args.verbose)
+        return 1
     print(markdown(out.results))
     print(f"\nResults: {args.out / 'results.json'} and results.md")
     return 0
