@@ -6,8 +6,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# libb64: perf_analyzer; sox: qwen-tts imports it at start-up.
-APT_PACKAGES := libb64-0d sox libsox-fmt-all
+# libb64: perf_analyzer; sox: qwen-tts imports it at start-up; postgresql: the voice-library tests start a
+# throwaway server from its binaries (tests/gateway/postgres.py).
+APT_PACKAGES := libb64-0d sox libsox-fmt-all postgresql
 CHECKPOINTS := .cache/checkpoints/tiny
 # The stamp's name is a hash of the dependency files, so a changed file (not a changed mtime) re-runs setup.
 SETUP_KEY := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)

@@ -66,10 +66,14 @@ def create_app(settings: Settings | None = None, engine: TTSEngine | None = None
     owned_engine = engine is None
     engine = engine if engine is not None else TritonEngine(triton_url(settings), settings.request_timeout_s)
 
+    store = VoiceStore.from_settings(settings)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await store.open()  # the library's schema at head before the first request (replicas take turns)
         logger.info("gateway ready; Triton at %s", triton_url(settings) if owned_engine else "(injected)")
         yield
+        await store.close()
         if owned_engine:
             await engine.close()
 
@@ -80,7 +84,6 @@ def create_app(settings: Settings | None = None, engine: TTSEngine | None = None
         lifespan=lifespan,
     )
     metrics = GatewayMetrics()
-    store = VoiceStore(settings.resolved_voice_db_path)
     app.state.settings = settings
     app.state.engine = engine
     app.state.voices = store

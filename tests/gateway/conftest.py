@@ -1,10 +1,11 @@
 """Fixtures of the gateway tests: settings with a temporary voice library, the app with a fake engine
-(routing/validation tests only, see fakes.py), and reference clips encoded by soundfile."""
+(routing/validation tests only, see fakes.py), reference clips encoded by soundfile, and a real
+PostgreSQL server for the voice library (see postgres.py)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from qwen3_tts_gateway import create_app
 from qwen3_tts_serving.settings import Settings
 
 from .fakes import FakeEngine
+from .postgres import PostgresCluster
 
 SOUNDFILE_FORMATS = {
     "wav": ("WAV", "PCM_16"),
@@ -79,3 +81,24 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with client_factory(settings, engine) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A real PostgreSQL server on a free loopback port for the whole session; always stopped."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A new, empty database of that server: ``postgresql://voices@127.0.0.1:<port>/voices_<n>``."""
+    return postgres_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def voice_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a test's voice library lives: a SQLite file, then (same test again) a PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "voices.db"
+    return request.getfixturevalue("postgres_url")

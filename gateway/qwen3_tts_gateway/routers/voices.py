@@ -32,6 +32,10 @@ def voice_info(record: VoiceRecord) -> VoiceInfo:
     )
 
 
+def _not_found(voice_id: str) -> NotFoundError:
+    return NotFoundError(f"voice {voice_id[:64]!r} not found for this API key", param="voice_id")
+
+
 def _voice_id(value: str) -> str:
     """Accept the bare id or the ``qwen3-clone-<id>`` voice name."""
     return clone_voice_id(value.lower()) or value.lower()
@@ -69,12 +73,12 @@ async def list_voices(owner: OwnerDep, store: VoiceStoreDep) -> VoiceList:
 async def get_voice(voice_id: str, owner: OwnerDep, store: VoiceStoreDep) -> VoiceInfo:
     record = await store.get(owner, _voice_id(voice_id))
     if record is None:
-        raise NotFoundError("voice not found", param="voice_id")
+        raise _not_found(voice_id)
     return voice_info(record)
 
 
 @router.delete("/{voice_id}", status_code=204, responses=_NOT_FOUND, summary="Delete a voice")
 async def delete_voice(voice_id: str, owner: OwnerDep, store: VoiceStoreDep) -> Response:
     if not await store.delete(owner, _voice_id(voice_id)):
-        raise NotFoundError("voice not found", param="voice_id")
+        raise _not_found(voice_id)
     return Response(status_code=204)

@@ -1,0 +1,1 @@
+"""The voice library's schema revisions, oldest first (``down_revision`` links them)."""
