@@ -1,0 +1,94 @@
+/**
+ * Retry policy (the Python client's `retry.py`): only answers that may succeed when asked again are
+ * retried — 408, 429, every 5xx, and failures to get an answer at all (connection refused or reset,
+ * timeouts). Any other 4xx is the caller's mistake and is raised at once; an abort is never retried.
+ *
+ * The wait before retry `n` (0-based) is `backoffBaseMs * 2**n` capped at `maxBackoffMs`, with jitter of
+ * ±`jitter` (a fraction) so clients rejected together do not come back together. A `Retry-After` from
+ * the server wins over the computed backoff, capped at `maxRetryAfterMs`.
+ */
+
+import { APIConnectionError, APIUserAbortError, Qwen3TTSError } from "./errors.js";
+
+export interface RetryPolicyOptions {
+  /** Retries after the first try (default 2). */
+  maxRetries?: number;
+  backoffBaseMs?: number;
+  maxBackoffMs?: number;
+  /** Fraction in [0, 1]. */
+  jitter?: number;
+  maxRetryAfterMs?: number;
+  /** A number in [0, 1); injectable so tests can pin the jitter. */
+  random?: () => number;
+}
+
+const RETRYABLE_4XX: ReadonlySet<number> = new Set([408, 429]);
+
+export function isRetryableStatus(status: number): boolean {
+  return RETRYABLE_4XX.has(status) || (status >= 500 && status <= 599);
+}
+
+/** True for errors a later attempt might not hit (also what the provider's circuit breaker counts). */
+export function isRetryableError(error: unknown): boolean {
+  if (error instanceof APIUserAbortError) return false;
+  if (error instanceof APIConnectionError) return true;
+  return error instanceof Qwen3TTSError && error.status !== null && isRetryableStatus(error.status);
+}
+
+/** Seconds from a `Retry-After` value: delta-seconds or an HTTP date; null when absent or invalid. */
+export function parseRetryAfter(value: string | null | undefined, now: () => number = Date.now): number | null {
+  if (value === null || value === undefined) return null;
+  const trimmed = value.trim();
+  if (!trimmed) return null;
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Number(trimmed);
+  if (/^[+-]?\d/.test(trimmed)) return null; // negative or malformed numbers
+  const when = Date.parse(trimmed);
+  if (Number.isNaN(when)) return null;
+  return Math.max(0, (when - now()) / 1000);
+}
+
+export class RetryPolicy {
+  readonly maxRetries: number;
+  readonly backoffBaseMs: number;
+  readonly maxBackoffMs: number;
+  readonly jitter: number;
+  readonly maxRetryAfterMs: number;
+  private readonly random: () => number;
+
+  constructor(options: RetryPolicyOptions = {}) {
+    this.maxRetries = options.maxRetries ?? 2;
+    this.backoffBaseMs = options.backoffBaseMs ?? 500;
+    this.maxBackoffMs = options.maxBackoffMs ?? 8000;
+    this.jitter = options.jitter ?? 0.25;
+    this.maxRetryAfterMs = options.maxRetryAfterMs ?? 60_000;
+    this.random = options.random ?? Math.random;
+    if (!Number.isInteger(this.maxRetries) || this.maxRetries < 0) {
+      throw new RangeError(`maxRetries must be an integer >= 0, got ${this.maxRetries}`);
+    }
+    if (this.backoffBaseMs < 0 || this.maxBackoffMs < 0 || this.maxRetryAfterMs < 0) {
+      throw new RangeError("backoffBaseMs, maxBackoffMs and maxRetryAfterMs must be >= 0");
+    }
+    if (!(this.jitter >= 0 && this.jitter <= 1)) {
+      throw new RangeError(`jitter is a fraction in [0, 1], got ${this.jitter}`);
+    }
+  }
+
+  /** The computed wait before retry `retryIndex` (0-based), jitter included. */
+  backoffMs(retryIndex: number): number {
+    let delay = Math.min(this.maxBackoffMs, this.backoffBaseMs * 2 ** retryIndex);
+    if (this.jitter) delay *= 1 - this.jitter + 2 * this.jitter * this.random();
+    return Math.max(0, delay);
+  }
+
+  shouldRetry(error: unknown, retryIndex: number): boolean {
+    return retryIndex < this.maxRetries && isRetryableError(error);
+  }
+
+  /** The wait before retry `retryIndex`: the server's Retry-After (seconds) when given, else the backoff. */
+  delayMs(retryIndex: number, retryAfterSeconds: number | null): number {
+    if (retryAfterSeconds !== null && Number.isFinite(retryAfterSeconds)) {
+      return Math.min(Math.max(0, retryAfterSeconds * 1000), this.maxRetryAfterMs);
+    }
+    return this.backoffMs(retryIndex);
+  }
+}
