@@ -1,8 +1,9 @@
-# Deploy checks (docker/, terraform/, tests/deploy/). Included by the main Makefile (-include mk/*.mk);
+# Deploy checks (docker/, terraform/, k8s/, tests/deploy/). Included by the main Makefile (-include mk/*.mk);
 # `make test` calls deploy-lint, which also creates the lint-tool venv the pytest tests in tests/deploy use.
 #
 #   make .venv-deploy   tool venv from docker/requirements-deploy-lint.txt (+ python-hcl2 beside it)
-#   make deploy-lint    hadolint, shellcheck, compose config, checkov; terraform fmt + validations if installed
+#   make deploy-lint    hadolint, shellcheck, compose config, checkov; terraform fmt + validations if installed;
+#                       k8s/ overlays rendered (kubectl kustomize), schema-validated and scanned (check_k8s.sh)
 #   make deploy-test    deploy-lint, then pytest tests/deploy
 #
 # The tools get their own venv because checkov's pins (numpy 2, boto3, ...) clash with the project's.
@@ -14,6 +15,9 @@ DEPLOY_STAMP  := $(DEPLOY_VENV)/.installed
 DEPLOY_REQS   := docker/requirements-deploy-lint.txt docker/requirements-hcl2.txt
 # deploy-test runs in the project's venv (`make setup`): test_deploy_render.py uses the project's code.
 DEPLOY_PYTEST ?= .venv/bin/python -m pytest
+# Kubernetes version whose API schemas (shipped by kubernetes-validate) every rendered manifest must
+# match: the oldest the manifests are written for (their preStop sleep action is GA from 1.34).
+K8S_VERSION ?= 1.34.0
 
 .PHONY: .venv-deploy deploy-lint deploy-test
 
@@ -36,6 +40,7 @@ deploy-lint: .venv-deploy
 	$(DEPLOY_BIN)/docker-compose -f docker/compose.yaml -f docker/compose.gpu.yaml config --quiet
 	$(DEPLOY_BIN)/docker-compose -f docker/compose.yaml --profile cpu config --quiet
 	$(DEPLOY_BIN)/checkov --directory terraform --framework terraform --quiet --compact --skip-download
+	bash tests/deploy/check_k8s.sh $(DEPLOY_BIN) $(K8S_VERSION)
 	@# terraform has no registry package to pin here; when the machine has it, check formatting and run
 	@# the variable validations (neither needs providers). tests/deploy covers the rest without it.
 	@if command -v terraform >/dev/null 2>&1; then \

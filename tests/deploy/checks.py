@@ -293,3 +293,296 @@ def checkov_skips(texts: dict[Path, str]) -> dict[str, str]:
         for match in re.finditer(r"checkov:skip=([A-Z0-9_]+)(?::([^\n]*))?", text):
             skips[match.group(1)] = (match.group(2) or "").strip()
     return skips
+
+
+# --- Kubernetes (rendered kustomize output: a list of objects) ----------------------------------------
+
+# Every kind the manifests may contain: each has a schema in kubernetes-validate (a CRD would be checked
+# by nothing there, so one needs its own check before it joins this list).
+K8S_KINDS = {
+    "Namespace", "ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget",
+    "HorizontalPodAutoscaler", "NetworkPolicy",
+}  # fmt: skip
+GPU_RESOURCE = "nvidia.com/gpu"
+GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+GKE_ACCELERATORS = {"nvidia-l4", "nvidia-h100-80gb", "nvidia-h100-mega-80gb", "nvidia-h200-141gb"}
+SECRET_ENV = {"QWEN3_TTS_VOICE_DB_URL": "voice-db-url", "QWEN3_TTS_API_KEYS": "api-keys"}
+SECRET_NAME = "qwen3-tts"
+TRITON, GATEWAY = "qwen3-tts-triton", "qwen3-tts-gateway"
+
+
+def k8s_objects(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    """{name: object} of one kind."""
+    return {o["metadata"]["name"]: o for o in objects if o.get("kind") == kind}
+
+
+def _pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]["spec"]
+
+
+def _container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [c for c in _pod(deployment).get("containers", []) if c.get("name") == name]
+    return found[0] if found else {}
+
+
+def container_port(container: dict[str, Any], port: int | str) -> int | None:
+    """A probe's or Service's port as a number (a named port looked up in the container)."""
+    if isinstance(port, int):
+        return port
+    for entry in container.get("ports", []):
+        if entry.get("name") == port:
+            return entry.get("containerPort")
+    return None
+
+
+def http_probe(container: dict[str, Any], probe: str) -> tuple[str | None, int | None]:
+    """(path, port number) of an httpGet probe, (None, None) when there is none."""
+    http = (container.get(probe) or {}).get("httpGet") or {}
+    if not http:
+        return None, None
+    return http.get("path"), container_port(container, http.get("port", ""))
+
+
+def _config_values(objects: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """The environment a container gets from its ConfigMaps (envFrom) and literal env entries."""
+    maps = k8s_objects(objects, "ConfigMap")
+    values: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        ref = (source.get("configMapRef") or {}).get("name")
+        values.update((maps.get(ref) or {}).get("data") or {})
+    for entry in container.get("env", []):
+        if "value" in entry:
+            values[entry["name"]] = entry["value"]
+    return values
+
+
+def deployment_env(objects: list[dict[str, Any]], deployment: str, container: str) -> dict[str, str]:
+    return _config_values(objects, _container(k8s_objects(objects, "Deployment")[deployment], container))
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    wanted = selector.get("matchLabels") or {}
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _prestop_seconds(container: dict[str, Any]) -> int:
+    return int(
+        (((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
+    )
+
+
+def _exit_timeout(container: dict[str, Any]) -> int:
+    for arg in container.get("args", []):
+        match = re.fullmatch(r"--exit-timeout-secs=(\d+)", str(arg))
+        if match:
+            return int(match.group(1))
+    return 0
+
+
+def _workload_problems(objects: list[dict[str, Any]], name: str, deployment: dict[str, Any]) -> list[str]:
+    """What every Deployment needs: a PDB, an HPA, a Service, refs that resolve, probes, a drain."""
+    problems = []
+    labels = deployment["spec"]["template"]["metadata"].get("labels") or {}
+    pod = _pod(deployment)
+    if not any(
+        _selects(p["spec"].get("selector") or {}, labels)
+        for p in k8s_objects(objects, "PodDisruptionBudget").values()
+    ):
+        problems.append(f"{name}: no PodDisruptionBudget selects its pods")
+    if not any(
+        h["spec"]["scaleTargetRef"].get("name") == name
+        for h in k8s_objects(objects, "HorizontalPodAutoscaler").values()
+    ):
+        problems.append(f"{name}: no HorizontalPodAutoscaler scales it")
+    if "replicas" in deployment["spec"]:
+        problems.append(f"{name}: spec.replicas is set (every apply would reset the autoscaler's count)")
+    services = [
+        s
+        for s in k8s_objects(objects, "Service").values()
+        if _selects({"matchLabels": s["spec"].get("selector")}, labels)
+    ]
+    if not services:
+        problems.append(f"{name}: no Service selects its pods")
+    maps, accounts = k8s_objects(objects, "ConfigMap"), k8s_objects(objects, "ServiceAccount")
+    if pod.get("serviceAccountName") not in accounts:
+        problems.append(f"{name}: service account {pod.get('serviceAccountName')} is not defined")
+    for container in pod.get("containers", []):
+        where = f"{name}/{container.get('name')}"
+        for source in container.get("envFrom", []):
+            ref = (source.get("configMapRef") or {}).get("name")
+            if ref and ref not in maps:
+                problems.append(f"{where}: envFrom ConfigMap {ref} is not defined")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            path, port = http_probe(container, probe)
+            if path is None or port is None:
+                problems.append(f"{where}: no httpGet {probe} on a declared port")
+        for kind in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                if resource not in (container.get("resources") or {}).get(kind, {}):
+                    problems.append(f"{where}: no {resource} {kind}")
+        for service in services:
+            for entry in service["spec"].get("ports", []):
+                if container_port(container, entry.get("targetPort", entry.get("port"))) is None:
+                    problems.append(
+                        f"{service['metadata']['name']}: targetPort {entry.get('targetPort')} "
+                        f"is no port of {where}"
+                    )
+        stop = _prestop_seconds(container)
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if stop <= 0:
+            problems.append(
+                f"{where}: no preStop sleep (the pod would get SIGTERM while still in the endpoints)"
+            )
+        elif grace < stop + _exit_timeout(container) + 5:
+            problems.append(
+                f"{where}: terminationGracePeriodSeconds {grace} too short for preStop {stop} s + the drain"
+            )
+        for entry in container.get("env", []):
+            secret = (entry.get("valueFrom") or {}).get("secretKeyRef")
+            if secret and secret.get("name") != SECRET_NAME:
+                problems.append(
+                    f"{where}: {entry['name']} from Secret {secret.get('name')} (expected {SECRET_NAME})"
+                )
+    return problems
+
+
+def k8s_problems(
+    objects: list[dict[str, Any]], engine_metrics: set[str], gateway_metrics: set[str]
+) -> list[str]:
+    """The wiring of one rendered deployment (an overlay): GPU, probes, secrets, autoscaling, budgets."""
+    problems = []
+    for obj in objects:
+        if obj.get("kind") not in K8S_KINDS:
+            problems.append(f"{obj.get('kind')} {obj.get('metadata', {}).get('name')}: kind not in K8S_KINDS")
+        if obj.get("kind") == "Secret":
+            problems.append(f"Secret {obj['metadata']['name']}: secret values must not be in the manifests")
+    deployments = k8s_objects(objects, "Deployment")
+    missing = [f"Deployment {name} missing" for name in (TRITON, GATEWAY) if name not in deployments]
+    if missing:
+        return problems + missing
+    for name, deployment in deployments.items():
+        problems += _workload_problems(objects, name, deployment)
+
+    triton, gateway = deployments[TRITON], deployments[GATEWAY]
+    server = _container(triton, "triton")
+    for kind in ("requests", "limits"):
+        if str((server.get("resources") or {}).get(kind, {}).get(GPU_RESOURCE)) != "1":
+            problems.append(f"{TRITON}: {GPU_RESOURCE} {kind} must be 1 (one pod per GPU)")
+    if (_pod(triton).get("nodeSelector") or {}).get(GKE_ACCELERATOR_LABEL) not in GKE_ACCELERATORS:
+        problems.append(
+            f"{TRITON}: nodeSelector {GKE_ACCELERATOR_LABEL} must name a GKE GPU ({sorted(GKE_ACCELERATORS)})"
+        )
+    if not any(
+        t.get("key") == GPU_RESOURCE and t.get("effect") == "NoSchedule"
+        for t in _pod(triton).get("tolerations", [])
+    ):
+        problems.append(f"{TRITON}: no toleration for the {GPU_RESOURCE} taint of GKE GPU nodes")
+    expected = {
+        "startupProbe": ("/v2/health/ready", 8000),
+        "readinessProbe": ("/v2/health/ready", 8000),
+        "livenessProbe": ("/v2/health/live", 8000),
+    }
+    for probe, target in expected.items():
+        if http_probe(server, probe) != target:
+            problems.append(f"{TRITON}: {probe} is {http_probe(server, probe)}, expected {target}")
+    if _exit_timeout(server) <= 0:
+        problems.append(f"{TRITON}: no --exit-timeout-secs (how long SIGTERM waits for live streams)")
+    scrape = triton["spec"]["template"]["metadata"].get("annotations") or {}
+    if scrape.get("prometheus.io/scrape") != "true" or container_port(server, "metrics") != int(
+        scrape.get("prometheus.io/port", 0)
+    ):
+        problems.append(f"{TRITON}: prometheus.io annotations must point at the metrics port")
+
+    front = _container(gateway, "gateway")
+    if GPU_RESOURCE in str(front.get("resources")) or _pod(gateway).get("nodeSelector", {}).get(
+        GKE_ACCELERATOR_LABEL
+    ):
+        problems.append(f"{GATEWAY}: asks for a GPU")
+    expected = {
+        "startupProbe": ("/health", 8080),
+        "readinessProbe": ("/ready", 8080),
+        "livenessProbe": ("/health", 8080),
+    }
+    for probe, target in expected.items():
+        if http_probe(front, probe) != target:
+            problems.append(f"{GATEWAY}: {probe} is {http_probe(front, probe)}, expected {target}")
+    env = {e["name"]: e for e in front.get("env", [])}
+    for variable, key in SECRET_ENV.items():
+        ref = ((env.get(variable) or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        if ref.get("key") != key or ref.get("optional", False):
+            problems.append(f"{GATEWAY}: {variable} must come from Secret {SECRET_NAME} key {key} (required)")
+    values = _config_values(objects, front)
+    for variable in SECRET_ENV:
+        if variable in values:
+            problems.append(f"{GATEWAY}: {variable} has a literal value (it belongs in the Secret)")
+    host, _, port = values.get("QWEN3_TTS_GATEWAY_TRITON_URL", "").partition(":")
+    service = k8s_objects(objects, "Service").get(host)
+    grpc = [p for p in (service or {}).get("spec", {}).get("ports", []) if str(p.get("port")) == port]
+    if not grpc or container_port(server, grpc[0].get("targetPort", "")) != 8001:
+        problems.append(
+            f"{GATEWAY}: QWEN3_TTS_GATEWAY_TRITON_URL {host}:{port} is no Service port to Triton's gRPC 8001"
+        )
+
+    problems += _autoscaler_problems(objects, engine_metrics, gateway_metrics)
+    return problems
+
+
+def hpa_pod_metrics(hpa: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{metric name: target} of an HPA's Pods metrics."""
+    return {
+        m["pods"]["metric"]["name"]: m["pods"]["target"]
+        for m in hpa["spec"].get("metrics", [])
+        if m.get("type") == "Pods"
+    }
+
+
+def _autoscaler_problems(
+    objects: list[dict[str, Any]], engine_metrics: set[str], gateway_metrics: set[str]
+) -> list[str]:
+    problems = []
+    hpas = {
+        h["spec"]["scaleTargetRef"]["name"]: h
+        for h in k8s_objects(objects, "HorizontalPodAutoscaler").values()
+    }
+    for name, hpa in hpas.items():
+        if not 1 <= hpa["spec"].get("minReplicas", 1) <= hpa["spec"]["maxReplicas"]:
+            problems.append(f"HPA {name}: needs 1 <= minReplicas <= maxReplicas")
+    triton = hpa_pod_metrics(hpas.get(TRITON, {"spec": {}}))
+    for wanted in ("qwen3_tts_queued_streams", "qwen3_tts_active_streams"):
+        if wanted not in triton:
+            problems.append(f"HPA {TRITON}: no Pods metric {wanted}")
+    for metric in triton:
+        if metric not in engine_metrics:
+            problems.append(f"HPA {TRITON}: metric {metric} is not one the engine publishes")
+    gateway = hpas.get(GATEWAY, {"spec": {}})
+    if not any(
+        m.get("type") == "Resource" and m["resource"]["name"] == "cpu"
+        for m in gateway["spec"].get("metrics", [])
+    ):
+        problems.append(f"HPA {GATEWAY}: no cpu metric")
+    for metric in hpa_pod_metrics(gateway):
+        if metric not in gateway_metrics:
+            problems.append(f"HPA {GATEWAY}: metric {metric} is not one the gateway publishes")
+    return problems
+
+
+def adapter_rule_problems(values: dict[str, Any], metrics: set[str]) -> list[str]:
+    """Each metric an HPA uses has a Prometheus adapter rule that exposes it per pod under its own name."""
+    problems = []
+    rules = (values.get("rules") or {}).get("custom") or []
+    for metric in sorted(metrics):
+        found = [r for r in rules if (r.get("name") or {}).get("as") == metric]
+        if not found:
+            problems.append(f"{metric}: no adapter rule exposes it")
+            continue
+        rule = found[0]
+        if not str(rule.get("seriesQuery", "")).startswith(metric + "{"):
+            problems.append(f"{metric}: the rule's seriesQuery selects another series")
+        overrides = (rule.get("resources") or {}).get("overrides") or {}
+        if (overrides.get("pod") or {}).get("resource") != "pod" or (overrides.get("namespace") or {}).get(
+            "resource"
+        ) != "namespace":
+            problems.append(f"{metric}: the rule does not map the pod and namespace labels")
+        if "<<.GroupBy>>" not in str(rule.get("metricsQuery", "")):
+            problems.append(f"{metric}: the rule's metricsQuery does not group by the pod")
+    return problems

@@ -52,7 +52,7 @@ def tool(deploy_venv: Path) -> Callable[[str], str]:
 
 @pytest.fixture(scope="session")
 def parse(deploy_venv: Path) -> Callable[..., dict[str, Any]]:
-    """parse("hcl"|"yaml", *paths) -> {path: data}, parsed by the pinned parsers in the lint venv."""
+    """parse("hcl"|"yaml"|"yaml-all", *paths) -> {path: data}, by the pinned parsers in the lint venv."""
 
     def load(kind: str, *paths: Path) -> dict[str, Any]:
         env = dict(os.environ, PYTHONPATH=str(HCL2_LIB))

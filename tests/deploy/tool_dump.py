@@ -1,4 +1,6 @@
-"""Parse files inside .venv-deploy and print them as JSON: `python tool_dump.py {hcl|yaml} FILE...`.
+"""Parse files inside .venv-deploy and print them as JSON: `python tool_dump.py {hcl|yaml|yaml-all} FILE...`.
+
+yaml-all reads every document of a multi-document file (rendered Kubernetes manifests) into a list.
 
 The tests run in the project's venv, which has neither parser pinned; this script runs with the lint
 venv's interpreter instead. python-hcl2 comes from .venv-deploy/hcl2-lib (see
@@ -29,9 +31,16 @@ def load_yaml(path: Path) -> object:
         return yaml.safe_load(handle)
 
 
+def load_yaml_documents(path: Path) -> object:
+    import yaml
+
+    with path.open(encoding="utf-8") as handle:
+        return [doc for doc in yaml.safe_load_all(handle) if doc is not None]
+
+
 def main(argv: list[str]) -> int:
     kind, *paths = argv
-    loader = {"hcl": load_hcl, "yaml": load_yaml}[kind]
+    loader = {"hcl": load_hcl, "yaml": load_yaml, "yaml-all": load_yaml_documents}[kind]
     if kind == "hcl":
         # Prove which parser ran: bc-python-hcl2 (checkov's fork) also answers to `import hcl2`.
         import importlib.metadata
