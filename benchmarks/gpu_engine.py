@@ -496,8 +496,8 @@ def check_host_syncs(
         return {
             "status": "fail",
             "steps": steps,
-            "failed_at_step": done,
-            "error": str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+            "failed_at_step": done + 1,  # counted from 1
+            "message": str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
             "where": f"{_relative(where.filename)}:{where.lineno} in {where.name}" if where else None,
             "code": where.line if where else None,
         }
@@ -840,7 +840,7 @@ def _sync_lines(section: Mapping[str, Any]) -> list[str]:
     if status == "fail":
         return [
             f"FAIL at step {section['failed_at_step']} of {section['steps']} (B={section['batch']}): "
-            f"{section['error']}",
+            f"{section['message']}",
             f"First offending operation: `{section['code']}` at {section['where']}.",
         ]
     if status == "skipped":

@@ -82,13 +82,17 @@ def test_the_sync_check_reports_pass_or_the_first_offending_call_and_always_rest
     modes.clear()
     failed = gpu_engine.check_host_syncs(step, 5, modes.append)
     assert modes == ["error", 0]
-    assert failed["status"] == "fail" and failed["failed_at_step"] == 2
-    assert failed["error"] == "called a synchronizing CUDA operation"
+    assert failed["status"] == "fail" and failed["failed_at_step"] == 3  # the third step tripped
+    assert failed["message"] == "called a synchronizing CUDA operation"
     assert (
         failed["where"].startswith("tests/bench/test_gpu_engine.py:")
         and "_trips_on_a_sync" in failed["where"]
     )
     assert failed["code"] == 'raise RuntimeError("called a synchronizing CUDA operation")'
+    report = gpu_engine.markdown({"sync": {**failed, "batch": 8}})
+    assert "FAIL at step 3 of 5 (B=8): called a synchronizing CUDA operation" in report
+    assert f"First offending operation: `{failed['code']}` at {failed['where']}." in report
+    assert "PASS: 3 steady-state steps at B=8" in gpu_engine.markdown({"sync": {**passed, "batch": 8}})
 
 
 def test_engine_targets_pass_or_fail_only_on_a_gpu_run_of_the_full_model():
