@@ -128,7 +128,7 @@ def _create_engine(url: sa.URL, *, pool_size: int, immediate_transactions: bool 
     return engine
 
 
-def _alembic_upgrade(connection: sa.Connection, revision: str) -> None:
+def _alembic_migrate(connection: sa.Connection, revision: str, downgrade: bool) -> None:
     if connection.dialect.name == "postgresql":
         # Held until this transaction ends: replicas starting together migrate one after the other, and
         # the later ones find the schema already at head.
@@ -136,17 +136,26 @@ def _alembic_upgrade(connection: sa.Connection, revision: str) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     config.attributes["connection"] = connection
-    command.upgrade(config, revision)
+    (command.downgrade if downgrade else command.upgrade)(config, revision)
 
 
-async def upgrade_schema(url: sa.URL, revision: str = "head") -> None:
-    """Bring the library's schema to ``revision`` in one transaction, one migrator at a time."""
+async def _migrate(url: sa.URL, revision: str, *, downgrade: bool) -> None:
     engine = _create_engine(url, pool_size=1, immediate_transactions=True)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_alembic_upgrade, revision)
+            await connection.run_sync(_alembic_migrate, revision, downgrade)
     finally:
         await engine.dispose()
+
+
+async def upgrade_schema(url: sa.URL, revision: str = "head") -> None:
+    """Bring the library's schema up to ``revision`` in one transaction, one migrator at a time."""
+    await _migrate(url, revision, downgrade=False)
+
+
+async def downgrade_schema(url: sa.URL, revision: str) -> None:
+    """Take the library's schema back to ``revision`` (``base``: no table left but Alembic's own)."""
+    await _migrate(url, revision, downgrade=True)
 
 
 @dataclass(frozen=True)
