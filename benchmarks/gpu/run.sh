@@ -12,8 +12,8 @@ if ! compgen -G "$WHEELS/*.whl" >/dev/null; then
     echo "no wheels in $WHEELS: run benchmarks/gpu/fetch-wheels.sh where PyPI is reachable, and carry $WHEELS" >&2
     exit 2
 fi
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-    "$WHEELS"/*.whl
+"$PYTHON" -m pip install -q --root-user-action=ignore --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" "$WHEELS"/*.whl
 export PYTHONPATH="$SITE:$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 out=()
