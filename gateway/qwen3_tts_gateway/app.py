@@ -17,6 +17,7 @@ from .engine.triton import TritonEngine
 from .handlers import install_error_handlers
 from .metrics import GatewayMetrics
 from .middleware import BodySizeLimitMiddleware, MetricsMiddleware
+from .openapi import install_openapi
 from .routers import catalog, health, openai, playground, streaming, synthesis, voices
 from .service import SynthesisService
 from .voices import VoiceStore
@@ -92,4 +93,5 @@ def create_app(settings: Settings | None = None, engine: TTSEngine | None = None
     install_error_handlers(app, retry_after_s=settings.retry_after_s, metrics=metrics)
     _add_middleware(app, settings, metrics)
     _add_routers(app)
+    install_openapi(app, settings)
     return app

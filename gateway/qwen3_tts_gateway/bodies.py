@@ -8,16 +8,23 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from python_multipart.exceptions import FormParserError
 from starlette.datastructures import UploadFile
 
 from qwen3_tts_serving.settings import Settings
 
-from .errors import PayloadTooLargeError
+from .errors import BadRequestError, PayloadTooLargeError
 from .refaudio import AudioLimits, decode_base64
 
 M = TypeVar("M", bound=BaseModel)
 AUDIO_FIELD = "ref_audio"
 _MAX_FORM_FIELDS = 64
+_MAX_MESSAGE_CHARS = 200
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:_MAX_MESSAGE_CHARS] if text else type(exc).__name__
 
 
 def _invalid(loc: tuple[str, ...], message: str, error_type: str = "value_error") -> RequestValidationError:
@@ -52,7 +59,12 @@ async def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 
 
 async def _from_multipart(request: Request, max_bytes: int) -> tuple[dict[str, Any], bytes]:
-    form = await request.form(max_files=1, max_fields=_MAX_FORM_FIELDS)
+    try:
+        form = await request.form(max_files=1, max_fields=_MAX_FORM_FIELDS)
+    except FormParserError as exc:
+        # Starlette turns its own multipart errors into a 400; the parser's (a bad header line, a wrong
+        # boundary) would otherwise surface as a 500.
+        raise BadRequestError(f"malformed multipart/form-data body: {_first_line(exc)}") from None
     try:
         upload = form.get(AUDIO_FIELD)
         if not isinstance(upload, UploadFile):

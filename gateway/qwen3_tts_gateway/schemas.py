@@ -1,16 +1,65 @@
-"""Request and response bodies. Enum-like strings are case-insensitive and their errors list the choices."""
+"""Request and response bodies. Enum-like strings are case-insensitive and their errors list the choices.
+
+The OpenAPI schema states what the API accepts: enums for speakers, languages and formats, every
+sampling value's range (``SAMPLING_RANGES``, the one definition the engine checks too), non-blank texts,
+the cross-field rules (speaker or voice; streamable formats) and text lengths (``TEXT_LIMIT_KEY``: the
+app fills in ``settings.max_text_length``, see openapi.py).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+import annotated_types
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
-from .catalog import LANGUAGES, SPEAKERS, parse_language, parse_speaker, parse_voice
+from qwen3_tts_serving.sampling_ranges import SAMPLING_RANGES, Range
+
+from .catalog import CLONE_VOICE_PREFIX, LANGUAGES, SPEAKERS, parse_language, parse_speaker, parse_voice
 from .encoding import OUTPUT_FORMATS, STREAMABLE_FORMATS
 
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
+# OpenAPI marker of the text fields limited by settings.max_text_length (a per-deployment value).
+TEXT_LIMIT_KEY = "x-max-text-length"
+_SHOWN_CHARS = 32  # of a rejected value quoted in an error message
+
+
+@dataclass(frozen=True)
+class _JsonSchemaHint:
+    """Adds ``keys`` to a type's JSON schema without changing its validation (which has better messages)."""
+
+    keys: dict[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.keys)))
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(core_schema), **self.keys}
+
+
+def _valid_unicode(value: str) -> str:
+    """JSON can carry lone surrogates (``"\\ud800"``); no text is encoded for the model server with one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode text (it contains a lone surrogate)") from None
+    return value
 
 
 def _non_blank(value: str) -> str:
@@ -32,50 +81,154 @@ def _enum_schema(values: object, description: str) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "enum": list(values), "description": description})  # type: ignore[call-overload]
 
 
+def _shown(value: object) -> object:
+    """A rejected value as an error message quotes it: numbers as they are, anything else cut short."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
+def _checked(base: type, constraints: list[Any], message: Callable[[object], str]) -> Any:
+    """``base`` with ``constraints`` (annotated_types: in the OpenAPI schema and checked by pydantic); any
+    rejected value gets ``message(value)`` instead of pydantic's partial one ("less than or equal to 10")."""
+
+    def check(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(message(value)) from None
+
+    return Annotated[(base, *constraints, WrapValidator(check))]  # type: ignore[return-value]
+
+
+def in_range(name: str, spec: Range) -> Any:
+    """A number inside ``spec``; the 422 names the range (``Range.error``)."""
+    low = annotated_types.Gt(spec.low) if spec.low_open else annotated_types.Ge(spec.low)
+    return _checked(
+        int if spec.integer else float,
+        [low, annotated_types.Le(spec.high)],
+        lambda value: spec.error(name, _shown(value)),
+    )
+
+
+def range_description(text: str, spec: Range) -> str:
+    meaning = f"; {spec.meaning}" if spec.meaning else ""
+    return f"{text}: {spec.describe()}{meaning}."
+
+
+_LANGUAGE_CHOICES = [*LANGUAGES, *(lang.iso_639_1 for lang in LANGUAGES.values() if lang.iso_639_1)]
+# A stored voice's name: its id is 16 hex digits (catalog.VOICE_ID_PATTERN).
+CLONE_VOICE_SCHEMA = {"type": "string", "pattern": f"^{CLONE_VOICE_PREFIX}[0-9a-f]{{16}}$"}
+
 SpeakerName = Annotated[
     str, AfterValidator(parse_speaker), _enum_schema(SPEAKERS, "A built-in timbre (case-insensitive).")
 ]
 LanguageCode = Annotated[
     str,
     AfterValidator(parse_language),
-    _enum_schema(LANGUAGES, "A language (case-insensitive; ISO 639-1 codes such as 'en' also accepted)."),
+    _enum_schema(
+        _LANGUAGE_CHOICES, "A language (case-insensitive; ISO 639-1 codes such as 'en' also accepted)."
+    ),
 ]
 VoiceName = Annotated[
     str,
+    AfterValidator(_valid_unicode),
     AfterValidator(parse_voice),
     WithJsonSchema(
-        {"type": "string", "description": f"A timbre ({', '.join(SPEAKERS)}) or 'qwen3-clone-<id>'."}
+        {
+            "type": "string",
+            "anyOf": [{"enum": list(SPEAKERS)}, CLONE_VOICE_SCHEMA],
+            "description": f"A timbre ({', '.join(SPEAKERS)}) or '{CLONE_VOICE_PREFIX}<id>' from /voices.",
+        }
     ),
 ]
 OutputFormatName = Annotated[
     str, AfterValidator(_output_format), _enum_schema(OUTPUT_FORMATS, "Audio format.")
 ]
-Text = Annotated[str, AfterValidator(_non_blank)]
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Limited by settings.max_text_length (checked by bodies.check_text_lengths, shown by openapi.py).
+UnicodeText = Annotated[str, AfterValidator(_valid_unicode)]
+LimitedText = Annotated[UnicodeText, _JsonSchemaHint({TEXT_LIMIT_KEY: True})]
+# Text that must say something: at least one character that is not white space.
+Text = Annotated[
+    UnicodeText,
+    AfterValidator(_non_blank),
+    _JsonSchemaHint({TEXT_LIMIT_KEY: True, "minLength": 1, "pattern": r"\S"}),
+]
+# Base64 (standard alphabet, padded), optionally as a data: URL (refaudio.decode_base64 reads it).
+Base64Audio = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(data:[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+            "contentEncoding": "base64",
+            "description": "Base64 WAV, FLAC, MP3 or OGG (a data: URL prefix is allowed).",
+        }
+    ),
+]
+
+
+def _add_schema_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """``json_schema_extra``: a model's cross-field rules (``SCHEMA_RULES``) join its JSON schema."""
+    rules: tuple[dict[str, Any], ...] = getattr(model, "SCHEMA_RULES", ())
+    if rules:
+        schema["allOf"] = [dict(rule) for rule in rules]
+
+
+def _present(name: str) -> dict[str, Any]:
+    """The rule "``name`` is given (a string, not null)"."""
+    return {"required": [name], "properties": {name: {"type": "string"}}}
+
+
+def _one_of_values(name: str, values: object, *, required: bool = False) -> dict[str, Any]:
+    """The rule "``name``, when given (or always, with ``required``), is one of ``values``"."""
+    rule: dict[str, Any] = {"properties": {name: {"enum": list(values)}}}  # type: ignore[call-overload]
+    return {**rule, "required": [name]} if required else rule
+
+
+NEEDS_VOICE = {"anyOf": [_present("speaker"), _present("voice")]}
+
+
+Temperature = in_range("temperature", SAMPLING_RANGES["temperature"])
+TopK = in_range("top_k", SAMPLING_RANGES["top_k"])
+TopP = in_range("top_p", SAMPLING_RANGES["top_p"])
+RepetitionPenalty = in_range("repetition_penalty", SAMPLING_RANGES["repetition_penalty"])
+MaxNewTokens = in_range("max_new_tokens", SAMPLING_RANGES["max_new_tokens"])
+Seed = in_range("seed", SAMPLING_RANGES["seed"])
+
+
+def _sampling_field(name: str, text: str) -> Any:
+    return Field(None, description=range_description(text, SAMPLING_RANGES[name]))
 
 
 class SamplingFields(BaseModel):
-    """Optional sampling overrides (the model's defaults otherwise)."""
+    """Optional sampling overrides (the model's defaults otherwise), each inside ``SAMPLING_RANGES``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_add_schema_rules)
+    SCHEMA_RULES: ClassVar[tuple[dict[str, Any], ...]] = ()
 
     do_sample: bool | None = Field(None, description="false = greedy decoding.")
-    temperature: PositiveFloat | None = None
-    top_k: int | None = Field(None, ge=0, le=INT32_MAX, description="0 disables top-k.")
-    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
-    repetition_penalty: PositiveFloat | None = None
-    max_new_tokens: int | None = Field(None, ge=1, le=INT32_MAX, description="Upper bound on codec frames.")
-    seed: int | None = Field(None, ge=0, le=INT64_MAX, description="Makes sampling reproducible.")
+    temperature: Temperature | None = _sampling_field("temperature", "Sampling temperature")
+    top_k: TopK | None = _sampling_field("top_k", "Sample among the k likeliest codes")
+    top_p: TopP | None = _sampling_field("top_p", "Nucleus sampling mass")
+    repetition_penalty: RepetitionPenalty | None = _sampling_field(
+        "repetition_penalty", "Penalty on repeated codes"
+    )
+    max_new_tokens: MaxNewTokens | None = _sampling_field("max_new_tokens", "Upper bound on codec frames")
+    seed: Seed | None = _sampling_field("seed", "Makes sampling reproducible")
 
 
 class VoiceFields(SamplingFields):
     """Text plus a built-in timbre (``speaker``) or a library voice (``voice: qwen3-clone-<id>``)."""
 
+    SCHEMA_RULES = (NEEDS_VOICE,)
+
     text: Text
     speaker: SpeakerName | None = None
     voice: VoiceName | None = Field(None, description="A timbre or 'qwen3-clone-<id>'; overrides speaker.")
     language: LanguageCode = "auto"
-    instruct: str | None = Field(None, description="Style instruction (built-in timbres only).")
+    instruct: LimitedText | None = Field(None, description="Style instruction (built-in timbres only).")
 
     @model_validator(mode="after")
     def _needs_voice(self) -> VoiceFields:
@@ -93,6 +246,16 @@ class SynthesizeRequest(VoiceFields):
 
 
 class StreamSynthesizeRequest(VoiceFields):
+    SCHEMA_RULES = (
+        NEEDS_VOICE,
+        {
+            "anyOf": [
+                _one_of_values("stream_format", ["ndjson"]),
+                _one_of_values("response_format", STREAMABLE_FORMATS),
+            ]
+        },
+    )
+
     stream_format: Literal["ndjson", "audio"] = Field(
         "ndjson", description="ndjson: one JSON line per chunk; audio: raw bytes of response_format."
     )
@@ -128,6 +291,8 @@ StreamEncodingName = Annotated[
     str, AfterValidator(_stream_encoding), _enum_schema(STREAMABLE_FORMATS, "Streamed audio encoding.")
 ]
 MAX_LOOKAHEAD_TOKENS = 64  # the session models' limit (docs/triton-io-contract.md)
+LOOKAHEAD_RANGE = Range(0, MAX_LOOKAHEAD_TOKENS, integer=True)
+LookaheadTokens = in_range("lookahead_tokens", LOOKAHEAD_RANGE)
 
 
 class SessionStartMessage(SamplingFields):
@@ -136,17 +301,18 @@ class SessionStartMessage(SamplingFields):
     type: Literal["start"]
     voice: VoiceName
     language: LanguageCode = "auto"
-    instruct: str | None = Field(None, description="Style instruction (built-in timbres only).")
-    text: str = Field("", description="Optional first fragment of the text.")
+    instruct: LimitedText | None = Field(None, description="Style instruction (built-in timbres only).")
+    text: LimitedText = Field("", description="Optional first fragment of the text.")
     format: StreamEncodingName = Field("pcm", description="pcm (s16le), wav, mp3 or opus (in Ogg).")
     stream_format: Literal["binary", "json"] = Field(
         "binary", description="binary: audio in binary frames; json: chunk messages with base64 audio."
     )
-    lookahead_tokens: int | None = Field(
+    lookahead_tokens: LookaheadTokens | None = Field(
         None,
-        ge=0,
-        le=MAX_LOOKAHEAD_TOKENS,
-        description="Text tokens kept ahead of the talker before it speaks: more context, later audio.",
+        description=range_description(
+            "Text tokens kept ahead of the talker before it speaks (more context, later audio)",
+            LOOKAHEAD_RANGE,
+        ),
     )
 
 
@@ -156,7 +322,7 @@ class SessionTextMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"]
-    text: str
+    text: UnicodeText
     flush: bool = False
 
 
@@ -167,7 +333,7 @@ class SessionControlMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["flush", "end", "cancel"]
-    text: str = ""
+    text: UnicodeText = ""
 
 
 class DesignRequest(SamplingFields):
@@ -183,46 +349,64 @@ class CloneFields(SamplingFields):
     """The fields of a clone request besides the reference audio."""
 
     text: Text
-    ref_text: str | None = Field(None, description="Transcript of the reference clip (in-context cloning).")
+    ref_text: LimitedText | None = Field(
+        None, description="Transcript of the reference clip (in-context cloning)."
+    )
     x_vector_only: bool = Field(False, description="Clone from the speaker embedding only.")
     language: LanguageCode = "auto"
     response_format: OutputFormatName = "wav"
 
 
 class CloneJsonRequest(CloneFields):
-    ref_audio: str = Field(description="Base64 WAV, FLAC, MP3 or OGG (a data: URL prefix is allowed).")
+    ref_audio: Base64Audio
 
 
 class VoiceCreateFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=100)
-    ref_text: str | None = Field(None, description="Transcript of the reference clip (in-context cloning).")
+    name: UnicodeText | None = Field(None, max_length=100, description="A label of your own.")
+    ref_text: LimitedText | None = Field(
+        None, description="Transcript of the reference clip (in-context cloning)."
+    )
     x_vector_only: bool = False
 
 
 class VoiceCreateJsonRequest(VoiceCreateFields):
-    ref_audio: str = Field(description="Base64 WAV, FLAC, MP3 or OGG (a data: URL prefix is allowed).")
+    ref_audio: Base64Audio
+
+
+# OpenAI's speed; only the natural one is supported.
+Speed = _checked(
+    float,
+    [annotated_types.Ge(1.0), annotated_types.Le(1.0)],
+    lambda value: f"speed must be 1.0 (other speeds are not supported), got {_shown(value)!r}",
+)
 
 
 class SpeechRequest(SamplingFields):
     """OpenAI ``POST /v1/audio/speech`` (unknown fields are ignored, as the SDK may add some)."""
 
     model_config = ConfigDict(extra="ignore")
+    SCHEMA_RULES = (
+        {
+            "anyOf": [
+                _one_of_values("stream_format", ["audio"]),
+                _one_of_values("response_format", STREAMABLE_FORMATS, required=True),
+            ]
+        },
+    )
 
     model: str = "qwen3-tts"
     input: Text
     voice: VoiceName
-    instructions: str | None = None
+    instructions: LimitedText | None = None
     response_format: OutputFormatName = "mp3"
-    speed: float | None = Field(None, ge=0.25, le=4.0, description="Only 1.0 is supported.")
+    speed: Speed | None = Field(None, description="Only 1.0 is supported (OpenAI's range is 0.25 to 4).")
     stream_format: Literal["audio", "sse"] = "audio"
     language: LanguageCode = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> SpeechRequest:
-        if self.speed is not None and self.speed != 1.0:
-            raise ValueError("speed is not supported; omit it or use 1.0")
         if self.stream_format == "sse" and self.response_format not in STREAMABLE_FORMATS:
             raise ValueError(f"stream_format 'sse' supports response_format {', '.join(STREAMABLE_FORMATS)}")
         return self

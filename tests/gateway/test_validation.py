@@ -4,6 +4,7 @@ property tests over random invalid payloads. Routes run over the fake engine (va
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.catalog import LANGUAGES, SPEAKERS, parse_language, parse_speaker, parse_voice
+
+from qwen3_tts_serving.sampling_ranges import INT64_MAX, SAMPLING_RANGES
 
 from .conftest import encode, make_settings
 from .fakes import FakeEngine
@@ -181,3 +184,204 @@ def test_validation_happens_before_engine(tmp_path: Path) -> None:
         client.post("/synthesize", json={"text": "hi", "speaker": "nobody"})
         client.post("/clone", json={"text": "", "ref_audio": "AAAA"})
     assert engine.requests == [] and engine.prompt_calls == []
+
+
+# --- sampling ranges (one definition: qwen3_tts_serving.sampling_ranges) -------------------------------
+
+OUT_OF_RANGE = [
+    ("temperature", 1e39),  # overflows float32: inf on the device
+    ("temperature", 0),
+    ("temperature", 10.5),
+    ("repetition_penalty", 1e30),
+    ("repetition_penalty", 0.01),
+    ("top_k", SAMPLING_RANGES["top_k"].high + 1),
+    ("top_k", -1),
+    ("top_k", 2.5),
+    ("top_p", 1.5),
+    ("top_p", 0),
+    ("max_new_tokens", SAMPLING_RANGES["max_new_tokens"].high + 1),
+    ("max_new_tokens", 0),
+    ("seed", INT64_MAX + 1),
+    ("seed", -1),
+    ("temperature", "hot"),
+]
+SAY = {"text": "Hello there.", "speaker": "ryan"}
+# Every REST body that carries sampling values, as the smallest valid body of its route.
+SAMPLING_BODIES = {
+    "/synthesize": SAY,
+    "/synthesize/stream": SAY,
+    "/design": {"text": "Hello.", "instruct": "A calm voice."},
+    "/clone": {
+        "text": "Hello.",
+        "ref_audio": base64.b64encode(encode(np.zeros(24_000 * 4), 24_000)).decode(),
+    },
+    "/v1/audio/speech": {"input": "Hello.", "voice": "ryan"},
+}
+
+
+def assert_names_range(error: dict, name: str) -> None:
+    """The 422 says which field, what its range is, and what was sent."""
+    spec = SAMPLING_RANGES[name]
+    assert error["param"] == name and error["errors"][0]["loc"].endswith(name)
+    assert f"{name} must be {spec.describe()}" in error["message"], error["message"]
+
+
+@pytest.mark.parametrize("path", list(SAMPLING_BODIES))
+@pytest.mark.parametrize(("name", "value"), OUT_OF_RANGE)
+def test_sampling_out_of_range_names_the_range(http: TestClient, path: str, name: str, value: object) -> None:
+    error = error_of(http.post(path, json={**SAMPLING_BODIES[path], name: value}))
+    assert_names_range(error, name)
+
+
+def test_overflowing_sampling_values_rejected_before_the_engine(tmp_path: Path) -> None:
+    """The issue's request: a temperature that overflows float32 never reaches a batch."""
+    engine = FakeEngine()
+    with TestClient(create_app(settings=make_settings(tmp_path), engine=engine)) as client:
+        response = client.post("/synthesize/stream", json={**SAY, "temperature": 1e39})
+        assert_names_range(error_of(response), "temperature")
+        response = client.post("/synthesize", json={**SAY, "repetition_penalty": 1e39})
+        assert_names_range(error_of(response), "repetition_penalty")
+    assert engine.requests == []
+
+
+@pytest.mark.parametrize(("name", "spec"), list(SAMPLING_RANGES.items()))
+def test_range_edges_accepted(http: TestClient, name: str, spec: object) -> None:
+    high = http.post("/synthesize", json={**SAY, name: spec.high})  # type: ignore[attr-defined]
+    assert high.status_code == 200, high.text
+    if not spec.low_open:  # type: ignore[attr-defined]
+        low = http.post("/synthesize", json={**SAY, name: spec.low})  # type: ignore[attr-defined]
+        assert low.status_code == 200, low.text
+
+
+@pytest.mark.parametrize(("name", "value"), OUT_OF_RANGE)
+def test_websocket_synthesize_names_the_range(http: TestClient, name: str, value: object) -> None:
+    with http.websocket_connect("/ws/synthesize") as ws:
+        ws.send_json({**SAY, name: value})
+        error = ws.receive_json()
+    assert error["type"] == "error" and error["status"] == 422
+    assert_names_range(error, name)
+
+
+@pytest.mark.parametrize(("name", "value"), OUT_OF_RANGE)
+def test_session_start_names_the_range(http: TestClient, name: str, value: object) -> None:
+    with http.websocket_connect("/ws/session") as ws:
+        ws.send_json({"type": "start", "voice": "ryan", name: value})
+        error = ws.receive_json()
+    assert error["type"] == "error" and error["status"] == 422 and error["fatal"]
+    assert_names_range(error, name)
+
+
+def test_session_lookahead_names_its_range(http: TestClient) -> None:
+    with http.websocket_connect("/ws/session") as ws:
+        ws.send_json({"type": "start", "voice": "ryan", "lookahead_tokens": 65})
+        error = ws.receive_json()
+    assert "lookahead_tokens must be an integer between 0 and 64, got 65" in error["message"]
+
+
+def test_speed_only_one(http: TestClient) -> None:
+    body = SAMPLING_BODIES["/v1/audio/speech"]
+    error = error_of(http.post("/v1/audio/speech", json={**body, "speed": 1e39}))
+    assert error["param"] == "speed" and "speed must be 1.0" in error["message"]
+    assert http.post("/v1/audio/speech", json={**body, "speed": 1}).status_code == 200
+
+
+# --- input no route may turn into a 5xx -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/synthesize", {"text": "a\ud800b", "speaker": "ryan"}, "body.text"),
+        ("/synthesize/stream", {"text": "hi", "speaker": "ryan", "instruct": "\udfff"}, "body.instruct"),
+        ("/design", {"text": "hi", "instruct": "\ud800"}, "body.instruct"),
+        ("/v1/audio/speech", {"input": "\ud800", "voice": "ryan"}, "body.input"),
+        ("/synthesize", {"text": "hi", "voice": "qwen3-clone-\ud800"}, "body.voice"),
+        ("/clone", {**SAMPLING_BODIES["/clone"], "ref_text": "\ud800"}, "body.ref_text"),
+    ],
+)
+def test_lone_surrogates_rejected(http: TestClient, path: str, body: dict, loc: str) -> None:
+    """JSON may escape a lone surrogate; such text cannot be encoded for the model server."""
+    raw = json.dumps(body)  # ASCII: the surrogate as an escape, as any JSON encoder may write it
+    error = error_of(http.post(path, content=raw, headers={"content-type": "application/json"}))
+    assert error["errors"][0]["loc"] == loc and "lone surrogate" in error["message"]
+
+
+def test_session_text_with_lone_surrogate_rejected(tmp_path: Path) -> None:
+    with (
+        TestClient(create_app(settings=make_settings(tmp_path), engine=FakeEngine())) as client,
+        client.websocket_connect("/ws/session") as ws,
+    ):
+        ws.send_text(json.dumps({"type": "start", "voice": "ryan", "text": "\ud800"}))
+        error = ws.receive_json()
+    assert error["status"] == 422 and "lone surrogate" in error["message"]
+
+
+MALFORMED_MULTIPART = {
+    # The issue's body: a header line ended by CR CR LF.
+    "bare CR in a header": b'--b\r\nContent-Disposition: form-data; name="text"\r\r\n\r\nhi\r\n--b--\r\n',
+    "no boundary line": b"\x00\x01 not multipart at all",
+    "wrong boundary": b'--other\r\nContent-Disposition: form-data; name="text"\r\n\r\nhi\r\n--other--\r\n',
+}
+
+
+@pytest.mark.parametrize("path", ["/voices", "/clone"])
+@pytest.mark.parametrize("body", list(MALFORMED_MULTIPART.values()), ids=list(MALFORMED_MULTIPART))
+def test_malformed_multipart_is_400(http: TestClient, path: str, body: bytes) -> None:
+    response = http.post(path, content=body, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and "multipart" in error["message"]
+    response = http.post(path, content=b"x", headers={"content-type": "multipart/form-data"})
+    assert response.status_code == 400 and "boundary" in response.json()["error"]["message"]
+
+
+# --- the OpenAPI schema states the real constraints -----------------------------------------------------
+
+
+def _property(schema: dict, name: str) -> dict:
+    """A property's schema, the ``null`` branch of an optional one left out."""
+    prop = schema["properties"][name]
+    branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+    return branches[0]
+
+
+def test_openapi_shows_the_ranges_enums_and_lengths(tmp_path: Path) -> None:
+    app = create_app(settings=make_settings(tmp_path, max_text_length=123), engine=FakeEngine())
+    document = app.openapi()
+    components = document["components"]["schemas"]
+    clone = document["paths"]["/clone"]["post"]["requestBody"]["content"]
+    bodies = [
+        components[name]
+        for name in ("SynthesizeRequest", "StreamSynthesizeRequest", "DesignRequest", "SpeechRequest")
+    ] + [clone["application/json"]["schema"], clone["multipart/form-data"]["schema"]]
+    for body in bodies:
+        for name, spec in SAMPLING_RANGES.items():
+            prop = _property(body, name)
+            assert prop["maximum"] == spec.high and isinstance(prop["maximum"], type(spec.high))
+            low_key = "exclusiveMinimum" if spec.low_open else "minimum"
+            assert prop[low_key] == spec.low and prop["type"] == ("integer" if spec.integer else "number")
+    synthesize = components["SynthesizeRequest"]
+    assert _property(synthesize, "speaker")["enum"] == SPEAKER_NAMES
+    assert set(LANGUAGE_CODES) | ISO_CODES == set(_property(synthesize, "language")["enum"])
+    assert _property(synthesize, "response_format")["enum"] == ["wav", "flac", "mp3", "opus", "pcm"]
+    assert _property(synthesize, "text") | {"title": ""} == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 123,
+        "pattern": r"\S",
+        "title": "",
+    }
+    assert _property(synthesize, "instruct")["maxLength"] == 123
+    assert {
+        "anyOf": [
+            {"required": ["speaker"], "properties": {"speaker": {"type": "string"}}},
+            {"required": ["voice"], "properties": {"voice": {"type": "string"}}},
+        ]
+    } in synthesize["allOf"]
+    speech = components["SpeechRequest"]
+    assert _property(speech, "speed") == {"type": "number", "minimum": 1, "maximum": 1}
+    assert _property(speech, "input")["maxLength"] == _property(speech, "instructions")["maxLength"] == 123
+    assert _property(clone["application/json"]["schema"], "ref_text")["maxLength"] == 123
+    voice = document["paths"]["/voices"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert _property(voice, "name")["maxLength"] == 100
+    assert "x-max-text-length" not in json.dumps(document)
