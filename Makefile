@@ -19,7 +19,7 @@ STAMP := $(VENV)/.setup-$(SETUP_KEY)
 # Other areas keep their targets in mk/*.mk; TEST_STEPS run before the suite (mk/deploy.mk's deploy-lint also
 # builds the tool venv that tests/deploy uses).
 -include mk/*.mk
-TEST_STEPS ?= $(if $(wildcard mk/deploy.mk),deploy-lint) $(if $(wildcard mk/playground.mk),playground-deps)
+TEST_STEPS ?= $(if $(wildcard mk/deploy.mk),deploy-lint) $(if $(wildcard mk/playground.mk),playground-deps) $(if $(wildcard mk/typescript.mk),typescript-check)
 
 help:
 	@echo "make serve        set up, build tiny checkpoints, run Triton + gateway (Ctrl-C stops)"
