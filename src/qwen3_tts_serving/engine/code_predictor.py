@@ -26,6 +26,7 @@ from transformers.cache_utils import DynamicCache
 
 from .attention import attend, project_qkv
 from .config import CODE_PREDICTOR_MODES
+from .graphs import capture_graph
 from .requests import NUM_CODE_GROUPS
 from .sampling import SamplerRows, sample, sample_tokens
 
@@ -209,19 +210,9 @@ class GraphedCodePredictor:
         return self._static.predict(slot.past_hidden, slot.cb0, slot.rows, slot.frame_index)
 
     def _capture(self, slot: _GraphSlot) -> None:
-        # Warm up on a side stream first (lazy allocations and autotuning must not land in the graph).
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._run(slot)
-        torch.cuda.current_stream().wait_stream(side)
-        # Each bucket keeps its own memory pool: sharing one is only safe when graphs replay in capture
-        # order, and the buckets replay in whatever order the batch size takes.
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            slot.codes = self._run(slot)
-        slot.graph = graph
+        # Each bucket keeps its own memory pool: its output (``codes``) is allocated inside the graph and
+        # read after the replay, so no other graph may reuse that memory.
+        slot.graph, slot.codes = capture_graph(lambda: self._run(slot))
 
     def predict(
         self, past_hidden: torch.Tensor, cb0: torch.Tensor, rows: SamplerRows, frame_index: torch.Tensor

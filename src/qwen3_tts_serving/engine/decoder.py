@@ -19,6 +19,7 @@ from .config import EngineConfig
 from .requests import NUM_CODE_GROUPS
 from .streaming_decoder import StreamingDecoder
 from .streams import Stream
+from .transfer import to_host
 
 
 class ChunkDecoder:
@@ -60,7 +61,7 @@ class ChunkDecoder:
                 by_length[codes.shape[0]].append(index)
         for indices in by_length.values():
             batch = torch.stack([windows[i][0] for i in indices]).transpose(1, 2).clamp(min=0)
-            wav = self._decoder(batch)[:, 0].float().cpu().numpy()
+            wav = to_host(self._decoder(batch)[:, 0].float())
             for row, index in enumerate(indices):
                 keep = windows[index][1] * self.samples_per_frame
                 results[index] = np.ascontiguousarray(wav[row, -keep:], dtype=np.float32)

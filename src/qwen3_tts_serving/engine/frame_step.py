@@ -32,9 +32,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .attention import project_qkv
 from .code_predictor import CodePredictor, StaticCodePredictor
+from .graphs import capture_graph
 from .requests import NUM_CODE_GROUPS, SamplingParams
 from .sampling import SamplerRows, apply_repetition_penalty, sample_tokens
 from .slot_cache import SlotKVCache
+from .transfer import to_device
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +79,7 @@ class _SlotSampling:
     def set(self, index: torch.Tensor, values: dict[str, list[Any]]) -> None:
         for name, column in values.items():
             target = getattr(self, name)
-            target.index_copy_(0, index, _to_device(column, target))
-
-
-def _to_device(values: list[Any], like: torch.Tensor) -> torch.Tensor:
-    """A host list as a tensor on ``like``'s device without a blocking copy."""
-    return torch.tensor(values, dtype=like.dtype).to(like.device, non_blocking=True)
+            target.index_copy_(0, index, to_device(column, target))
 
 
 @dataclass
@@ -168,7 +165,7 @@ class FrameStep:
         self.state = SlotState(
             cache.num_slots, int(talker.config.hidden_size), vocab, weight.dtype, self._device
         )
-        self._predictor = predictor or StaticCodePredictor(talker, sync_free=True)
+        self.predictor = predictor or StaticCodePredictor(talker, sync_free=True)
         self.batch_buckets = sorted({b for b in batch_buckets if b <= cache.num_slots} | {cache.num_slots})
         self.length_buckets = sorted(
             {n for n in length_buckets if n <= cache.max_length} | {cache.max_length}
@@ -197,16 +194,8 @@ class FrameStep:
         with torch.inference_mode(), self._attention_backends():
             for batch in self.batch_buckets:
                 for length in self.length_buckets:
-                    side = torch.cuda.Stream()
-                    side.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(side):
-                        for _ in range(2):  # lazy allocations and kernel selection stay out of the graph
-                            self._frame(batch, length)
-                    torch.cuda.current_stream().wait_stream(side)
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, pool=pool):
-                        self._frame(batch, length)
-                    self._graphs[(batch, length)] = graph
+                    run = functools.partial(self._frame, batch, length)
+                    self._graphs[(batch, length)], _ = capture_graph(run, pool)
         logger.info(
             "frame step captured as %d CUDA graphs (batch %s x keys %s)",
             len(self._graphs),
@@ -249,7 +238,7 @@ class FrameStep:
         state = self.state
         active = state.active[:batch]
         advance = active.long()
-        codes = self._predictor.predict(
+        codes = self.predictor.predict(
             state.past_hidden[:batch], state.next_cb0[:batch], state.subtalker.rows(slice(0, batch)),
             state.frame_index[:batch],
         )  # fmt: skip
@@ -338,7 +327,7 @@ class FrameStep:
         """Streams enter their slots (their prefill already in the cache): parameters and counters set,
         the first codebook-0 token sampled from the prefill's last hidden state ``hidden`` [n, 1, D]."""
         state = self.state
-        index = _to_device([row.slot for row in rows], state.next_cb0)
+        index = to_device([row.slot for row in rows], state.next_cb0)
         state.talker.set(
             index,
             {
@@ -360,9 +349,9 @@ class FrameStep:
             },
         )
         state.penalty.index_copy_(
-            0, index, _to_device([r.sampling.repetition_penalty for r in rows], state.penalty)
+            0, index, to_device([r.sampling.repetition_penalty for r in rows], state.penalty)
         )
-        state.text_open.index_copy_(0, index, _to_device([r.text_open for r in rows], state.text_open))
+        state.text_open.index_copy_(0, index, to_device([r.text_open for r in rows], state.text_open))
         for flags in (state.faulted, state.poisoned, state.seen):
             flags.index_fill_(0, index, False)
         for counter in (state.drawn, state.frame_index):
@@ -378,22 +367,22 @@ class FrameStep:
             state.text_open.index_select(0, index),
             state.talker.rows(index),
         )
-        state.seen[index, tokens] = True
+        state.seen.index_put_((index, tokens), torch.ones((), dtype=torch.bool, device=self._device))
         state.next_cb0.index_copy_(0, index, tokens)
         state.drawn.index_fill_(0, index, 1)
         state.faulted.index_copy_(0, index, ~torch.isfinite(logits).all(dim=-1))
         state.active.index_fill_(0, index, True)
 
     def set_active(self, slot: int, active: bool) -> None:
-        self.state.active[slot] = active
+        self.state.active[slot].fill_(active)  # fill_ on a view: a kernel, never a copy from the host
 
     def close_text(self, slot: int) -> None:
         """The stream's text is complete: end-of-speech may be sampled from now on."""
-        self.state.text_open[slot] = False
+        self.state.text_open[slot].fill_(False)
 
     def poison(self, slot: int) -> None:
         """Tests only (``fault_injection``): the slot's logits turn non-finite from the next frame."""
-        self.state.poisoned[slot] = True
+        self.state.poisoned[slot].fill_(True)
 
     def set_text_inputs(self, embeddings: list[torch.Tensor]) -> None:
         """The text embedding each of slots ``[0, len(embeddings))`` adds to its next talker input."""
@@ -403,7 +392,7 @@ class FrameStep:
     def release(self, slot: int, *, scrub: bool = False) -> None:
         """The slot's stream left; ``scrub`` (a row that went bad) also clears what could keep a free
         slot's ignored computation non-finite."""
-        self.state.active[slot] = False
+        self.state.active[slot].fill_(False)
         if scrub:
             self.state.past_hidden[slot].zero_()
             self.state.text_input[slot].zero_()

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache
 
+from .transfer import to_device
+
 
 class SlotKVCache:
     def __init__(
@@ -99,8 +101,8 @@ class SlotKVCache:
             raise ValueError(f"slot {slot} is not in use")
         self._occupied.remove(slot)
         heapq.heappush(self._free, slot)
-        self.lengths[slot] = 0
-        self.positions[slot] = 0
+        self.lengths[slot].fill_(0)  # fill_ on a view: a kernel, never a copy from the host
+        self.positions[slot].fill_(0)
         if scrub:
             for tensor in (*self.keys, *self.values):
                 tensor[slot].zero_()
@@ -117,8 +119,8 @@ class SlotKVCache:
         if max(lengths) > self.max_length - 1:
             raise ValueError(f"a prompt of {max(lengths)} tokens does not fit slots of {self.max_length}")
         device = self.lengths.device
-        target = torch.tensor(slots, dtype=torch.long, device=device)
-        shift = torch.tensor([padded - n for n in lengths], dtype=torch.long, device=device)
+        target = to_device(slots, self.lengths)
+        shift = to_device([padded - n for n in lengths], self.lengths)
         # Column j of the result is column (j + shift) of the row: the real tokens move to the front;
         # what wraps round behind them lies past the slot's length and is never attended to.
         columns = (torch.arange(padded, device=device).unsqueeze(0) + shift.unsqueeze(1)) % padded
@@ -126,6 +128,6 @@ class SlotKVCache:
             for source, storage in zip((layer.keys, layer.values), stored, strict=True):
                 index = columns[:, None, :, None].expand(-1, source.shape[1], -1, source.shape[3])
                 storage[target, :, :padded] = source.gather(2, index).to(storage.dtype)
-        counts = torch.tensor(lengths, dtype=torch.long, device=device)
+        counts = to_device(lengths, self.lengths)
         self.lengths[target] = counts
         self.positions[target] = counts

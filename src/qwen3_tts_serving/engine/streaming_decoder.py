@@ -29,6 +29,7 @@ from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import apply_r
 from .attention import attend, project_qkv
 from .requests import NUM_CODE_GROUPS
 from .streams import Stream
+from .transfer import to_device, to_host
 
 
 @dataclass(eq=False)
@@ -158,7 +159,7 @@ class StreamingDecoder:
         for indices in by_length.values():
             states = [items[i][0] for i in indices]
             codes = torch.stack([items[i][1] for i in indices]).to(self._device).clamp(min=0)
-            wav = self._decode_batch(states, codes)[:, 0].float().cpu().numpy()
+            wav = to_host(self._decode_batch(states, codes)[:, 0].float())
             for row, index in enumerate(indices):
                 keep = items[index][2] * self.samples_per_frame
                 results[index] = np.ascontiguousarray(wav[row, wav.shape[1] - keep :], dtype=np.float32)
@@ -174,11 +175,12 @@ class StreamingDecoder:
         lengths = [s.kv.shape[3] for s in states]  # type: ignore[union-attr]
         longest = max(lengths)
         kv = torch.stack([F.pad(s.kv, (0, 0, longest - s.kv.shape[3], 0)) for s in states])  # type: ignore[union-attr]
+        counters = kv.new_empty(0, dtype=torch.long)  # the dtype and device of the two below
         return _Call(
             conv_history=torch.stack([s.conv_history for s in states]),  # type: ignore[misc]
             kv=kv,
-            kv_lengths=torch.tensor(lengths, device=self._device),
-            positions=torch.tensor([s.frames for s in states], device=self._device),
+            kv_lengths=to_device(lengths, counters),
+            positions=to_device([s.frames for s in states], counters),
         )
 
     def _close_call(self, states: list[DecoderState], call: _Call, frames: int) -> None:

@@ -1,0 +1,90 @@
+"""The frame step as CUDA graphs (skipped without a GPU): same audio as the eager step, and a steady-state
+engine step with no host synchronisation (``torch.cuda.set_sync_debug_mode("error")``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from qwen3_tts_serving.engine.config import EngineConfig
+from qwen3_tts_serving.engine.engine import StreamingEngine
+from qwen3_tts_serving.engine.loading import load_model
+from qwen3_tts_serving.engine.requests import Capability, SynthesisRequest
+from qwen3_tts_serving.engine.streams import CollectingSink
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+AUDIO_ATOL = 1e-3  # a GPU's kernels round differently from the CPU's
+
+
+@pytest.fixture(scope="module")
+def config(checkpoint_root: Path) -> EngineConfig:
+    return EngineConfig(
+        checkpoint_dir=checkpoint_root / "custom_voice",
+        device="cuda",
+        dtype="float32",
+        realtime_step_budget_s=0.0,
+        max_active_streams=8,
+        cuda_graph_batch_sizes="1,4",
+        slot_max_length=512,
+        attention_length_buckets="128,256",
+        repetition_window=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def tts(config: EngineConfig) -> Any:
+    return load_model(config, Capability.CUSTOM_VOICE)
+
+
+def _request(text: str, **sampling: object) -> SynthesisRequest:
+    return SynthesisRequest(
+        capability=Capability.CUSTOM_VOICE,
+        text=text,
+        speaker="ryan",
+        language="english",
+        sampling={"do_sample": False, "max_new_tokens": 40, **sampling},
+    )
+
+
+def _run(engine: StreamingEngine, requests: list[SynthesisRequest]) -> list[CollectingSink]:
+    sinks = [CollectingSink() for _ in requests]
+    engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
+    engine.run_until_idle()
+    for sink in sinks:
+        assert sink.error is None, sink.error
+    return sinks
+
+
+def test_graphed_and_eager_frame_steps_give_the_same_audio(tts, config):
+    requests = [_request("Graphs and eager agree."), _request("A sampled one.", do_sample=True, seed=5)]
+    graphed = StreamingEngine(tts, Capability.CUSTOM_VOICE, replace(config, cuda_graphs="on"))
+    assert graphed.frame_step.graphed
+    eager = StreamingEngine(tts, Capability.CUSTOM_VOICE, replace(config, cuda_graphs="off"))
+    assert not eager.frame_step.graphed
+    for with_graphs, without in zip(_run(graphed, requests), _run(eager, requests), strict=True):
+        assert with_graphs.audio().shape == without.audio().shape
+        np.testing.assert_allclose(with_graphs.audio(), without.audio(), atol=AUDIO_ATOL)
+
+
+def test_a_steady_state_step_never_synchronises_the_host(tts, config):
+    engine = StreamingEngine(tts, Capability.CUSTOM_VOICE, replace(config, cuda_graphs="on"))
+    sinks = [CollectingSink() for _ in range(3)]
+    requests = [_request(f"Steady state number {i}, speaking on.", max_new_tokens=60) for i in range(3)]
+    engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
+    for _ in range(3):  # admission (prompt building and prefill synchronise) and the first chunks
+        engine.step()
+    assert engine.active_count == 3
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(12):  # frames, chunk decoding and sending
+            engine.step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    engine.run_until_idle()
+    assert all(sink.error is None and sink.chunks[-1].is_last for sink in sinks)
