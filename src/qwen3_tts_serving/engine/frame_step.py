@@ -79,7 +79,7 @@ class _SlotSampling:
     def set(self, index: torch.Tensor, values: dict[str, list[Any]]) -> None:
         for name, column in values.items():
             target = getattr(self, name)
-            target.index_copy_(0, index, to_device(column, target))
+            target.index_copy_(0, index, to_device(column, target.dtype, target.device))
 
 
 @dataclass
@@ -327,7 +327,7 @@ class FrameStep:
         """Streams enter their slots (their prefill already in the cache): parameters and counters set,
         the first codebook-0 token sampled from the prefill's last hidden state ``hidden`` [n, 1, D]."""
         state = self.state
-        index = to_device([row.slot for row in rows], state.next_cb0)
+        index = to_device([row.slot for row in rows], torch.long, self._device)
         state.talker.set(
             index,
             {
@@ -348,10 +348,10 @@ class FrameStep:
                 "seed": [r.seed for r in rows],
             },
         )
-        state.penalty.index_copy_(
-            0, index, to_device([r.sampling.repetition_penalty for r in rows], state.penalty)
-        )
-        state.text_open.index_copy_(0, index, to_device([r.text_open for r in rows], state.text_open))
+        penalty = [r.sampling.repetition_penalty for r in rows]
+        state.penalty.index_copy_(0, index, to_device(penalty, state.penalty.dtype, self._device))
+        text_open = [r.text_open for r in rows]
+        state.text_open.index_copy_(0, index, to_device(text_open, torch.bool, self._device))
         for flags in (state.faulted, state.poisoned, state.seen):
             flags.index_fill_(0, index, False)
         for counter in (state.drawn, state.frame_index):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .requests import Capability, SynthesisRequest
+from .transfer import to_device
 
 
 class _PromptCaptured(Exception):
@@ -121,7 +122,7 @@ class PromptBuilder:
     def text_embeddings_for(self, token_ids: list[int]) -> torch.Tensor:
         """Projected text embeddings [N, D] for the trailing text track (voice agents' appended text)."""
         talker = self.tts.model.talker
-        ids = torch.tensor([token_ids], dtype=torch.long, device=talker.device)
+        ids = to_device([token_ids], torch.long, talker.device)
         return talker.text_projection(talker.get_text_embeddings()(ids))[0]
 
     @torch.inference_mode()

@@ -119,8 +119,8 @@ class SlotKVCache:
         if max(lengths) > self.max_length - 1:
             raise ValueError(f"a prompt of {max(lengths)} tokens does not fit slots of {self.max_length}")
         device = self.lengths.device
-        target = to_device(slots, self.lengths)
-        shift = to_device([padded - n for n in lengths], self.lengths)
+        target = to_device(slots, torch.long, device)
+        shift = to_device([padded - n for n in lengths], torch.long, device)
         # Column j of the result is column (j + shift) of the row: the real tokens move to the front;
         # what wraps round behind them lies past the slot's length and is never attended to.
         columns = (torch.arange(padded, device=device).unsqueeze(0) + shift.unsqueeze(1)) % padded
@@ -128,6 +128,6 @@ class SlotKVCache:
             for source, storage in zip((layer.keys, layer.values), stored, strict=True):
                 index = columns[:, None, :, None].expand(-1, source.shape[1], -1, source.shape[3])
                 storage[target, :, :padded] = source.gather(2, index).to(storage.dtype)
-        counts = to_device(lengths, self.lengths)
+        counts = to_device(lengths, torch.long, device)
         self.lengths[target] = counts
         self.positions[target] = counts

@@ -175,12 +175,11 @@ class StreamingDecoder:
         lengths = [s.kv.shape[3] for s in states]  # type: ignore[union-attr]
         longest = max(lengths)
         kv = torch.stack([F.pad(s.kv, (0, 0, longest - s.kv.shape[3], 0)) for s in states])  # type: ignore[union-attr]
-        counters = kv.new_empty(0, dtype=torch.long)  # the dtype and device of the two below
         return _Call(
             conv_history=torch.stack([s.conv_history for s in states]),  # type: ignore[misc]
             kv=kv,
-            kv_lengths=to_device(lengths, counters),
-            positions=to_device([s.frames for s in states], counters),
+            kv_lengths=to_device(lengths, torch.long, self._device),
+            positions=to_device([s.frames for s in states], torch.long, self._device),
         )
 
     def _close_call(self, states: list[DecoderState], call: _Call, frames: int) -> None:

@@ -2,9 +2,8 @@
 
 A blocking copy waits for every kernel queued before it and, on a GPU, for the copy itself through the
 driver's synchronous path; the engine's step runs under ``torch.cuda.set_sync_debug_mode("error")`` in the
-GPU benchmark. Uploads go non-blocking (from pageable memory the driver stages the data before returning,
-so the source may be dropped at once); downloads land in pinned memory and the host waits on an event
-recorded right after them, i.e. for exactly the work that produced the data.
+GPU benchmark. Uploads go non-blocking from pinned memory; downloads land in pinned memory and the host
+waits on an event recorded right after them, i.e. for exactly the work that produced the data.
 """
 
 from __future__ import annotations
@@ -15,9 +14,14 @@ import numpy as np
 import torch
 
 
-def to_device(values: list[Any], like: torch.Tensor) -> torch.Tensor:
-    """A host list as a tensor of ``like``'s dtype on ``like``'s device."""
-    return torch.tensor(values, dtype=like.dtype).to(like.device, non_blocking=True)
+def to_device(values: list[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A host list as a tensor on ``device``."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host.to(device)
+    # From pinned memory the copy is truly asynchronous (from pageable memory the driver first waits for
+    # the stream); torch's pinned-memory cache keeps the block until the copy has run.
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def to_host(tensor: torch.Tensor) -> np.ndarray:
