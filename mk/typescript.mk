@@ -3,8 +3,8 @@
 # against the real gateway and Triton.
 #
 #   make typescript-deps    npm ci from package-lock.json, only when the lock file changed
-#   make typescript-check   deps, then the package build (dist/, ESM + declarations), the type check of
-#                           sources and tests, and the unit and property tests (node --test)
+#   make typescript-check   deps, then `npm test`: the package build (dist/, ESM + declarations), the type
+#                           check of sources and tests, and the unit and property tests (node --test)
 #   make typescript-e2e     deps, then tests/typescript (pytest starts Triton and the gateway)
 
 TS_DIR  := client/typescript
@@ -25,8 +25,9 @@ $(TS_STAMP):
 	touch $@
 
 typescript-check: typescript-deps
-	cd $(TS_DIR) && $(NPM) run --silent build
-	@# `npm test` compiles sources and tests with the strict tsconfig.json (the type check), then runs them.
+	@# `npm test` runs `npm run build` first (pretest: dist/, ESM + declarations), then compiles sources and
+	@# tests with the strict tsconfig.json (the type check; test/package.test.ts imports the built package)
+	@# and runs them with node --test.
 	cd $(TS_DIR) && $(NPM) test
 
 typescript-e2e: typescript-deps

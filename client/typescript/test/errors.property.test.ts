@@ -53,10 +53,12 @@ function expectedClass(status: number): new (...args: never[]) => Qwen3TTSError 
   return EXPECTED[status] ?? (status >= 500 ? InternalServerError : APIStatusError);
 }
 
-// 407 is left out: the Fetch standard turns it into a network error before any code sees the response.
+/** Statuses fetch handles itself, which the gateway never sends: the Fetch standard turns 407 into a network
+ * error, and Node's fetch resends a 421 (Misdirected Request) on a new connection. */
+const FETCH_HANDLED = new Set([407, 421]);
 const status = fc
   .oneof(fc.constantFrom(...Object.keys(EXPECTED).map(Number), 502), fc.integer({ min: 400, max: 599 }))
-  .filter((code) => code !== 407);
+  .filter((code) => !FETCH_HANDLED.has(code));
 const message = fc.string({ minLength: 1, maxLength: 60 }).filter((text) => text.trim() === text && text.length > 0);
 const errorType = fc.constantFrom("invalid_request_error", "not_found_error", "server_overloaded", "timeout", "server_error");
 const param = fc.option(fc.constantFrom("speaker", "voice", "text", "ref_audio"), { nil: null });
@@ -102,6 +104,18 @@ describe("error propagation", () => {
       }),
       RUNS,
     );
+  });
+
+  test("every status 400-599 is retried exactly when it is 408, 429 or 5xx", async () => {
+    const client = new Qwen3TTSClient({ baseUrl: server.url, retryPolicy: new RetryPolicy({ maxRetries: 1, backoffBaseMs: 0 }) });
+    for (let code = 400; code <= 599; code++) {
+      if (FETCH_HANDLED.has(code)) continue;
+      server.reset();
+      server.script = () => ({ status: code, body: JSON.stringify({ error: { status: code, message: "no" } }) });
+      await assert.rejects(client.languages(), (error: unknown) => error instanceof Qwen3TTSError && error.status === code);
+      const retried = code === 408 || code === 429 || code >= 500;
+      assert.equal(server.requests.length, retried ? 2 : 1, `requests for ${code}`);
+    }
   });
 
   test("the provider passes the typed error through unchanged", async () => {
