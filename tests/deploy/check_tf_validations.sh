@@ -1,17 +1,41 @@
 #!/usr/bin/env bash
-# Exercise the module's variable validation blocks with terraform itself: a good set of values must plan,
-# and each bad value must be rejected. Only variables.tf is copied, so no provider (and no registry) is
-# needed. Run by `make deploy-lint` when terraform is installed.
+# Exercise the variable validation blocks with terraform itself: for each module (and the environments'
+# own variables), a good set of values must plan, and each bad value must be rejected. Only variables.tf
+# is copied, so no provider (and no registry) is needed. Run by `make deploy-lint` when terraform is
+# installed.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1
-cp "$repo/terraform/modules/qwen3-tts/variables.tf" "$work/"
-cd "$work"
 
-cat > good.tfvars <<'VARS'
+failed=0
+total=0
+
+# check_module FOLDER (relative to terraform/): good values from good.tfvars, one bad value per stdin line.
+check_module() {
+  local folder="$1" dir="$work/${1//\//_}" count=0 bad
+  mkdir -p "$dir"
+  cp "$repo/terraform/$folder/variables.tf" "$dir/"
+  cp "$work/good.tfvars" "$dir/good.tfvars"
+  (cd "$dir" && terraform init -backend=false -input=false >/dev/null)
+  if ! (cd "$dir" && terraform plan -input=false -var-file=good.tfvars >/dev/null); then
+    echo "FAIL: $folder: good values were rejected" >&2
+    failed=1
+    return
+  fi
+  while IFS= read -r bad; do
+    count=$((count + 1))
+    if (cd "$dir" && terraform plan -input=false -var-file=good.tfvars -var "$bad" >/dev/null 2>&1); then
+      echo "FAIL: $folder accepted $bad" >&2
+      failed=1
+    fi
+  done
+  total=$((total + count))
+}
+
+cat > "$work/good.tfvars" <<'VARS'
 project_id    = "my-project-1"
 region        = "us-central1"
 gateway_image = "us-central1-docker.pkg.dev/my-project-1/qwen3-tts/gateway:0.1.0"
@@ -19,19 +43,7 @@ triton_image  = "us-central1-docker.pkg.dev/my-project-1/qwen3-tts/triton-gpu:0.
 bucket_name   = "my-project-1-weights"
 env           = { QWEN3_TTS_MAX_ACTIVE_STREAMS = "16" }
 VARS
-
-terraform init -backend=false -input=false >/dev/null
-terraform plan -input=false -var-file=good.tfvars >/dev/null || { echo "FAIL: good values were rejected" >&2; exit 1; }
-
-failed=0
-count=0
-while IFS= read -r bad; do
-  count=$((count + 1))
-  if terraform plan -input=false -var-file=good.tfvars -var "$bad" >/dev/null 2>&1; then
-    echo "FAIL: accepted $bad" >&2
-    failed=1
-  fi
-done <<'BAD'
+check_module modules/qwen3-tts <<'BAD'
 gateway_image=us-docker.pkg.dev/p/r/gateway:latest
 gateway_image=us-docker.pkg.dev/p/r/gateway
 triton_image=us-docker.pkg.dev/p/r/triton@sha256:PLACEHOLDER
@@ -53,5 +65,64 @@ ingress=PUBLIC
 invoker_members=["bob@example.com"]
 labels={Env="Dev"}
 BAD
-[[ $failed == 0 ]] && echo "terraform variable validations: good values plan, $count bad values rejected"
+
+cat > "$work/good.tfvars" <<'VARS'
+project_id     = "my-project-1"
+region         = "us-central1"
+zones          = ["us-central1-a", "us-central1-c"]
+weights_bucket = "my-project-1-weights"
+images         = ["us-central1-docker.pkg.dev/my-project-1/qwen3-tts/gateway:0.1.0"]
+master_authorized_networks = [{ cidr_block = "203.0.113.0/24", display_name = "office" }]
+VARS
+check_module modules/qwen3-tts-gke <<'BAD'
+zones=[]
+zones=["us-central1"]
+name=qwen3-tts-name-too-long-x
+gpu_pools={}
+gpu_pools={l4={machine_type="a3-highgpu-1g", accelerator="nvidia-l4", max_nodes=2}}
+gpu_pools={h100={machine_type="a3-highgpu-8g", accelerator="nvidia-h100-80gb", max_nodes=2}}
+gpu_pools={l4={machine_type="g2-standard-8", accelerator="nvidia-t4", max_nodes=2}}
+gpu_pools={l4={machine_type="g2-standard-8", accelerator="nvidia-l4", min_nodes=3, max_nodes=2}}
+gpu_pools={l4={machine_type="g2-standard-8", accelerator="nvidia-l4", max_nodes=2, disk_size_gb=50}}
+system_pool={min_nodes=0}
+release_channel=EXTENDED_FOREVER
+network_ranges={control_plane="172.16.0.0/24"}
+network_ranges={pods="not-a-range"}
+master_authorized_networks=[{cidr_block="0.0.0.0/0", display_name="anyone"}]
+images=["us-docker.pkg.dev/p/r/gateway:latest"]
+k8s_namespace=Qwen3_TTS
+BAD
+
+cat > "$work/good.tfvars" <<'VARS'
+project_id = "my-project-1"
+region     = "us-central1"
+network_id = "projects/my-project-1/global/networks/qwen3-tts"
+VARS
+check_module modules/qwen3-tts-voice-db <<'BAD'
+network_id=qwen3-tts
+database_version=POSTGRES_9_6
+database_version=MYSQL_8_0
+tier=db-f1-micro
+max_connections=10
+backup_retention_days=0
+name=Voices
+BAD
+
+for env in dev prod; do
+  cat > "$work/good.tfvars" <<'VARS'
+project_id    = "my-project-1"
+gateway_image = "us-central1-docker.pkg.dev/my-project-1/qwen3-tts/gateway:0.1.0"
+triton_image  = "us-central1-docker.pkg.dev/my-project-1/qwen3-tts/triton-gpu:0.1.0"
+bucket_name   = "my-project-1-weights"
+runtimes      = ["cloud_run", "gke"]
+VARS
+  check_module "environments/$env" <<'BAD'
+runtimes=[]
+runtimes=["kubernetes"]
+gke_zones=["central"]
+gke_master_authorized_networks=[{cidr_block="0.0.0.0/0", display_name="anyone"}]
+BAD
+done
+
+[[ $failed == 0 ]] && echo "terraform variable validations: good values plan in every module and environment, $total bad values rejected"
 exit "$failed"

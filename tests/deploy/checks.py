@@ -264,25 +264,79 @@ def variable_problems(tf_files: dict[Path, dict[str, Any]], must_validate: set[s
     return problems
 
 
+def _resources_with_locals(tf_files: dict[Path, dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """resources(), with each "${local.NAME}" in a member replaced by that local of its folder."""
+    folder_locals: dict[Path, dict[str, Any]] = {}
+    for path, doc in tf_files.items():
+        for entry in doc.get("locals", []):
+            folder_locals.setdefault(path.parent, {}).update(_real(entry))
+    out = []
+    for path, doc in tf_files.items():
+        known = folder_locals.get(path.parent, {})
+
+        def resolve(match: re.Match[str], known: dict[str, Any] = known) -> str:
+            value = known.get(match.group(1))
+            return value if isinstance(value, str) else match.group(0)
+
+        for kind, name, body in resources({path: doc}):
+            member = str(body.get("member", ""))
+            for _ in range(3):  # locals that name other locals
+                member = re.sub(r"\$\{local\.([A-Za-z0-9_]+)\}", resolve, member)
+            out.append((kind, name, {**body, "member": member} if "member" in body else body))
+    return out
+
+
+# The one project-level role allowed: GKE's predefined role for a node service account (logs, metrics).
+NODE_PROJECT_ROLES = {"roles/container.defaultNodeServiceAccount"}
+# serviceAccount:PROJECT.svc.id.goog[NAMESPACE/KSA]; the project and namespace may be variables.
+_WORKLOAD_IDENTITY_MEMBER = re.compile(r"^serviceAccount:[^\[\]]+\.svc\.id\.goog\[[^/\[\]]+/[a-z0-9-]+\]$")
+_SERVICE_ACCOUNT_REF = re.compile(r"google_service_account\.([A-Za-z0-9_-]+)")
+
+
 def iam_problems(tf_files: dict[Path, dict[str, Any]]) -> list[str]:
-    """The runtime service account gets objectViewer on the weights bucket, and nothing else anywhere."""
+    """Least privilege. The runtime identities (Cloud Run's, GKE Triton's) get objectViewer on the weights
+    bucket and nothing else; the GKE node account gets GKE's node role on the project and reader on image
+    repositories; a Kubernetes service account may act as a Google one (Workload Identity); nothing more."""
     problems = []
-    for kind, name, body in resources(tf_files):
+    for kind, name, body in _resources_with_locals(tf_files):
         member = str(body.get("member", "")) + " ".join(map(str, body.get("members", []) or []))
-        if kind.startswith(("google_project_iam", "google_organization_iam", "google_folder_iam")):
-            problems.append(f"{kind}.{name}: project/folder/organization-level IAM is not allowed")
+        role = body.get("role")
+        where = f"{kind}.{name}"
+        if kind == "google_project_iam_member":
+            if role not in NODE_PROJECT_ROLES or "google_service_account.nodes." not in member:
+                problems.append(
+                    f"{where}: project-level IAM is only {sorted(NODE_PROJECT_ROLES)} for the GKE nodes"
+                )
+        elif kind.startswith(("google_project_iam", "google_organization_iam", "google_folder_iam")):
+            problems.append(f"{where}: project/folder/organization-level IAM is not allowed")
+        elif kind == "google_service_account_iam_member":
+            if role != "roles/iam.workloadIdentityUser" or not _WORKLOAD_IDENTITY_MEMBER.match(member):
+                problems.append(
+                    f"{where}: only roles/iam.workloadIdentityUser for one Kubernetes service account"
+                )
         elif "google_service_account." in member:
-            if kind != "google_storage_bucket_iam_member":
-                problems.append(f"{kind}.{name}: the service account may only get bucket-level IAM members")
-            elif body.get("role") != "roles/storage.objectViewer":
-                problems.append(f"{kind}.{name}: role {body.get('role')} (only roles/storage.objectViewer)")
-    grants = [
-        n
-        for k, n, b in resources(tf_files, "google_storage_bucket_iam_member")
-        if "google_service_account." in str(b.get("member"))
-    ]
-    if len(grants) != 1:
-        problems.append(f"expected exactly one bucket grant to the service account, found {len(grants)}")
+            allowed = {
+                "google_storage_bucket_iam_member": "roles/storage.objectViewer",
+                "google_artifact_registry_repository_iam_member": "roles/artifactregistry.reader",
+            }
+            if kind not in allowed:
+                problems.append(
+                    f"{where}: the service accounts may only get bucket or repository IAM members"
+                )
+            elif role != allowed[kind]:
+                problems.append(f"{where}: role {role} (only {allowed[kind]})")
+    readers: dict[str, int] = {}
+    for _, _, body in resources(tf_files, "google_storage_bucket_iam_member"):
+        match = _SERVICE_ACCOUNT_REF.search(str(body.get("member")))
+        if match:
+            readers[match.group(1)] = readers.get(match.group(1), 0) + 1
+    if not readers:
+        problems.append("no service account may read the weights bucket")
+    for account, count in sorted(readers.items()):
+        if count != 1:
+            problems.append(f"service account {account}: {count} bucket grants (expected exactly one)")
+    if "nodes" in readers:
+        problems.append("the GKE nodes' service account must not read the weights (only the Triton pods)")
     return problems
 
 

@@ -1,4 +1,7 @@
-"""terraform/: parsed with python-hcl2 and checked for the deployment's rules; scanned with checkov."""
+"""terraform/: parsed with python-hcl2 and checked for the deployment's rules; scanned with checkov.
+
+Three modules: qwen3-tts (weights bucket + Cloud Run), qwen3-tts-gke (cluster, GPU node pools, Workload
+Identity), qwen3-tts-voice-db (Cloud SQL PostgreSQL, URL in Secret Manager); the roots choose runtimes."""
 
 from __future__ import annotations
 
@@ -22,12 +25,23 @@ from .helpers import REPO, run
 
 TF = REPO / "terraform"
 MODULE = TF / "modules" / "qwen3-tts"
+GKE = TF / "modules" / "qwen3-tts-gke"
+VOICE_DB = TF / "modules" / "qwen3-tts-voice-db"
 ENVS = {name: TF / "environments" / name for name in ("dev", "prod")}
 MUST_VALIDATE = {
     "project_id", "region", "name", "gateway_image", "triton_image", "bucket_name", "gpu_type",
     "min_instances", "max_instances", "concurrency", "request_timeout_seconds", "triton_resources",
     "gateway_resources", "startup_probe", "env", "ingress", "invoker_members",
 }  # fmt: skip
+GKE_MUST_VALIDATE = {
+    "project_id", "region", "zones", "name", "weights_bucket", "k8s_namespace", "gpu_pools", "system_pool",
+    "release_channel", "network_ranges", "master_authorized_networks", "images", "labels",
+}  # fmt: skip
+VOICE_DB_MUST_VALIDATE = {
+    "project_id", "region", "name", "network_id", "database_version", "tier", "max_connections",
+    "backup_retention_days", "labels",
+}  # fmt: skip
+K8S = REPO / "k8s"
 
 
 def tf_paths(root: Path = TF) -> list[Path]:
@@ -48,20 +62,28 @@ def service(tf: dict[Path, dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def module_call(tf: dict[Path, dict[str, Any]], env: str) -> dict[str, Any]:
-    calls = [
-        body
+def module_calls(tf: dict[Path, dict[str, Any]], env: str) -> dict[str, dict[str, Any]]:
+    """{module name: its arguments} of one environment."""
+    return {
+        name: body
         for d in under(tf, ENVS[env]).values()
         for entry in d.get("module", [])
         for name, body in entry.items()
         if not name.startswith("__")  # python-hcl2's comment entries
-    ]
-    assert len(calls) == 1
-    return calls[0]
+    }
+
+
+def module_call(tf: dict[Path, dict[str, Any]], env: str) -> dict[str, Any]:
+    return module_calls(tf, env)["qwen3_tts"]
+
+
+def one_resource(tf: dict[Path, dict[str, Any]], rtype: str, name: str) -> dict[str, Any]:
+    (found,) = [body for _, n, body in resources(tf, rtype) if n == name]
+    return found
 
 
 def test_layout() -> None:
-    for folder in (MODULE, *ENVS.values()):
+    for folder in (MODULE, GKE, VOICE_DB, *ENVS.values()):
         assert tf_paths(folder), f"no .tf files in {folder}"
     assert (TF / "README.md").is_file()
 
@@ -94,6 +116,13 @@ def test_provider_checker_catches_loose_pins() -> None:
 
 def test_module_variables_are_typed_documented_and_validated(tf) -> None:
     assert variable_problems(under(tf, MODULE), MUST_VALIDATE) == []
+    assert variable_problems(under(tf, GKE), GKE_MUST_VALIDATE) == []
+    assert variable_problems(under(tf, VOICE_DB), VOICE_DB_MUST_VALIDATE) == []
+    for env in ENVS.values():
+        assert (
+            variable_problems(under(tf, env), {"runtimes", "gke_zones", "gke_master_authorized_networks"})
+            == []
+        )
 
 
 def test_variable_checker_catches_missing_validation() -> None:
@@ -120,7 +149,50 @@ def test_iam_checker_catches_broad_grants() -> None:
         }
     }
     problems = "\n".join(iam_problems(broad))
-    assert "project/folder/organization-level" in problems and "roles/storage.admin" in problems
+    assert "project-level IAM is only" in problems and "roles/storage.admin" in problems
+    nodes = "serviceAccount:${google_service_account.nodes.email}"
+    wider = {
+        Path("m/gke.tf"): {
+            "resource": [
+                {
+                    "google_project_iam_member": {
+                        "n": {"role": "roles/container.defaultNodeServiceAccount", "member": nodes}
+                    }
+                },
+                {"google_project_iam_member": {"e": {"role": "roles/editor", "member": nodes}}},
+                {
+                    "google_storage_bucket_iam_member": {
+                        "w": {"role": "roles/storage.objectViewer", "member": nodes}
+                    }
+                },
+                {
+                    "google_service_account_iam_member": {
+                        "u": {"role": "roles/iam.serviceAccountUser", "member": nodes}
+                    }
+                },
+                {
+                    "google_artifact_registry_repository_iam_member": {
+                        "r": {"role": "roles/artifactregistry.writer", "member": nodes}
+                    }
+                },
+                {
+                    "google_project_iam_binding": {
+                        "b": {"role": "roles/viewer", "members": ["user:a@example.com"]}
+                    }
+                },
+            ]
+        }
+    }
+    problems = iam_problems(wider)
+    assert len(problems) == 5, problems  # the node role itself is fine
+    for expected in (
+        "google_project_iam_member.e: project-level IAM is only",
+        "google_service_account_iam_member.u: only roles/iam.workloadIdentityUser",
+        "google_artifact_registry_repository_iam_member.r: role roles/artifactregistry.writer",
+        "google_project_iam_binding.b: project/folder/organization-level IAM is not allowed",
+        "the GKE nodes' service account must not read the weights",
+    ):
+        assert any(p.startswith(expected) for p in problems), expected
 
 
 def test_weights_bucket(tf) -> None:
@@ -145,7 +217,7 @@ def test_cloud_run_service_on_an_l4(tf) -> None:
         "max_instance_count": "${var.max_instances}",
     }
     assert template["max_instance_request_concurrency"] == "${var.concurrency}"
-    assert template["service_account"] == "${google_service_account.runtime.email}"
+    assert template["service_account"] == "${google_service_account.runtime[0].email}"
 
     containers = {c["name"]: c for c in template["containers"]}
     assert set(containers) == {"gateway", "triton"}
@@ -181,7 +253,7 @@ def test_outputs_service_url(tf) -> None:
     module_outputs = {
         n: b for d in under(tf, MODULE).values() for e in d.get("output", []) for n, b in e.items()
     }
-    assert module_outputs["service_url"]["value"] == "${google_cloud_run_v2_service.this.uri}"
+    assert module_outputs["service_url"]["value"] == "${one(google_cloud_run_v2_service.this[*].uri)}"
 
 
 def test_dev_scales_to_zero_and_prod_stays_warm(tf) -> None:
@@ -190,6 +262,109 @@ def test_dev_scales_to_zero_and_prod_stays_warm(tf) -> None:
     assert (dev["min_instances"], dev["max_instances"]) == (0, 1)
     assert prod["min_instances"] >= 1 and prod["max_instances"] > prod["min_instances"]
     assert prod["deletion_protection"] is True
+
+
+def test_runtimes_variable_chooses_cloud_run_gke_or_both(tf) -> None:
+    # Cloud Run's service, its account and grant exist only with cloud_run_enabled; the bucket always.
+    for rtype, name in (
+        ("google_cloud_run_v2_service", "this"),
+        ("google_service_account", "runtime"),
+        ("google_storage_bucket_iam_member", "runtime_reads_weights"),
+    ):
+        assert one_resource(under(tf, MODULE), rtype, name)["count"] == "${var.cloud_run_enabled ? 1 : 0}"
+    assert "count" not in one_resource(tf, "google_storage_bucket", "weights")
+    for env in ENVS:
+        (local,) = [e for d in under(tf, ENVS[env]).values() for e in d.get("locals", [])]
+        assert local["cloud_run"] == '${contains(var.runtimes, "cloud_run")}'
+        assert local["gke"] == '${contains(var.runtimes, "gke")}'
+        calls = module_calls(tf, env)
+        assert set(calls) == {"qwen3_tts", "gke", "voice_db"}
+        assert calls["qwen3_tts"]["cloud_run_enabled"] == "${local.cloud_run}"
+        assert calls["gke"]["source"] == "../../modules/qwen3-tts-gke"
+        assert calls["voice_db"]["source"] == "../../modules/qwen3-tts-voice-db"
+        assert calls["gke"]["count"] == calls["voice_db"]["count"] == "${local.gke ? 1 : 0}"
+        # The cluster reads the bucket the Cloud Run module made; Cloud SQL peers into the cluster's VPC.
+        assert calls["gke"]["weights_bucket"] == "${module.qwen3_tts.weights_bucket}"
+        assert calls["voice_db"]["network_id"] == "${module.gke[0].network_id}"
+        assert variables(under(tf, ENVS[env]))["runtimes"]["default"] == ["cloud_run"]  # as before GKE
+        outputs = {n for d in under(tf, ENVS[env]).values() for e in d.get("output", []) for n in e}
+        assert {"gke_cluster_name", "triton_service_account", "voice_db_url_secret", "weights_url"} <= outputs
+
+
+def overlay_accelerators(parse) -> set[str]:
+    paths = sorted((K8S / "overlays").glob("*/kustomization.yaml"))
+    found = set()
+    for doc in parse("yaml", *paths).values():
+        for patch in doc.get("patches", []):
+            found |= set(re.findall(r"cloud\.google\.com/gke-accelerator: (\S+)", patch.get("patch", "")))
+    return found
+
+
+def test_gke_gpu_pools_carry_the_overlays_gpus(tf, parse) -> None:
+    pool = one_resource(tf, "google_container_node_pool", "gpu")
+    assert pool["for_each"] == "${var.gpu_pools}"
+    (accelerator,) = pool["node_config"][0]["guest_accelerator"]
+    assert (
+        accelerator["count"] == 1 and accelerator["type"] == "${each.value.accelerator}"
+    )  # one GPU per node
+    assert accelerator["gpu_driver_installation_config"][0]["gpu_driver_version"] == "LATEST"
+    assert pool["autoscaling"][0]["min_node_count"] == "${each.value.min_nodes}"
+    assert pool["autoscaling"][0]["max_node_count"] == "${each.value.max_nodes}"
+    assert pool["node_config"][0]["workload_metadata_config"][0]["mode"] == "GKE_METADATA"
+    # Every GPU a k8s overlay selects has a pool in the module's default and in prod; dev has the L4.
+    overlays = overlay_accelerators(parse)
+    assert overlays == {"nvidia-l4", "nvidia-h100-80gb"}
+    default = {p["accelerator"] for p in variables(under(tf, GKE))["gpu_pools"]["default"].values()}
+    assert default == overlays
+    prod = {p["accelerator"] for p in module_calls(tf, "prod")["gke"]["gpu_pools"].values()}
+    assert prod == overlays
+    dev = module_calls(tf, "dev")["gke"]["gpu_pools"]
+    assert {p["accelerator"] for p in dev.values()} == {"nvidia-l4"} and dev["l4"]["min_nodes"] == 0
+
+
+def test_gke_cluster_is_private_with_workload_identity(tf, parse) -> None:
+    cluster = one_resource(tf, "google_container_cluster", "this")
+    assert cluster["workload_identity_config"][0]["workload_pool"] == "${local.workload_pool}"
+    assert cluster["private_cluster_config"][0]["enable_private_nodes"] is True
+    assert cluster["remove_default_node_pool"] is True
+    assert cluster["datapath_provider"] == "ADVANCED_DATAPATH"  # enforces k8s/base/network-policies.yaml
+    gke_locals = {k: v for d in under(tf, GKE).values() for e in d.get("locals", []) for k, v in e.items()}
+    assert gke_locals["workload_pool"] == "${var.project_id}.svc.id.goog"
+    # The Workload Identity grant names the Kubernetes service account the Triton pods run as.
+    base = K8S / "base"
+    kustomization = parse("yaml", base / "kustomization.yaml")[base / "kustomization.yaml"]
+    assert variables(under(tf, GKE))["k8s_namespace"]["default"] == kustomization["namespace"]
+    assert (
+        gke_locals["triton_ksa"]
+        == "serviceAccount:${local.workload_pool}[${var.k8s_namespace}/qwen3-tts-triton]"
+    )
+    assert "name: qwen3-tts-triton" in (base / "serviceaccounts.yaml").read_text()
+    grant = one_resource(tf, "google_service_account_iam_member", "triton_workload_identity")
+    assert grant["member"] == "${local.triton_ksa}"
+    assert grant["service_account_id"] == "${google_service_account.triton.name}"
+    reads = one_resource(tf, "google_storage_bucket_iam_member", "triton_reads_weights")
+    assert reads["bucket"] == "${var.weights_bucket}"
+
+
+def test_voice_db_is_private_with_its_url_in_secret_manager(tf) -> None:
+    instance = one_resource(tf, "google_sql_database_instance", "this")
+    settings = instance["settings"][0]
+    ip = settings["ip_configuration"][0]
+    assert ip["ipv4_enabled"] is False and ip["private_network"] == "${var.network_id}"
+    assert ip["ssl_mode"] == "ENCRYPTED_ONLY"
+    assert settings["backup_configuration"][0]["enabled"] is True
+    assert instance["database_version"] == "${var.database_version}"
+    assert variables(under(tf, VOICE_DB))["database_version"]["default"].startswith("POSTGRES_")
+    db_locals = {
+        k: v for d in under(tf, VOICE_DB).values() for e in d.get("locals", []) for k, v in e.items()
+    }
+    url = db_locals["voice_db_url"]
+    assert '"postgresql+asyncpg://%s:%s@%s:5432/%s?ssl=require"' in url
+    assert "google_sql_database_instance.this.private_ip_address" in url
+    version = one_resource(tf, "google_secret_manager_secret_version", "voice_db_url")
+    assert version["secret_data"] == "${local.voice_db_url}"
+    outputs = {n for d in under(tf, VOICE_DB).values() for e in d.get("output", []) for n in e}
+    assert "voice_db_url_secret" in outputs and "voice_db_url" not in outputs  # the URL never as an output
 
 
 def test_checkov_skips_have_reasons_and_are_documented() -> None:

@@ -65,3 +65,36 @@ variable "invoker_members" {
     error_message = "invoker_members entries must be IAM member strings or allUsers."
   }
 }
+
+variable "runtimes" {
+  description = "Where the stack runs: \"cloud_run\" (the L4 service), \"gke\" (cluster + Cloud SQL voice library, workloads from k8s/), or both."
+  type        = set(string)
+  default     = ["cloud_run"]
+  validation {
+    condition     = length(var.runtimes) >= 1 && length(setsubtract(var.runtimes, ["cloud_run", "gke"])) == 0
+    error_message = "runtimes must name at least one of cloud_run and gke."
+  }
+}
+
+variable "gke_zones" {
+  description = "Zones of the GKE node pools (with runtimes gke): zones of region that offer the pools' GPUs."
+  type        = list(string)
+  default     = ["us-central1-a", "us-central1-c"]
+  validation {
+    condition     = length(var.gke_zones) >= 1 && alltrue([for z in var.gke_zones : can(regex("^[a-z]+-[a-z]+[0-9]-[a-z]$", z))])
+    error_message = "gke_zones must list zones such as us-central1-a."
+  }
+}
+
+variable "gke_master_authorized_networks" {
+  description = "CIDR ranges allowed to reach the GKE API endpoint (kubectl), e.g. an office or CI range."
+  type = list(object({
+    cidr_block   = string
+    display_name = string
+  }))
+  default = []
+  validation {
+    condition     = alltrue([for n in var.gke_master_authorized_networks : can(cidrhost(n.cidr_block, 0)) && n.cidr_block != "0.0.0.0/0"])
+    error_message = "gke_master_authorized_networks entries must be CIDR ranges, and not 0.0.0.0/0."
+  }
+}

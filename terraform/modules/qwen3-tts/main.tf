@@ -1,4 +1,5 @@
-# Weights bucket and the runtime identity. The service itself is in service.tf.
+# Weights bucket and the runtime identity. The service itself is in service.tf. With cloud_run_enabled
+# false only the bucket is made (GKE reads it: modules/qwen3-tts-gke).
 
 locals {
   bucket_location = coalesce(var.bucket_location, var.region)
@@ -7,7 +8,7 @@ locals {
 }
 
 resource "google_project_service" "apis" {
-  for_each = var.enable_apis ? toset(["run.googleapis.com", "storage.googleapis.com", "iam.googleapis.com"]) : toset([])
+  for_each = var.enable_apis ? toset(concat(["storage.googleapis.com", "iam.googleapis.com"], var.cloud_run_enabled ? ["run.googleapis.com"] : [])) : toset([])
 
   project = var.project_id
   service = each.value
@@ -48,6 +49,8 @@ resource "google_storage_bucket" "weights" {
 # The identity of the running revision. It can read the weights bucket and nothing else: no project-level
 # role at all (Cloud Run writes stdout/stderr logs and platform metrics without one).
 resource "google_service_account" "runtime" {
+  count = var.cloud_run_enabled ? 1 : 0
+
   project      = var.project_id
   account_id   = "${var.name}-run"
   display_name = "Qwen3-TTS Cloud Run runtime (${var.name})"
@@ -56,7 +59,9 @@ resource "google_service_account" "runtime" {
 }
 
 resource "google_storage_bucket_iam_member" "runtime_reads_weights" {
+  count = var.cloud_run_enabled ? 1 : 0
+
   bucket = google_storage_bucket.weights.name
   role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${google_service_account.runtime.email}"
+  member = "serviceAccount:${google_service_account.runtime[0].email}"
 }

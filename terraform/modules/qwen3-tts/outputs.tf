@@ -1,11 +1,11 @@
 output "service_url" {
-  description = "HTTPS URL of the gateway (the service's ingress container)."
-  value       = google_cloud_run_v2_service.this.uri
+  description = "HTTPS URL of the gateway (the service's ingress container); null without Cloud Run."
+  value       = one(google_cloud_run_v2_service.this[*].uri)
 }
 
 output "service_name" {
-  description = "Cloud Run service name."
-  value       = google_cloud_run_v2_service.this.name
+  description = "Cloud Run service name; null without Cloud Run."
+  value       = one(google_cloud_run_v2_service.this[*].name)
 }
 
 output "weights_bucket" {
@@ -19,6 +19,6 @@ output "weights_url" {
 }
 
 output "runtime_service_account" {
-  description = "Email of the runtime service account (objectViewer on the weights bucket only)."
-  value       = google_service_account.runtime.email
+  description = "Email of the Cloud Run runtime service account (objectViewer on the weights bucket only); null without Cloud Run."
+  value       = one(google_service_account.runtime[*].email)
 }

@@ -25,6 +25,8 @@ locals {
 }
 
 resource "google_cloud_run_v2_service" "this" {
+  count = var.cloud_run_enabled ? 1 : 0
+
   project             = var.project_id
   name                = var.name
   location            = var.region
@@ -33,7 +35,7 @@ resource "google_cloud_run_v2_service" "this" {
   labels              = local.labels
 
   template {
-    service_account                  = google_service_account.runtime.email
+    service_account                  = google_service_account.runtime[0].email
     execution_environment            = "EXECUTION_ENVIRONMENT_GEN2"
     timeout                          = "${var.request_timeout_seconds}s"
     max_instance_request_concurrency = var.concurrency
@@ -164,11 +166,11 @@ resource "google_cloud_run_v2_service" "this" {
 }
 
 resource "google_cloud_run_v2_service_iam_member" "invokers" {
-  for_each = toset(var.invoker_members)
+  for_each = var.cloud_run_enabled ? toset(var.invoker_members) : toset([])
 
   project  = var.project_id
-  location = google_cloud_run_v2_service.this.location
-  name     = google_cloud_run_v2_service.this.name
+  location = google_cloud_run_v2_service.this[0].location
+  name     = google_cloud_run_v2_service.this[0].name
   role     = "roles/run.invoker"
   member   = each.value
 }

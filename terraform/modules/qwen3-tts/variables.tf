@@ -30,6 +30,12 @@ variable "name" {
   }
 }
 
+variable "cloud_run_enabled" {
+  description = "Create the Cloud Run service and its service account; false keeps only the weights bucket (GKE-only)."
+  type        = bool
+  default     = true
+}
+
 variable "gateway_image" {
   description = "Gateway image (docker/gateway.Dockerfile), pinned by tag or digest, e.g. REGION-docker.pkg.dev/PROJECT/REPO/gateway:1.2.3."
   type        = string
