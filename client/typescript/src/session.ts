@@ -36,7 +36,8 @@ export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  addEventListener(type: string, listener: (event: any) => void): void; // eslint-disable-line @typescript-eslint/no-explicit-any
+  // `any`: the event types differ between the DOM, React Native and `ws`; each listener reads what it needs.
+  addEventListener(type: string, listener: (event: any) => void): void;
 }
 
 /** Opens a socket to `url` (which already carries `?api_key=` when a key is set); `headers` has the key too. */
