@@ -65,7 +65,10 @@ def create_app(settings: Settings | None = None, engine: TTSEngine | None = None
     """Build the gateway. Without ``engine`` it talks to Triton over gRPC (and closes it on shutdown)."""
     settings = settings or get_settings()
     owned_engine = engine is None
-    engine = engine if engine is not None else TritonEngine(triton_url(settings), settings.request_timeout_s)
+    if engine is None:
+        engine = TritonEngine(
+            triton_url(settings), settings.request_timeout_s, settings.gateway_triton_reconnect_max_s
+        )
 
     store = VoiceStore.from_settings(settings)
 

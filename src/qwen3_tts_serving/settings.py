@@ -186,6 +186,12 @@ class Settings(BaseSettings):
     gateway_triton_url: str | None = Field(
         None, description="host:port of Triton gRPC for the gateway; unset: triton_host:triton_grpc_port."
     )
+    gateway_triton_reconnect_max_s: float = Field(
+        2.0,
+        gt=0,
+        description="Longest wait between the gateway's tries to reach a Triton that went away (gRPC's own "
+        "backoff grows to 120 s): it serves again at most this long after Triton is back.",
+    )
     gateway_startup_timeout_s: float = Field(60.0, description="qwen3-tts-serve: wait for /health.")
 
     @property

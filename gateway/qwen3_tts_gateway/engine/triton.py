@@ -49,6 +49,7 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 _MAX_MESSAGE_CHARS = 300
+_INITIAL_RECONNECT_MS = 1000  # gRPC's default first reconnect backoff
 
 
 class StreamCancelledError(EngineError):
@@ -313,18 +314,42 @@ class TritonSession:
         self._outbox.put_nowait(None)
 
 
+def channel_args(reconnect_max_s: float) -> list[tuple[str, int]]:
+    """tritonclient's default channel options, and reconnect attempts at most ``reconnect_max_s`` apart.
+
+    gRPC's own backoff grows to 120 s: after an outage of a minute or two (a restarted server loading its
+    models) the gateway would go on answering 503 for up to that long after Triton is back.
+    """
+    keepalive = grpcclient.KeepAliveOptions()
+    reconnect_ms = max(1, int(reconnect_max_s * 1000))
+    return [
+        ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", min(_INITIAL_RECONNECT_MS, reconnect_ms)),
+        ("grpc.min_reconnect_backoff_ms", min(_INITIAL_RECONNECT_MS, reconnect_ms)),
+        ("grpc.max_reconnect_backoff_ms", reconnect_ms),
+    ]
+
+
 class TritonEngine:
     """Talks to Triton over gRPC; the client is created lazily inside the running event loop."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, reconnect_max_s: float = 2.0) -> None:
         self._url = url
         self._timeout_s = timeout_s
+        self._reconnect_max_s = reconnect_max_s
         self._client: grpcclient.InferenceServerClient | None = None
 
     @property
     def client(self) -> grpcclient.InferenceServerClient:
         if self._client is None:
-            self._client = grpcclient.InferenceServerClient(self._url)
+            self._client = grpcclient.InferenceServerClient(
+                self._url, channel_args=channel_args(self._reconnect_max_s)
+            )
         return self._client
 
     async def ready(self) -> bool:
