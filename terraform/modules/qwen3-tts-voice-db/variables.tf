@@ -62,7 +62,7 @@ variable "high_availability" {
 }
 
 variable "max_connections" {
-  description = "PostgreSQL max_connections: at least gateway pods x the gateway's pool size, plus a few for operators."
+  description = "PostgreSQL max_connections: at least gateway pods x 2 x QWEN3_TTS_VOICE_DB_POOL_SIZE, plus a few for operators."
   type        = number
   default     = 200
   validation {
