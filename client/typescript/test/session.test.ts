@@ -1,0 +1,167 @@
+/**
+ * Sessions against a real local WebSocket server (the `ws` package's) that plays the gateway's side of
+ * `/ws/session` as each test scripts it: the start message, auth, audio frames and events, refusals, a
+ * connection lost mid-session, aborts and timeouts. The real gateway is in test/e2e.
+ */
+
+import assert from "node:assert/strict";
+import type { IncomingMessage } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, test } from "node:test";
+
+import { WebSocketServer, type WebSocket } from "ws";
+
+import {
+  APIConnectionError,
+  APITimeoutError,
+  APIUserAbortError,
+  NotFoundError,
+  Qwen3TTSClient,
+  UnprocessableEntityError,
+  sessionStartMessage,
+  websocketUrl,
+} from "../src/index.js";
+
+type Handler = (socket: WebSocket, message: Record<string, unknown>) => void;
+
+describe("sessions", () => {
+  let server: WebSocketServer;
+  let url: string;
+  let handler: Handler = () => undefined;
+  const received: Array<Record<string, unknown>> = [];
+  const upgrades: IncomingMessage[] = [];
+
+  before(async () => {
+    server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+    await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    server.on("connection", (socket, request) => {
+      upgrades.push(request);
+      socket.on("message", (data) => {
+        const message = JSON.parse(String(data)) as Record<string, unknown>;
+        received.push(message);
+        handler(socket, message);
+      });
+    });
+  });
+  after(async () => {
+    for (const socket of server.clients) socket.terminate();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  const started = (socket: WebSocket): void =>
+    socket.send(JSON.stringify({ type: "started", session_id: "s1", sample_rate: 24000, format: "pcm", stream_format: "binary", voice: "ryan" }));
+
+  test("start, fragments, audio frames, a refused message, done", async () => {
+    received.length = 0;
+    upgrades.length = 0;
+    handler = (socket, message) => {
+      if (message.type === "start") started(socket);
+      if (message.type === "text" && String(message.text).length > 10) {
+        socket.send(JSON.stringify({ type: "error", status: 422, message: "too long", reason: "text_too_long", fatal: false, error_type: "invalid_request_error", param: "text" }));
+      }
+      if (message.type === "end") {
+        socket.send(Buffer.from([0, 64, 0, 192]));
+        socket.send(Buffer.from([0, 32]));
+        socket.send(JSON.stringify({ type: "done", session_id: "s1", finish_reason: "stop", duration: 0.000125, chunks: 2, sample_rate: 24000, text_chars: 5 }));
+      }
+    };
+    const client = new Qwen3TTSClient({ baseUrl: url, apiKey: "k" });
+    const session = await client.session({ voice: "ryan", language: "english", lookaheadTokens: 3, doSample: false, seed: 4 });
+    assert.equal(session.sessionId, "s1");
+    session.sendText("Hel");
+    session.sendText("lo", { flush: true });
+    session.sendText("x".repeat(20));
+    session.flush();
+    session.end();
+    const chunks = [];
+    for await (const chunk of session) chunks.push(chunk);
+    session.close();
+    assert.deepEqual(received, [
+      { type: "start", voice: "ryan", format: "pcm", language: "english", lookahead_tokens: 3, do_sample: false, seed: 4 },
+      { type: "text", text: "Hel" },
+      { type: "text", text: "lo", flush: true },
+      { type: "text", text: "x".repeat(20) },
+      { type: "flush" },
+      { type: "end" },
+    ]);
+    assert.equal(upgrades[0]?.headers.authorization, "Bearer k");
+    assert.match(upgrades[0]?.url ?? "", /^\/ws\/session\?api_key=k$/);
+    assert.deepEqual(chunks.map((c) => [c.sequence, c.isLast, c.finishReason, [...c.samples]]), [
+      [0, false, null, [0.5, -0.5]],
+      [1, false, null, [0.25]],
+      [2, true, "stop", []],
+    ]);
+    assert.equal(session.refused.length, 1);
+    assert.ok(session.refused[0] instanceof UnprocessableEntityError);
+    assert.equal(session.refused[0]?.param, "text");
+    assert.equal(session.summary?.textChars, 5);
+  });
+
+  test("a refused start is its typed error", async () => {
+    handler = (socket) => {
+      socket.send(JSON.stringify({ type: "error", status: 404, message: "voice 'qwen3-clone-0000000000000000' not found", reason: "not_found_error", fatal: true, error_type: "not_found_error", param: "voice" }));
+    };
+    const client = new Qwen3TTSClient({ baseUrl: url });
+    await assert.rejects(client.session({ voice: "qwen3-clone-0000000000000000" }), (error: unknown) => {
+      assert.ok(error instanceof NotFoundError);
+      assert.equal(error.status, 404);
+      assert.match(error.message, /not found/);
+      assert.equal(error.request?.operation, "session");
+      return true;
+    });
+  });
+
+  test("a connection lost before done is an APIConnectionError", async () => {
+    handler = (socket, message) => {
+      if (message.type === "start") started(socket);
+      if (message.type === "end") socket.terminate();
+    };
+    const session = await new Qwen3TTSClient({ baseUrl: url }).session({ voice: "ryan" });
+    session.end("Hi.");
+    await assert.rejects(session.collect(), APIConnectionError);
+    assert.throws(() => session.sendText("more"), /closed/);
+  });
+
+  test("aborting closes the socket and rejects the read", async () => {
+    handler = (socket, message) => {
+      if (message.type === "start") started(socket);
+    };
+    const controller = new AbortController();
+    const session = await new Qwen3TTSClient({ baseUrl: url }).session({ voice: "ryan", signal: controller.signal });
+    setTimeout(() => controller.abort(), 30);
+    await assert.rejects(session.collect(), APIUserAbortError);
+    await assert.rejects(new Qwen3TTSClient({ baseUrl: url }).session({ voice: "ryan", signal: AbortSignal.abort() }), APIUserAbortError);
+  });
+
+  test("a silent gateway times out", async () => {
+    handler = (socket, message) => {
+      if (message.type === "start") started(socket);
+    };
+    const session = await new Qwen3TTSClient({ baseUrl: url, timeoutMs: 100 }).session({ voice: "ryan" });
+    await assert.rejects(session.collect(), APITimeoutError);
+    handler = () => undefined;
+    await assert.rejects(new Qwen3TTSClient({ baseUrl: url, timeoutMs: 100 }).session({ voice: "ryan" }), APITimeoutError);
+  });
+
+  test("nothing listening is an APIConnectionError", async () => {
+    await assert.rejects(new Qwen3TTSClient({ baseUrl: "http://127.0.0.1:9" }).session({ voice: "ryan" }), (error: unknown) =>
+      error instanceof APIConnectionError && !(error instanceof APITimeoutError),
+    );
+  });
+
+  test("start messages and URLs", () => {
+    assert.deepEqual(sessionStartMessage({ voice: "vivian", format: "mp3", jsonChunks: true, text: "Hi", topP: 0.9 }), {
+      type: "start",
+      voice: "vivian",
+      format: "mp3",
+      text: "Hi",
+      stream_format: "json",
+      top_p: 0.9,
+    });
+    assert.throws(() => sessionStartMessage({ voice: "ryan", lookaheadTokens: 65 }), /0-64/);
+    assert.throws(() => sessionStartMessage({ voice: "ryan", format: "flac" as "pcm" }), /pcm, wav, mp3, opus/);
+    assert.equal(websocketUrl("https://tts.example/api/", null), "wss://tts.example/api/ws/session");
+    assert.equal(websocketUrl("http://h:1", "a b"), "ws://h:1/ws/session?api_key=a+b");
+  });
+});
