@@ -126,11 +126,12 @@ describe("client", () => {
 
   test("a stream that stalls between chunks times out; one that keeps coming does not", async () => {
     const lines = ndjsonAnswer(3).body as string[];
-    server.script = () => ({ ...ndjsonAnswer(3), pieceDelayMs: 80 });
-    const slowButSteady = await client({ timeoutMs: 300, maxRetries: 0 }).stream("Hi.", { voice: "ryan" }).collect();
+    // Four gaps of 150 ms: longer in total than the 400 ms timeout, each well within it.
+    server.script = () => ({ ...ndjsonAnswer(3), pieceDelayMs: 150 });
+    const slowButSteady = await client({ timeoutMs: 400, maxRetries: 0 }).stream("Hi.", { voice: "ryan" }).collect();
     assert.equal(slowButSteady.chunks, 3);
-    server.script = () => ({ status: 200, body: [lines[0] ?? "", ...Array(2).fill(" ")], pieceDelayMs: 500 });
-    await assert.rejects(client({ timeoutMs: 200, maxRetries: 0 }).stream("Hi.", { voice: "ryan" }).collect(), APITimeoutError);
+    server.script = () => ({ status: 200, body: [lines[0] ?? "", ...Array(2).fill(" ")], pieceDelayMs: 1500 });
+    await assert.rejects(client({ timeoutMs: 400, maxRetries: 0 }).stream("Hi.", { voice: "ryan" }).collect(), APITimeoutError);
   });
 
   test("aborting rejects with APIUserAbortError at once, without retries", async () => {
