@@ -98,11 +98,24 @@ async def read_audio_body(request: Request, model: type[M], max_bytes: int) -> t
     return validate_model(model, fields), audio
 
 
+def _form_field(schema: dict[str, Any]) -> dict[str, Any]:
+    """A property of a form: a field is a string or left out, never null (its optional null branch goes)."""
+    branches = [branch for branch in schema.get("anyOf", ()) if branch != {"type": "null"}]
+    if len(branches) != 1:
+        return schema
+    field = {
+        key: value
+        for key, value in schema.items()
+        if key != "anyOf" and not (key == "default" and value is None)
+    }
+    return {**branches[0], **field}
+
+
 def audio_body_openapi(json_model: type[BaseModel], form_model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` documenting both body encodings of an endpoint that reads them by hand."""
     form_schema = form_model.model_json_schema()
     form_schema["properties"] = {
-        **form_schema.get("properties", {}),
+        **{name: _form_field(field) for name, field in form_schema.get("properties", {}).items()},
         AUDIO_FIELD: {"type": "string", "format": "binary", "description": "WAV, FLAC, MP3 or OGG file."},
     }
     form_schema["required"] = [*form_schema.get("required", []), AUDIO_FIELD]

@@ -120,6 +120,8 @@ def range_description(text: str, spec: Range) -> str:
 _LANGUAGE_CHOICES = [*LANGUAGES, *(lang.iso_639_1 for lang in LANGUAGES.values() if lang.iso_639_1)]
 # A stored voice's name: its id is 16 hex digits (catalog.VOICE_ID_PATTERN).
 CLONE_VOICE_SCHEMA = {"type": "string", "pattern": f"^{CLONE_VOICE_PREFIX}[0-9a-f]{{16}}$"}
+# /voices/{voice_id}: the bare id or the voice name.
+VOICE_ID_SCHEMA = {"pattern": f"^({CLONE_VOICE_PREFIX})?[0-9a-f]{{16}}$"}
 
 SpeakerName = Annotated[
     str, AfterValidator(parse_speaker), _enum_schema(SPEAKERS, "A built-in timbre (case-insensitive).")
@@ -149,19 +151,22 @@ OutputFormatName = Annotated[
 # Limited by settings.max_text_length (checked by bodies.check_text_lengths, shown by openapi.py).
 UnicodeText = Annotated[str, AfterValidator(_valid_unicode)]
 LimitedText = Annotated[UnicodeText, _JsonSchemaHint({TEXT_LIMIT_KEY: True})]
-# Text that must say something: at least one character that is not white space.
+# Text that must say something: at least one character that is not white space. Anchored, so that schema
+# tools combine it with maxLength (schemathesis rewrites an unanchored "\S" and drops the length).
 Text = Annotated[
     UnicodeText,
     AfterValidator(_non_blank),
-    _JsonSchemaHint({TEXT_LIMIT_KEY: True, "minLength": 1, "pattern": r"\S"}),
+    _JsonSchemaHint({TEXT_LIMIT_KEY: True, "minLength": 1, "pattern": r"^\s*\S[\s\S]*$"}),
 ]
-# Base64 (standard alphabet, padded), optionally as a data: URL (refaudio.decode_base64 reads it).
+# Base64 (standard alphabet, padded, not empty), optionally as a data: URL (refaudio.decode_base64 reads it).
+_BASE64_TAIL = "[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}="
+_BASE64_PATTERN = f"^(data:[^,]*,)?(([A-Za-z0-9+/]{{4}})+({_BASE64_TAIL})?|{_BASE64_TAIL})$"
 Base64Audio = Annotated[
     str,
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^(data:[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+            "pattern": _BASE64_PATTERN,
             "contentEncoding": "base64",
             "description": "Base64 WAV, FLAC, MP3 or OGG (a data: URL prefix is allowed).",
         }

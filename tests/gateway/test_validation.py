@@ -368,7 +368,7 @@ def test_openapi_shows_the_ranges_enums_and_lengths(tmp_path: Path) -> None:
         "type": "string",
         "minLength": 1,
         "maxLength": 123,
-        "pattern": r"\S",
+        "pattern": r"^\s*\S[\s\S]*$",
         "title": "",
     }
     assert _property(synthesize, "instruct")["maxLength"] == 123
@@ -384,4 +384,7 @@ def test_openapi_shows_the_ranges_enums_and_lengths(tmp_path: Path) -> None:
     assert _property(clone["application/json"]["schema"], "ref_text")["maxLength"] == 123
     voice = document["paths"]["/voices"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert _property(voice, "name")["maxLength"] == 100
+    assert _property(voice, "ref_audio")["pattern"].startswith("^(data:[^,]*,)?")
+    form = clone["multipart/form-data"]["schema"]["properties"]
+    assert form["temperature"]["type"] == "number" and "anyOf" not in form["ref_text"]  # a form has no null
     assert "x-max-text-length" not in json.dumps(document)

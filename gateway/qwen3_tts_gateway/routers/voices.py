@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from ..auth import OwnerDep
@@ -13,11 +14,13 @@ from ..catalog import clone_voice_id
 from ..deps import ServiceDep, SettingsDep, VoiceStoreDep
 from ..errors import NotFoundError
 from ..refaudio import decode_reference
-from ..schemas import VoiceCreateFields, VoiceCreateJsonRequest, VoiceInfo, VoiceList
+from ..schemas import VOICE_ID_SCHEMA, VoiceCreateFields, VoiceCreateJsonRequest, VoiceInfo, VoiceList
 from ..voices import VoiceRecord
 
 router = APIRouter(prefix="/voices", tags=["voices"])
 _NOT_FOUND = {404: {"description": "No such voice for this API key."}}
+# Any other string is a 404 like an unknown id; the pattern tells clients the form of an id.
+VoiceId = Annotated[str, Path(description="The id or 'qwen3-clone-<id>'.", json_schema_extra=VOICE_ID_SCHEMA)]
 
 
 def voice_info(record: VoiceRecord) -> VoiceInfo:
@@ -70,7 +73,7 @@ async def list_voices(owner: OwnerDep, store: VoiceStoreDep) -> VoiceList:
 
 
 @router.get("/{voice_id}", response_model=VoiceInfo, responses=_NOT_FOUND, summary="One voice")
-async def get_voice(voice_id: str, owner: OwnerDep, store: VoiceStoreDep) -> VoiceInfo:
+async def get_voice(voice_id: VoiceId, owner: OwnerDep, store: VoiceStoreDep) -> VoiceInfo:
     record = await store.get(owner, _voice_id(voice_id))
     if record is None:
         raise _not_found(voice_id)
@@ -78,7 +81,7 @@ async def get_voice(voice_id: str, owner: OwnerDep, store: VoiceStoreDep) -> Voi
 
 
 @router.delete("/{voice_id}", status_code=204, responses=_NOT_FOUND, summary="Delete a voice")
-async def delete_voice(voice_id: str, owner: OwnerDep, store: VoiceStoreDep) -> Response:
+async def delete_voice(voice_id: VoiceId, owner: OwnerDep, store: VoiceStoreDep) -> Response:
     if not await store.delete(owner, _voice_id(voice_id)):
         raise _not_found(voice_id)
     return Response(status_code=204)
