@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ from .attention import project_qkv
 from .code_predictor import CodePredictor, StaticCodePredictor
 from .graphs import capture_graph
 from .requests import NUM_CODE_GROUPS, SamplingParams
-from .sampling import SamplerRows, apply_repetition_penalty, sample_tokens
+from .sampling import SamplerRows, apply_repetition_penalty, host_facts, sample
 from .slot_cache import SlotKVCache
 from .transfer import to_device
 
@@ -67,7 +67,7 @@ class _SlotSampling:
         self.seed = torch.zeros(slots, dtype=torch.long, device=device)
 
     def rows(self, index: slice | torch.Tensor) -> SamplerRows:
-        # Host-side shortcut facts stay at their safe defaults: the step samples with ``sample_tokens``.
+        """The rows at ``index``, with the safe host facts (no shortcut: what a captured graph needs)."""
         return SamplerRows(
             do_sample=self.do_sample[index],
             temperature=self.temperature[index],
@@ -165,7 +165,9 @@ class FrameStep:
         self.state = SlotState(
             cache.num_slots, int(talker.config.hidden_size), vocab, weight.dtype, self._device
         )
-        self.predictor = predictor or StaticCodePredictor(talker, sync_free=True)
+        # The static predictor samples with ``sample``: with the rows' default host facts that is the
+        # graph-safe full computation, with an eager step's facts it takes the exact shortcuts.
+        self.predictor = predictor or StaticCodePredictor(talker)
         self.batch_buckets = sorted({b for b in batch_buckets if b <= cache.num_slots} | {cache.num_slots})
         self.length_buckets = sorted(
             {n for n in length_buckets if n <= cache.max_length} | {cache.max_length}
@@ -207,16 +209,19 @@ class FrameStep:
         self._graphs.clear()
 
     # ---------------------------------------------------------------------------------------- frames
-    def launch(self, rows: int, longest: int) -> FrameHandle:
-        """Start one frame for slots ``[0, rows)`` whose longest active cache holds ``longest`` columns."""
+    def launch(self, rows: int, longest: int, sampling: list[SamplingParams] | None = None) -> FrameHandle:
+        """Start one frame for slots ``[0, rows)`` whose longest active cache holds ``longest`` columns.
+        ``sampling``: the active streams' parameters, for the exact shortcuts an eager step may take
+        (argmax only when none samples, top-k candidates only); a captured graph has all cases inside."""
         batch = bucket_for(self.batch_buckets, rows)
         length = bucket_for(self.length_buckets, longest + 1)  # + the column this frame writes
         graph = self._graphs.get((batch, length))
         if graph is not None:
             graph.replay()
         else:
+            facts = None if sampling is None else _facts(sampling)
             with self._attention_backends():
-                self._frame(batch, length)
+                self._frame(batch, length, facts)
         report = self.state.report[:batch]
         codes = report[:, :NUM_CODE_GROUPS].clone()  # the next frame overwrites the report
         event = None
@@ -234,14 +239,24 @@ class FrameStep:
         assert self._host_report is not None
         return self._host_report[: handle.batch].tolist()
 
-    def _frame(self, batch: int, length: int) -> None:
+    def _frame(
+        self, batch: int, length: int, facts: tuple[dict[str, Any], dict[str, Any]] | None = None
+    ) -> None:
         state = self.state
         active = state.active[:batch]
         advance = active.long()
+        talker_rows, subtalker_rows = (
+            state.talker.rows(slice(0, batch)),
+            state.subtalker.rows(slice(0, batch)),
+        )
+        if facts is not None:
+            talker_rows, subtalker_rows = (
+                replace(talker_rows, **facts[0]),
+                replace(subtalker_rows, **facts[1]),
+            )
         codes = self.predictor.predict(
-            state.past_hidden[:batch], state.next_cb0[:batch], state.subtalker.rows(slice(0, batch)),
-            state.frame_index[:batch],
-        )  # fmt: skip
+            state.past_hidden[:batch], state.next_cb0[:batch], subtalker_rows, state.frame_index[:batch]
+        )
         inputs = self.frame_embeddings(codes) + state.text_input[:batch].unsqueeze(1)
         hidden = self._talker_step(inputs, batch, length)
         self.cache.lengths[:batch].add_(advance)
@@ -256,7 +271,7 @@ class FrameStep:
             state.penalty[:batch],
             state.drawn[:batch],
             state.text_open[:batch],
-            state.talker.rows(slice(0, batch)),
+            talker_rows,
         )
         seen = state.seen[:batch]
         chosen = tokens.unsqueeze(1)
@@ -320,7 +335,7 @@ class FrameStep:
         scores = scores.masked_fill(self._suppressed, float("-inf"))
         held = (drawn < 2) | text_open
         scores[:, self._eos] = scores[:, self._eos].masked_fill(held, float("-inf"))
-        return sample_tokens(scores, rows, drawn, 0)
+        return sample(scores, rows, drawn, 0)
 
     # --------------------------------------------------------------------------------------- slots
     def join(self, rows: list[JoinRow], hidden: torch.Tensor) -> None:
@@ -402,6 +417,19 @@ class FrameStep:
         self.state.active.fill_(False)
         self.state.past_hidden.zero_()
         self.cache.release_all()
+
+
+def _facts(sampling: list[SamplingParams]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Host facts of the talker's and the code predictor's sampler for streams with these parameters."""
+    talker = host_facts(
+        [p.do_sample for p in sampling], [p.top_k for p in sampling], [p.top_p for p in sampling]
+    )
+    subtalker = host_facts(
+        [p.subtalker_do_sample for p in sampling],
+        [p.subtalker_top_k for p in sampling],
+        [p.subtalker_top_p for p in sampling],
+    )
+    return talker, subtalker
 
 
 def _attend_grouped(

@@ -8,6 +8,7 @@ and the whole batch is sampled with a handful of tensor ops (Gumbel-max), with n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -41,18 +42,25 @@ class SamplerRows:
         seed: list[int],
         device: torch.device,
     ) -> SamplerRows:
-        sampling_top_k = [k for k, on in zip(top_k, do_sample, strict=True) if on]
         return cls(
-            any_sample=bool(sampling_top_k),
-            candidates=max(sampling_top_k) if sampling_top_k and min(sampling_top_k) > 0 else None,
-            same_top_k=len(set(sampling_top_k)) == 1,
-            any_top_p=any(p < 1 for p, on in zip(top_p, do_sample, strict=True) if on),
+            **host_facts(do_sample, top_k, top_p),
             do_sample=torch.tensor(do_sample, dtype=torch.bool, device=device),
             temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
             top_k=torch.tensor(top_k, dtype=torch.long, device=device),
             top_p=torch.tensor(top_p, dtype=torch.float32, device=device),
             seed=torch.tensor(seed, dtype=torch.long, device=device),
         )
+
+
+def host_facts(do_sample: list[bool], top_k: list[int], top_p: list[float]) -> dict[str, Any]:
+    """The host-side shortcut facts of ``SamplerRows`` for rows with these parameters."""
+    sampling_top_k = [k for k, on in zip(top_k, do_sample, strict=True) if on]
+    return {
+        "any_sample": bool(sampling_top_k),
+        "candidates": max(sampling_top_k) if sampling_top_k and min(sampling_top_k) > 0 else None,
+        "same_top_k": len(set(sampling_top_k)) == 1,
+        "any_top_p": any(p < 1 for p, on in zip(top_p, do_sample, strict=True) if on),
+    }
 
 
 def _fmix32(x: torch.Tensor) -> torch.Tensor:
