@@ -103,14 +103,19 @@ def database_url(location: str | Path) -> sa.URL:
 
 
 def _create_engine(url: sa.URL, *, pool_size: int, immediate_transactions: bool = False) -> AsyncEngine:
+    # hide_parameters: a logged database error must not carry key hashes or prompt bytes.
     if url.get_backend_name() == "postgresql":
         # pre-ping: a pooled connection dropped by the server (idle timeout, failover) is replaced, not used.
-        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        return create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+        )
     if url.database:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     # No pool: every aiosqlite connection owns a thread, and a pooled one would outlive a store that is
     # never closed (tests, scripts); opening a SQLite file is cheap.
-    engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S})
+    engine = create_async_engine(
+        url, poolclass=NullPool, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S}, hide_parameters=True
+    )
     if immediate_transactions:
         # The driver's own transaction handling would run DDL outside a transaction. Here every transaction
         # takes SQLite's write lock at BEGIN, so a second migrating gateway waits for the first to commit.

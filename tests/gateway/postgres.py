@@ -70,23 +70,31 @@ class PostgresCluster:
         self._check("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8")
         for attempt in range(_START_TRIES):
             self.port = free_ports(1)[0]
-            options = (
-                f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            result = self._run(
-                "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-o", options, "start"
-            )
-            if result.returncode == 0:
+            try:
+                self.start_server()
                 return
-            if attempt == _START_TRIES - 1:  # a port taken between picking and binding: pick again
-                raise RuntimeError(
-                    f"postgres did not start: {result.stderr.strip()}\n{read_log_tail(self.log_path)}"
-                )
+            except RuntimeError:
+                if attempt == _START_TRIES - 1:  # else a port taken between picking and binding: pick again
+                    raise
+
+    def start_server(self) -> None:
+        """Start the server (again, after ``stop_server``) on ``self.port``, with the data it had."""
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._check(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-o", options, "start"
+        )
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server (an outage: open connections are cut); with ``fast`` its data stays for
+        ``start_server`` (``immediate`` may lose the last commits, as synchronous_commit is off)."""
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
 
     def stop(self) -> None:
-        if (self.data_dir / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+        self.stop_server("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PostgresCluster:

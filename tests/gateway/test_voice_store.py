@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.engine import VoicePrompt
-from qwen3_tts_gateway.voices import VoiceStore, owner_of
+from qwen3_tts_gateway.voices import VoiceLibraryUnavailableError, VoiceStore, owner_of
 
 from qwen3_tts_serving.settings import Settings
 
@@ -180,23 +180,42 @@ async def test_voice_multipart_and_restart(tmp_path: Path, voice_db: Path | str)
         assert (await restarted.get("/voices")).json()["voices"] == [voice]
 
 
-async def test_library_down_is_503(tmp_path: Path, postgres_cluster: PostgresCluster) -> None:
-    """A database that cannot be reached: the voice routes answer 503 with Retry-After, not a traceback."""
-    unreachable = postgres_cluster.create_database().replace(f":{postgres_cluster.port}/", ":1/")
-    settings = library_settings(tmp_path, unreachable, retry_after_s=7)
-    app = create_app(settings=settings, engine=FakeEngine())
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-        for response in [
-            await client.get("/voices"),
-            await client.post("/synthesize", json={"text": "Hi.", "voice": "qwen3-clone-0123456789abcdef"}),
-        ]:
-            assert response.status_code == 503, response.text
-            assert response.json()["error"]["message"] == "the voice library is unavailable; retry later"
-            assert response.headers["retry-after"] == "7"
-        # Built-in timbres do not need the library.
-        assert (await client.post("/synthesize", json={"text": "Hi.", "speaker": "ryan"})).status_code == 200
-    await app.state.voices.close()
+async def test_library_outage_is_503_until_it_is_back(tmp_path: Path) -> None:
+    """A database that goes away: voice routes answer 503 with Retry-After (built-in timbres go on), and the
+    same gateway serves the voices again once it is back. A gateway does not start without its library."""
+    clone = {"name": "kept", "ref_audio": base64.b64encode(clip(4.0)).decode()}
+    with PostgresCluster() as cluster:  # its own server: this test stops it
+        settings = library_settings(tmp_path, cluster.create_database(), retry_after_s=7)
+        async with gateway(settings, FakeEngine()) as client:
+            voice = (await client.post("/voices", json=clone)).json()
+            cluster.stop_server()
+            for response in [
+                await client.get("/voices"),
+                await client.post("/voices", json=clone),
+                await client.post("/synthesize", json={"text": "Hi.", "voice": voice["voice"]}),
+            ]:
+                assert response.status_code == 503, response.text
+                assert response.json()["error"]["message"] == "the voice library is unavailable; retry later"
+                assert response.headers["retry-after"] == "7"
+            assert (
+                await client.post("/synthesize", json={"text": "Hi.", "speaker": "ryan"})
+            ).status_code == 200
+            cluster.start_server()
+            assert (await client.get("/voices")).json() == {"voices": [voice]}
+            assert (
+                await client.post("/synthesize", json={"text": "Hi.", "voice": voice["voice"]})
+            ).status_code == 200
+            # A restart between two requests (a failover): the pooled connections it cut are replaced.
+            cluster.stop_server()
+            cluster.start_server()
+            assert (await client.get("/voices")).json() == {"voices": [voice]}
+
+        cluster.stop_server()
+        app = create_app(settings=settings, engine=FakeEngine())
+        with pytest.raises(VoiceLibraryUnavailableError):
+            async with app.router.lifespan_context(app):
+                pass
+        await app.state.voices.close()
 
 
 @pytest.mark.parametrize(
