@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from qwen3_tts_gateway.engine import AudioChunk, SessionRequest, SynthesisRequest, VoicePrompt
+from qwen3_tts_gateway.engine import ALL_MODELS, AudioChunk, SessionRequest, SynthesisRequest, VoicePrompt
 from qwen3_tts_gateway.errors import EngineInvalidRequestError
 
 SAMPLE_RATE = 24_000
@@ -106,6 +106,7 @@ class FakeEngine:
     finish_reason: str = "stop"
     server_ready: bool = True
     unready_models: set[str] = field(default_factory=set)
+    served: tuple[str, ...] = ALL_MODELS
     requests: list[SynthesisRequest] = field(default_factory=list)
     prompt_calls: list[tuple[np.ndarray, int, str | None, bool]] = field(default_factory=list)
     completed: int = 0
@@ -122,6 +123,9 @@ class FakeEngine:
 
     async def model_ready(self, name: str) -> bool:
         return self.server_ready and name not in self.unready_models
+
+    async def served_models(self) -> tuple[str, ...]:
+        return self.served
 
     def _chunk(self, index: int) -> AudioChunk:
         t = np.arange(index * self.samples_per_chunk, (index + 1) * self.samples_per_chunk) / SAMPLE_RATE

@@ -65,6 +65,18 @@ async def test_ready_reports_models(client: httpx.AsyncClient, engine: FakeEngin
     }
 
 
+async def test_ready_checks_only_the_models_the_server_serves(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.served = ("custom_voice",)  # qwen3-tts-serve --models custom_voice
+    engine.unready_models.add("voice_design")  # not served: must not hold /ready back
+    response = await client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["models"] == {"custom_voice": True}
+    engine.unready_models.add("custom_voice")
+    assert (await client.get("/ready")).status_code == 503
+
+
 async def test_speakers_and_languages(client: httpx.AsyncClient) -> None:
     speakers = {s["name"]: s for s in (await client.get("/speakers")).json()["speakers"]}
     assert set(speakers) == {

@@ -121,6 +121,11 @@ class TTSEngine(Protocol):
         """True when the named model is loaded and ready."""
         ...
 
+    async def served_models(self) -> tuple[str, ...]:
+        """The models of the contract the server's repository holds (a server may serve a subset:
+        ``qwen3-tts-serve --models ...``); every model when the server cannot say."""
+        ...
+
     def stream(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
         """Stream the chunks of one synthesis; closing the iterator cancels the upstream request.
 

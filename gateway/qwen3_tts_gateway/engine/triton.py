@@ -365,6 +365,14 @@ class TritonEngine:
         except (InferenceServerException, grpc.aio.AioRpcError):
             return False
 
+    async def served_models(self) -> tuple[str, ...]:
+        try:
+            index = await self.client.get_model_repository_index(as_json=True, client_timeout=5.0)
+        except (InferenceServerException, grpc.aio.AioRpcError):
+            return contract.MODELS
+        names = {model.get("name") for model in index.get("models", [])}
+        return tuple(name for name in contract.MODELS if name in names) or contract.MODELS
+
     async def stream(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
         inputs = build_inputs(request)
         request_id = uuid.uuid4().hex

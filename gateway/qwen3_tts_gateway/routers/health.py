@@ -22,13 +22,14 @@ async def health() -> HealthResponse:
 @router.get(
     "/ready",
     response_model=ReadyResponse,
-    summary="Triton and every model are ready",
+    summary="Triton and every model it serves are ready",
     responses={503: {"model": ReadyResponse, "description": "Triton or a model is not ready."}},
 )
 async def ready(engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     server = await engine.ready()
-    states = await asyncio.gather(*(engine.model_ready(name) for name in ALL_MODELS)) if server else []
-    models = dict(zip(ALL_MODELS, states, strict=False)) if server else dict.fromkeys(ALL_MODELS, False)
+    served = await engine.served_models() if server else ALL_MODELS
+    states = await asyncio.gather(*(engine.model_ready(name) for name in served)) if server else []
+    models = dict(zip(served, states, strict=True)) if server else dict.fromkeys(served, False)
     body = ReadyResponse(ready=server and all(models.values()), server=server, models=models)
     if body.ready:
         return JSONResponse(body.model_dump())
