@@ -125,7 +125,8 @@ class FrameHandle:
     batch: int
     length: int
     codes: torch.Tensor  # [batch, 16] on the device, a copy the next frame does not overwrite
-    event: Any = None  # torch.cuda.Event on a GPU
+    host: torch.Tensor  # [batch, REPORT_WIDTH] the report's host copy (pinned memory on a GPU)
+    event: Any = None  # torch.cuda.Event recorded after the copy (GPU)
 
 
 class FrameStep:
@@ -173,10 +174,13 @@ class FrameStep:
             {n for n in length_buckets if n <= cache.max_length} | {cache.max_length}
         )
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
-        on_gpu = self._device.type == "cuda"
-        self._host_report = (
-            torch.zeros(cache.num_slots, REPORT_WIDTH, dtype=torch.long, pin_memory=True) if on_gpu else None
+        # Two pinned report buffers, used in turn: frame N's is read while frame N + 1's copy is under way.
+        self._host_reports = (
+            [torch.zeros(cache.num_slots, REPORT_WIDTH, dtype=torch.long, pin_memory=True) for _ in range(2)]
+            if self._device.type == "cuda"
+            else []
         )
+        self._launches = 0
 
     @property
     def graphed(self) -> bool:
@@ -214,7 +218,9 @@ class FrameStep:
         ``sampling``: the active streams' parameters, for the exact shortcuts an eager step may take
         (argmax only when none samples, top-k candidates only); a captured graph has all cases inside."""
         batch = bucket_for(self.batch_buckets, rows)
-        length = bucket_for(self.length_buckets, longest + 1)  # + the column this frame writes
+        # + the column this frame writes; a full slot (its stream ends with this frame's predecessor)
+        # writes its last column again, harmlessly.
+        length = bucket_for(self.length_buckets, min(longest + 1, self.cache.max_length))
         graph = self._graphs.get((batch, length))
         if graph is not None:
             graph.replay()
@@ -224,20 +230,21 @@ class FrameStep:
                 self._frame(batch, length, facts)
         report = self.state.report[:batch]
         codes = report[:, :NUM_CODE_GROUPS].clone()  # the next frame overwrites the report
-        event = None
-        if self._host_report is not None:
-            self._host_report[:batch].copy_(report, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        return FrameHandle(batch=batch, length=length, codes=codes, event=event)
+        self._launches += 1
+        if not self._host_reports:
+            return FrameHandle(batch=batch, length=length, codes=codes, host=report.clone())
+        host = self._host_reports[self._launches % 2][:batch]
+        host.copy_(report, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return FrameHandle(batch=batch, length=length, codes=codes, host=host, event=event)
 
     def collect(self, handle: FrameHandle) -> list[list[int]]:
-        """The launched frame's report rows on the host (waits for the frame)."""
-        if handle.event is None:
-            return self.state.report[: handle.batch].tolist()
-        handle.event.synchronize()
-        assert self._host_report is not None
-        return self._host_report[: handle.batch].tolist()
+        """The launched frame's report rows on the host (waits for that frame only). Collect a frame
+        before launching the one after next: the pinned buffers are used in turn."""
+        if handle.event is not None:
+            handle.event.synchronize()
+        return handle.host.tolist()
 
     def _frame(
         self, batch: int, length: int, facts: tuple[dict[str, Any], dict[str, Any]] | None = None

@@ -75,5 +75,5 @@ class Prefill:
         cache.write_prefill(slots, prefill_cache, lengths)
         for stream, length in zip(streams, lengths, strict=True):
             stream.prompt_embeds = None  # in the cache now
-            stream.cache_length = length
+            stream.prompt_length = stream.cache_length = length
         return out.last_hidden_state[:, -1:]

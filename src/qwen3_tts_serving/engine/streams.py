@@ -117,7 +117,8 @@ class Stream:
     samples_drawn: int = 0  # codebook-0 tokens sampled so far (EOS is held back for the first two)
     prompt_embeds: torch.Tensor | None = None  # [N, D] the talker prompt, between admission and prefill
     slot: int | None = None  # its slot of the talker's slot cache while it holds one
-    cache_length: int = 0  # talker tokens in its slot (prompt + frames stepped): sizes the attention
+    prompt_length: int = 0  # talker tokens of its prompt (prefilled)
+    cache_length: int = 0  # talker tokens in its slot (prompt + frames launched): sizes the attention
     emitted_frames: int = 0
     chunks_sent: int = 0
     finish_reason: FinishReason | None = None
