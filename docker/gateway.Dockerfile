@@ -27,7 +27,8 @@ ENV QWEN3_TTS_CACHE_DIR=/var/lib/qwen3-tts \
     QWEN3_TTS_TRITON_HOST=127.0.0.1 \
     QWEN3_TTS_TRITON_GRPC_PORT=8001
 
-# Non-root; the voice library (SQLite) lives in the cache dir, so that one folder is writable.
+# Non-root; the voice library (SQLite by default; QWEN3_TTS_VOICE_DB_URL points replicas at PostgreSQL) lives in
+# the cache dir, so that one folder is writable.
 RUN useradd --create-home --uid 10001 qwen3tts \
     && mkdir -p /var/lib/qwen3-tts \
     && chown qwen3tts /var/lib/qwen3-tts
