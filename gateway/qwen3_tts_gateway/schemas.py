@@ -104,10 +104,9 @@ def _checked(base: type, constraints: list[Any], message: Callable[[object], str
 
 def in_range(name: str, spec: Range) -> Any:
     """A number inside ``spec``; the 422 names the range (``Range.error``)."""
-    low = annotated_types.Gt(spec.low) if spec.low_open else annotated_types.Ge(spec.low)
     return _checked(
         int if spec.integer else float,
-        [low, annotated_types.Le(spec.high)],
+        [annotated_types.Ge(spec.low), annotated_types.Le(spec.high)],
         lambda value: spec.error(name, _shown(value)),
     )
 
@@ -445,10 +444,28 @@ class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class BackendState(BaseModel):
+    """One Triton backend as the gateway sees it (refreshed every gateway_backend_refresh_s)."""
+
+    address: str = Field(description="gRPC host:port.")
+    ready: bool = Field(description="Its readiness at the last poll.")
+    in_rotation: bool = Field(description="Ready and its circuit closed: new streams may go there.")
+    circuit_open: bool = Field(description="It failed (unreachable, shutting down, died mid-stream).")
+    engine_streams: float | None = Field(
+        description="Active + queued streams in its engines (all gateways), when its metrics answer."
+    )
+    open_streams: int = Field(description="This gateway's streams, sessions and prompt calls on it.")
+    models: dict[str, bool] = Field(description="Each model it holds and whether it is ready.")
+
+
 class ReadyResponse(BaseModel):
     ready: bool
-    server: bool
+    server: bool = Field(description="At least one Triton backend is ready.")
     models: dict[str, bool]
+    backends: list[BackendState] | None = Field(
+        None, description="Each Triton backend (absent for an injected engine)."
+    )
+    draining: bool | None = Field(None, description="True while the gateway drains before it exits.")
 
 
 class StreamChunkMessage(BaseModel):

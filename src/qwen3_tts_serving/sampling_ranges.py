@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Range:
-    """``low`` (inclusive unless ``low_open``) to ``high`` (inclusive)."""
+    """``low`` to ``high``, both inclusive. A positive lower bound is a real number, not "greater than 0":
+    1e-300 passes "> 0" but is 0 in the float32 the engine computes in."""
 
     low: float
     high: float
-    low_open: bool = False
     integer: bool = False
     meaning: str = ""
 
@@ -29,17 +29,11 @@ class Range:
             return False
         if self.integer and value != int(value):
             return False
-        above_low = value > self.low if self.low_open else value >= self.low
-        return above_low and value <= self.high
+        return self.low <= value <= self.high
 
     def describe(self) -> str:
-        low = _number(self.low)
-        high = _number(self.high)
-        if self.low_open:
-            text = f"greater than {low} and at most {high}"
-        else:
-            text = f"between {low} and {high}"
-        return f"{'an integer' if self.integer else 'a number'} {text}"
+        kind = "an integer" if self.integer else "a number"
+        return f"{kind} between {_number(self.low)} and {_number(self.high)}"
 
     def error(self, name: str, value: object) -> str:
         meaning = f" ({self.meaning})" if self.meaning else ""
@@ -54,9 +48,9 @@ INT64_MAX = 2**63 - 1
 
 # Names as in the Triton contract and the gateway's JSON bodies.
 SAMPLING_RANGES: dict[str, Range] = {
-    "temperature": Range(0.0, 10.0, low_open=True, meaning="greedy decoding is do_sample=false"),
+    "temperature": Range(1e-5, 10.0, meaning="greedy decoding is do_sample=false"),
     "top_k": Range(0, 4096, integer=True, meaning="0 disables top-k"),
-    "top_p": Range(0.0, 1.0, low_open=True, meaning="1 disables top-p"),
+    "top_p": Range(1e-5, 1.0, meaning="1 disables top-p"),
     "repetition_penalty": Range(0.1, 10.0, meaning="1 disables it"),
     "max_new_tokens": Range(1, 32768, integer=True, meaning="capped by the server's max_new_tokens"),
     "seed": Range(0, INT64_MAX, integer=True),

@@ -197,7 +197,7 @@ def test_sampling_values_out_of_range_are_refused_naming_the_range(calls):
     calls.send("custom_voice", "penalty", text="Hello there.", speaker="ryan", repetition_penalty=3e38)
     calls.wait()
     assert len(calls.errors) == 2
-    assert "temperature must be a number greater than 0 and at most 10" in calls.errors[0]
+    assert "temperature must be a number between 1e-05 and 10" in calls.errors[0]
     assert "repetition_penalty must be a number between 0.1 and 10" in calls.errors[1]
 
 
