@@ -1,4 +1,5 @@
-"""The engine's own figures (``qwen3_tts_*`` on Triton's metrics endpoint) around a measurement.
+"""The engine's own figures (``qwen3_tts_*`` on Triton's metrics endpoint) around a measurement; parsed by
+:mod:`qwen3_tts_serving.engine_metrics`.
 
 ``frames / steps`` is the engine's mean running batch (streams stepped together per frame: what
 continuous batching achieved, where Triton's ``avg_batch_size`` only counts requests that *entered*
@@ -13,24 +14,11 @@ from typing import Any
 
 import httpx
 
+from qwen3_tts_serving.engine_metrics import ACTIVE_STREAMS, parse
+
 _COUNTERS = ("qwen3_tts_steps_total", "qwen3_tts_frames_total", "qwen3_tts_step_seconds_total")
 _FIRST_AUDIO = "qwen3_tts_first_audio_seconds_count"
-_ACTIVE = "qwen3_tts_active_streams"
-
-
-def parse(text: str, model: str) -> dict[str, float]:
-    """The ``qwen3_tts_*`` samples of ``model`` in Prometheus text, keyed by name and their other labels:
-    ``qwen3_tts_frames_total``, ``qwen3_tts_finished_total{reason="stop"}``."""
-    label = f'model="{model}"'
-    samples = {}
-    for line in text.splitlines():
-        if not line.startswith("qwen3_tts_") or label not in line:
-            continue
-        key, value = line.rsplit(" ", 1)
-        name, _, labels = key.partition("{")
-        others = ",".join(part for part in labels.rstrip("}").split(",") if part != label)
-        samples[f"{name}{{{others}}}" if others else name] = float(value)
-    return samples
+_ACTIVE = ACTIVE_STREAMS
 
 
 def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:

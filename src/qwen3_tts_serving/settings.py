@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     triton_restart_reset_s: float = Field(
         120.0, ge=0, description="A restarted tritonserver up this long starts the count of restarts again."
     )
+    triton_drain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="On SIGTERM tritonserver refuses new requests, reports not ready and lets its live "
+        "streams and sessions finish for up to this long (--exit-timeout-secs; the engines wait as long).",
+    )
     triton_instance_count: int = Field(1, description="Model instances per device (instance_group count).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when torch sees a GPU.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -184,7 +190,36 @@ class Settings(BaseSettings):
     request_timeout_s: float = 120.0
     retry_after_s: int = 2
     gateway_triton_url: str | None = Field(
-        None, description="host:port of Triton gRPC for the gateway; unset: triton_host:triton_grpc_port."
+        None,
+        description="The gateway's Triton backends: gRPC host:port, comma-separated; a name that resolves to "
+        "several addresses (a headless Service) is one backend per address. Unset: "
+        "triton_host:triton_grpc_port.",
+    )
+    gateway_triton_metrics_url: str | None = Field(
+        None,
+        description="Each backend's metrics URL, comma-separated in the order of gateway_triton_url (one URL "
+        "serves all); {host} stands for the backend's address. Unset: http://{host}:triton_metrics_port/metrics.",
+    )
+    gateway_backend_refresh_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the gateway polls each backend's readiness and its engines' active + queued "
+        "streams (the load a new stream is routed by).",
+    )
+    gateway_backend_resolve_s: float = Field(
+        10.0, gt=0, description="How often backend names are resolved again (pods come and go)."
+    )
+    gateway_circuit_cooldown_s: float = Field(
+        5.0,
+        ge=0,
+        description="A backend that failed (unreachable, shutting down, died mid-stream) stays out of the "
+        "rotation at least this long, and until its readiness is back.",
+    )
+    gateway_drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM the gateway reports not ready, refuses new requests (503) and lets its open "
+        "streams and WebSocket sessions finish for up to this long before it exits.",
     )
     gateway_triton_reconnect_max_s: float = Field(
         2.0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from .engine.requests import (
     SynthesisRequest,
 )
 from .engine.streams import AudioChunk
+from .settings import Settings
 
 # Python type of each sampling input, from the contract's datatypes.
 _SAMPLING_INPUTS = {
@@ -33,6 +35,8 @@ _SAMPLING_INPUTS = {
 }
 
 _log = logging.getLogger(__name__)
+_DRAINING = "the model server is shutting down; retry"
+_DRAIN_POLL_S = 0.05
 
 
 def model_parameters(args: dict[str, Any]) -> dict[str, str]:
@@ -252,16 +256,45 @@ def _chunk_tensors(chunk: AudioChunk) -> list[Any]:
     return [pb_utils.Tensor(name, array) for name, array in arrays.items()]
 
 
+def drain_timeout(args: dict[str, Any]) -> float:
+    """The model's ``drain_timeout_s`` parameter (the setting triton_drain_timeout_s)."""
+    raw = model_parameters(args).get("drain_timeout_s")
+    try:
+        return float(raw) if raw is not None else Settings.model_fields["triton_drain_timeout_s"].default
+    except ValueError:
+        raise pb_utils.TritonModelException(f"bad model parameters: drain_timeout_s={raw!r}") from None
+
+
+def wait_until_idle(engine: Any, timeout_s: float) -> bool:
+    """Wait until ``engine`` holds no stream (none queued, stepping or paused for text) or ``timeout_s``
+    has passed; True when it is idle. Reads only counts, so it may run beside the engine's thread."""
+    deadline = time.monotonic() + timeout_s
+    while engine.has_work() or engine.occupied_slots:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_DRAIN_POLL_S)
+    return True
+
+
 class StreamingSynthesisModel:
-    """Base of the three synthesis models: subclasses only name their capability."""
+    """Base of the three synthesis models: subclasses only name their capability.
+
+    Drain: Triton 2.51 on SIGTERM (``--exit-timeout-secs``) reports not ready, refuses requests for models it
+    is unloading and unloads a model only once its live streams are done. ``finalize()`` still waits for
+    streams it holds (up to ``drain_timeout_s``) rather than failing them, and refuses new ones meanwhile
+    (UNAVAILABLE: a gateway tries another server).
+    """
 
     capability: Capability
+    draining = False
+    drain_timeout_s: float = Settings.model_fields["triton_drain_timeout_s"].default
 
     def initialize(self, args: dict[str, Any]) -> None:
         from .engine.engine import StreamingEngine
         from .engine.loading import load_model
 
         config = engine_config(args)
+        self.drain_timeout_s = drain_timeout(args)
         if not pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"])):
             raise pb_utils.TritonModelException(f"{args['model_name']} must use the decoupled policy")
         try:
@@ -280,6 +313,9 @@ class StreamingSynthesisModel:
         streams = []
         for request in requests:
             sender = request.get_response_sender()
+            if self.draining:
+                TritonSink(sender).fail(EngineUnavailableError(_DRAINING))
+                continue
             try:
                 stream_flag = _scalar(request, "stream")
                 sink = TritonSink(sender, whole=stream_flag is not None and not bool(stream_flag))
@@ -299,6 +335,11 @@ class StreamingSynthesisModel:
         return None
 
     def finalize(self) -> None:
+        self.draining = True
+        if not wait_until_idle(self.engine, self.drain_timeout_s):
+            _log.warning(
+                f"streams still live after the {self.drain_timeout_s:g} s drain timeout; failing them"
+            )
         self.engine.stop()
 
 
@@ -313,12 +354,14 @@ class SessionSynthesisModel(StreamingSynthesisModel):
             sender = request.get_response_sender()
             try:
                 key = int(_scalar(request, "CORRID"))
+                if _scalar(request, "START") and self.draining:  # an open session's text is still taken
+                    raise EngineUnavailableError(_DRAINING)
                 if _scalar(request, "START"):
                     starts.append((key, self._new_stream(request, sender), bool(_scalar(request, "END"))))
                 else:
                     self._append(request, key)
                     sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-            except InvalidRequestError as error:
+            except (InvalidRequestError, EngineUnavailableError) as error:
                 TritonSink(sender).fail(error)
             except Exception as error:
                 _log.warning(f"session request rejected: {error}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,3 +217,47 @@ def test_a_sink_sends_nothing_after_its_error(adapter) -> None:
 def test_errors_map_to_triton_codes_without_leaking_internals(adapter, error, code, message) -> None:
     mapped = adapter.triton_error(error)
     assert (mapped.code, mapped.message) == (code, message)
+
+
+def _long(**extra: Any) -> Request:
+    return Request(
+        text="A long sentence to keep the engine busy. " * 4, speaker="ryan", max_new_tokens=120, **extra
+    )
+
+
+def test_finalize_lets_live_streams_finish_and_refuses_new_ones(model) -> None:
+    """A drain: the live stream ends with its last chunk and FINAL (not an error); a request that arrives
+    meanwhile is refused with UNAVAILABLE at once, so a gateway tries another server."""
+    model.drain_timeout_s = 120.0
+    live = _long(do_sample=False)
+    model.engine.start()
+    model.execute([live])
+    deadline = time.monotonic() + 60
+    while not live.sender.chunks:
+        assert time.monotonic() < deadline, "no first chunk"
+        time.sleep(0.01)
+    finalizer = threading.Thread(target=model.finalize)
+    finalizer.start()
+    while not model.draining:
+        time.sleep(0.001)
+    late = _speak()
+    model.execute([late])
+    assert late.sender.closed and [e.code for e in late.sender.errors] == ["UNAVAILABLE"]
+    assert "shutting down; retry" in late.sender.errors[0].message
+    assert finalizer.is_alive(), "finalize returned while a stream was live"
+    finalizer.join(timeout=120)
+    assert not finalizer.is_alive()
+    chunks = live.sender.chunks
+    assert not live.sender.errors and chunks[-1].is_last and live.sender.sent[-1] == (None, FINAL)
+
+
+def test_finalize_fails_what_outlives_the_drain_timeout(model) -> None:
+    model.drain_timeout_s = 0.2
+    live = _long(do_sample=False)
+    model.engine.start()
+    model.execute([live])
+    started = time.monotonic()
+    model.finalize()
+    assert time.monotonic() - started < 30
+    (error,) = live.sender.errors
+    assert error.code == "UNAVAILABLE" and live.sender.closed

@@ -90,6 +90,7 @@ def template_values(settings: Settings, model: str, device: str) -> dict[str, st
         "max_active_streams": settings.max_active_streams,
         "max_queued_streams": settings.max_queued_streams,
         "max_queue_wait_s": settings.max_queue_wait_s,
+        "drain_timeout_s": settings.triton_drain_timeout_s,
         "realtime_step_budget_s": settings.realtime_step_budget_s,
         "fault_injection": settings.fault_injection,
         "max_new_tokens": settings.max_new_tokens,

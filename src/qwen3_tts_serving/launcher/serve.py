@@ -34,7 +34,7 @@ from qwen3_tts_serving.launcher.repository import (
     ensure_checkpoint_dir,
 )
 from qwen3_tts_serving.launcher.supervisor import RestartPolicy, Supervisor
-from qwen3_tts_serving.launcher.triton import TritonServer
+from qwen3_tts_serving.launcher.triton import STOP_MARGIN_S, TritonServer
 from qwen3_tts_serving.settings import Settings, get_settings
 
 logger = logging.getLogger("qwen3_tts_serving.serve")
@@ -102,6 +102,8 @@ def start_gateway(
         [*cmd, "--port", str(port)],
         env=gateway_env(settings, triton, port),
         log_path=triton.log_path.with_name(triton.log_path.name.replace("tritonserver", "gateway", 1)),
+        # SIGTERM drains the gateway's open streams first (gateway_drain_timeout_s).
+        stop_timeout_s=settings.gateway_drain_timeout_s + STOP_MARGIN_S,
     )
     stack.callback(gateway.stop)
     gateway.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import re
 import sys
@@ -44,6 +45,8 @@ _PORT_RETRIES = 3
 _GLOG_ERROR = re.compile(r"^E\d{4} ")  # glog severity E + MMDD
 _TABLE_BORDER = re.compile(r"^\+-+")
 _MAX_LINE_CHARS = 600
+# After the drain timeout Triton exits at once; this covers unloading the models and the stubs' exit.
+STOP_MARGIN_S = 15.0
 
 
 class TritonNotInstalledError(RuntimeError):
@@ -201,6 +204,10 @@ class TritonServer:
 
     Ports set to 0 in the settings are picked free; ``start()`` returns once ``/v2/health/ready`` answers
     200 (all models loaded) and raises :class:`StartupError` with the server log's tail otherwise.
+
+    ``stop()`` drains: SIGTERM, on which Triton reports not ready, refuses new requests and lets live streams
+    finish for up to ``triton_drain_timeout_s`` (``--exit-timeout-secs``); SIGKILL only after
+    ``stop_timeout_s`` (default: the drain timeout plus a margin for unloading).
     """
 
     name = "tritonserver"
@@ -212,14 +219,18 @@ class TritonServer:
         *,
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
-        stop_timeout_s: float = 30.0,
+        stop_timeout_s: float | None = None,
         installation: TritonInstallation | None = None,
     ) -> None:
         self.model_repository = Path(model_repository)
         self.settings = settings or get_settings()
         self.installation = installation or TritonInstallation.locate()
         self.extra_args = list(extra_args)
-        self.stop_timeout_s = stop_timeout_s
+        self.stop_timeout_s = (
+            stop_timeout_s
+            if stop_timeout_s is not None
+            else self.settings.triton_drain_timeout_s + STOP_MARGIN_S
+        )
         self.log_path = log_path or self._default_log_path()
         self.ports: TritonPorts | None = None
         self._process: ManagedProcess | None = None
@@ -277,8 +288,8 @@ class TritonServer:
             f"--http-port={ports.http}",
             f"--grpc-port={ports.grpc}",
             f"--metrics-port={ports.metrics}",
-            # In-flight streams get half the stop grace period to finish before the server exits.
-            f"--exit-timeout-secs={max(1, int(self.stop_timeout_s // 2))}",
+            # On SIGTERM live streams get this long to finish before the server exits.
+            f"--exit-timeout-secs={max(1, math.ceil(self.settings.triton_drain_timeout_s))}",
             *self.extra_args,
         ]
 
