@@ -12,8 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from qwen3_tts_serving.settings import Settings, get_settings
 
 from .auth import require_api_key
+from .drain import DrainMiddleware, GatewayDrain
 from .engine import TTSEngine
-from .engine.triton import TritonEngine
+from .engine.router import BackendRouter
 from .handlers import install_error_handlers
 from .metrics import GatewayMetrics
 from .middleware import BodySizeLimitMiddleware, MetricsMiddleware
@@ -27,16 +28,13 @@ _EXPOSED_HEADERS = ["X-Sample-Rate", "X-Audio-Duration", "X-Finish-Reason", "Ret
 _JSON_OVERHEAD_BYTES = 1024 * 1024
 
 
-def triton_url(settings: Settings) -> str:
-    return settings.gateway_triton_url or f"{settings.triton_host}:{settings.triton_grpc_port}"
-
-
 def max_request_bytes(settings: Settings) -> int:
     """Largest accepted body: a base64 reference clip of ``max_upload_bytes`` plus the other fields."""
     return settings.max_upload_bytes * 4 // 3 + _JSON_OVERHEAD_BYTES
 
 
-def _add_middleware(app: FastAPI, settings: Settings, metrics: GatewayMetrics) -> None:
+def _add_middleware(app: FastAPI, settings: Settings, metrics: GatewayMetrics, drain: GatewayDrain) -> None:
+    app.add_middleware(DrainMiddleware, drain=drain, retry_after_s=settings.retry_after_s)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_request_bytes(settings))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:
@@ -62,24 +60,27 @@ def _add_routers(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None, engine: TTSEngine | None = None) -> FastAPI:
-    """Build the gateway. Without ``engine`` it talks to Triton over gRPC (and closes it on shutdown)."""
+    """Build the gateway. Without ``engine`` it talks over gRPC to the Triton backends of the settings
+    (routing each stream to the least loaded ready one) and closes them on shutdown."""
     settings = settings or get_settings()
-    owned_engine = engine is None
-    if engine is None:
-        engine = TritonEngine(
-            triton_url(settings), settings.request_timeout_s, settings.gateway_triton_reconnect_max_s
-        )
+    router = BackendRouter.from_settings(settings) if engine is None else None
+    engine = router or engine
+    assert engine is not None
+    drain = GatewayDrain(settings.gateway_drain_timeout_s)
 
     store = VoiceStore.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.open()  # the library's schema at head before the first request (replicas take turns)
-        logger.info("gateway ready; Triton at %s", triton_url(settings) if owned_engine else "(injected)")
+        if router is not None:
+            await router.start()  # each backend's readiness known before the first request
+        drain.install_signal_handler()
+        logger.info("gateway ready; Triton at %s", router.describe() if router else "(injected)")
         yield
         await store.close()
-        if owned_engine:
-            await engine.close()
+        if router is not None:
+            await router.close()
 
     app = FastAPI(
         title="Qwen3-TTS gateway",
@@ -92,9 +93,10 @@ def create_app(settings: Settings | None = None, engine: TTSEngine | None = None
     app.state.engine = engine
     app.state.voices = store
     app.state.metrics = metrics
+    app.state.drain = drain
     app.state.service = SynthesisService(engine, store, metrics, timeout_s=settings.request_timeout_s)
     install_error_handlers(app, retry_after_s=settings.retry_after_s, metrics=metrics)
-    _add_middleware(app, settings, metrics)
+    _add_middleware(app, settings, metrics, drain)
     _add_routers(app)
     install_openapi(app, settings)
     return app

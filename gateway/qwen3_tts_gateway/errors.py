@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from qwen3_tts_serving.contract import ErrorKind
+
 
 class GatewayError(Exception):
     status_code: ClassVar[int] = 500
@@ -49,7 +51,10 @@ class UnprocessableError(GatewayError):
 
 
 class EngineError(GatewayError):
-    """An error reported by (or while talking to) the inference server."""
+    """An error reported by (or while talking to) the inference server; ``kind`` is what the server's error
+    meant (contract.ErrorKind), None when it did not come from the server."""
+
+    kind: ErrorKind | None = None
 
 
 class EngineInvalidRequestError(EngineError):

@@ -63,8 +63,15 @@ def _short(message: str) -> str:
 
 
 def classify_error(message: str, code: Any = None) -> EngineError:
-    """Map a Triton/gRPC error to a gateway error; the meaning comes from the contract's one classifier."""
+    """Map a Triton/gRPC error to a gateway error (its ``kind`` set); the meaning comes from the contract's
+    one classifier."""
     kind = contract.classify_error(message, code)
+    error = _gateway_error(kind, message, code)
+    error.kind = kind
+    return error
+
+
+def _gateway_error(kind: ErrorKind, message: str, code: Any) -> EngineError:
     if kind is ErrorKind.INVALID:
         return EngineInvalidRequestError(_short(message))
     if kind is ErrorKind.TIMEOUT:
@@ -352,11 +359,13 @@ class TritonEngine:
             )
         return self._client
 
-    async def ready(self) -> bool:
+    async def ready(self, timeout_s: float = 5.0, *, log: bool = True) -> bool:
+        """``log=False``: a poller that logs changes itself."""
         try:
-            return bool(await self.client.is_server_ready(client_timeout=5.0))
+            return bool(await self.client.is_server_ready(client_timeout=timeout_s))
         except (InferenceServerException, grpc.aio.AioRpcError) as exc:
-            logger.warning("Triton not ready at %s: %s", self._url, _short(str(exc)))
+            if log:
+                logger.warning("Triton not ready at %s: %s", self._url, _short(str(exc)))
             return False
 
     async def model_ready(self, name: str) -> bool:
@@ -364,6 +373,20 @@ class TritonEngine:
             return bool(await self.client.is_model_ready(name, client_timeout=5.0))
         except (InferenceServerException, grpc.aio.AioRpcError):
             return False
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def model_states(self, timeout_s: float = 5.0) -> dict[str, bool] | None:
+        """Each model of the contract in the server's repository, and whether it is ready (one call);
+        None when the server cannot say."""
+        try:
+            index = await self.client.get_model_repository_index(as_json=True, client_timeout=timeout_s)
+        except (InferenceServerException, grpc.aio.AioRpcError):
+            return None
+        states = {model.get("name"): model.get("state") == "READY" for model in index.get("models", [])}
+        return {name: states[name] for name in contract.MODELS if name in states}
 
     async def served_models(self) -> tuple[str, ...]:
         try:

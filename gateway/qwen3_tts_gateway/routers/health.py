@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..deps import EngineDep, MetricsDep, SettingsDep
 from ..engine import ALL_MODELS
-from ..schemas import HealthResponse, ReadyResponse
+from ..schemas import BackendState, HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
 
@@ -22,19 +22,35 @@ async def health() -> HealthResponse:
 @router.get(
     "/ready",
     response_model=ReadyResponse,
-    summary="Triton and every model it serves are ready",
-    responses={503: {"model": ReadyResponse, "description": "Triton or a model is not ready."}},
+    response_model_exclude_none=True,
+    summary="A Triton backend is ready, and every model the backends serve is ready on one of them",
+    responses={
+        503: {
+            "model": ReadyResponse,
+            "description": "No backend is ready, a model is ready nowhere, or the gateway is draining.",
+        }
+    },
 )
-async def ready(engine: EngineDep, settings: SettingsDep) -> JSONResponse:
+async def ready(request: Request, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     server = await engine.ready()
     served = await engine.served_models() if server else ALL_MODELS
     states = await asyncio.gather(*(engine.model_ready(name) for name in served)) if server else []
     models = dict(zip(served, states, strict=True)) if server else dict.fromkeys(served, False)
-    body = ReadyResponse(ready=server and all(models.values()), server=server, models=models)
+    backend_states = getattr(engine, "backend_states", None)  # the router lists its backends
+    draining = request.app.state.drain.draining
+    body = ReadyResponse(
+        ready=server and all(models.values()) and not draining,
+        server=server,
+        models=models,
+        backends=[BackendState(**state) for state in await backend_states()] if backend_states else None,
+        draining=True if draining else None,
+    )
     if body.ready:
-        return JSONResponse(body.model_dump())
+        return JSONResponse(body.model_dump(exclude_none=True))
     return JSONResponse(
-        body.model_dump(), status_code=503, headers={"Retry-After": str(settings.retry_after_s)}
+        body.model_dump(exclude_none=True),
+        status_code=503,
+        headers={"Retry-After": str(settings.retry_after_s)},
     )
 
 
