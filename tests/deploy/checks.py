@@ -576,6 +576,11 @@ def k8s_problems(
         problems.append(
             f"{GATEWAY}: QWEN3_TTS_GATEWAY_TRITON_URL {host}:{port} is no Service port to Triton's gRPC 8001"
         )
+    elif (service or {}).get("spec", {}).get("clusterIP") != "None":
+        problems.append(
+            f"{GATEWAY}: QWEN3_TTS_GATEWAY_TRITON_URL {host} must be a headless Service (clusterIP: None), "
+            "so the gateway sees every Triton pod and routes per stream"
+        )
 
     problems += _autoscaler_problems(objects, engine_metrics, gateway_metrics)
     return problems

@@ -155,6 +155,7 @@ def test_the_wiring_checker_catches_mistakes(rendered) -> None:
     hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] = "qwen3_tts_queue_length"
     bad = [o for o in bad if not (o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == GATEWAY)]
     bad.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "qwen3-tts"}, "data": {"a": "b"}})
+    k8s_objects(bad, "Service")["qwen3-tts-triton-pods"]["spec"].pop("clusterIP")  # one connection, one pod
     problems = "\n".join(k8s_problems(bad, ENGINE_METRICS, GATEWAY_METRICS))
     for expected in (
         "readinessProbe is ('/v2/health/live', 8000)",
@@ -168,6 +169,7 @@ def test_the_wiring_checker_catches_mistakes(rendered) -> None:
         f"{GATEWAY}: no PodDisruptionBudget",
         "kind not in K8S_KINDS",
         "secret values must not be in the manifests",
+        "must be a headless Service",
     ):
         assert expected in problems, expected
     assert k8s_problems(good, ENGINE_METRICS, GATEWAY_METRICS) == []
