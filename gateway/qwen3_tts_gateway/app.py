@@ -12,9 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from qwen3_tts_serving.settings import Settings, get_settings
 
 from .auth import require_api_key
+from .backend import TTSEngine
+from .backend.router import BackendRouter
 from .drain import DrainMiddleware, GatewayDrain
-from .engine import TTSEngine
-from .engine.router import BackendRouter
 from .handlers import install_error_handlers
 from .metrics import GatewayMetrics
 from .middleware import BodySizeLimitMiddleware, MetricsMiddleware
@@ -94,7 +94,9 @@ def create_app(settings: Settings | None = None, engine: TTSEngine | None = None
     app.state.voices = store
     app.state.metrics = metrics
     app.state.drain = drain
-    app.state.service = SynthesisService(engine, store, metrics, timeout_s=settings.request_timeout_s)
+    app.state.service = SynthesisService(
+        engine, store, metrics, timeout_s=settings.request_timeout_s, max_text_length=settings.max_text_length
+    )
     install_error_handlers(app, retry_after_s=settings.retry_after_s, metrics=metrics)
     _add_middleware(app, settings, metrics, drain)
     _add_routers(app)

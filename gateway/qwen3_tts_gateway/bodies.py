@@ -39,9 +39,8 @@ def validate_model(model: type[M], fields: dict[str, Any]) -> M:
         raise RequestValidationError(errors) from None
 
 
-def check_text_lengths(settings: Settings, **fields: str | None) -> None:
-    """422 when a text field is longer than ``settings.max_text_length`` characters."""
-    limit = settings.max_text_length
+def check_text_lengths(limit: int, **fields: str | None) -> None:
+    """422 when a text field is longer than ``limit`` (``max_text_length``) characters."""
     errors = [
         {"loc": ("body", name), "msg": f"longer than {limit} characters", "type": "string_too_long"}
         for name, value in fields.items()

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from qwen3_tts_serving.settings import Settings
 
-from .engine import TTSEngine
+from .backend import TTSEngine
 from .metrics import GatewayMetrics
 from .service import SynthesisService
 from .voices import VoiceStore

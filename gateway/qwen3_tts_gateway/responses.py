@@ -13,8 +13,8 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from .backend import AudioChunk
 from .encoding import CONTENT_TYPES, encode_audio, pcm16, stream_encoder
-from .engine import AudioChunk
 from .errors import GatewayError, error_body
 from .service import AudioStream, SynthesizedAudio
 

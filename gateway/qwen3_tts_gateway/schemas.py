@@ -223,7 +223,26 @@ class SamplingFields(BaseModel):
     seed: Seed | None = _sampling_field("seed", "Makes sampling reproducible")
 
 
-class VoiceFields(SamplingFields):
+@dataclass(frozen=True)
+class SpeechInput:
+    """What every speech entry point asks for, whatever its body calls the fields."""
+
+    text: str
+    voice: str  # a timbre or qwen3-clone-<id>
+    language: str
+    instruct: str | None
+    limited: dict[str, str | None]  # the body's own field names -> values bounded by max_text_length
+
+
+class SpeechBody(SamplingFields):
+    """Base of every body that speaks text in a timbre or a library voice (REST, OpenAI, both WebSockets):
+    ``SynthesisService.speech_request`` turns any of them into the engine request."""
+
+    def speech(self) -> SpeechInput:
+        raise NotImplementedError
+
+
+class VoiceFields(SpeechBody):
     """Text plus a built-in timbre (``speaker``) or a library voice (``voice: qwen3-clone-<id>``)."""
 
     SCHEMA_RULES = (NEEDS_VOICE,)
@@ -243,6 +262,10 @@ class VoiceFields(SamplingFields):
     @property
     def selected_voice(self) -> str:
         return self.voice or self.speaker or ""
+
+    def speech(self) -> SpeechInput:
+        limited = {"text": self.text, "instruct": self.instruct}
+        return SpeechInput(self.text, self.selected_voice, self.language, self.instruct, limited)
 
 
 class SynthesizeRequest(VoiceFields):
@@ -299,7 +322,7 @@ LOOKAHEAD_RANGE = Range(0, MAX_LOOKAHEAD_TOKENS, integer=True)
 LookaheadTokens = in_range("lookahead_tokens", LOOKAHEAD_RANGE)
 
 
-class SessionStartMessage(SamplingFields):
+class SessionStartMessage(SpeechBody):
     """``/ws/session``: opens a voice-agent session (see gateway/README.md, "Voice-agent sessions")."""
 
     type: Literal["start"]
@@ -318,6 +341,10 @@ class SessionStartMessage(SamplingFields):
             LOOKAHEAD_RANGE,
         ),
     )
+
+    def speech(self) -> SpeechInput:
+        limited = {"text": self.text, "instruct": self.instruct}
+        return SpeechInput(self.text, self.voice, self.language, self.instruct, limited)
 
 
 class SessionTextMessage(BaseModel):
@@ -387,7 +414,7 @@ Speed = _checked(
 )
 
 
-class SpeechRequest(SamplingFields):
+class SpeechRequest(SpeechBody):
     """OpenAI ``POST /v1/audio/speech`` (unknown fields are ignored, as the SDK may add some)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -414,6 +441,10 @@ class SpeechRequest(SamplingFields):
         if self.stream_format == "sse" and self.response_format not in STREAMABLE_FORMATS:
             raise ValueError(f"stream_format 'sse' supports response_format {', '.join(STREAMABLE_FORMATS)}")
         return self
+
+    def speech(self) -> SpeechInput:
+        limited = {"input": self.input, "instructions": self.instructions}
+        return SpeechInput(self.input, self.voice, self.language, self.instructions, limited)
 
 
 # --- responses --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from qwen3_tts_client.text import chunk_text
 
-from .engine import AudioChunk, SynthesisRequest
+from .backend import AudioChunk, SynthesisRequest
 
 logger = logging.getLogger(__name__)
 

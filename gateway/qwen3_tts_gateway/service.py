@@ -13,8 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .catalog import clone_voice_id
-from .engine import (
+from .backend import (
     AudioChunk,
     EngineSession,
     SamplingParams,
@@ -23,6 +22,8 @@ from .engine import (
     TTSEngine,
     VoicePrompt,
 )
+from .bodies import check_text_lengths
+from .catalog import clone_voice_id
 from .errors import (
     EngineFailureError,
     EngineUnavailableError,
@@ -32,7 +33,7 @@ from .errors import (
 )
 from .metrics import GatewayMetrics
 from .refaudio import ReferenceAudio
-from .schemas import SamplingFields
+from .schemas import SamplingFields, SpeechBody
 from .segments import SEGMENT_MAX_CHARS, pipelined_chunks, segment_requests, split_segments
 from .voices import VoiceRecord, VoiceStore
 
@@ -159,8 +160,10 @@ class SynthesisService:
         metrics: GatewayMetrics,
         *,
         timeout_s: float,
+        max_text_length: int,
         segment_chars: int = SEGMENT_MAX_CHARS,
     ) -> None:
+        self._max_text_length = max_text_length
         self._engine = engine
         self._voices = voices
         self._metrics = metrics
@@ -224,26 +227,29 @@ class SynthesisService:
             raise EngineUnavailableError(f"the {request.model} model is not ready; retry later")
         return await self._engine.open_session(request)
 
-    async def speech_request(
-        self,
-        *,
-        owner: str,
-        text: str,
-        voice: str,
-        language: str,
-        instruct: str | None,
-        sampling: SamplingParams,
-    ) -> SynthesisRequest:
-        """A built-in timbre goes to ``custom_voice``; ``qwen3-clone-<id>`` reuses its stored prompt."""
-        voice_id = clone_voice_id(voice)
+    async def speech_request(self, owner: str, body: SpeechBody) -> SynthesisRequest:
+        """The one way a speech body becomes an engine request, for every route and socket: text lengths
+        checked (422 under the body's own field names), a built-in timbre to ``custom_voice``,
+        ``qwen3-clone-<id>`` to ``voice_clone`` with its stored prompt, the body's sampling values."""
+        speech = body.speech()
+        check_text_lengths(self._max_text_length, **speech.limited)
+        sampling = sampling_of(body)
+        voice_id = clone_voice_id(speech.voice)
         if voice_id is None:
             return SynthesisRequest(
-                "custom_voice", text, language, speaker=voice, instruct=instruct or None, sampling=sampling
+                "custom_voice",
+                speech.text,
+                speech.language,
+                speaker=speech.voice,
+                instruct=speech.instruct or None,
+                sampling=sampling,
             )
         prompt = await self._voices.get_prompt(owner, voice_id)
         if prompt is None:
-            raise NotFoundError(f"voice {voice[:64]!r} not found", param="voice")
-        return SynthesisRequest("voice_clone", text, language, voice_prompt=prompt, sampling=sampling)
+            raise NotFoundError(f"voice {speech.voice[:64]!r} not found", param="voice")
+        return SynthesisRequest(
+            "voice_clone", speech.text, speech.language, voice_prompt=prompt, sampling=sampling
+        )
 
     async def create_voice(
         self,

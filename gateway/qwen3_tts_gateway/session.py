@@ -38,13 +38,12 @@ from fastapi import WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from starlette.types import Message
 
-from .bodies import check_text_lengths, validate_model
+from .backend import AudioChunk, EngineSession, SessionRequest
+from .bodies import validate_model
 from .encoding import stream_encoder
-from .engine import AudioChunk, EngineSession, SessionRequest
 from .errors import GatewayError, UnprocessableError
 from .handlers import validation_body
 from .schemas import SessionControlMessage, SessionStartMessage, SessionTextMessage
-from .service import sampling_of
 from .websocket import ClientDisconnected, ReceivingSocket, error_message
 
 logger = logging.getLogger(__name__)
@@ -197,9 +196,7 @@ class AgentSessionSocket(ReceivingSocket):
             payload = self._payload(message)
             if payload.get("type") != "start":
                 raise SessionRefusedError('no open session: send {"type": "start", ...} first', "no_session")
-            start = validate_model(SessionStartMessage, payload)
-            check_text_lengths(self.settings, text=start.text, instruct=start.instruct)
-            return start
+            return validate_model(SessionStartMessage, payload)
         except RequestValidationError as exc:
             await self._send_invalid(exc, fatal=True)
         except GatewayError as exc:
@@ -208,18 +205,13 @@ class AgentSessionSocket(ReceivingSocket):
 
     async def _open(self, start: SessionStartMessage) -> EngineSession | None:
         try:
-            synthesis = await self.service.speech_request(
-                owner=self.owner,
-                text=start.text,
-                voice=start.voice,
-                language=start.language,
-                instruct=start.instruct,
-                sampling=sampling_of(start),
-            )
+            synthesis = await self.service.speech_request(self.owner, start)
             return await self.service.open_session(SessionRequest(synthesis, start.lookahead_tokens))
+        except RequestValidationError as exc:
+            await self._send_invalid(exc, fatal=True)
         except GatewayError as exc:
             await self._send_error(exc, fatal=True)
-            return None
+        return None
 
     # ---------------------------------------------------------------------------------- a session
 

@@ -33,8 +33,8 @@ from sqlalchemy.pool import NullPool
 
 from qwen3_tts_serving.settings import Settings
 
+from .backend import VoicePrompt
 from .catalog import CLONE_VOICE_PREFIX, VOICE_ID_PATTERN
-from .engine import VoicePrompt
 from .errors import EngineUnavailableError
 
 logger = logging.getLogger(__name__)

@@ -30,14 +30,14 @@ from starlette.types import Message
 
 from qwen3_tts_serving.settings import Settings
 
-from .bodies import check_text_lengths, validate_model
+from .bodies import validate_model
 from .encoding import pcm16
 from .errors import GatewayError, UnprocessableError
 from .handlers import validation_body
 from .metrics import GatewayMetrics
 from .responses import chunk_message
 from .schemas import WebSocketSynthesizeRequest
-from .service import AudioStream, SynthesisService, sampling_of
+from .service import AudioStream, SynthesisService
 
 logger = logging.getLogger(__name__)
 ROUTE = "/ws/synthesize"
@@ -153,19 +153,10 @@ class WebSocketSession(ReceivingSocket):
             raise UnprocessableError("the message must be a JSON object")
         if payload.get("type") == "cancel":
             return None  # nothing is streaming
-        body = validate_model(WebSocketSynthesizeRequest, payload)
-        check_text_lengths(self.settings, text=body.text, instruct=body.instruct)
-        return body
+        return validate_model(WebSocketSynthesizeRequest, payload)
 
     async def _open(self, body: WebSocketSynthesizeRequest) -> AudioStream:
-        synthesis = await self.service.speech_request(
-            owner=self.owner,
-            text=body.text,
-            voice=body.selected_voice,
-            language=body.language,
-            instruct=body.instruct,
-            sampling=sampling_of(body),
-        )
+        synthesis = await self.service.speech_request(self.owner, body)
         return await self.service.open_stream(synthesis, ROUTE)
 
     async def _send_chunks(self, stream: AudioStream, binary: bool) -> None:

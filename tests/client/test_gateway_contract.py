@@ -32,8 +32,8 @@ from qwen3_tts_client import (
 )
 from qwen3_tts_client.provider import Qwen3TTSProvider
 from qwen3_tts_gateway import create_app
+from qwen3_tts_gateway.backend import ALL_MODELS, AudioChunk, SynthesisRequest, VoicePrompt
 from qwen3_tts_gateway.embedded import serve_in_thread
-from qwen3_tts_gateway.engine import AudioChunk, SynthesisRequest, VoicePrompt
 from qwen3_tts_gateway.errors import EngineUnavailableError, UpstreamTimeoutError
 
 from .conftest import gateway_settings
@@ -56,6 +56,9 @@ class ToneEngine:
 
     async def model_ready(self, name: str) -> bool:
         return True
+
+    async def served_models(self) -> tuple[str, ...]:
+        return ALL_MODELS
 
     async def stream(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
         self.requests.append(request)

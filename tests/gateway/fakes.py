@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from qwen3_tts_gateway.engine import ALL_MODELS, AudioChunk, SessionRequest, SynthesisRequest, VoicePrompt
+from qwen3_tts_gateway.backend import ALL_MODELS, AudioChunk, SessionRequest, SynthesisRequest, VoicePrompt
 from qwen3_tts_gateway.errors import EngineInvalidRequestError
 
 SAMPLE_RATE = 24_000

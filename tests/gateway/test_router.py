@@ -18,10 +18,10 @@ import httpx
 import numpy as np
 import pytest
 from qwen3_tts_gateway import create_app
+from qwen3_tts_gateway.backend import AudioChunk, SessionRequest, SynthesisRequest, VoicePrompt
+from qwen3_tts_gateway.backend.router import BackendEntry, BackendRouter, backend_entries
+from qwen3_tts_gateway.backend.triton import classify_error
 from qwen3_tts_gateway.drain import DrainMiddleware, GatewayDrain
-from qwen3_tts_gateway.engine import AudioChunk, SessionRequest, SynthesisRequest, VoicePrompt
-from qwen3_tts_gateway.engine.router import BackendEntry, BackendRouter, backend_entries
-from qwen3_tts_gateway.engine.triton import classify_error
 from qwen3_tts_gateway.errors import EngineError, EngineInvalidRequestError, EngineUnavailableError
 
 from qwen3_tts_serving.settings import Settings

@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 from qwen3_tts_gateway import create_app
-from qwen3_tts_gateway.engine import SamplingParams, SynthesisRequest, VoicePrompt
-from qwen3_tts_gateway.engine.triton import (
+from qwen3_tts_gateway.backend import SamplingParams, SynthesisRequest, VoicePrompt
+from qwen3_tts_gateway.backend.triton import (
     StreamCancelledError,
     TritonEngine,
     build_inputs,

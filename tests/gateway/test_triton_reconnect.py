@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from qwen3_tts_gateway.engine.triton import TritonEngine
+from qwen3_tts_gateway.backend.triton import TritonEngine
 
 from qwen3_tts_serving.launcher.triton import TritonServer
 from qwen3_tts_serving.settings import Settings

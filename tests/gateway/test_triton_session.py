@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from qwen3_tts_gateway.engine import SessionRequest, SynthesisRequest, VoicePrompt
-from qwen3_tts_gateway.engine.triton import TritonSession
+from qwen3_tts_gateway.backend import SessionRequest, SynthesisRequest, VoicePrompt
+from qwen3_tts_gateway.backend.triton import TritonSession
 from qwen3_tts_gateway.errors import EngineInvalidRequestError, EngineUnavailableError
 from tritonclient.grpc import InferResult, service_pb2
 from tritonclient.utils import InferenceServerException

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from qwen3_tts_gateway import create_app
-from qwen3_tts_gateway.engine import VoicePrompt
+from qwen3_tts_gateway.backend import VoicePrompt
 from qwen3_tts_gateway.voices import VoiceLibraryUnavailableError, VoiceStore, owner_of
 
 from qwen3_tts_serving.settings import Settings

@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..backend import ALL_MODELS
 from ..deps import EngineDep, MetricsDep, SettingsDep
-from ..engine import ALL_MODELS
 from ..schemas import BackendState, HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])

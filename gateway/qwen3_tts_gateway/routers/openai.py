@@ -6,13 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..auth import OwnerDep
-from ..bodies import check_text_lengths
 from ..deps import ServiceDep, SettingsDep
 from ..encoding import STREAMABLE_FORMATS
 from ..middleware import route_label
 from ..responses import audio_file_response, audio_stream_response, cancel_on_disconnect, sse_response
 from ..schemas import SpeechRequest
-from ..service import sampling_of
 from .synthesis import AUDIO_RESPONSES
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -24,15 +22,7 @@ _PROGRESSIVE_FORMATS = STREAMABLE_FORMATS
 async def create_speech(
     body: SpeechRequest, request: Request, owner: OwnerDep, service: ServiceDep, settings: SettingsDep
 ) -> Response:
-    check_text_lengths(settings, input=body.input, instructions=body.instructions)
-    synthesis = await service.speech_request(
-        owner=owner,
-        text=body.input,
-        voice=body.voice,
-        language=body.language,
-        instruct=body.instructions,
-        sampling=sampling_of(body),
-    )
+    synthesis = await service.speech_request(owner, body)
     route = route_label(request.scope)
     if body.stream_format == "sse":
         stream = await cancel_on_disconnect(request, service.open_stream(synthesis, route))

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import StreamingResponse
 
 from ..auth import OwnerDep, websocket_owner
-from ..bodies import check_text_lengths
 from ..deps import ServiceDep, SettingsDep
 from ..errors import AuthenticationError, GatewayError
 from ..middleware import route_label
@@ -21,7 +20,6 @@ from ..responses import (
     ndjson_response,
 )
 from ..schemas import StreamSynthesizeRequest
-from ..service import sampling_of
 from ..session import AgentSessionSocket, error_event
 from ..websocket import WebSocketSession, error_message, reject_websocket
 
@@ -58,15 +56,7 @@ async def synthesize_stream(
     service: ServiceDep,
     settings: SettingsDep,
 ) -> StreamingResponse:
-    check_text_lengths(settings, text=body.text, instruct=body.instruct)
-    synthesis = await service.speech_request(
-        owner=owner,
-        text=body.text,
-        voice=body.selected_voice,
-        language=body.language,
-        instruct=body.instruct,
-        sampling=sampling_of(body),
-    )
+    synthesis = await service.speech_request(owner, body)
     stream = await cancel_on_disconnect(request, service.open_stream(synthesis, route_label(request.scope)))
     if body.stream_format == "ndjson":
         return ndjson_response(stream)

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..auth import OwnerDep
+from ..backend import SynthesisRequest
 from ..bodies import audio_body_openapi, audio_limits, check_text_lengths, read_audio_body
 from ..deps import ServiceDep, SettingsDep
 from ..encoding import CONTENT_TYPES
-from ..engine import SynthesisRequest
 from ..middleware import route_label
 from ..refaudio import decode_reference
 from ..responses import audio_file_response, cancel_on_disconnect
@@ -33,15 +33,7 @@ AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def synthesize(
     body: SynthesizeRequest, request: Request, owner: OwnerDep, service: ServiceDep, settings: SettingsDep
 ) -> Response:
-    check_text_lengths(settings, text=body.text, instruct=body.instruct)
-    synthesis = await service.speech_request(
-        owner=owner,
-        text=body.text,
-        voice=body.selected_voice,
-        language=body.language,
-        instruct=body.instruct,
-        sampling=sampling_of(body),
-    )
+    synthesis = await service.speech_request(owner, body)
     result = await cancel_on_disconnect(request, service.synthesize(synthesis, route_label(request.scope)))
     return await audio_file_response(result, body.response_format)
 
@@ -52,7 +44,7 @@ async def synthesize(
 async def design(
     body: DesignRequest, request: Request, service: ServiceDep, settings: SettingsDep
 ) -> Response:
-    check_text_lengths(settings, text=body.text, instruct=body.instruct)
+    check_text_lengths(settings.max_text_length, text=body.text, instruct=body.instruct)
     synthesis = SynthesisRequest(
         "voice_design", body.text, body.language, instruct=body.instruct, sampling=sampling_of(body)
     )
@@ -69,7 +61,7 @@ async def design(
 )
 async def clone(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
     body, data = await read_audio_body(request, CloneFields, settings.max_upload_bytes)
-    check_text_lengths(settings, text=body.text, ref_text=body.ref_text)
+    check_text_lengths(settings.max_text_length, text=body.text, ref_text=body.ref_text)
     reference = await asyncio.to_thread(decode_reference, data, audio_limits(settings))
     synthesis = SynthesisRequest(
         "voice_clone",

@@ -55,7 +55,7 @@ async def create_voice(
     request: Request, owner: OwnerDep, service: ServiceDep, settings: SettingsDep
 ) -> VoiceInfo:
     body, data = await read_audio_body(request, VoiceCreateFields, settings.max_upload_bytes)
-    check_text_lengths(settings, ref_text=body.ref_text)
+    check_text_lengths(settings.max_text_length, ref_text=body.ref_text)
     reference = await asyncio.to_thread(decode_reference, data, audio_limits(settings))
     record = await service.create_voice(
         owner=owner,
