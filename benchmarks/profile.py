@@ -3,10 +3,12 @@
 Stages (exclusive times: a stage's time excludes the stages timed inside it):
 
 - ``prefill``: building prompts and admitting requests, except its talker forward (``prefill/talker``);
-- ``talker``: the talker's step for one frame of every active stream;
+- ``frame``: the device step (``engine.frame_step``) for one frame of every active stream, except the
+  stages below timed inside it; with CUDA graphs the step is one replay and all of it counts here;
+- ``talker``: the talker's step on the slot cache (eager frame steps);
 - ``codec_head``: the talker's codebook-0 logits;
-- ``sampling``: codebook-0 logits processors and sampling;
-- ``code_predictor``: the 15 small autoregressive steps for codebooks 1-15;
+- ``sampling``: codebook-0 logits processors and sampling (eager frame steps);
+- ``code_predictor``: the 15 small autoregressive steps for codebooks 1-15 (eager frame steps);
 - ``decoder``: the speech-tokenizer decoder for the chunks that are due;
 - ``python``: everything else in ``step()`` (bookkeeping, embeddings, masks, sending chunks).
 
@@ -28,7 +30,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("prefill", "prefill/talker", "talker", "codec_head", "sampling", "code_predictor", "decoder")
+STAGES = (
+    "prefill", "prefill/talker", "frame", "talker", "codec_head", "sampling", "code_predictor", "decoder",
+)  # fmt: skip
 
 
 @dataclass
@@ -68,14 +72,16 @@ class StageTimers:
 
 def instrument(engine: Any, timers: StageTimers) -> None:
     """Put timers around the engine's stages (instance attributes shadow the methods)."""
-    talker = engine._talker
+    talker, frame_step = engine._talker, engine.frame_step
     engine.step = timers.wrap("step", engine.step)
-    engine._prefill = timers.wrap("prefill", engine._prefill)
-    engine._predict_codes = timers.wrap("code_predictor", engine._predict_codes)
-    engine._sample_cb0 = timers.wrap("sampling", engine._sample_cb0)
+    engine._admit = timers.wrap("prefill", engine._admit)
+    # A captured frame step replays as a whole: the stages inside it are only seen in eager steps.
+    frame_step.launch = timers.wrap("frame", frame_step.launch)
+    frame_step.predictor.predict = timers.wrap("code_predictor", frame_step.predictor.predict)
+    frame_step._choose_cb0 = timers.wrap("sampling", frame_step._choose_cb0)
+    frame_step._talker_step = timers.wrap("talker", frame_step._talker_step)
     engine.decoder.decode = timers.wrap("decoder", engine.decoder.decode)
     talker.model.forward = timers.wrap("talker", talker.model.forward)  # prefill: reported as prefill/talker
-    engine._talker_step = timers.wrap("talker", engine._talker_step)
     talker.codec_head.forward = timers.wrap("codec_head", talker.codec_head.forward)
 
 
@@ -186,7 +192,8 @@ def profile_engine(config: ProfileConfig) -> dict[str, Any]:
     audio_s = sum(sink.audio().size for sink in sinks) / engine.sample_rate
     result: dict[str, Any] = {
         "model": config.model,
-        "code_predictor": type(engine._code_predictor).__name__,
+        "code_predictor": type(engine.frame_step.predictor).__name__,
+        "frame_graphs": engine.frame_step.graphed,
         "decoder": type(engine.decoder).__name__,
         "device": str(engine._device),
         "dtype": str(next(engine._talker.parameters()).dtype),

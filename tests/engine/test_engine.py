@@ -273,10 +273,10 @@ def test_out_of_memory_fails_the_step_with_a_retry_hint_and_serving_goes_on(make
     engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
     engine.step()
 
-    def out_of_memory(state):  # a GPU allocation failure, simulated: there is no GPU here
+    def out_of_memory(*args):  # a GPU allocation failure in the frame step, simulated: no GPU here
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(engine, "_predict_codes", out_of_memory)
+    monkeypatch.setattr(engine.frame_step, "launch", out_of_memory)
     engine.step()
     for sink in sinks:
         assert isinstance(sink.error, EngineUnavailableError) and "retry" in str(sink.error)

@@ -1,9 +1,16 @@
 """The continuous-batching engine: one per model instance, one thread, every active stream stepped together.
 
-Each loop iteration: run queued commands (text appended by voice agents), admit waiting requests with
-one batched prefill and merge them into the running batch, step every active stream by one frame (one
-batched talker call, one batched code-predictor pass of 15 small steps), decode the chunks that are due
-(equal windows share a decoder call), send them, and drop finished, cancelled or starved rows.
+Each step: run queued commands (text appended by voice agents), admit waiting requests (prompts built at
+once, prefills batched within a per-step token budget, each written into the stream's own slot of the
+talker's slot cache), launch one frame for every active stream (``frame_step``: one CUDA graph on a GPU),
+then, while the device computes it, take the previous frame's results (one asynchronous copy), let
+finished, cancelled or failed streams leave (their slot is simply freed) and decode and send the chunks
+that are due (on a GPU on a stream of its own, beside the frame). A stream that ended in frame N was
+already launched in frame N + 1: that frame's row is computed and ignored.
+
+The parts are modules of their own: ``scheduler`` (queue, admission, prefill budget, real-time guard),
+``prefill`` (prompts and prefill into slots), ``frame_step`` and ``slot_cache`` (the device step),
+``sessions`` (voice agents' streamed text).
 """
 
 from __future__ import annotations
@@ -14,18 +21,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
-from transformers.cache_utils import DynamicCache
 
-from .batch_state import BatchState, KVBuffers, merge
-from .code_predictor import build_code_predictor
+from .code_predictor import ReferenceCodePredictor, StaticCodePredictor
 from .config import EngineConfig
 from .decoder import build_decoder
+from .frame_step import BAD, NEXT_CB0, FrameHandle, FrameStep, JoinRow
 from .loading import model_spec
 from .observer import EngineObserver, NullObserver
+from .prefill import Prefill
 from .prompts import PromptBuilder
 from .requests import (
     NUM_CODE_GROUPS,
@@ -38,16 +47,17 @@ from .requests import (
     SynthesisRequest,
     validate,
 )
-from .sampling import SamplerRows, apply_repetition_penalty, sample
-from .streams import AudioChunk, Stream, StreamSink, TextTrack
-from .talker_step import TalkerStep
-from .text_feed import IncrementalText
+from .scheduler import Scheduler
+from .sessions import Sessions
+from .slot_cache import SlotKVCache
+from .streams import AudioChunk, Stream, StreamSink
 
 logger = logging.getLogger(__name__)
 
 _OUT_OF_MEMORY = "the server is out of GPU memory; retry shortly"
 _QUEUE_FULL = "the model's queue is full ({} requests waiting); retry shortly"
 _QUEUE_WAIT = "no free slot within {} s: the model's queue is overloaded; retry shortly"
+_PROMPT_TOO_LONG = "the prompt takes {} talker tokens; this server's slot_max_length is {}: shorten the text"
 FAULT_MARKER = "[[poison]]"
 _NON_FINITE = "internal error: this request's generation produced non-finite values and was stopped"
 
@@ -60,18 +70,7 @@ class EngineStats:
     prefilled_requests: int = 0
     max_active: int = 0
     finished: int = 0
-
-
-@dataclass(eq=False)
-class Session:
-    """A voice-agent stream whose text is still arriving (Triton sequence = one session)."""
-
-    stream: Stream
-    feed: IncrementalText
-    last_text_at: float
-    queued: bool = False  # handed to the prefill queue (it had text to start with)
-    closed: bool = False  # the client sent END (checked when more text is offered)
-    input_closed: bool = False  # END has reached the engine thread (decides the end-of-text marker)
+    kv_bytes_per_slot: int = 0  # the talker's key/value storage one stream's slot takes
 
 
 def is_repeating(history: list[int], window: int, max_period: int = 4) -> bool:
@@ -97,33 +96,73 @@ class StreamingEngine:
         self.decoder = build_decoder(tts.model.speech_tokenizer, config)
         self.sample_rate = self.decoder.sample_rate
         self.stats = EngineStats()
+        self.defaults = SamplingParams.from_generation_config(tts.generate_defaults or {})
 
         self._talker = tts.model.talker
         self._device = self._talker.device
         talker_config = tts.model.config.talker_config
         self._eos = int(talker_config.codec_eos_token_id)
-        self._vocab = int(talker_config.vocab_size)
-        self._codebook_size = int(tts.model.config.talker_config.code_predictor_config.vocab_size)
-        # Codebook-0 ids above the codebook are control codes; only end-of-speech may be generated.
-        self._suppressed = torch.zeros(self._vocab, dtype=torch.bool, device=self._device)
-        self._suppressed[self._vocab - 1024 :] = True
-        self._suppressed[self._eos] = False
-        self._talker_step = TalkerStep(self._talker)
-        self._code_predictor = build_code_predictor(self._talker, config.code_predictor, config.graph_buckets)
-        self.defaults = SamplingParams.from_generation_config(tts.generate_defaults or {})
-        self._tts_pad: torch.Tensor | None = None
-        self._tts_eos: torch.Tensor | None = None
+        self._codebook_size = int(talker_config.code_predictor_config.vocab_size)
+        self.cache = SlotKVCache.for_talker(
+            self._talker, slots=config.max_active_streams, max_length=config.slot_max_length
+        )
+        self.stats.kv_bytes_per_slot = self.cache.bytes_per_slot
+        logger.info(
+            "talker key/value slots: %d x %d tokens, %.1f MiB per slot, %.2f GiB in all",
+            config.max_active_streams,
+            config.slot_max_length,
+            self.cache.bytes_per_slot / 2**20,
+            self.cache.bytes_per_slot * config.max_active_streams / 2**30,
+        )
+        predictor = (
+            ReferenceCodePredictor(self._talker)
+            if config.code_predictor == "reference"
+            else StaticCodePredictor(self._talker)
+        )
+        self.frame_step = FrameStep(
+            self._talker,
+            self.cache,
+            eos=self._eos,
+            batch_buckets=config.graph_buckets,
+            length_buckets=config.length_buckets,
+            predictor=predictor,
+            fault_injection=config.fault_injection,
+        )
+        self._capture_frame_graphs()
+        self._decode_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
 
         self._cond = threading.Condition()
-        self._pending: deque[Stream] = deque()
         self._commands: deque[Callable[[], None]] = deque()
-        self._resumable: list[BatchState] = []
-        self._paused: dict[int, BatchState] = {}
-        self._batch: BatchState | None = None
-        self._frame_seconds_ema: float | None = None
-        self._sessions: dict[int, Session] = {}
+        self.scheduler = Scheduler(config, self._cond)
+        self._sessions = Sessions(config, self._cond, self)
+        self._prefill = Prefill(tts, capability, self.prompts)
+        self._holders: dict[int, Stream] = {}  # slot -> the stream holding it (stepping or paused)
+        self._paused: set[int] = set()  # slots of sessions waiting for text (they keep their cache)
+        self._ending: list[Stream] = []  # finished, slot freed, last chunk still to send
+        self._poisoned: set[int] = set()  # slots given non-finite logits (fault_injection, tests only)
+        self._in_flight: tuple[FrameHandle, list[Stream]] | None = None  # launched, results not taken yet
         self._running = False
         self._thread: threading.Thread | None = None
+
+    def _capture_frame_graphs(self) -> None:
+        mode, on_gpu = self.config.cuda_graphs, self._device.type == "cuda"
+        if mode == "off" or (mode == "auto" and not on_gpu):
+            return
+        if not on_gpu:
+            raise ValueError("cuda_graphs=on needs a CUDA device; on a CPU: auto or off")
+        if self.config.code_predictor == "reference":
+            if mode == "on":
+                raise ValueError("cuda_graphs=on needs code_predictor auto, static or cuda_graphs")
+            return
+        try:
+            self.frame_step.capture()
+        except RuntimeError as error:
+            if mode == "on":
+                raise
+            # Serve without graphs rather than not at all; said once, loudly.
+            logger.warning("CUDA graph capture of the frame step failed (%s); it runs eagerly", error)
+            self.frame_step.drop_graphs()
+            torch.cuda.empty_cache()
 
     # ----------------------------------------------------------------------------------------- intake
     def validate(self, request: SynthesisRequest) -> SynthesisRequest:
@@ -145,19 +184,14 @@ class StreamingEngine:
         """Queue an entry batch; it joins the running batch at the next frame. Past ``max_queued_streams``
         waiting, the rest are refused at once (retry later) rather than queued into a wait nobody wants."""
         with self._cond:
-            room = max(0, self.config.max_queued_streams - len(self._pending))
-            accepted, refused = streams[:room], streams[room:]
-            self._enqueue(accepted)
+            refused = self.scheduler.submit(streams)
             self._cond.notify()
         for stream in refused:
             stream.sink.fail(EngineUnavailableError(_QUEUE_FULL.format(self.config.max_queued_streams)))
 
-    def _enqueue(self, streams: list[Stream]) -> None:
-        """Caller holds ``self._cond``."""
-        now = time.monotonic()
-        for stream in streams:
-            stream.queued_at = now
-        self._pending.extend(streams)
+    def enqueue(self, stream: Stream) -> None:
+        """Into the admission queue (sessions whose first text arrived)."""
+        self.scheduler.enqueue([stream])
 
     def run_in_engine(self, command: Callable[[], None]) -> None:
         """Run ``command`` on the engine thread before the next step (state is only touched there)."""
@@ -167,16 +201,18 @@ class StreamingEngine:
 
     @property
     def active_count(self) -> int:
-        return self._batch.size if self._batch is not None else 0
+        """Streams stepped at the next frame."""
+        return len(self._holders) - len(self._paused)
 
     @property
     def occupied_slots(self) -> int:
-        """Streams holding a talker cache: stepping, paused for text, or about to resume. A paused
-        voice-agent session keeps its cache (memory) and comes back without asking, so it keeps its slot."""
-        return self.active_count + len(self._paused) + sum(state.size for state in self._resumable)
+        """Streams holding or promised a slot: stepping, paused for text, or prepared for their prefill. A
+        paused voice-agent session keeps its cache (memory) and comes back without asking."""
+        return len(self._holders) + len(self.scheduler.prepared)
 
     def has_work(self) -> bool:
-        return bool(self._pending or self._commands or self._resumable or self.active_count)
+        busy = self.active_count or self._ending or self._in_flight
+        return bool(busy or self._commands or self.scheduler.has_waiting())
 
     # ------------------------------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -230,31 +266,25 @@ class StreamingEngine:
                 seconds=time.perf_counter() - started,
                 frames=frames,
                 active=self.active_count,
-                queued=len(self._pending),
+                queued=self.scheduler.queued,
                 paused=len(self._paused),
             )
 
     def _step(self) -> None:
         self._run_commands()
-        self._expire_sessions()
+        self._sessions.expire()
+        self._drop_cancelled()  # first: a slot a client gave up goes to the next in line at once
         self._admit()
-        self._drop_cancelled()
         self._pause_starved()
         try:
-            started = time.perf_counter()
-            if self._batch is not None and self._batch.size:
+            if self.active_count or self._in_flight:
+                started = time.perf_counter()
                 self._advance()
-                self._emit_and_retire()  # decoding allocates too
-                self._track_frame_time(time.perf_counter() - started)
+                self.scheduler.track_frame_time(time.perf_counter() - started)
             else:
                 self._emit_and_retire()
         except torch.OutOfMemoryError:
             self._recover_from_oom()
-
-    def _track_frame_time(self, seconds: float) -> None:
-        """Moving average of a frame's time for the running batch (prefill excluded)."""
-        previous = self._frame_seconds_ema
-        self._frame_seconds_ema = seconds if previous is None else 0.7 * previous + 0.3 * seconds
 
     def _run_commands(self) -> None:
         with self._cond:
@@ -263,34 +293,110 @@ class StreamingEngine:
         for command in commands:
             command()
 
-    def _admit(self) -> None:
-        with self._cond:
-            waiting = list(self._pending)
-            self._pending.clear()
-        waiting = [s for s in waiting if not self._left_the_queue(s)]
-        room = max(0, self.config.max_active_streams - self.occupied_slots)
-        if self._over_realtime_budget():
-            room = 0  # the streams already speaking would fall behind their listeners: newcomers wait
-        entering, rest = waiting[:room], waiting[room:]
-        if rest:  # back at the front, ahead of what arrived meanwhile
-            with self._cond:
-                self._pending.extendleft(reversed(rest))
-        resumable, self._resumable = self._resumable, []
-        for state in resumable:
-            self._batch = merge(self._batch, state)
-        for group in _by_text_mode(entering):
-            state = self._prefill_or_fail(group)
-            if state is not None:
-                self._batch = merge(self._batch, state)
-        self.stats.max_active = max(self.stats.max_active, self.active_count)
+    # ------------------------------------------------------------------------------------------ frames
+    def _advance(self) -> None:
+        """Launch a frame for every active stream; while the device computes it, take the previous frame's
+        results and decode and send the chunks that are due."""
+        stepping = sorted(
+            (s for slot, s in self._holders.items() if slot not in self._paused), key=lambda s: s.slot or 0
+        )
+        launched = (self._launch(stepping), stepping) if stepping else None
+        self._collect_in_flight()
+        self._in_flight = launched
+        self._emit_and_retire()
 
-    def _over_realtime_budget(self) -> bool:
-        """Frames take longer than ``realtime_step_budget_s`` (a frame is 80 ms of audio): one more stream
-        would slow every active one further behind real time, so admission pauses until they speed up
-        (streams finish). At least one stream always runs."""
-        budget = self.config.realtime_step_budget_s
-        frame_s = self._frame_seconds_ema
-        return budget > 0 and self.active_count > 0 and frame_s is not None and frame_s > budget
+    def _collect_in_flight(self) -> None:
+        if self._in_flight is not None:
+            previous, self._in_flight = self._in_flight, None
+            self._collect(*previous)
+
+    def _launch(self, stepping: list[Stream]) -> FrameHandle:
+        assert self._prefill.tts_pad is not None
+        rows = max(s.slot for s in stepping if s.slot is not None) + 1
+        texts = [self._prefill.tts_pad] * rows
+        for stream in stepping:
+            assert stream.slot is not None and stream.text_track is not None
+            embedding = stream.text_track.next_embedding()
+            if embedding is not None:
+                texts[stream.slot] = embedding
+            if self.config.fault_injection:
+                self._inject_fault(stream)
+        self.frame_step.set_text_inputs(texts)
+        longest = max(s.cache_length for s in stepping)
+        handle = self.frame_step.launch(rows, longest, [s.sampling for s in stepping])
+        for stream in stepping:
+            stream.cache_length += 1
+        return handle
+
+    def _inject_fault(self, stream: Stream) -> None:
+        """Tests only (``fault_injection``): non-finite logits from the third frame of a marked request."""
+        slot = stream.slot
+        launched = stream.cache_length - stream.prompt_length  # frames launched, the last maybe in flight
+        if slot not in self._poisoned and FAULT_MARKER in stream.request.text and launched >= 2:
+            assert slot is not None
+            self.frame_step.poison(slot)
+            self._poisoned.add(slot)
+
+    def _collect(self, handle: FrameHandle, stepping: list[Stream]) -> None:
+        """The frame's results (one host copy): codes appended, finished and failed streams leave. A stream
+        that left since the launch (cancelled, ended in the frame before, failed) is skipped."""
+        rows = self.frame_step.collect(handle)
+        made = 0
+        for stream in stepping:
+            if stream.slot is None or stream.finished:
+                continue
+            row = rows[stream.slot]
+            if self._is_poisoned(row):
+                self._fail_poisoned(stream)
+                continue
+            stream.frames.append(handle.codes[stream.slot])
+            stream.cb0_history.append(row[0])
+            made += 1
+            self._mark_finished(stream, row[NEXT_CB0])
+            if stream.finished:
+                self._leave(stream)
+                self._ending.append(stream)
+        self.stats.steps += 1
+        self.stats.frames += made
+
+    def _is_poisoned(self, row: list[int]) -> bool:
+        """A row whose numbers went bad: non-finite hidden state or logits, a code outside the codebook,
+        or a next codebook-0 token that is a control code other than end-of-speech (only non-finite
+        scores can make the sampler pick one). Decoding it would fail the whole batch's decoder call."""
+        frame, next_cb0 = row[:NUM_CODE_GROUPS], row[NEXT_CB0]
+        out_of_codebook = any(not 0 <= code < self._codebook_size for code in frame)
+        bad_next = not 0 <= next_cb0 < self._codebook_size and next_cb0 != self._eos
+        return bool(row[BAD]) or out_of_codebook or bad_next
+
+    def _fail_poisoned(self, stream: Stream) -> None:
+        """A poisoned stream fails alone; the rest of the batch steps on."""
+        logger.warning("stream failed: non-finite values at frame %d", stream.frame_count)
+        self._leave(stream, scrub=True)
+        self._sessions.forget(stream)
+        stream.sink.fail(GenerationFaultError(_NON_FINITE))
+        self.stats.finished += 1
+
+    def _mark_finished(self, stream: Stream, next_cb0: int) -> None:
+        if next_cb0 == self._eos:
+            stream.finish_reason = FinishReason.STOP
+        elif stream.frame_count >= stream.max_frames or self._slot_full(stream):
+            stream.finish_reason = FinishReason.LENGTH
+        elif is_repeating(stream.cb0_history, self.config.repetition_window):
+            stream.finish_reason = FinishReason.REPETITION
+
+    def _slot_full(self, stream: Stream) -> bool:
+        """No column left in the stream's slot for another frame."""
+        return stream.prompt_length + stream.frame_count >= self.cache.max_length
+
+    # ------------------------------------------------------------------------------------- admission
+    def _admit(self) -> None:
+        entering = self.scheduler.admit(self.cache.free_count, self.active_count, self._left_the_queue)
+        for group in _by_text_mode(entering):
+            self._prepare_or_fail(group)
+        batch = self.scheduler.next_prefill(_prompt_length)
+        if batch:
+            self._prefill_or_fail(batch)
+        self.stats.max_active = max(self.stats.max_active, self.active_count)
 
     def _left_the_queue(self, stream: Stream) -> bool:
         """True for a waiting stream whose client went away or that waited past ``max_queue_wait_s``:
@@ -301,244 +407,119 @@ class StreamingEngine:
             return True
         waited = time.monotonic() - (stream.queued_at or time.monotonic())
         if waited > self.config.max_queue_wait_s:
-            self._forget_session(stream)
+            self._sessions.forget(stream)
             stream.sink.fail(EngineUnavailableError(_QUEUE_WAIT.format(self.config.max_queue_wait_s)))
             return True
         return False
 
-    def _prefill_or_fail(self, streams: list[Stream]) -> BatchState | None:
+    def _prepare_or_fail(self, streams: list[Stream]) -> None:
+        """Build the prompts (one package call); ready streams wait for their prefill."""
         try:
-            return self._prefill(streams)
+            self._prefill.prepare(streams, self._sessions.input_open)
         except torch.OutOfMemoryError:
             _release_cached_memory()
             for stream in streams:
                 stream.sink.fail(EngineUnavailableError(_OUT_OF_MEMORY))
-            return None
+            return
         except Exception as error:
-            if len(streams) > 1:
-                # Find the request the package refused without failing its batch-mates.
-                parts = [self._prefill_or_fail([s]) for s in streams]
-                states = [p for p in parts if p is not None]
-                merged: BatchState | None = None
-                for state in states:
-                    merged = merge(merged, state)
-                return merged
+            if len(streams) > 1:  # find the request the package refused without failing its batch-mates
+                for stream in streams:
+                    self._prepare_or_fail([stream])
+                return
             logger.warning("prefill failed: %s", error)
             streams[0].sink.fail(error if isinstance(error, ValueError) else RuntimeError("prefill failed"))
-            return None
+            return
+        limit = self.cache.max_length - 1  # room for at least one frame
+        for stream in streams:
+            length = _prompt_length(stream)
+            if length > limit:
+                self._sessions.forget(stream)
+                stream.sink.fail(InvalidRequestError(_PROMPT_TOO_LONG.format(length, self.cache.max_length)))
+            else:
+                self.scheduler.prepared.append(stream)
 
-    def _prefill(self, streams: list[Stream]) -> BatchState:
-        requests = [s.request for s in streams]
-        items = (
-            self.prompts.clone_prompt_items(requests) if self.capability is Capability.VOICE_CLONE else None
-        )
-        prompt = self.prompts.build(requests, items)
-        self._tts_pad = prompt.tts_pad_embed.reshape(-1)
-        self._tts_eos = prompt.tts_eos_embed.reshape(-1)
-        for index, stream in enumerate(streams):
-            trailing = prompt.trailing_text[index]
-            still_open = self._input_open(stream)
-            if still_open and trailing.shape[0]:
-                trailing = trailing[:-1]  # the package closed the text with tts_eos; ours is still open
-            stream.text_track = TextTrack(trailing, closed=not still_open)
-            if items is not None and items[index].icl_mode:
-                stream.context_codes = items[index].ref_code
-        mask = prompt.attention_mask
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        out = self._talker.model(
-            inputs_embeds=prompt.inputs_embeds,
-            attention_mask=mask,
-            position_ids=positions.unsqueeze(0).expand(3, -1, -1),
-            past_key_values=cache,
-            use_cache=True,
-        )
-        hidden = out.last_hidden_state[:, -1:]
-        state = BatchState(
-            streams=list(streams),
-            kv=KVBuffers.from_cache(cache),
-            attention_mask=mask,
-            positions=mask.sum(-1),
-            past_hidden=hidden,
-            next_cb0=torch.zeros(len(streams), dtype=torch.long, device=self._device),
-            seen_cb0=torch.zeros(len(streams), self._vocab, dtype=torch.bool, device=self._device),
-        )
-        state.next_cb0 = self._sample_cb0(state, self._talker.codec_head(hidden[:, -1]))
+    def _prefill_or_fail(self, streams: list[Stream]) -> None:
+        """Prefill prepared streams into their own slots and let them join the step."""
+        slots = [self.cache.allocate() for _ in streams]
+        assert all(slot is not None for slot in slots), "admission gave out more slots than are free"
+        try:
+            hidden = self._prefill.run(streams, slots, self.cache)  # type: ignore[arg-type]
+            rows = [
+                JoinRow(slot=slot, sampling=s.sampling, seed=s.seed, text_open=not s.text_track.closed)  # type: ignore[union-attr]
+                for s, slot in zip(streams, slots, strict=True)
+                if slot is not None
+            ]
+            self.frame_step.join(rows, hidden)
+        except Exception as error:
+            for slot in slots:
+                self.frame_step.release(slot, scrub=True)  # type: ignore[arg-type]
+            out_of_memory = isinstance(error, torch.OutOfMemoryError)
+            if out_of_memory:
+                _release_cached_memory()
+            else:
+                logger.exception("prefill failed")
+            for stream in streams:
+                self._sessions.forget(stream)
+                stream.sink.fail(
+                    EngineUnavailableError(_OUT_OF_MEMORY)
+                    if out_of_memory
+                    else RuntimeError("prefill failed")
+                )
+            return
+        for stream, slot in zip(streams, slots, strict=True):
+            stream.slot = slot
+            self._holders[slot] = stream  # type: ignore[index]
         self.stats.prefill_calls += 1
         self.stats.prefilled_requests += len(streams)
-        return state
-
-    def _advance(self) -> None:
-        """One frame for every active stream."""
-        state = self._batch
-        assert state is not None
-        codes = self._predict_codes(state)
-        inputs = self._frame_embeddings(codes) + self._text_inputs(state.streams).unsqueeze(1)
-        state.append_column()
-        state.past_hidden = self._talker_step(inputs, state)
-        state.positions = state.positions + 1
-        logits = self._talker.codec_head(state.past_hidden[:, -1])
-        if self.config.fault_injection:
-            logits = _inject_faults(state.streams, logits)
-        state.next_cb0 = self._sample_cb0(state, logits)
-        # One copy to the host per frame: the frame's codes, the next codebook-0 token and the row's health
-        # (a non-finite hidden state shows in its logits).
-        unhealthy = ~torch.isfinite(logits).all(dim=-1)
-        report = torch.cat([codes, state.next_cb0.unsqueeze(1), unhealthy.long().unsqueeze(1)], 1)
-        rows = report.tolist()
-        poisoned = {i for i, row in enumerate(rows) if self._is_poisoned(row)}
-        for index, stream in enumerate(state.streams):
-            if index in poisoned:
-                continue
-            stream.frames.append(codes[index])
-            stream.cb0_history.append(rows[index][0])
-        self.stats.steps += 1
-        self.stats.frames += state.size - len(poisoned)
-        next_tokens = [row[NUM_CODE_GROUPS] for i, row in enumerate(rows) if i not in poisoned]
-        if poisoned:
-            self._fail_poisoned(state, poisoned)
-        if self._batch is not None:
-            self._mark_finished(self._batch, next_tokens)
-
-    def _is_poisoned(self, row: list[int]) -> bool:
-        """A row whose numbers went bad: non-finite hidden state or logits, a code outside the codebook,
-        or a next codebook-0 token that is a control code other than end-of-speech (only non-finite
-        scores can make the sampler pick one). Decoding it would fail the whole batch's decoder call."""
-        frame, next_cb0, unhealthy = row[:NUM_CODE_GROUPS], row[NUM_CODE_GROUPS], row[NUM_CODE_GROUPS + 1]
-        out_of_codebook = any(not 0 <= code < self._codebook_size for code in frame)
-        bad_next = not 0 <= next_cb0 < self._codebook_size and next_cb0 != self._eos
-        return bool(unhealthy) or out_of_codebook or bad_next
-
-    def _fail_poisoned(self, state: BatchState, rows: set[int]) -> None:
-        """The poisoned streams fail alone; the rest of the batch steps on."""
-        for row in sorted(rows):
-            stream = state.streams[row]
-            logger.warning("stream failed: non-finite values at frame %d", stream.frame_count)
-            self._forget_session(stream)
-            stream.sink.fail(GenerationFaultError(_NON_FINITE))
-        self.stats.finished += len(rows)
-        self._batch = self._without_rows(state, rows)
-
-    def _predict_codes(self, state: BatchState) -> torch.Tensor:
-        """Codebooks 1-15 for each row's pending codebook-0 token: [B, 16]."""
-        rows = self._sampler_rows(state.streams, subtalker=True)
-        frame_index = torch.tensor([s.frame_count for s in state.streams], device=self._device)
-        return self._code_predictor.predict(state.past_hidden, state.next_cb0, rows, frame_index)
-
-    def _frame_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
-        # Summed the way the package sums them (concatenate, then sum) so greedy output matches it.
-        embeddings = self._talker.code_predictor.get_input_embeddings()
-        parts = [self._talker.get_input_embeddings()(codes[:, :1])]
-        parts += [embeddings[i](codes[:, i + 1 : i + 2]) for i in range(NUM_CODE_GROUPS - 1)]
-        return torch.cat(parts, dim=1).sum(1, keepdim=True)
-
-    def _text_inputs(self, streams: list[Stream]) -> torch.Tensor:
-        assert self._tts_pad is not None
-        rows = []
-        for stream in streams:
-            assert stream.text_track is not None
-            row = stream.text_track.next_embedding()
-            rows.append(self._tts_pad if row is None else row)
-        return torch.stack(rows)
-
-    def _sampler_rows(self, streams: list[Stream], *, subtalker: bool) -> SamplerRows:
-        params = [s.sampling for s in streams]
-        if subtalker:
-            return SamplerRows.build(
-                do_sample=[p.subtalker_do_sample for p in params],
-                temperature=[p.subtalker_temperature for p in params],
-                top_k=[p.subtalker_top_k for p in params],
-                top_p=[p.subtalker_top_p for p in params],
-                seed=[s.seed for s in streams],
-                device=self._device,
-            )
-        return SamplerRows.build(
-            do_sample=[p.do_sample for p in params],
-            temperature=[p.temperature for p in params],
-            top_k=[p.top_k for p in params],
-            top_p=[p.top_p for p in params],
-            seed=[s.seed for s in streams],
-            device=self._device,
-        )
-
-    def _sample_cb0(self, state: BatchState, logits: torch.Tensor) -> torch.Tensor:
-        """The talker's logits processors (as the package configures transformers' generate), then sample."""
-        streams = state.streams
-        penalty = torch.tensor([s.sampling.repetition_penalty for s in streams], device=self._device)
-        logits = apply_repetition_penalty(logits.float(), state.seen_cb0, penalty)
-        logits = logits.masked_fill(self._suppressed, float("-inf"))
-        # End-of-speech is held back for the first two tokens (as the package does) and while a session's
-        # text is still arriving: the talker cannot have finished a sentence it has not seen yet.
-        too_early = torch.tensor(
-            [s.samples_drawn < 2 or (s.text_track is not None and not s.text_track.closed) for s in streams],
-            device=self._device,
-        )
-        logits[:, self._eos] = logits[:, self._eos].masked_fill(too_early, float("-inf"))
-        drawn = torch.tensor([s.samples_drawn for s in streams], device=self._device)
-        tokens = sample(logits, self._sampler_rows(streams, subtalker=False), drawn, 0)
-        state.seen_cb0[torch.arange(len(streams), device=self._device), tokens] = True
-        for stream in streams:
-            stream.samples_drawn += 1
-        return tokens
-
-    def _mark_finished(self, state: BatchState, next_tokens: list[int]) -> None:
-        for stream, token in zip(state.streams, next_tokens, strict=True):
-            if token == self._eos:
-                stream.finish_reason = FinishReason.STOP
-            elif stream.frame_count >= stream.max_frames:
-                stream.finish_reason = FinishReason.LENGTH
-            elif is_repeating(stream.cb0_history, self.config.repetition_window):
-                stream.finish_reason = FinishReason.REPETITION
 
     # ------------------------------------------------------------------------------ leaving the batch
+    def _leave(self, stream: Stream, *, scrub: bool = False) -> None:
+        """Free the stream's slot (nothing else moves)."""
+        slot = stream.slot
+        if slot is None:
+            return
+        self._holders.pop(slot, None)
+        self._paused.discard(slot)
+        self._poisoned.discard(slot)
+        self.frame_step.release(slot, scrub=scrub)
+        stream.slot = None
+
     def _drop_cancelled(self) -> None:
-        """A client that went away frees its row before the next frame is computed."""
-        state = self._batch
-        if state is None:
-            return
-        cancelled = {i for i, s in enumerate(state.streams) if s.sink.is_cancelled()}
-        if not cancelled:
-            return
-        for row in cancelled:
-            stream = state.streams[row]
+        """A client that went away frees its slot before the next frame is computed."""
+        cancelled = [
+            s for slot, s in self._holders.items() if slot not in self._paused and s.sink.is_cancelled()
+        ]
+        for stream in cancelled:
             stream.finish_reason = FinishReason.CANCELLED
+            self._leave(stream)
             self._send(stream, samples=None)
         self.stats.finished += len(cancelled)
-        self._batch = self._without_rows(state, cancelled)
 
     def _pause_starved(self) -> None:
-        """Streams whose open text ran dry leave the step batch with their cache until text arrives."""
-        state = self._batch
-        if state is None:
-            return
-        starved = [
-            i
-            for i, s in enumerate(state.streams)
-            if not s.finished and s.text_track.starved(s.lookahead or 0)
-        ]
-        if not starved:
-            return
-        for row in starved:
-            self._paused[id(state.streams[row])] = state.select([row])
-        self._batch = self._without_rows(state, set(starved))
+        """Streams whose open text ran dry stop stepping, keeping their slot, until text arrives."""
+        for slot, stream in self._holders.items():
+            if slot in self._paused or stream.finished:
+                continue
+            assert stream.text_track is not None
+            if stream.text_track.starved(stream.lookahead or 0):
+                self._paused.add(slot)
+                self.frame_step.set_active(slot, False)
 
     def resume(self, stream: Stream) -> None:
-        """Engine thread only: put a paused stream back into the step batch at the next frame."""
-        paused = self._paused.pop(id(stream), None)
-        if paused is not None:
-            self._resumable.append(paused)
+        """Engine thread only: a paused stream steps again from the next frame."""
+        if stream.slot is not None and stream.slot in self._paused:
+            self._paused.discard(stream.slot)
+            self.frame_step.set_active(stream.slot, True)
 
     def _emit_and_retire(self) -> None:
-        state = self._batch
-        if state is None:
-            return
-        due = [s for s in state.streams if self._chunk_due(s)]
+        """Decode and send the chunks that are due; finished streams send their last and are done."""
+        candidates = [*self._holders.values(), *self._ending]
+        due = [s for s in candidates if self._chunk_due(s)]
         if due:
             self._send_chunks(due)
-        done = {i for i, s in enumerate(state.streams) if s.finished}
-        if done:
-            self.stats.finished += len(done)
-            self._batch = self._without_rows(state, done)
+        if self._ending:
+            self.stats.finished += len(self._ending)
+            self._ending = []
 
     def _chunk_due(self, stream: Stream) -> bool:
         if stream.finished:
@@ -546,12 +527,14 @@ class StreamingEngine:
         return stream.frame_count - stream.emitted_frames >= self.config.chunk_size(stream.chunks_sent)
 
     def _send_chunks(self, streams: list[Stream]) -> None:
-        for stream, samples in zip(streams, self.decoder.decode_streams(streams), strict=True):
+        # On a GPU the decoder runs on a stream of its own, beside the frame just launched: its chunks do
+        # not wait for that frame. Its inputs are frames already collected (their copy has completed).
+        with torch.cuda.stream(self._decode_stream) if self._decode_stream is not None else nullcontext():
+            audio = self.decoder.decode_streams(streams)
+        for stream, samples in zip(streams, audio, strict=True):
             self._send(stream, samples)
 
     def _send(self, stream: Stream, samples: Any) -> None:
-        import numpy as np
-
         chunk = AudioChunk(
             sequence=stream.chunks_sent,
             audio=samples if samples is not None else np.zeros(0, dtype=np.float32),
@@ -565,148 +548,79 @@ class StreamingEngine:
             stream.first_audio_at = time.monotonic()
             self.observer.first_audio(stream.first_audio_at - (stream.queued_at or stream.submitted_at))
         if chunk.is_last:
-            self._forget_session(stream)
+            self._sessions.forget(stream)
             self.observer.finished(chunk.finish_reason)
         stream.sink.send(chunk)
-
-    @staticmethod
-    def _without_rows(state: BatchState, rows: set[int]) -> BatchState | None:
-        keep = [i for i in range(state.size) if i not in rows]
-        return state.select(keep) if keep else None
 
     # ------------------------------------------------------------------------------ voice-agent sessions
     def open_sessions(self, entries: list[tuple[int, Stream, bool]]) -> None:
         """Start sessions (key, stream, input already closed); their text may keep arriving."""
-        with self._cond:
-            for key, stream, closed in entries:
-                if key in self._sessions:
-                    stream.sink.fail(InvalidRequestError(f"session {key} is already running"))
-                    continue
-                stream.session_key = key
-                if stream.lookahead is None:
-                    stream.lookahead = self.config.session_lookahead_tokens
-                session = Session(
-                    stream=stream, feed=IncrementalText(), last_text_at=time.monotonic(), closed=closed
-                )
-                self._sessions[key] = session
-                first_text, stream.request.text = stream.request.text, ""
-                self._commands.append(
-                    lambda s=session, t=first_text, c=closed: self._take_text(s, t, False, c)
-                )
-            self._cond.notify()
+        self._sessions.open(entries)
 
     def append_text(self, key: int, fragment: str, *, flush: bool = False, close: bool = False) -> None:
         """Queue text for a running session; raises InvalidRequestError for an unknown or finished one."""
-        with self._cond:
-            session = self._sessions.get(key)
-            if session is None or session.closed:
-                raise InvalidRequestError(f"no open session {key}: it finished, timed out or never started")
-            total = len(session.feed.received) + len(fragment)
-            if total > self.config.max_text_length:
-                raise InvalidRequestError(
-                    f"session text would reach {total} characters; the limit is {self.config.max_text_length}"
-                )
-            session.closed = close
-            self._commands.append(lambda: self._take_text(session, fragment, flush, close))
-            self._cond.notify()
+        self._sessions.append(key, fragment, flush=flush, close=close)
 
-    def _input_open(self, stream: Stream) -> bool:
-        session = self._sessions.get(stream.session_key) if stream.session_key is not None else None
-        return session is not None and not session.input_closed
+    # SessionHost: what sessions need of the engine (engine thread).
+    def end_unstarted(self, stream: Stream) -> None:
+        self._send(stream, samples=None)
 
-    def _take_text(self, session: Session, fragment: str, flush: bool, close: bool) -> None:
-        """Engine thread: commit what is stable, then feed the talker's text track or start the stream."""
-        stream = session.stream
-        if stream.finished:
-            return
-        session.last_text_at = time.monotonic()
-        session.input_closed = session.input_closed or close
-        piece = session.feed.feed(fragment, flush=flush, close=close)
-        stream.max_frames = self.config.frame_budget(
-            session.feed.received, stream.sampling.max_new_tokens, stream.request.language
-        )
-        track = stream.text_track
-        if track is None:  # not prefilled yet: the prompt will hold all text committed until then
-            stream.request.text += piece
-            if not session.queued and stream.request.text.strip():
-                session.queued = True
-                with self._cond:
-                    self._enqueue([stream])
-            elif not session.queued and close:
-                stream.finish_reason = FinishReason.STOP  # the session ended without anything to say
-                self._send(stream, samples=None)
-            return
-        if piece:
-            track.append(self.prompts.text_embeddings_for(self._token_ids(piece)))
-        if close:
-            assert self._tts_eos is not None
-            track.close(self._tts_eos)
-        self.resume(stream)
-
-    def _token_ids(self, text: str) -> list[int]:
-        return self.tts.processor(text=text, return_tensors="pt")["input_ids"][0].tolist()
-
-    def _forget_session(self, stream: Stream) -> None:
-        if stream.session_key is not None:
-            with self._cond:
-                session = self._sessions.get(stream.session_key)
-                if session is not None and session.stream is stream:
-                    del self._sessions[stream.session_key]
-
-    def _expire_sessions(self) -> None:
-        """End sessions whose client left or whose text stopped coming while they wait for it."""
-        now = time.monotonic()
-        with self._cond:
-            sessions = list(self._sessions.values())
-        for session in sessions:
-            stream = session.stream
-            waiting = not session.queued or id(stream) in self._paused
-            if not waiting or stream.finished:
-                continue
-            if stream.sink.is_cancelled():
-                self._end_waiting(session, FinishReason.CANCELLED)
-            elif now - session.last_text_at > self.config.session_idle_timeout_s:
-                self._end_waiting(session, FinishReason.IDLE_TIMEOUT)
-
-    def _end_waiting(self, session: Session, reason: FinishReason) -> None:
-        stream = session.stream
-        stream.finish_reason = reason
-        paused = self._paused.pop(id(stream), None)
-        if paused is not None and reason is not FinishReason.CANCELLED:
-            self._send_chunks([stream])  # the audio of frames made before the pause, then the end
+    def end_waiting(self, stream: Stream) -> None:
+        """A session waiting for text ends (idle or cancelled): the audio of frames made so far, then the
+        end; its slot is freed."""
+        paused = stream.slot is not None and stream.slot in self._paused
+        if paused and self._in_flight is not None and stream in self._in_flight[1]:
+            self._collect_in_flight()  # its last frame is still on the device
+        self._leave(stream)
+        if paused and stream.finish_reason is not FinishReason.CANCELLED:
+            self._send_chunks([stream])
         else:
             self._send(stream, samples=None)
         self.stats.finished += 1
 
+    def is_waiting(self, stream: Stream) -> bool:
+        return stream.slot is not None and stream.slot in self._paused
+
+    def text_embeddings(self, text: str) -> torch.Tensor:
+        ids = self.tts.processor(text=text, return_tensors="pt")["input_ids"][0].tolist()
+        return self.prompts.text_embeddings_for(ids)
+
+    def end_of_text(self) -> torch.Tensor:
+        assert self._prefill.tts_eos is not None
+        return self._prefill.tts_eos
+
+    def text_grew(self, stream: Stream, closed: bool) -> None:
+        if closed and stream.slot is not None:
+            self.frame_step.close_text(stream.slot)
+        self.resume(stream)
+
     # ---------------------------------------------------------------------------------------- faults
     def _recover_from_oom(self) -> None:
-        logger.error("out of memory with %d active streams; failing them", self.active_count)
-        state, self._batch = self._batch, None
+        self._in_flight = None
+        failing = [s for slot, s in self._holders.items() if slot not in self._paused] + self._ending
+        logger.error("out of memory with %d active streams; failing them", len(failing))
+        for stream in failing:
+            self._leave(stream, scrub=True)
+        self._ending = []
         _release_cached_memory()
-        for stream in state.streams if state else []:
+        for stream in failing:
+            self._sessions.forget(stream)
             stream.sink.fail(EngineUnavailableError(_OUT_OF_MEMORY))
 
     def _fail_everything(self, error: Exception) -> None:
-        with self._cond:
-            pending = list(self._pending)
-            self._pending.clear()
-        streams = pending + (self._batch.streams if self._batch else [])
-        streams += [s for state in [*self._resumable, *self._paused.values()] for s in state.streams]
-        with self._cond:
-            streams += [session.stream for session in self._sessions.values() if not session.queued]
-            self._sessions.clear()
-        self._batch, self._resumable, self._paused = None, [], {}
+        streams = self.scheduler.drain() + list(self._holders.values()) + self._ending
+        streams += self._sessions.drain_unqueued()
+        self._holders, self._paused, self._ending, self._poisoned = {}, set(), [], set()
+        self._in_flight = None
+        self.frame_step.release_all()
         for stream in streams:
+            stream.slot = None
             stream.sink.fail(error)
 
 
-def _inject_faults(streams: list[Stream], logits: torch.Tensor) -> torch.Tensor:
-    """Tests only (``fault_injection``): non-finite logits for the rows asking for it by FAULT_MARKER."""
-    poisoned = [FAULT_MARKER in s.request.text and s.frame_count >= 2 for s in streams]
-    if not any(poisoned):
-        return logits
-    mask = torch.tensor(poisoned, device=logits.device).unsqueeze(1)
-    return logits.masked_fill(mask, float("nan"))
+def _prompt_length(stream: Stream) -> int:
+    assert stream.prompt_embeds is not None
+    return int(stream.prompt_embeds.shape[0])
 
 
 def _by_text_mode(streams: list[Stream]) -> list[list[Stream]]:

@@ -114,7 +114,6 @@ class Stream:
     decoder_state: Any = None  # the streaming decoder's memory of this stream's past (None: not started)
     frames: list[torch.Tensor] = field(default_factory=list)  # each [16]
     cb0_history: list[int] = field(default_factory=list)
-    samples_drawn: int = 0  # codebook-0 tokens sampled so far (EOS is held back for the first two)
     prompt_embeds: torch.Tensor | None = None  # [N, D] the talker prompt, between admission and prefill
     slot: int | None = None  # its slot of the talker's slot cache while it holds one
     prompt_length: int = 0  # talker tokens of its prompt (prefilled)
