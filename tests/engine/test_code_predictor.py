@@ -12,6 +12,7 @@ from qwen3_tts_serving.engine.code_predictor import (
     ReferenceCodePredictor,
     StaticCodePredictor,
     build_code_predictor,
+    frame_step_predictor,
 )
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.requests import Capability
@@ -87,3 +88,11 @@ def test_config_checks_the_runner_and_its_buckets(tmp_path: Path):
         {**base, "cuda_graph_batch_sizes": "8, 1,2,128", "max_active_streams": "48"}
     )
     assert config.graph_buckets == [1, 2, 8, 48]
+
+
+def test_the_frame_step_runs_the_static_loop_or_the_reference(talker):
+    assert isinstance(frame_step_predictor(talker, "auto"), StaticCodePredictor)
+    assert isinstance(frame_step_predictor(talker, "static"), StaticCodePredictor)
+    assert isinstance(frame_step_predictor(talker, "reference"), ReferenceCodePredictor)
+    with pytest.raises(ValueError, match="needs a CUDA device; on a CPU: static or reference"):
+        frame_step_predictor(talker, "cuda_graphs")

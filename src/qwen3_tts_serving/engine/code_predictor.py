@@ -232,9 +232,25 @@ class GraphedCodePredictor:
         return slot.codes[:batch].clone()
 
 
+def frame_step_predictor(talker: Any, mode: str) -> CodePredictor:
+    """The predictor the engine's frame step runs for ``mode``: the package's forward (``reference``) or
+    the static loop (``auto``, ``static``, ``cuda_graphs``: on a GPU the frame step's own CUDA graphs hold
+    it). Refuses what ``build_code_predictor`` refuses."""
+    _check_mode(talker, mode)
+    return ReferenceCodePredictor(talker) if mode == "reference" else StaticCodePredictor(talker)
+
+
+def _check_mode(talker: Any, mode: str) -> None:
+    if mode not in CODE_PREDICTOR_MODES:
+        raise ValueError(f"code_predictor {mode!r}; valid: {', '.join(CODE_PREDICTOR_MODES)}")
+    if mode == "cuda_graphs" and talker.device.type != "cuda":
+        raise ValueError("code_predictor=cuda_graphs needs a CUDA device; on a CPU: static or reference")
+
+
 def build_code_predictor(talker: Any, mode: str, buckets: list[int]) -> CodePredictor:
     """The predictor for ``mode`` (see the module docstring); ``auto``: CUDA graphs on a GPU (static if the
     capture fails), else static."""
+    _check_mode(talker, mode)
     on_gpu = talker.device.type == "cuda"
     if mode == "auto":
         if not on_gpu:
@@ -249,8 +265,4 @@ def build_code_predictor(talker: Any, mode: str, buckets: list[int]) -> CodePred
         return ReferenceCodePredictor(talker)
     if mode == "static":
         return StaticCodePredictor(talker)
-    if mode == "cuda_graphs":
-        if not on_gpu:
-            raise ValueError("code_predictor=cuda_graphs needs a CUDA device; on a CPU: static or reference")
-        return GraphedCodePredictor(talker, buckets, capture=True)
-    raise ValueError(f"code_predictor {mode!r}; valid: {', '.join(CODE_PREDICTOR_MODES)}")
+    return GraphedCodePredictor(talker, buckets, capture=True)  # cuda_graphs

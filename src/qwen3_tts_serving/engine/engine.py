@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .code_predictor import ReferenceCodePredictor, StaticCodePredictor
+from .code_predictor import frame_step_predictor
 from .config import EngineConfig
 from .decoder import build_decoder
 from .frame_step import BAD, NEXT_CB0, FrameHandle, FrameStep, JoinRow
@@ -114,11 +114,7 @@ class StreamingEngine:
             self.cache.bytes_per_slot / 2**20,
             self.cache.bytes_per_slot * config.max_active_streams / 2**30,
         )
-        predictor = (
-            ReferenceCodePredictor(self._talker)
-            if config.code_predictor == "reference"
-            else StaticCodePredictor(self._talker)
-        )
+        predictor = frame_step_predictor(self._talker, config.code_predictor)
         self.frame_step = FrameStep(
             self._talker,
             self.cache,
