@@ -18,6 +18,7 @@ def capture_graph(run: Callable[[], Any], pool: Any = None) -> tuple[torch.cuda.
             run()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    # thread_local: CUDA work of other threads (another engine in the process) does not void the capture.
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
         output = run()
     return graph, output
