@@ -117,8 +117,9 @@ class Settings(BaseSettings):
     )
     code_predictor: Literal["auto", "reference", "static", "cuda_graphs"] = Field(
         "auto",
-        description="How the 15 code-predictor steps of a frame run; auto: cuda_graphs on a GPU, static on "
-        "the CPU; reference: the package's own forward per step.",
+        description="How the 15 code-predictor steps of a frame run; auto, static, cuda_graphs: our static "
+        "loop inside the frame step (captured with it, see cuda_graphs); cuda_graphs also refuses a CPU; "
+        "reference: the package's own forward per step (the frame step then runs eagerly).",
     )
     cuda_graph_batch_sizes: str = Field(
         "1,2,4,8,16,32,64",
@@ -132,8 +133,9 @@ class Settings(BaseSettings):
     )
     slot_max_length: int = Field(
         2048,
-        description="Talker tokens one stream's key/value slot holds (prompt + frames), allocated at start-up "
-        "for max_active_streams slots (the log states the bytes); a full slot ends its stream (length).",
+        description="Talker tokens one stream's key/value slot holds (prompt + frames), allocated at "
+        "start-up for max_active_streams slots (the log states the bytes); a full slot ends its stream "
+        "(length).",
     )
     attention_length_buckets: str = Field(
         "128,256,512,1024",

@@ -1,4 +1,4 @@
-"""The code predictor's three runners agree token for token, on the real predictor of a tiny checkpoint."""
+"""The code predictor's two runners agree token for token, on the real predictor of a tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from qwen3_tts_serving.engine.code_predictor import (
-    GraphedCodePredictor,
     ReferenceCodePredictor,
     StaticCodePredictor,
-    build_code_predictor,
     frame_step_predictor,
 )
 from qwen3_tts_serving.engine.config import EngineConfig
@@ -41,37 +39,26 @@ def _inputs(talker, batch: int, *, do_sample: bool, seed: int = 0):
 
 @pytest.mark.parametrize("do_sample", [False, True])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_static_and_bucketed_runners_equal_the_reference(talker, batch, do_sample):
+def test_the_static_runner_equals_the_reference(talker, batch, do_sample):
     inputs = _inputs(talker, batch, do_sample=do_sample)
     with torch.inference_mode():
         expected = ReferenceCodePredictor(talker).predict(*inputs)
         static = StaticCodePredictor(talker).predict(*inputs)
-        # Buckets 2 and 4: batch 1 and 3 are padded; the padding rows must not leak into real ones.
-        bucketed = GraphedCodePredictor(talker, [2, 4], capture=False).predict(*inputs)
+        sync_free = StaticCodePredictor(talker, sync_free=True).predict(*inputs)
     assert expected.shape == (batch, 16)
     assert torch.equal(expected[:, 0], inputs[1])  # codebook 0 is the talker's, passed through
     assert torch.equal(static, expected)
-    assert torch.equal(bucketed, expected)
+    assert torch.equal(sync_free, expected)
 
 
-def test_a_bucket_reused_with_a_smaller_batch_forgets_the_larger_one(talker):
-    graphed = GraphedCodePredictor(talker, [4], capture=False)
-    with torch.inference_mode():
-        graphed.predict(*_inputs(talker, 4, do_sample=True, seed=1))
-        small = _inputs(talker, 2, do_sample=True, seed=2)
-        assert torch.equal(graphed.predict(*small), ReferenceCodePredictor(talker).predict(*small))
-        # Larger than every bucket: runs unpadded rather than failing.
-        large = _inputs(talker, 5, do_sample=False, seed=3)
-        assert torch.equal(graphed.predict(*large), ReferenceCodePredictor(talker).predict(*large))
-
-
-def test_build_picks_the_runner_and_names_the_valid_ones(talker):
-    assert isinstance(build_code_predictor(talker, "auto", [1]), StaticCodePredictor)  # CPU
-    assert isinstance(build_code_predictor(talker, "reference", [1]), ReferenceCodePredictor)
+def test_the_frame_step_runs_the_static_loop_or_the_reference(talker):
+    assert isinstance(frame_step_predictor(talker, "auto"), StaticCodePredictor)
+    assert isinstance(frame_step_predictor(talker, "static"), StaticCodePredictor)
+    assert isinstance(frame_step_predictor(talker, "reference"), ReferenceCodePredictor)
     with pytest.raises(ValueError, match="needs a CUDA device; on a CPU: static or reference"):
-        build_code_predictor(talker, "cuda_graphs", [1])
+        frame_step_predictor(talker, "cuda_graphs")
     with pytest.raises(ValueError, match="valid: auto, reference, static, cuda_graphs"):
-        build_code_predictor(talker, "fast", [1])
+        frame_step_predictor(talker, "fast")
 
 
 def test_config_checks_the_runner_and_its_buckets(tmp_path: Path):
@@ -88,11 +75,3 @@ def test_config_checks_the_runner_and_its_buckets(tmp_path: Path):
         {**base, "cuda_graph_batch_sizes": "8, 1,2,128", "max_active_streams": "48"}
     )
     assert config.graph_buckets == [1, 2, 8, 48]
-
-
-def test_the_frame_step_runs_the_static_loop_or_the_reference(talker):
-    assert isinstance(frame_step_predictor(talker, "auto"), StaticCodePredictor)
-    assert isinstance(frame_step_predictor(talker, "static"), StaticCodePredictor)
-    assert isinstance(frame_step_predictor(talker, "reference"), ReferenceCodePredictor)
-    with pytest.raises(ValueError, match="needs a CUDA device; on a CPU: static or reference"):
-        frame_step_predictor(talker, "cuda_graphs")

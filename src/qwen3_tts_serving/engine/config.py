@@ -38,7 +38,7 @@ class EngineConfig:
     session_lookahead_tokens: int = 0
     primed_decoder_cache_size: int = 64  # clone references whose primed decoder state is kept (LRU)
     decoder_mode: str = "streaming"  # streaming | windowed (engine/streaming_decoder.py, engine/decoder.py)
-    code_predictor: str = "auto"  # auto | reference | static | cuda_graphs (engine/code_predictor.py)
+    code_predictor: str = "auto"  # reference | static (= auto = cuda_graphs) (engine/code_predictor.py)
     cuda_graph_batch_sizes: str = "1,2,4,8,16,32,64"  # buckets captured; max_active_streams is added
     cuda_graphs: str = "auto"  # auto | on | off: the frame step as CUDA graphs (engine/frame_step.py)
     slot_max_length: int = 2048  # talker tokens per stream slot (prompt + frames), allocated at start-up
@@ -141,7 +141,8 @@ class EngineConfig:
 
     @property
     def graph_buckets(self) -> list[int]:
-        """Batch sizes the code predictor is captured for: those listed below max_active_streams, and it."""
+        """Batch sizes the frame step is shaped (and captured) for: those listed below max_active_streams,
+        and it."""
         sizes = {int(part) for part in self.cuda_graph_batch_sizes.split(",") if part.strip()}
         if any(size < 1 for size in sizes):
             raise ValueError("batch sizes must be positive")
