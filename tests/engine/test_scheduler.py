@@ -36,10 +36,23 @@ def test_admission_fills_free_slots_oldest_first_and_keeps_the_rest_in_order():
     scheduler = _scheduler()
     streams = _streams(5)
     scheduler.submit(streams)
-    scheduler.prepared.append(_streams(1)[0])  # promised a slot already
-    entering = scheduler.admit(free_slots=3, active=0, leaves_queue=lambda s: s is streams[0])
-    assert entering == streams[1:3]
+    scheduler.prepared.append(_streams(1)[0])  # prompt built, its prefill still to come
+    assert scheduler.admit(free_slots=3, active=0, leaves_queue=lambda s: s is streams[0]) == []
+    scheduler.prepared.clear()  # prefilled: it holds a slot now
+    assert scheduler.admit(free_slots=2, active=0, leaves_queue=lambda s: False) == streams[1:3]
     assert scheduler.admit(free_slots=10, active=0, leaves_queue=lambda s: False) == streams[3:]
+
+
+def test_prompts_are_built_for_as_many_newcomers_as_the_prefill_budget_holds():
+    scheduler = _scheduler(prefill_tokens_per_step=500)
+    streams = _streams(4)
+    for stream, length in zip(streams, (300, 100, 200, 1000), strict=True):
+        stream.request = replace(stream.request, text="x" * length)
+    scheduler.submit(streams)
+    # 300 + 32, then 100 + 32 fit; 200 + 32 more would not. Over the budget alone still goes.
+    assert scheduler.admit(free_slots=8, active=0, leaves_queue=lambda s: False) == streams[:2]
+    assert scheduler.admit(free_slots=8, active=0, leaves_queue=lambda s: False) == streams[2:3]
+    assert scheduler.admit(free_slots=8, active=0, leaves_queue=lambda s: False) == streams[3:]
 
 
 def test_no_newcomer_while_frames_are_slower_than_the_realtime_budget():

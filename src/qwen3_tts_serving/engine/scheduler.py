@@ -6,7 +6,8 @@ already take longer than ``realtime_step_budget_s``. An admitted stream has its 
 (host work) and then waits in ``prepared`` for its prefill, which is bounded per step by
 ``prefill_tokens_per_step`` (rows x longest prompt of the padded batch): a burst of long prompts is
 prefilled over several steps while the streams already speaking keep their pace, instead of freezing
-them for one huge prefill.
+them for one huge prefill. The prompt building is bounded the same way: newcomers are taken while the
+prepared ones are used up, and only as many as the budget holds by a length estimate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from collections.abc import Callable
 
 from .config import EngineConfig
 from .streams import Stream
+
+# Prompt tokens besides the text (role and control tokens, speaker / language codec prefix), for the
+# admission estimate; a text character is counted as a token (BPE takes fewer, so it errs on the safe side).
+_PROMPT_OVERHEAD_TOKENS = 32
+
+
+def estimated_prompt_tokens(stream: Stream) -> int:
+    request = stream.request
+    return len(request.text) + len(request.instruct or "") + _PROMPT_OVERHEAD_TOKENS
 
 
 class Scheduler:
@@ -61,7 +71,15 @@ class Scheduler:
         room = max(0, free_slots - len(self.prepared))
         if self.over_realtime_budget(active):
             room = 0  # the streams already speaking would fall behind their listeners: newcomers wait
-        entering, rest = waiting[:room], waiting[room:]
+        if self.prepared:
+            room = 0  # their prefill comes first; newcomers' prompts are built once it is done
+        count, tokens = 0, 0
+        while count < min(room, len(waiting)):
+            tokens += estimated_prompt_tokens(waiting[count])
+            if count and tokens > self._config.prefill_tokens_per_step:
+                break
+            count += 1
+        entering, rest = waiting[:count], waiting[count:]
         if rest:  # back at the front, ahead of what arrived meanwhile
             with self._lock:
                 self._pending.extendleft(reversed(rest))
