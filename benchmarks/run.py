@@ -185,27 +185,18 @@ def checkpoint_preset(directory: Path | None) -> str:
 
 
 def engine_meta(settings: Settings) -> dict[str, Any]:
-    names = (
-        "device",
-        "dtype",
-        "attn_implementation",
-        "triton_instance_count",
-        "max_active_streams",
-        "max_entry_batch",
-        "batch_delay_us",
-        "first_chunk_frames",
-        "chunk_frames",
-        "decoder_left_context_frames",
-        "decoder_mode",
-        "code_predictor",
-        "cuda_graph_batch_sizes",
-        "max_new_tokens",
-        "frames_per_char",
-        "repetition_window",
-    )
+    """Every engine setting the served models ran with (the same parameters the launcher writes into their
+    configs), plus Triton's batching and instance settings."""
+    from qwen3_tts_serving.engine.config import engine_parameters
     from qwen3_tts_serving.launcher.repository import resolve_device
 
-    return {"resolved_device": resolve_device(settings), **{name: getattr(settings, name) for name in names}}
+    device = resolve_device(settings)
+    parameters = engine_parameters(settings, checkpoint_dir=settings.resolved_checkpoint_dir, device=device)
+    triton = {
+        name: getattr(settings, name)
+        for name in ("triton_instance_count", "max_entry_batch", "batch_delay_us")
+    }
+    return {"resolved_device": device, **triton, **parameters}
 
 
 def device_label(machine: dict[str, Any], settings: Settings) -> str:

@@ -27,7 +27,6 @@ from .engine.requests import (
     SynthesisRequest,
 )
 from .engine.streams import AudioChunk
-from .settings import Settings
 
 # Python type of each sampling input, from the contract's datatypes.
 _SAMPLING_INPUTS = {
@@ -256,15 +255,6 @@ def _chunk_tensors(chunk: AudioChunk) -> list[Any]:
     return [pb_utils.Tensor(name, array) for name, array in arrays.items()]
 
 
-def drain_timeout(args: dict[str, Any]) -> float:
-    """The model's ``drain_timeout_s`` parameter (the setting triton_drain_timeout_s)."""
-    raw = model_parameters(args).get("drain_timeout_s")
-    try:
-        return float(raw) if raw is not None else Settings.model_fields["triton_drain_timeout_s"].default
-    except ValueError:
-        raise pb_utils.TritonModelException(f"bad model parameters: drain_timeout_s={raw!r}") from None
-
-
 def wait_until_idle(engine: Any, timeout_s: float) -> bool:
     """Wait until ``engine`` holds no stream (none queued, stepping or paused for text) or ``timeout_s``
     has passed; True when it is idle. Reads only counts, so it may run beside the engine's thread."""
@@ -287,14 +277,14 @@ class StreamingSynthesisModel:
 
     capability: Capability
     draining = False
-    drain_timeout_s: float = Settings.model_fields["triton_drain_timeout_s"].default
+    drain_timeout_s: float = EngineConfig.drain_timeout_s
 
     def initialize(self, args: dict[str, Any]) -> None:
         from .engine.engine import StreamingEngine
         from .engine.loading import load_model
 
         config = engine_config(args)
-        self.drain_timeout_s = drain_timeout(args)
+        self.drain_timeout_s = config.drain_timeout_s
         if not pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"])):
             raise pb_utils.TritonModelException(f"{args['model_name']} must use the decoupled policy")
         try:

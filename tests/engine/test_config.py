@@ -33,9 +33,9 @@ def test_every_bad_parameter_is_named(tmp_path: Path):
 
 def test_frame_budget_caps_by_text_length(tmp_path: Path):
     config = EngineConfig(checkpoint_dir=tmp_path, frames_per_char=2.0, max_new_tokens=100)
-    assert config.frame_budget("abcde", 1000) == 2 * 5 + 24
-    assert config.frame_budget("x" * 500, 1000) == 100
-    assert config.frame_budget("abcde", 3) == 3
+    assert config.frame_budget("abcde", 1000, "english") == 2 * 5 + 24
+    assert config.frame_budget("x" * 500, 1000, "english") == 100
+    assert config.frame_budget("abcde", 3, "english") == 3
 
 
 def test_frame_budget_per_language(tmp_path: Path):
@@ -71,3 +71,20 @@ def test_frame_step_settings_are_checked_and_the_slot_length_is_the_last_key_buc
         {**base, "attention_length_buckets": "512, 64,4096", "slot_max_length": "1000"}
     )
     assert config.length_buckets == [64, 512, 1000]
+
+
+def test_every_engine_setting_has_one_default_the_settings_one(tmp_path: Path):
+    """EngineConfig's defaults are the Settings defaults (README table), and the parameters the launcher
+    writes for the default settings read back as the default config."""
+    from dataclasses import fields
+
+    from qwen3_tts_serving.engine.config import engine_parameters
+    from qwen3_tts_serving.settings import Settings
+
+    settings = Settings()
+    parameters = engine_parameters(settings, checkpoint_dir=tmp_path, device="auto")
+    assert set(parameters) == {f.name for f in fields(EngineConfig)}
+    assert EngineConfig.from_parameters(parameters) == EngineConfig(checkpoint_dir=tmp_path)
+    assert EngineConfig.cpu_threads == settings.cpu_threads  # once drifted: 0 here, 1 in Settings
+    assert EngineConfig.frames_per_char_by_language == "chinese=6.0,japanese=6.0,korean=5.0"
+    assert EngineConfig.drain_timeout_s == settings.triton_drain_timeout_s

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
+from ..settings import Settings
 from .requests import RequestLimits
 
 CODE_PREDICTOR_MODES = ("auto", "reference", "static", "cuda_graphs")
@@ -13,40 +15,70 @@ DECODER_MODES = ("streaming", "windowed")
 CUDA_GRAPH_MODES = ("auto", "on", "off")
 
 
+# Where each engine setting gets its one default: the Settings field of the same name (the README documents
+# it there). A few differ in name or form.
+_SETTING_NAMES = {"drain_timeout_s": "triton_drain_timeout_s"}
+
+
+def _setting(name: str) -> Any:
+    """The default of the setting behind engine field ``name`` (one declaration: settings.Settings)."""
+    default = Settings.model_fields[_SETTING_NAMES.get(name, name)].get_default(call_default_factory=True)
+    return format_rates(default) if isinstance(default, dict) else default
+
+
+def format_rates(rates: Mapping[str, float]) -> str:
+    """``{"chinese": 6.0}`` -> ``"chinese=6.0"``: a per-language map as one model parameter."""
+    return ",".join(f"{language}={rate}" for language, rate in sorted(rates.items()))
+
+
+def engine_parameters(settings: Settings, *, checkpoint_dir: Path, device: str) -> dict[str, str]:
+    """Every ``EngineConfig`` field as a model parameter string, from ``settings`` (the launcher writes them
+    into each model's config.pbtxt; ``EngineConfig.from_parameters`` reads them back)."""
+    values: dict[str, object] = {"checkpoint_dir": checkpoint_dir, "device": device}
+    for f in fields(EngineConfig):
+        if f.name not in values:
+            value = getattr(settings, _SETTING_NAMES.get(f.name, f.name))
+            values[f.name] = format_rates(value) if isinstance(value, dict) else value
+    return {name: str(value) for name, value in values.items()}
+
+
 @dataclass(frozen=True)
 class EngineConfig:
+    """What one model instance's engine runs with. Every field but ``checkpoint_dir`` is a setting
+    (``Settings``, same name unless ``_SETTING_NAMES`` says otherwise) and takes its default from there; the
+    launcher writes every field into each model's ``parameters`` (``engine_parameters``)."""
+
     checkpoint_dir: Path
-    device: str = "auto"
-    dtype: str = "auto"
-    attn_implementation: str = "auto"
-    cpu_threads: int = 0  # 0: torch's default
-    first_chunk_frames: int = 1
-    chunk_frames: int = 4
-    decoder_left_context_frames: int = 72
-    max_active_streams: int = 64
-    max_queued_streams: int = 256
-    max_queue_wait_s: float = 30.0
-    realtime_step_budget_s: float = 0.07  # admission pauses while a frame takes longer (0: off)
-    max_new_tokens: int = 2048
-    frames_per_char: float = 3.0
-    frames_per_char_by_language: str = ""  # "chinese=6,japanese=6": overrides of frames_per_char
-    repetition_window: int = 24
-    max_text_length: int = 2000
-    min_ref_audio_seconds: float = 3.0
-    max_ref_audio_seconds: float = 30.0
-    session_idle_timeout_s: float = 30.0
-    session_lookahead_tokens: int = 0
-    primed_decoder_cache_size: int = 64  # clone references whose primed decoder state is kept (LRU)
-    decoder_mode: str = "streaming"  # streaming | windowed (engine/streaming_decoder.py, engine/decoder.py)
-    code_predictor: str = "auto"  # reference | static (= auto = cuda_graphs) (engine/code_predictor.py)
-    cuda_graph_batch_sizes: str = "1,2,4,8,16,32,64"  # buckets captured; max_active_streams is added
-    cuda_graphs: str = "auto"  # auto | on | off: the frame step as CUDA graphs (engine/frame_step.py)
-    slot_max_length: int = 2048  # talker tokens per stream slot (prompt + frames), allocated at start-up
-    attention_length_buckets: str = "128,256,512,1024"  # key lengths of the step; slot_max_length is added
-    prefill_tokens_per_step: int = 2048  # newcomers' prefill per step: rows x longest prompt (>= one stream)
-    # Tests only: a request whose text holds FAULT_MARKER gets non-finite logits from its third frame, so
-    # the isolation of a poisoned row can be shown through the real server.
-    fault_injection: bool = False
+    device: str = _setting("device")
+    dtype: str = _setting("dtype")
+    attn_implementation: str = _setting("attn_implementation")
+    cpu_threads: int = _setting("cpu_threads")
+    first_chunk_frames: int = _setting("first_chunk_frames")
+    chunk_frames: int = _setting("chunk_frames")
+    decoder_left_context_frames: int = _setting("decoder_left_context_frames")
+    max_active_streams: int = _setting("max_active_streams")
+    max_queued_streams: int = _setting("max_queued_streams")
+    max_queue_wait_s: float = _setting("max_queue_wait_s")
+    drain_timeout_s: float = _setting("drain_timeout_s")
+    realtime_step_budget_s: float = _setting("realtime_step_budget_s")
+    max_new_tokens: int = _setting("max_new_tokens")
+    frames_per_char: float = _setting("frames_per_char")
+    frames_per_char_by_language: str = _setting("frames_per_char_by_language")
+    repetition_window: int = _setting("repetition_window")
+    max_text_length: int = _setting("max_text_length")
+    min_ref_audio_seconds: float = _setting("min_ref_audio_seconds")
+    max_ref_audio_seconds: float = _setting("max_ref_audio_seconds")
+    session_idle_timeout_s: float = _setting("session_idle_timeout_s")
+    session_lookahead_tokens: int = _setting("session_lookahead_tokens")
+    primed_decoder_cache_size: int = _setting("primed_decoder_cache_size")
+    decoder_mode: str = _setting("decoder_mode")
+    code_predictor: str = _setting("code_predictor")
+    cuda_graph_batch_sizes: str = _setting("cuda_graph_batch_sizes")
+    cuda_graphs: str = _setting("cuda_graphs")
+    slot_max_length: int = _setting("slot_max_length")
+    attention_length_buckets: str = _setting("attention_length_buckets")
+    prefill_tokens_per_step: int = _setting("prefill_tokens_per_step")
+    fault_injection: bool = _setting("fault_injection")
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> EngineConfig:

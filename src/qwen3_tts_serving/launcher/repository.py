@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from qwen3_tts_serving.engine.config import engine_parameters
 from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
 
 logger = logging.getLogger(__name__)
@@ -71,43 +72,22 @@ def template_values(settings: Settings, model: str, device: str) -> dict[str, st
         "max_queue_delay_microseconds": settings.batch_delay_us,
         "instance_kind": "KIND_GPU" if device == "cuda" else "KIND_CPU",
         "instance_count": settings.triton_instance_count,
-        "checkpoint_dir": checkpoint_root / flavour if flavour else checkpoint_root,
-        "device": device,
-        "dtype": settings.dtype,
-        "attn_implementation": settings.attn_implementation,
-        "cpu_threads": settings.cpu_threads,
-        "first_chunk_frames": settings.first_chunk_frames,
-        "chunk_frames": settings.chunk_frames,
-        "decoder_left_context_frames": settings.decoder_left_context_frames,
-        "decoder_mode": settings.decoder_mode,
-        "primed_decoder_cache_size": settings.primed_decoder_cache_size,
-        "code_predictor": settings.code_predictor,
-        "cuda_graph_batch_sizes": settings.cuda_graph_batch_sizes,
-        "cuda_graphs": settings.cuda_graphs,
-        "slot_max_length": settings.slot_max_length,
-        "attention_length_buckets": settings.attention_length_buckets,
-        "prefill_tokens_per_step": settings.prefill_tokens_per_step,
+        # The session models' sequence batcher holds as many sessions as the engine has slots.
         "max_active_streams": settings.max_active_streams,
-        "max_queued_streams": settings.max_queued_streams,
-        "max_queue_wait_s": settings.max_queue_wait_s,
-        "drain_timeout_s": settings.triton_drain_timeout_s,
-        "realtime_step_budget_s": settings.realtime_step_budget_s,
-        "fault_injection": settings.fault_injection,
-        "max_new_tokens": settings.max_new_tokens,
-        "frames_per_char": settings.frames_per_char,
-        "frames_per_char_by_language": ",".join(
-            f"{language}={rate}" for language, rate in sorted(settings.frames_per_char_by_language.items())
-        ),
-        "repetition_window": settings.repetition_window,
-        "max_text_length": settings.max_text_length,
-        "min_ref_audio_seconds": settings.min_ref_audio_seconds,
-        "max_ref_audio_seconds": settings.max_ref_audio_seconds,
-        "session_idle_timeout_s": settings.session_idle_timeout_s,
-        "session_lookahead_tokens": settings.session_lookahead_tokens,
         # Triton forgets an idle sequence a little after the engine has ended it.
         "max_sequence_idle_microseconds": int((settings.session_idle_timeout_s + 30) * 1_000_000),
     }
+    checkpoint_dir = checkpoint_root / flavour if flavour else checkpoint_root
+    parameters = engine_parameters(settings, checkpoint_dir=checkpoint_dir, device=device)
+    values["engine_parameters"] = "\n".join(
+        f'parameters {{ key: "{name}" value {{ string_value: "{_pbtxt_escape(value)}" }} }}'
+        for name, value in parameters.items()
+    )
     return {key: str(value) for key, value in values.items()}
+
+
+# Filled as they are: the block of generated lines escapes its own values.
+_RAW_VALUES = frozenset({"engine_parameters"})
 
 
 def _pbtxt_escape(value: str) -> str:
@@ -132,7 +112,9 @@ def fill_template(text: str, values: dict[str, str], source: str = "<template>")
     missing = sorted(_placeholders(template) - values.keys())
     if missing:
         raise UnfilledPlaceholderError(f"{source}: no value for placeholder(s) {', '.join(missing)}")
-    return template.substitute({key: _pbtxt_escape(value) for key, value in values.items()})
+    return template.substitute(
+        {key: value if key in _RAW_VALUES else _pbtxt_escape(value) for key, value in values.items()}
+    )
 
 
 def discover_models(source: Path = MODEL_REPOSITORY) -> list[str]:
