@@ -73,7 +73,12 @@ def test_long_text_is_one_stream_of_segments(agent_gateway: Gateway, http: httpx
     assert whole.headers["x-finish-reason"] == done["finish_reason"]
     streamed = pcm_of(chunks)
     assert len(streamed) > 4 * 40 * 1920 // 2  # several segments' worth, not just the first
-    np.testing.assert_array_equal(streamed, np.frombuffer(whole.content, "<i2").astype(np.float32) / 32768.0)
+    # Same codes, same audio up to the engine's stated batched-vs-alone tolerance (1e-4, README): the
+    # segments are pipelined, so which streams share a decoder call depends on timing, and a float
+    # difference that small can still flip an int16 sample by one step.
+    whole_pcm = np.frombuffer(whole.content, "<i2").astype(np.float32) / 32768.0
+    assert streamed.shape == whole_pcm.shape
+    np.testing.assert_allclose(streamed, whole_pcm, rtol=0, atol=1e-4 + 1 / 32768)
     metrics = http.get("/metrics").text
     assert f'qwen3_tts_gateway_finish_reasons_total{{reason="{done["finish_reason"]}"' in metrics
 
