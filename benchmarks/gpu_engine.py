@@ -6,6 +6,9 @@ checkpoint on the GPU, loads it with the package's ``Qwen3TTSModel.from_pretrain
 loader, and measures through the engine's public API only (``make_stream``, ``submit``, ``step``,
 ``start``/``stop``, ``stats`` and an observer), so it survives rewrites of the engine's insides:
 
+- ``graphs``: correctness first: a few greedy streams on an engine with the frame step captured as CUDA
+  graphs and on one running it eagerly (``cuda_graphs=off``) must give the same audio (on a CPU both run
+  eagerly);
 - ``batches``: B streams submitted together; ms per frame step in steady state (after admission and the
   first chunks) and audio seconds per second, B = 1 8 32 64 128;
 - ``load``: closed loop at c = 1 8 16 32 64 128 (c workers, each submitting its next stream as soon as its
@@ -51,7 +54,9 @@ from qwen3_tts_serving.settings import PROJECT_ROOT
 
 logger = logging.getLogger("benchmarks.gpu_engine")
 
-SECTIONS = ("batches", "load", "baseline", "breakdown", "sync")
+SECTIONS = ("graphs", "batches", "load", "baseline", "breakdown", "sync")
+# Graphed and eager steps run the same kernels; anything above bf16 noise is a capture bug.
+GRAPH_AUDIO_ATOL = 1e-3
 FLAVOUR = "custom_voice"
 SPEAKER, LANGUAGE = "ryan", "english"
 
@@ -525,6 +530,61 @@ def run_sync_check(bench: Bench, make_engine: Callable[[], tuple[Any, StepRecord
     }
 
 
+def run_graph_check(bench: Bench, streams: int = 4, frames: int = 24) -> dict[str, Any]:
+    """The same greedy streams on a graph-captured engine and on an eager one: their audio must agree."""
+    from qwen3_tts_serving.engine.config import EngineConfig
+    from qwen3_tts_serving.engine.engine import StreamingEngine
+    from qwen3_tts_serving.engine.requests import Capability, SynthesisRequest
+    from qwen3_tts_serving.engine.streams import CollectingSink
+
+    audio: dict[str, list[Any]] = {}
+    graphed: dict[str, bool] = {}
+    for mode in ("auto", "off"):
+        parameters = {**bench.engine_parameters, "max_active_streams": str(streams), "cuda_graphs": mode}
+        engine = StreamingEngine(bench.tts, Capability.CUSTOM_VOICE, EngineConfig.from_parameters(parameters))
+        sinks = [CollectingSink() for _ in range(streams)]
+        requests = [
+            SynthesisRequest(
+                capability=Capability.CUSTOM_VOICE,
+                text=LONG_TEXTS[index % len(LONG_TEXTS)],
+                speaker=SPEAKER,
+                language=LANGUAGE,
+                sampling={"do_sample": False, "max_new_tokens": frames},
+            )
+            for index in range(streams)
+        ]
+        engine.submit(
+            [engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)]
+        )
+        engine.run_until_idle()
+        failed = [str(sink.error) for sink in sinks if sink.error is not None]
+        if failed:
+            return {"status": "fail", "mode": mode, "message": failed[0]}
+        graphed[mode] = engine.frame_step.graphed
+        audio[mode] = [sink.audio() for sink in sinks]
+        del engine
+        _release_memory()
+    return {
+        "graphed": graphed["auto"],
+        "streams": streams,
+        "frames": frames,
+        **compare_audio(audio["auto"], audio["off"]),
+    }
+
+
+def compare_audio(
+    ours: Sequence[Any], reference: Sequence[Any], atol: float = GRAPH_AUDIO_ATOL
+) -> dict[str, Any]:
+    """Stream by stream: same length, and no sample further apart than ``atol`` (an empty stream fails)."""
+    import numpy as np
+
+    diffs = [
+        float(np.max(np.abs(a - b))) if a.shape == b.shape and a.size else float("inf")
+        for a, b in zip(ours, reference, strict=True)
+    ]
+    return {"status": "pass" if max(diffs) <= atol else "fail", "max_abs_diff": max(diffs), "atol": atol}
+
+
 # ---------------------------------------------------------------------------------------------- run
 def default_checkpoints(plan: Plan) -> Path:
     """``.cache/checkpoints/<preset>`` for CPU builds (what ``make checkpoints`` and the tests use), with a
@@ -682,6 +742,8 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
 
     meta["engine_config"] = dataclasses.asdict(bench.engine_config(plan.max_streams))
     out.write()
+
+    out.section("graphs", lambda: run_graph_check(bench), args.skip, budget, plan.reserve_s / 2)
 
     # The first engine: driven step by step for the fixed batches, then on its own thread for the load.
     first: dict[str, Any] = {}
@@ -848,6 +910,17 @@ def _sync_lines(section: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _graph_lines(section: Mapping[str, Any]) -> list[str]:
+    if section.get("status") == "fail" and "message" in section:
+        return [f"FAIL: a stream failed on the {section['mode']} engine: {section['message']}"]
+    where = "CUDA graphs" if section.get("graphed") else "eagerly (no graphs captured)"
+    return [
+        f"{str(section.get('status')).upper()}: {section.get('streams')} greedy streams of "
+        f"{section.get('frames')} frames, frame step run {where} vs eagerly: largest audio difference "
+        f"{_f(section.get('max_abs_diff'), 6)} (tolerance {section.get('atol')})."
+    ]
+
+
 def _target_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["| target | value | status |", "|---|---|---|"]
     for row in rows:
@@ -863,6 +936,7 @@ def _target_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 TITLES = {
+    "graphs": ("Graphed frame step == eager frame step (greedy audio)", _graph_lines),
     "batches": ("Fixed batches (B streams together, steady-state steps)", _batches_table),
     "load": ("Closed-loop load (c workers back to back; first audio = submit to first chunk)", _load_table),
     "baseline": ("The package's own generate_custom_voice (non-streaming)", _baseline_table),

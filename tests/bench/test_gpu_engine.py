@@ -129,6 +129,11 @@ def test_tiny_cpu_run_end_to_end_writes_every_section_with_sane_figures(
         assert "error" not in results[section] and "skipped" not in results[section], section
         assert results[section].get("missing", {}) == {}, section
 
+    graphs = results["graphs"]
+    assert graphs["status"] == "pass" and graphs["graphed"] is False  # a CPU runs the step eagerly
+    assert graphs["max_abs_diff"] <= graphs["atol"]
+    assert "Graphed frame step == eager frame step" in markdown
+
     batches = results["batches"]["levels"]
     assert set(batches) == {"1", "2"}
     for batch, level in batches.items():
@@ -182,3 +187,11 @@ def test_sections_are_skipped_by_flag_and_bad_levels_are_refused(tiny_checkpoint
         gpu_engine.parse_args(["--quick", "--batches", "0"])
     with pytest.raises(SystemExit):
         gpu_engine.parse_args(["--skip", "everything"])
+
+
+def test_graph_check_fails_on_any_difference_beyond_bf16_noise():
+    same = [np.ones(4, np.float32), np.zeros(3, np.float32) + 0.5]
+    assert gpu_engine.compare_audio(same, [a + 1e-4 for a in same])["status"] == "pass"
+    assert gpu_engine.compare_audio(same, [same[0], same[1] + 0.01])["status"] == "fail"
+    assert gpu_engine.compare_audio(same, [same[0], same[1][:2]])["status"] == "fail"  # a shorter stream
+    assert gpu_engine.compare_audio([np.zeros(0)], [np.zeros(0)])["status"] == "fail"  # no audio at all
