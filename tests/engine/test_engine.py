@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
+from engine_requests import custom_voice
 
 from qwen3_tts_serving.engine.engine import StreamingEngine, is_repeating
 from qwen3_tts_serving.engine.requests import (
@@ -36,13 +37,7 @@ def _run(engine: StreamingEngine, requests: list[SynthesisRequest]) -> list[Coll
 
 
 def _custom(text: str, **sampling: object) -> SynthesisRequest:
-    return SynthesisRequest(
-        capability=Capability.CUSTOM_VOICE,
-        text=text,
-        speaker="ryan",
-        language="english",
-        sampling={**GREEDY, **sampling},
-    )
+    return custom_voice(text, **{**GREEDY, **sampling})
 
 
 def _package_greedy(load_tts, text: str, *, frames: int):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from engine_requests import custom_voice
 
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.engine import StreamingEngine
@@ -43,13 +44,7 @@ def tts(config: EngineConfig) -> Any:
 
 
 def _request(text: str, **sampling: object) -> SynthesisRequest:
-    return SynthesisRequest(
-        capability=Capability.CUSTOM_VOICE,
-        text=text,
-        speaker="ryan",
-        language="english",
-        sampling={"do_sample": False, "max_new_tokens": 40, **sampling},
-    )
+    return custom_voice(text, **{"max_new_tokens": 40, **sampling})
 
 
 def _run(engine: StreamingEngine, requests: list[SynthesisRequest]) -> list[CollectingSink]:

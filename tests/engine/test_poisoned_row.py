@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine_requests import custom_voice
 
 from qwen3_tts_serving.engine.engine import FAULT_MARKER
 from qwen3_tts_serving.engine.requests import (
@@ -26,13 +27,7 @@ AUDIO_ATOL = 1e-4
 
 
 def _request(text: str, **sampling: object) -> SynthesisRequest:
-    return SynthesisRequest(
-        capability=Capability.CUSTOM_VOICE,
-        text=text,
-        speaker="ryan",
-        language="english",
-        sampling={**GREEDY, "max_new_tokens": 16, **sampling},
-    )
+    return custom_voice(text, **{"max_new_tokens": 16, **sampling})
 
 
 def _run(engine, requests: list[SynthesisRequest]) -> list[CollectingSink]:

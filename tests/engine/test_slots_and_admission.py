@@ -4,19 +4,14 @@ within the per-step budget while the speaking streams keep stepping, a full slot
 from __future__ import annotations
 
 import torch
+from engine_requests import custom_voice
 
 from qwen3_tts_serving.engine.requests import Capability, InvalidRequestError, SynthesisRequest
 from qwen3_tts_serving.engine.streams import CollectingSink
 
 
 def _custom(text: str, **sampling: object) -> SynthesisRequest:
-    return SynthesisRequest(
-        capability=Capability.CUSTOM_VOICE,
-        text=text,
-        speaker="ryan",
-        language="english",
-        sampling={"do_sample": False, **sampling},
-    )
+    return custom_voice(text, **sampling)
 
 
 def _submit(engine, *requests: SynthesisRequest) -> list[CollectingSink]:
