@@ -82,9 +82,10 @@ async def run_session(
     client: Any, config: AgentConfig, text: str, record: SessionRecord, sequence_id: int, seed: int
 ) -> None:
     """Stream ``text`` word by word into one session and follow its audio to the end (fills ``record``)."""
-    from qwen3_tts_client.triton import build_inputs, has_outputs, is_final
+    from qwen3_tts_client.triton import build_inputs
 
     from benchmarks.load import _triton_chunk
+    from qwen3_tts_serving.contract import has_outputs, is_final
 
     parts = fragments(text) or [""]
     record.words = len(parts)

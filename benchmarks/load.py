@@ -77,7 +77,9 @@ class TritonTarget:
         self.client = grpcaio.InferenceServerClient(url)
 
     async def stream(self, job: Job) -> AsyncIterator[Chunk]:
-        from qwen3_tts_client.triton import build_inputs, has_outputs, is_final
+        from qwen3_tts_client.triton import build_inputs
+
+        from qwen3_tts_serving.contract import has_outputs, is_final
 
         request = {
             "model_name": self.model,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qwen3_tts_serving import contract
-from qwen3_tts_serving.contract import ErrorKind
+from qwen3_tts_serving.contract import ErrorKind, has_outputs, is_final
 
 from ._core import AudioInput, audio_bytes, sampling_fields
 from .audio import decode_audio
@@ -79,15 +79,6 @@ def build_inputs(fields: Mapping[str, Any]) -> list[grpcclient.InferInput]:
         infer_input.set_data_from_numpy(array)
         inputs.append(infer_input)
     return inputs
-
-
-def is_final(result: Any) -> bool:
-    parameters = result.get_response().parameters
-    return "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
-
-
-def has_outputs(result: Any) -> bool:
-    return len(result.get_response().outputs) > 0
 
 
 def parse_result(result: Any) -> AudioChunk:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from qwen3_tts_serving import contract
+
 from .backend import (
     AudioChunk,
     EngineSession,
@@ -41,15 +43,7 @@ logger = logging.getLogger(__name__)
 
 
 def sampling_of(body: SamplingFields) -> SamplingParams:
-    return SamplingParams(
-        do_sample=body.do_sample,
-        temperature=body.temperature,
-        top_k=body.top_k,
-        top_p=body.top_p,
-        repetition_penalty=body.repetition_penalty,
-        max_new_tokens=body.max_new_tokens,
-        seed=body.seed,
-    )
+    return SamplingParams(**{name: getattr(body, name) for name in contract.SAMPLING_INPUTS})
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,18 @@ def parse_chunk(output: Callable[[str], np.ndarray | None]) -> Chunk:
     )
 
 
+def is_final(result: Any) -> bool:
+    """A decoupled stream's last response: Triton's ``triton_final_response`` flag (the request was sent
+    with ``enable_empty_final_response``). ``result`` is tritonclient's ``InferResult``."""
+    parameters = result.get_response().parameters
+    return "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
+
+
+def has_outputs(result: Any) -> bool:
+    """False for the empty FINAL response (and a session's text acknowledgement), which carry no tensors."""
+    return len(result.get_response().outputs) > 0
+
+
 # -------------------------------------------------------------------------------------------- errors
 class ErrorKind(str, enum.Enum):
     """What an error from the server means for the caller."""

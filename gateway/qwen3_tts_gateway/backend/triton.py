@@ -28,7 +28,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException
 
 from qwen3_tts_serving import contract
-from qwen3_tts_serving.contract import ErrorKind
+from qwen3_tts_serving.contract import ErrorKind, has_outputs, is_final
 
 from ..errors import (
     EngineError,
@@ -174,15 +174,6 @@ def parse_chunk(result: InferResult) -> AudioChunk:
         is_last=chunk.is_last,
         finish_reason=chunk.finish_reason,
     )
-
-
-def is_final(result: InferResult) -> bool:
-    params = result.get_response().parameters
-    return "triton_final_response" in params and params["triton_final_response"].bool_param
-
-
-def has_outputs(result: InferResult) -> bool:
-    return len(result.get_response().outputs) > 0
 
 
 def response_id(result: InferResult) -> str:

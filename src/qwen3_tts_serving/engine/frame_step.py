@@ -56,6 +56,16 @@ def bucket_for(buckets: list[int], needed: int) -> int:
     raise ValueError(f"{needed} is past the largest bucket {buckets[-1]}")
 
 
+def _sampler_columns(rows: list[JoinRow], *, prefix: str) -> dict[str, list[Any]]:
+    """One sampler's per-slot values for the joining ``rows``: the talker's (``prefix`` "") or the code
+    predictor's ("subtalker_") fields of their SamplingParams, and their seeds."""
+    columns: dict[str, list[Any]] = {
+        name: [getattr(r.sampling, prefix + name) for r in rows]
+        for name in ("do_sample", "temperature", "top_k", "top_p")
+    }
+    return {**columns, "seed": [r.seed for r in rows]}
+
+
 class _SlotSampling:
     """One sampler's per-slot parameters (set when a stream joins)."""
 
@@ -350,26 +360,8 @@ class FrameStep:
         the first codebook-0 token sampled from the prefill's last hidden state ``hidden`` [n, 1, D]."""
         state = self.state
         index = to_device([row.slot for row in rows], torch.long, self._device)
-        state.talker.set(
-            index,
-            {
-                "do_sample": [r.sampling.do_sample for r in rows],
-                "temperature": [r.sampling.temperature for r in rows],
-                "top_k": [r.sampling.top_k for r in rows],
-                "top_p": [r.sampling.top_p for r in rows],
-                "seed": [r.seed for r in rows],
-            },
-        )
-        state.subtalker.set(
-            index,
-            {
-                "do_sample": [r.sampling.subtalker_do_sample for r in rows],
-                "temperature": [r.sampling.subtalker_temperature for r in rows],
-                "top_k": [r.sampling.subtalker_top_k for r in rows],
-                "top_p": [r.sampling.subtalker_top_p for r in rows],
-                "seed": [r.seed for r in rows],
-            },
-        )
+        state.talker.set(index, _sampler_columns(rows, prefix=""))
+        state.subtalker.set(index, _sampler_columns(rows, prefix="subtalker_"))
         penalty = [r.sampling.repetition_penalty for r in rows]
         state.penalty.index_copy_(0, index, to_device(penalty, state.penalty.dtype, self._device))
         text_open = [r.text_open for r in rows]
