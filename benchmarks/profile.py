@@ -133,17 +133,17 @@ def _request(model: str, text: str, frames: int, seed: int) -> Any:
 
 
 def _engine(config: ProfileConfig) -> Any:
+    from qwen3_tts_serving.contract import MODEL_CHECKPOINTS
     from qwen3_tts_serving.engine.config import EngineConfig
     from qwen3_tts_serving.engine.engine import StreamingEngine
     from qwen3_tts_serving.engine.loading import load_model
     from qwen3_tts_serving.engine.requests import Capability
-    from qwen3_tts_serving.launcher.repository import CHECKPOINT_FLAVOURS
 
     if config.model not in ("custom_voice", "voice_design"):
         raise ValueError("the profiler runs custom_voice or voice_design")
     capability = Capability(config.model)
     engine_config = EngineConfig(
-        checkpoint_dir=config.checkpoint_root / CHECKPOINT_FLAVOURS[config.model],
+        checkpoint_dir=config.checkpoint_root / MODEL_CHECKPOINTS[config.model],
         device=config.device,
         dtype=config.dtype,
         attn_implementation=config.attn_implementation,

@@ -30,7 +30,7 @@ from benchmarks.perf import PerfConfig, run_perf
 from benchmarks.report import compute_ratios, headline, write_results
 from benchmarks.stack import SYNTHESIS_MODELS, Stack, bench_settings, serving_stack
 from benchmarks.texts import LONG_TEXTS, SHORT_TEXTS
-from qwen3_tts_serving.launcher.repository import CHECKPOINT_FLAVOURS
+from qwen3_tts_serving.contract import MODEL_CHECKPOINTS
 from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
 
 logger = logging.getLogger("benchmarks")
@@ -152,7 +152,7 @@ def mode_settings(args: argparse.Namespace, mode: Mode) -> Settings:
 
 def build_checkpoints(preset: str, out_dir: Path, models: Sequence[str]) -> Path:
     """``qwen3-tts-checkpoints --preset P --out DIR --flavours ...`` (kept when already complete)."""
-    flavours = sorted({CHECKPOINT_FLAVOURS[m] for m in models})
+    flavours = sorted({MODEL_CHECKPOINTS[m] for m in models})
     script = Path(sys.executable).parent / "qwen3-tts-checkpoints"
     command = (
         [str(script)] if script.exists() else [sys.executable, "-m", "qwen3_tts_serving.checkpoints.cli"]
@@ -194,7 +194,7 @@ def engine_meta(settings: Settings) -> dict[str, Any]:
     parameters = engine_parameters(settings, checkpoint_dir=settings.resolved_checkpoint_dir, device=device)
     triton = {
         name: getattr(settings, name)
-        for name in ("triton_instance_count", "max_entry_batch", "batch_delay_us")
+        for name in ("engines_per_checkpoint", "max_entry_batch", "batch_delay_us")
     }
     return {"resolved_device": device, **triton, **parameters}
 

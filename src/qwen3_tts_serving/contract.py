@@ -28,6 +28,30 @@ SYNTHESIS_MODELS = (CUSTOM_VOICE, VOICE_DESIGN, VOICE_CLONE)
 SESSION_MODELS = (CUSTOM_VOICE_SESSION, VOICE_CLONE_SESSION)
 MODELS = (*SYNTHESIS_MODELS, VOICE_PROMPT, *SESSION_MODELS)
 
+# The checkpoint each client-facing model runs on. Every model above is a thin front: it forwards to an
+# engine model of its checkpoint (one per checkpoint per GPU, ``engine_model_name``), which owns the weights,
+# the key/value slots and the one running batch that plain requests and sessions share.
+CHECKPOINTS = ("custom_voice", "base", "voice_design")
+MODEL_CHECKPOINTS = {
+    CUSTOM_VOICE: "custom_voice",
+    CUSTOM_VOICE_SESSION: "custom_voice",
+    VOICE_CLONE: "base",
+    VOICE_CLONE_SESSION: "base",
+    VOICE_PROMPT: "base",
+    VOICE_DESIGN: "voice_design",
+}
+# The capability (prompt format) each checkpoint's engine serves.
+CHECKPOINT_CAPABILITIES = {"custom_voice": CUSTOM_VOICE, "base": VOICE_CLONE, "voice_design": VOICE_DESIGN}
+ENGINE_TEMPLATE = "engine"  # model_repository/engine/: filled once per checkpoint per GPU
+
+
+def engine_model_name(checkpoint: str, index: int) -> str:
+    """The engine model of ``checkpoint`` on GPU ``index`` (the index-th engine on a CPU host)."""
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"unknown checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")
+    return f"{checkpoint}_engine_{index}"
+
+
 Shape = Literal["scalar", "vector", "codes"]  # per request: [1], [-1], [-1, 16]
 
 
@@ -67,6 +91,7 @@ _NUMPY_DTYPES: dict[str, Any] = {
     "FP32": np.float32,
     "INT32": np.int32,
     "INT64": np.int64,
+    "UINT64": np.uint64,
     "BOOL": np.bool_,
 }
 
@@ -145,6 +170,31 @@ MODEL_OUTPUTS: dict[str, dict[str, TensorSpec]] = {
     **{model: CHUNK_OUTPUTS for model in (*SYNTHESIS_MODELS, *SESSION_MODELS)},
     VOICE_PROMPT: PROMPT_OUTPUTS,
 }
+
+
+# --------------------------------------------------------------------------------------- engine models
+class EngineRequestKind(str, enum.Enum):
+    """What a front asks of an engine model (its ``request_kind`` input)."""
+
+    SPEECH = "speech"  # a plain stream: an empty acknowledgement, then its chunks
+    SESSION_START = "session_start"  # a session opens (``session_id``): acknowledgement, then all its audio
+    SESSION_TEXT = "session_text"  # more text for session ``session_id``: one empty FINAL response
+    VOICE_PROMPT = "voice_prompt"  # a reference clip: one response with the prompt tensors
+    CANCEL = "cancel"  # the client of stream ``stream_key`` went away: stop it
+
+
+# Inputs only the fronts send: which request this is and which stream or session it names.
+ROUTING_INPUTS = _specs(
+    TensorSpec("request_kind", "BYTES"),
+    TensorSpec("stream_key", "BYTES"),  # a front's name for one stream, unique on the server
+    TensorSpec("session_id", "UINT64"),  # the session's Triton correlation ID
+    TensorSpec("session_end", "BOOL"),  # the session's input is complete (Triton's END)
+)
+ENGINE_INPUTS = {**ROUTING_INPUTS, **INPUTS}
+# An engine's error travels as tensors on a FINAL response: Triton 2.51 drops an error response that follows
+# other responses of a BLS stream (the caller would wait forever). The code is a pb_utils.TritonError name.
+ERROR_OUTPUTS = _specs(TensorSpec("error", "BYTES"), TensorSpec("error_code", "BYTES"))
+ENGINE_OUTPUTS = {**CHUNK_OUTPUTS, **PROMPT_OUTPUTS, **ERROR_OUTPUTS}
 
 
 # ------------------------------------------------------------------------------------------ requests

@@ -56,7 +56,13 @@ class Settings(BaseSettings):
         description="On SIGTERM tritonserver refuses new requests, reports not ready and lets its live "
         "streams and sessions finish for up to this long (--exit-timeout-secs; the engines wait as long).",
     )
-    triton_instance_count: int = Field(1, description="Model instances per device (instance_group count).")
+    engines_per_checkpoint: int = Field(
+        0,
+        ge=0,
+        description="Engine models per checkpoint, each on its own GPU (instance group) with one copy of the "
+        "weights, its key/value slots and one running batch; new streams go to the least loaded. 0: one "
+        "per visible GPU, one on a CPU host.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when torch sees a GPU.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a GPU, float32 on the CPU."

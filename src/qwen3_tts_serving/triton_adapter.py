@@ -1,9 +1,11 @@
-"""The thin layer between Triton's Python backend and the engine, shared by every model.py.
+"""The engine models: the thin layer between Triton's Python backend and one ``StreamingEngine``.
 
-Only this module touches ``triton_python_backend_utils``; it exists inside the Triton stub only. It turns
-Triton requests into ``SynthesisRequest`` objects, hands each entry batch to the engine in one call, and
-sends the engine's chunks back on each request's decoupled response sender. Every request ends with the
-FINAL flag, after its last chunk or after its error response.
+One engine model per checkpoint per GPU (``<checkpoint>_engine_<n>``) owns the weights, the key/value slots
+and the one running batch; the client-facing models are fronts (``triton_front``) that forward to it, so
+plain requests and voice-agent sessions of a checkpoint step together. This module turns the forwarded
+requests (``contract.EngineRequestKind``) into ``SynthesisRequest`` objects, hands each entry batch to the
+engine in one call and sends the engine's chunks back on each request's decoupled response sender. Every
+request ends with the FINAL flag, after its last chunk or after its error response.
 """
 
 from __future__ import annotations
@@ -11,12 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from .contract import PROMPT_OUTPUTS, SAMPLING_INPUTS, chunk_arrays
+from .contract import (
+    CHECKPOINT_CAPABILITIES,
+    ERROR_OUTPUTS,
+    PROMPT_OUTPUTS,
+    SAMPLING_INPUTS,
+    EngineRequestKind,
+    chunk_arrays,
+)
 from .engine.config import EngineConfig
 from .engine.observer import EngineTally, TallySnapshot
 from .engine.requests import (
@@ -27,6 +39,7 @@ from .engine.requests import (
     SynthesisRequest,
 )
 from .engine.streams import AudioChunk
+from .load_board import LoadBoard, board_path
 
 # Python type of each sampling input, from the contract's datatypes.
 _SAMPLING_INPUTS = {
@@ -50,14 +63,31 @@ def engine_config(args: dict[str, Any]) -> EngineConfig:
         raise pb_utils.TritonModelException(f"bad model parameters: {error}") from None
 
 
-def triton_error(error: Exception) -> Any:
+def error_parts(error: Exception) -> tuple[str, str]:
+    """``(TritonError code name, message)``: the message is safe to show (no internals leak)."""
     if isinstance(error, InvalidRequestError | ValueError):
-        return pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+        return "INVALID_ARG", str(error)
     if isinstance(error, EngineUnavailableError):
-        return pb_utils.TritonError(str(error), pb_utils.TritonError.UNAVAILABLE)
+        return "UNAVAILABLE", str(error)
     if isinstance(error, GenerationFaultError):  # its message is short and safe to show
-        return pb_utils.TritonError(str(error), pb_utils.TritonError.INTERNAL)
-    return pb_utils.TritonError("internal error", pb_utils.TritonError.INTERNAL)
+        return "INTERNAL", str(error)
+    return "INTERNAL", "internal error"
+
+
+def triton_error(error: Exception) -> Any:
+    code, message = error_parts(error)
+    return pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
+
+
+def error_response(error: Exception) -> Any:
+    """An error as a response the front turns back into one (``contract.ERROR_OUTPUTS``)."""
+    code, message = error_parts(error)
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor("error", ERROR_OUTPUTS["error"].array(message)),
+            pb_utils.Tensor("error_code", ERROR_OUTPUTS["error_code"].array(code)),
+        ]
+    )
 
 
 # -------------------------------------------------------------------------------------------- metrics
@@ -87,6 +117,11 @@ class EngineMetrics:
         self.queued = metric("qwen3_tts_queued_streams", "Requests waiting for an engine slot", family.GAUGE)
         self.paused = metric("qwen3_tts_paused_sessions", "Sessions waiting for text", family.GAUGE)
         self.steps = metric("qwen3_tts_steps_total", "Engine steps (a frame per stream)", family.COUNTER)
+        self.mixed_steps = metric(
+            "qwen3_tts_mixed_steps_total",
+            "Steps whose batch held plain streams and voice-agent sessions together",
+            family.COUNTER,
+        )
         self.frames = metric("qwen3_tts_frames_total", "Codec frames generated (80 ms each)", family.COUNTER)
         self.step_seconds = metric("qwen3_tts_step_seconds_total", "Time in engine steps", family.COUNTER)
         self.first_audio = metric(
@@ -106,6 +141,8 @@ class EngineMetrics:
         self.paused.set(snapshot.paused)
         if snapshot.steps:
             self.steps.increment(snapshot.steps)
+            if snapshot.mixed_steps:
+                self.mixed_steps.increment(snapshot.mixed_steps)
             self.frames.increment(snapshot.frames)
             self.step_seconds.increment(snapshot.step_seconds)
         for seconds in snapshot.first_audio_seconds:
@@ -203,11 +240,15 @@ class TritonSink:
     one response carrying FINAL, which is what Triton's HTTP ``generate`` endpoint needs.
     """
 
-    def __init__(self, sender: Any, *, whole: bool = False) -> None:
+    def __init__(
+        self, sender: Any, *, whole: bool = False, on_close: Callable[[], None] | None = None
+    ) -> None:
         self._sender = sender
         self._whole = whole
         self._gathered: list[np.ndarray] = []
         self._closed = False
+        self._on_close = on_close
+        self.cancelled = False  # the front said its client went away
 
     def send(self, chunk: AudioChunk) -> None:
         if self._closed:
@@ -220,28 +261,31 @@ class TritonSink:
             chunk = AudioChunk(0, audio, chunk.sample_rate, True, chunk.finish_reason)
         response = pb_utils.InferenceResponse(output_tensors=_chunk_tensors(chunk))
         if chunk.is_last and self._whole:
-            self._closed = True
+            self._close()
             self._sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             return
         self._sender.send(response)
         if chunk.is_last:
-            self._finish()
+            self._close()
+            self._sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def acknowledge(self) -> None:
+        """An empty response: the front's BLS call returns on it, before the first chunk is ready."""
+        self._sender.send(pb_utils.InferenceResponse(output_tensors=[]))
 
     def fail(self, error: Exception) -> None:
         if self._closed:
             return
-        self._closed = True
-        self._sender.send(
-            pb_utils.InferenceResponse(error=triton_error(error)),
-            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-        )
+        self._close()
+        self._sender.send(error_response(error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def is_cancelled(self) -> bool:
-        return self._closed or self._sender.is_cancelled()
+        return self._closed or self.cancelled or self._sender.is_cancelled()
 
-    def _finish(self) -> None:
+    def _close(self) -> None:
         self._closed = True
-        self._sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        if self._on_close is not None:
+            self._on_close()
 
 
 def _chunk_tensors(chunk: AudioChunk) -> list[Any]:
@@ -266,63 +310,146 @@ def wait_until_idle(engine: Any, timeout_s: float) -> bool:
     return True
 
 
-class StreamingSynthesisModel:
-    """Base of the three synthesis models: subclasses only name their capability.
+class EngineModel:
+    """One checkpoint's engine on one device, for every request kind its fronts forward.
 
     Drain: Triton 2.51 on SIGTERM (``--exit-timeout-secs``) reports not ready, refuses requests for models it
     is unloading and unloads a model only once its live streams are done. ``finalize()`` still waits for
     streams it holds (up to ``drain_timeout_s``) rather than failing them, and refuses new ones meanwhile
-    (UNAVAILABLE: a gateway tries another server).
+    (UNAVAILABLE: a gateway tries another server); an open session's text is still taken.
     """
 
-    capability: Capability
     draining = False
     drain_timeout_s: float = EngineConfig.drain_timeout_s
 
     def initialize(self, args: dict[str, Any]) -> None:
         from .engine.engine import StreamingEngine
         from .engine.loading import load_model
+        from .engine.voice_prompts import VoicePromptWorker
 
-        config = engine_config(args)
-        self.drain_timeout_s = config.drain_timeout_s
+        name = args["model_name"]
         if not pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"])):
-            raise pb_utils.TritonModelException(f"{args['model_name']} must use the decoupled policy")
+            raise pb_utils.TritonModelException(f"{name} must use the decoupled policy")
+        checkpoint = model_parameters(args).get("checkpoint", "")
+        if checkpoint not in CHECKPOINT_CAPABILITIES:
+            valid = ", ".join(CHECKPOINT_CAPABILITIES)
+            raise pb_utils.TritonModelException(f"{name}: checkpoint {checkpoint!r}; valid: {valid}")
+        self.capability = Capability(CHECKPOINT_CAPABILITIES[checkpoint])
+        config = engine_config(args)
+        if args.get("model_instance_kind") == "GPU":  # the GPU its instance group names
+            config = replace(config, device=f"cuda:{args['model_instance_device_id']}")
+        self.drain_timeout_s = config.drain_timeout_s
         try:
             tts = load_model(config, self.capability)
         except (OSError, ValueError) as error:
             raise pb_utils.TritonModelException(f"cannot load {config.checkpoint_dir}: {error}") from None
-        self.metrics = EngineMetrics(args["model_name"])
+        self.metrics = EngineMetrics(name)
+        self.board = LoadBoard.create(
+            board_path(Path(args["model_repository"])), capacity=config.max_active_streams
+        )
+        observer = EngineTally(self.metrics.publish, on_step=self._publish_load)
         try:
-            self.engine = StreamingEngine(tts, self.capability, config, EngineTally(self.metrics.publish))
+            self.engine = StreamingEngine(tts, self.capability, config, observer)
         except ValueError as error:  # a setting the model cannot run with (e.g. cuda_graphs on a CPU)
-            raise pb_utils.TritonModelException(f"{args['model_name']}: {error}") from None
+            raise pb_utils.TritonModelException(f"{name}: {error}") from None
+        self.prompts = (
+            VoicePromptWorker(tts, config.limits) if self.capability is Capability.VOICE_CLONE else None
+        )
+        self._live: dict[str, TritonSink] = {}  # stream key (the front's) -> its sink, for cancellation
         self.engine.start()
-        _log.info(f"{args['model_name']}: engine ready ({self.engine.config})")
+        _log.info(f"{name}: engine ready ({self.engine.config})")
+
+    def _publish_load(self) -> None:
+        self.board.publish(self.engine.occupied_slots + self.engine.scheduler.queued)
 
     def execute(self, requests: list[Any]) -> None:
-        streams = []
+        streams: list[Any] = []
+        sessions: list[tuple[int, Any, bool]] = []
         for request in requests:
             sender = request.get_response_sender()
-            if self.draining:
-                TritonSink(sender).fail(EngineUnavailableError(_DRAINING))
+            try:
+                kind = EngineRequestKind(_string(request, "request_kind") or "")
+            except ValueError:
+                TritonSink(sender).fail(InvalidRequestError("request_kind is missing or unknown"))
                 continue
             try:
-                stream_flag = _scalar(request, "stream")
-                sink = TritonSink(sender, whole=stream_flag is not None and not bool(stream_flag))
-            except InvalidRequestError as error:
+                if kind is EngineRequestKind.SPEECH:
+                    streams.append(self._new_stream(request, sender, session=False))
+                elif kind is EngineRequestKind.SESSION_START:
+                    stream = self._new_stream(request, sender, session=True)
+                    sessions.append((_session_id(request), stream, bool(_scalar(request, "session_end"))))
+                elif kind is EngineRequestKind.SESSION_TEXT:
+                    self._append(request)
+                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                elif kind is EngineRequestKind.VOICE_PROMPT:
+                    self._voice_prompt(request, sender)
+                else:
+                    self._cancel(request)
+                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            except (InvalidRequestError, EngineUnavailableError) as error:
                 TritonSink(sender).fail(error)
-                continue
-            try:
-                parsed = self.engine.validate(parse_request(request, self.capability))
-                streams.append(self.engine.make_stream(parsed, sink))
-            except InvalidRequestError as error:
-                sink.fail(error)
             except Exception as error:  # a malformed tensor must not cost the other requests their turn
                 _log.warning(f"request rejected: {error}")
-                sink.fail(InvalidRequestError(f"malformed request: {error}"))
+                TritonSink(sender).fail(InvalidRequestError(f"malformed request: {error}"))
         if streams:
             self.engine.submit(streams)
+        if sessions:
+            self.engine.open_sessions(sessions)
+        self._publish_load()  # before the fronts see the acknowledgements' effect on placement
         return None
+
+    def _new_stream(self, request: Any, sender: Any, *, session: bool) -> Any:
+        if self.draining:
+            raise EngineUnavailableError(_DRAINING)
+        stream_flag = _scalar(request, "stream")
+        key = _string(request, "stream_key") or ""
+        sink = TritonSink(
+            sender,
+            whole=stream_flag is not None and not bool(stream_flag) and not session,
+            on_close=lambda: self._live.pop(key, None),
+        )
+        parsed = self.engine.validate(parse_request(request, self.capability, session=session))
+        stream = self.engine.make_stream(parsed, sink)
+        if session:
+            lookahead = _scalar(request, "lookahead_tokens")
+            if lookahead is not None:
+                if not 0 <= int(lookahead) <= 64:
+                    raise InvalidRequestError(f"lookahead_tokens must be between 0 and 64, got {lookahead}")
+                stream.lookahead = int(lookahead)
+        if key:
+            self._live[key] = sink
+        sink.acknowledge()
+        return stream
+
+    def _append(self, request: Any) -> None:
+        self.engine.append_text(
+            _session_id(request),
+            _string(request, "text") or "",
+            flush=bool(_scalar(request, "flush") or False),
+            close=bool(_scalar(request, "session_end")),
+        )
+
+    def _cancel(self, request: Any) -> None:
+        sink = self._live.get(_string(request, "stream_key") or "")
+        if sink is not None:
+            sink.cancelled = True  # the engine drops the stream at its next step
+
+    def _voice_prompt(self, request: Any, sender: Any) -> None:
+        if self.prompts is None:
+            raise InvalidRequestError(f"this engine serves {self.capability.value}; voice prompts need base")
+        if self.draining:
+            raise EngineUnavailableError(_DRAINING)
+        clip = self.prompts.validate(_clip_request(request), self.engine.spec)
+
+        def reply(prompt: Any) -> None:
+            if isinstance(prompt, Exception):
+                _log.error(f"voice prompt extraction failed: {prompt}")
+                response = error_response(EngineUnavailableError("voice prompt extraction failed; retry"))
+            else:
+                response = _prompt_response(prompt)
+            sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+        self.prompts.submit(clip, reply)
 
     def finalize(self) -> None:
         self.draining = True
@@ -331,90 +458,15 @@ class StreamingSynthesisModel:
                 f"streams still live after the {self.drain_timeout_s:g} s drain timeout; failing them"
             )
         self.engine.stop()
+        if self.prompts is not None:
+            self.prompts.stop()
 
 
-class SessionSynthesisModel(StreamingSynthesisModel):
-    """Voice-agent sessions over Triton's sequence batcher: START opens a session (its response sender
-    carries all the audio), every later request of the sequence appends text and is acknowledged with an
-    empty FINAL response, END closes the input."""
-
-    def execute(self, requests: list[Any]) -> None:
-        starts: list[tuple[int, Any, bool]] = []
-        for request in requests:
-            sender = request.get_response_sender()
-            try:
-                key = int(_scalar(request, "CORRID"))
-                if _scalar(request, "START") and self.draining:  # an open session's text is still taken
-                    raise EngineUnavailableError(_DRAINING)
-                if _scalar(request, "START"):
-                    starts.append((key, self._new_stream(request, sender), bool(_scalar(request, "END"))))
-                else:
-                    self._append(request, key)
-                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-            except (InvalidRequestError, EngineUnavailableError) as error:
-                TritonSink(sender).fail(error)
-            except Exception as error:
-                _log.warning(f"session request rejected: {error}")
-                TritonSink(sender).fail(InvalidRequestError(f"malformed request: {error}"))
-        if starts:
-            self.engine.open_sessions(starts)
-
-    def _new_stream(self, request: Any, sender: Any) -> Any:
-        parsed = self.engine.validate(parse_request(request, self.capability, session=True))
-        stream = self.engine.make_stream(parsed, TritonSink(sender))
-        lookahead = _scalar(request, "lookahead_tokens")
-        if lookahead is not None:
-            if not 0 <= int(lookahead) <= 64:
-                raise InvalidRequestError(f"lookahead_tokens must be between 0 and 64, got {lookahead}")
-            stream.lookahead = int(lookahead)
-        return stream
-
-    def _append(self, request: Any, key: int) -> None:
-        self.engine.append_text(
-            key,
-            _string(request, "text") or "",
-            flush=bool(_scalar(request, "flush") or False),
-            close=bool(_scalar(request, "END")),
-        )
-
-
-class VoicePromptModel:
-    """Reference clip -> speaker embedding + reference codes, for the whole batch Triton hands over."""
-
-    def initialize(self, args: dict[str, Any]) -> None:
-        from .engine.loading import load_model, model_spec
-
-        self.config = engine_config(args)
-        try:
-            self.tts = load_model(self.config, Capability.VOICE_CLONE)
-        except (OSError, ValueError) as error:
-            raise pb_utils.TritonModelException(
-                f"cannot load {self.config.checkpoint_dir}: {error}"
-            ) from None
-        self.spec = model_spec(self.tts, Capability.VOICE_CLONE)
-
-    def execute(self, requests: list[Any]) -> list[Any]:
-        from .engine.voice_prompts import extract_voice_prompts, validate_clip
-
-        responses: list[Any] = [None] * len(requests)
-        valid: list[tuple[int, SynthesisRequest]] = []
-        for index, request in enumerate(requests):
-            try:
-                parsed = _clip_request(request)
-                valid.append((index, validate_clip(parsed, self.spec, self.config.limits)))
-            except (InvalidRequestError, ValueError) as error:
-                responses[index] = pb_utils.InferenceResponse(error=triton_error(error))
-        if valid:
-            try:
-                prompts = extract_voice_prompts(self.tts, [r for _, r in valid])
-            except Exception as error:
-                _log.error(f"voice prompt extraction failed: {error}")
-                prompts = [
-                    triton_error(EngineUnavailableError("voice prompt extraction failed; retry"))
-                ] * len(valid)
-            for (index, _), prompt in zip(valid, prompts, strict=True):
-                responses[index] = _prompt_response(prompt)
-        return responses
+def _session_id(request: Any) -> int:
+    value = _scalar(request, "session_id")
+    if value is None:
+        raise InvalidRequestError("session_id is required")
+    return int(value)
 
 
 def _clip_request(request: Any) -> SynthesisRequest:
@@ -430,8 +482,6 @@ def _clip_request(request: Any) -> SynthesisRequest:
 
 
 def _prompt_response(prompt: Any) -> Any:
-    if isinstance(prompt, pb_utils.TritonError):
-        return pb_utils.InferenceResponse(error=prompt)
     return pb_utils.InferenceResponse(
         output_tensors=[
             pb_utils.Tensor(name, PROMPT_OUTPUTS[name].array(getattr(prompt, name)))

@@ -433,7 +433,7 @@ def test_a_model_with_a_setting_it_cannot_run_fails_to_load_with_a_short_reason(
             pass
     message = str(info.value)
     assert (
-        "custom_voice: code_predictor=cuda_graphs needs a CUDA device; on a CPU: static or reference"
+        "custom_voice_engine_0: code_predictor=cuda_graphs needs a CUDA device; on a CPU: static or reference"
         in message
     )
 

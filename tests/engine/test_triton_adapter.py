@@ -1,9 +1,10 @@
-"""The Triton adapter without Triton: a stand-in ``triton_python_backend_utils`` (the module only exists
+"""The engine model without Triton: a stand-in ``triton_python_backend_utils`` (the module only exists
 inside Triton's Python stub) around the real engine on the tiny checkpoints.
 
 What it shows: request tensors are parsed into the engine's request, each bad request gets its error and
-then FINAL while its batch-mates stream, the one-shot path (``stream`` false) answers one response that
-carries FINAL, and no response follows a FINAL.
+then FINAL while its batch-mates stream, a good one is acknowledged at once (the front's BLS call returns on
+it), the one-shot path (``stream`` false) answers one response that carries FINAL, a front's cancel stops
+the stream it names, the load board counts what the engine holds, and no response follows a FINAL.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from qwen3_tts_serving.engine.requests import (
     GenerationFaultError,
     InvalidRequestError,
 )
+from qwen3_tts_serving.load_board import LoadBoard
 
 FINAL = 1
 
@@ -93,16 +95,37 @@ class Sender:
 
     @property
     def errors(self) -> list[_TritonError]:
-        return [r.error for r, _ in self.sent if r is not None and r.error is not None]
+        """Errors, which an engine sends as tensors (a BLS stream drops error responses after the first)."""
+        errors = []
+        for response, _ in self.sent:
+            if response is not None and response.output("error") is not None:
+                message, code = (
+                    response.output(name).reshape(-1)[0].decode() for name in ("error", "error_code")
+                )
+                errors.append(_TritonError(message, code))
+        return errors
+
+    @property
+    def acknowledged(self) -> bool:
+        first = self.sent[0][0] if self.sent else None
+        return first is not None and first.error is None and not first.output_tensors
 
     @property
     def chunks(self) -> list[contract.Chunk]:
-        return [contract.parse_chunk(r.output) for r, _ in self.sent if r is not None and r.output_tensors]
+        return [
+            contract.parse_chunk(r.output)
+            for r, _ in self.sent
+            if r is not None and r.output("audio") is not None
+        ]
 
 
 class Request:
-    def __init__(self, **fields: Any) -> None:
+    def __init__(self, kind: str = "speech", stream_key: str | None = None, **fields: Any) -> None:
         self.tensors = {name: _Tensor(name, array) for name, _, array in contract.request_arrays(fields)}
+        routing = {"request_kind": kind, "stream_key": stream_key}
+        for name, value in routing.items():
+            if value is not None:
+                self.tensors[name] = _Tensor(name, contract.ROUTING_INPUTS[name].array(value))
         self.sender = Sender()
 
     def get_response_sender(self) -> Sender:
@@ -119,10 +142,13 @@ def adapter() -> types.ModuleType:
 
 
 @pytest.fixture
-def model(adapter, make_engine):
-    model = adapter.StreamingSynthesisModel()
+def model(adapter, make_engine, tmp_path):
+    model = adapter.EngineModel()
     model.capability = Capability.CUSTOM_VOICE
     model.engine = make_engine(Capability.CUSTOM_VOICE, frames_per_char=50)
+    model.board = LoadBoard.create(tmp_path / "load.board", capacity=model.engine.config.max_active_streams)
+    model.prompts = None
+    model._live = {}
     return model
 
 
@@ -169,7 +195,8 @@ def test_bad_requests_get_an_error_then_final_and_their_batch_mates_stream(model
         assert error.code == "INVALID_ARG"
     assert "valid: " in unknown.sender.errors[0].message
     assert "temperature must be" in hot.sender.errors[0].message
-    assert not good.sender.sent
+    assert good.sender.acknowledged and len(good.sender.sent) == 1
+    assert model.board.load() == 1  # published before the front sees the acknowledgement
 
     model.engine.run_until_idle()
     chunks = good.sender.chunks
@@ -182,13 +209,38 @@ def test_the_one_shot_path_answers_one_response_carrying_final(model) -> None:
     streamed, whole = _speak(), _speak(stream=False)
     model.execute([streamed, whole])
     model.engine.run_until_idle()
-    ((response, flags),) = whole.sender.sent
+    assert whole.sender.acknowledged
+    ((response, flags),) = whole.sender.sent[1:]
     assert flags == FINAL
     (chunk,) = whole.sender.chunks
     assert chunk.is_last and chunk.finish_reason
     np.testing.assert_allclose(
         chunk.audio, np.concatenate([c.audio for c in streamed.sender.chunks]), atol=1e-4
     )
+
+
+def test_an_unknown_request_kind_is_refused_alone(model) -> None:
+    odd, good = _speak(kind="dance"), _speak()
+    model.execute([odd, good])
+    (error,) = odd.sender.errors
+    assert error.code == "INVALID_ARG" and "request_kind" in error.message and odd.sender.closed
+    assert good.sender.acknowledged
+
+
+def test_a_cancel_from_the_front_stops_the_stream_it_names(model) -> None:
+    kept, dropped = _long(do_sample=False, stream_key="f:1"), _long(do_sample=False, stream_key="f:2")
+    model.execute([kept, dropped])
+    for _ in range(3):
+        model.engine.step()
+    cancel = Request(kind="cancel", stream_key="f:2")
+    model.execute([cancel])
+    assert cancel.sender.sent == [(None, FINAL)]
+    model.engine.run_until_idle()
+    assert dropped.sender.closed and dropped.sender.chunks[-1].finish_reason == "cancelled"
+    assert kept.sender.chunks[-1].finish_reason != "cancelled"
+    assert model._live == {}  # every sink left the cancellation table when it closed
+    model._publish_load()
+    assert model.board.load() == 0
 
 
 def test_a_sink_sends_nothing_after_its_error(adapter) -> None:

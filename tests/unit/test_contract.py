@@ -35,7 +35,30 @@ def _template(model: str) -> str:
 
 def test_every_model_of_the_repository_is_in_the_contract() -> None:
     served = {p.parent.name for p in (PROJECT_ROOT / "model_repository").glob("*/config.pbtxt.template")}
-    assert served == set(contract.MODELS)
+    assert served == {*contract.MODELS, contract.ENGINE_TEMPLATE}
+    assert set(contract.MODEL_CHECKPOINTS) == set(contract.MODELS)
+
+
+def test_the_engine_template_takes_every_input_and_sends_every_output() -> None:
+    """A front forwards a request's inputs unchanged, so the engine must declare all of them (optional, but
+    for the request kind), and every output a front relays."""
+    text = _template(contract.ENGINE_TEMPLATE)
+    declared = _tensors(_block(text, "input"))
+    assert set(declared) == set(contract.ENGINE_INPUTS)
+    for name, (config_type, dims, optional) in declared.items():
+        spec = contract.ENGINE_INPUTS[name]
+        assert (config_type, dims) == (spec.config_type, spec.dims), name
+        assert optional == (name != "request_kind"), name
+    outputs = _tensors(_block(text, "output"))
+    assert {name: (t, d) for name, (t, d, _) in outputs.items()} == {
+        name: (spec.config_type, spec.dims) for name, spec in contract.ENGINE_OUTPUTS.items()
+    }
+
+
+def test_engine_model_names_name_a_known_checkpoint() -> None:
+    assert contract.engine_model_name("base", 1) == "base_engine_1"
+    with pytest.raises(ValueError, match="valid: custom_voice, base, voice_design"):
+        contract.engine_model_name("../etc", 0)
 
 
 @pytest.mark.parametrize("model", contract.MODELS)

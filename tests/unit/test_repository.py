@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from qwen3_tts_serving.contract import CHECKPOINTS, MODEL_CHECKPOINTS
 from qwen3_tts_serving.launcher import repository
 from qwen3_tts_serving.launcher.repository import (
     BUILD_MARKER,
@@ -29,7 +30,8 @@ from qwen3_tts_serving.settings import Settings
 
 # The models of docs/triton-io-contract.md; the generic checks cover every template of the project.
 MODELS = ("custom_voice", "voice_design", "voice_clone", "voice_prompt")
-ALL_MODELS = sorted(p.parent.name for p in MODEL_REPOSITORY.glob(f"*/{TEMPLATE_NAME}"))
+TEMPLATES = sorted(p.parent.name for p in MODEL_REPOSITORY.glob(f"*/{TEMPLATE_NAME}"))
+ALL_MODELS = [model for model in TEMPLATES if model != "engine"]  # the fronts
 FLAVOURS = {
     "custom_voice": "custom_voice",
     "voice_design": "voice_design",
@@ -96,7 +98,7 @@ OUTPUTS = {
 @pytest.fixture
 def checkpoints(tmp_path: Path) -> Path:
     root = tmp_path / "checkpoints"
-    for flavour in set(repository.CHECKPOINT_FLAVOURS.values()):
+    for flavour in CHECKPOINTS:
         (root / flavour).mkdir(parents=True)
     return root
 
@@ -105,7 +107,7 @@ def checkpoints(tmp_path: Path) -> Path:
 def source(tmp_path: Path, write_python_model: Callable[..., Path]) -> Path:
     """The project's real templates, each beside a throwaway model.py (no model is loaded)."""
     source = tmp_path / "source"
-    for model in ALL_MODELS:
+    for model in TEMPLATES:
         write_python_model(source / model, with_config=False)
         shutil.copy(MODEL_REPOSITORY / model / TEMPLATE_NAME, source / model / TEMPLATE_NAME)
     return source
@@ -132,15 +134,22 @@ def test_the_contract_models_have_templates() -> None:
 def test_every_template_fills_and_parses(tmp_path: Path, checkpoints: Path, source: Path) -> None:
     settings = _settings(tmp_path, checkpoints, device="cpu", max_entry_batch=7, dtype="float32")
     out = build_model_repository(settings, tmp_path / "build", source=source)
-    for model in ALL_MODELS:
+    built = sorted(p.parent.name for p in out.glob("*/config.pbtxt"))
+    engines = [f"{checkpoint}_engine_0" for checkpoint in CHECKPOINTS]
+    assert built == sorted([*ALL_MODELS, *engines])
+    for model in built:
         assert "${" not in (out / model / "config.pbtxt").read_text()
         config = _parse(out / model / "config.pbtxt")
         assert (config.name, config.backend, config.max_batch_size) == (model, "python", 7)
         parameters = {k: v.string_value for k, v in config.parameters.items()}
-        assert set(parameters) >= ENGINE_PARAMETERS
-        # Every model needs a checkpoint flavour: the bare checkpoint root would not load.
-        assert parameters["checkpoint_dir"] == str(checkpoints / repository.CHECKPOINT_FLAVOURS[model])
-        assert parameters["dtype"] == "float32"
+        if model in engines:
+            assert set(parameters) >= ENGINE_PARAMETERS | {"checkpoint"}
+            # Every engine needs a checkpoint flavour: the bare checkpoint root would not load.
+            assert parameters["checkpoint_dir"] == str(checkpoints / parameters["checkpoint"])
+            assert parameters["dtype"] == "float32"
+        else:  # a front: no weights, only where its engines are
+            assert parameters["engines"] == f"{MODEL_CHECKPOINTS[model]}_engine_0"
+            assert not set(parameters) & ENGINE_PARAMETERS
 
 
 def test_filled_configs_parse_and_follow_the_contract(
@@ -172,7 +181,8 @@ def test_engine_parameters_come_from_the_settings(tmp_path: Path, checkpoints: P
     )
     out = build_model_repository(settings, tmp_path / "build", source=source)
     for model in MODELS:
-        parameters = {k: v.string_value for k, v in _parse(out / model / "config.pbtxt").parameters.items()}
+        engine = f"{FLAVOURS[model]}_engine_0"
+        parameters = {k: v.string_value for k, v in _parse(out / engine / "config.pbtxt").parameters.items()}
         assert set(parameters) >= ENGINE_PARAMETERS
         assert parameters["checkpoint_dir"] == str(checkpoints / FLAVOURS[model])  # the contract's mapping
         assert parameters["chunk_frames"] == "9"
@@ -191,7 +201,7 @@ def test_engine_parameters_come_from_the_settings(tmp_path: Path, checkpoints: P
         ("auto", False, "KIND_CPU"),
     ],
 )
-def test_instance_kind_follows_the_device(
+def test_engines_go_one_per_gpu_and_fronts_stay_on_the_cpu(
     tmp_path: Path,
     checkpoints: Path,
     source: Path,
@@ -201,14 +211,51 @@ def test_instance_kind_follows_the_device(
     kind: str,
 ) -> None:
     monkeypatch.setattr(repository, "gpu_present", lambda: gpu)
-    settings = _settings(tmp_path, checkpoints, device=device, triton_instance_count=2)
-    out = build_model_repository(settings, tmp_path / "build", ["custom_voice"], source=source)
-    config = _parse(out / "custom_voice" / "config.pbtxt")
-    [group] = config.instance_group
-    assert model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == kind
-    assert group.count == 2
-    expected_device = "cuda" if kind == "KIND_GPU" else "cpu"
-    assert config.parameters["device"].string_value == expected_device
+    monkeypatch.setattr(repository, "visible_gpu_count", lambda: 2)
+    settings = _settings(tmp_path, checkpoints, device=device)
+    out = build_model_repository(
+        settings, tmp_path / "build", ["custom_voice", "custom_voice_session"], source=source
+    )
+    engines = (
+        ["custom_voice_engine_0", "custom_voice_engine_1"]
+        if kind == "KIND_GPU"
+        else ["custom_voice_engine_0"]
+    )
+    assert sorted(p.parent.name for p in out.glob("*/config.pbtxt")) == sorted(
+        ["custom_voice", "custom_voice_session", *engines]
+    )
+    for index, engine in enumerate(engines):
+        config = _parse(out / engine / "config.pbtxt")
+        [group] = config.instance_group
+        assert model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == kind
+        assert group.count == 1
+        assert list(group.gpus) == ([index] if kind == "KIND_GPU" else [])
+        assert config.parameters["device"].string_value == ("cuda" if kind == "KIND_GPU" else "cpu")
+    for front in ("custom_voice", "custom_voice_session"):
+        config = _parse(out / front / "config.pbtxt")
+        [group] = config.instance_group
+        assert (model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind), group.count) == ("KIND_CPU", 1)
+        assert config.parameters["engines"].string_value == ",".join(engines)
+    session = _parse(out / "custom_voice_session" / "config.pbtxt")
+    candidates = session.sequence_batching.oldest.max_candidate_sequences
+    assert candidates == settings.max_active_streams * len(engines)  # every engine's slots
+
+
+def test_engines_per_checkpoint_overrides_the_gpu_count(
+    tmp_path: Path, checkpoints: Path, source: Path
+) -> None:
+    settings = _settings(tmp_path, checkpoints, device="cpu", engines_per_checkpoint=2)
+    out = build_model_repository(settings, tmp_path / "build", ["voice_prompt", "voice_clone"], source=source)
+    assert sorted(p.parent.name for p in out.glob("*/config.pbtxt")) == [
+        "base_engine_0", "base_engine_1", "voice_clone", "voice_prompt"
+    ]  # fmt: skip
+
+
+def test_visible_gpus_are_counted_from_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,3")
+    assert repository.visible_gpu_count() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert repository.visible_gpu_count() == 0
 
 
 def test_no_gpu_when_cuda_visible_devices_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,7 +300,9 @@ def test_build_is_self_contained(tmp_path: Path, checkpoints: Path, source: Path
 def test_default_models_are_those_with_model_code(tmp_path: Path, checkpoints: Path, source: Path) -> None:
     shutil.rmtree(source / "voice_prompt" / "1")
     out = build_model_repository(_settings(tmp_path, checkpoints), tmp_path / "build", source=source)
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(set(ALL_MODELS) - {"voice_prompt"})
+    engines = [f"{checkpoint}_engine_0" for checkpoint in CHECKPOINTS]
+    built = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert built == sorted({*ALL_MODELS, *engines} - {"voice_prompt"})
     with pytest.raises(FileNotFoundError, match="model.py"):
         build_model_repository(
             _settings(tmp_path, checkpoints), tmp_path / "build", ["voice_prompt"], source=source
@@ -265,7 +314,7 @@ def test_rebuild_replaces_an_earlier_build_only(tmp_path: Path, checkpoints: Pat
     out = build_model_repository(settings, tmp_path / "build", ["custom_voice"], source=source)
     assert (out / BUILD_MARKER).exists()
     build_model_repository(settings, out, ["voice_design"], source=source)
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["voice_design"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["voice_design", "voice_design_engine_0"]
     foreign = tmp_path / "precious"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
@@ -310,18 +359,26 @@ def test_tritonserver_loads_every_filled_template(
     tmp_path: Path, checkpoints: Path, write_python_model: Callable[..., Path]
 ) -> None:
     source = tmp_path / "source"
-    for model in ALL_MODELS:
+    for model in TEMPLATES:
         write_python_model(source / model, initialize=_CHECK_PARAMETERS, with_config=False)
         shutil.copy(MODEL_REPOSITORY / model / TEMPLATE_NAME, source / model / TEMPLATE_NAME)
     settings = _settings(
-        tmp_path, checkpoints, device="cpu", triton_http_port=0, triton_grpc_port=0, triton_metrics_port=0
+        tmp_path,
+        checkpoints,
+        device="cpu",
+        triton_http_port=0,
+        triton_grpc_port=0,
+        triton_metrics_port=0,
+        engines_per_checkpoint=2,
     )
     out = build_model_repository(settings, tmp_path / "build", source=source)
+    engines = [f"{checkpoint}_engine_{index}" for checkpoint in CHECKPOINTS for index in (0, 1)]
     with TritonServer(out, settings, log_path=tmp_path / "triton.log") as server:
-        for model in ALL_MODELS:
+        for model in [*ALL_MODELS, *engines]:
             config = httpx.get(f"{server.http_url}/v2/models/{model}/config").json()
             decoupled = config.get("model_transaction_policy", {}).get("decoupled", False)
             assert decoupled is _parse(out / model / "config.pbtxt").model_transaction_policy.decoupled
             assert config["max_batch_size"] == settings.max_entry_batch
             assert config["instance_group"][0]["kind"] == "KIND_CPU"
-            assert set(config["parameters"]) >= ENGINE_PARAMETERS
+            wanted = ENGINE_PARAMETERS if model in engines else {"engines", "drain_timeout_s"}
+            assert set(config["parameters"]) >= wanted

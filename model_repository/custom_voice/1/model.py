@@ -1,8 +1,7 @@
-"""Triton model `custom_voice`: decoupled streaming synthesis. All logic lives in qwen3_tts_serving."""
+"""Triton model `custom_voice`: a thin front; its checkpoint's engine model generates (qwen3_tts_serving)."""
 
-from qwen3_tts_serving.engine.requests import Capability
-from qwen3_tts_serving.triton_adapter import StreamingSynthesisModel
+from qwen3_tts_serving.triton_front import SpeechFront
 
 
-class TritonPythonModel(StreamingSynthesisModel):
-    capability = Capability.CUSTOM_VOICE
+class TritonPythonModel(SpeechFront):
+    pass

@@ -1,8 +1,8 @@
-"""Triton model: voice-agent sessions over the sequence batcher (logic in qwen3_tts_serving)."""
+"""Triton model `voice_clone_session`: voice-agent sessions over the sequence batcher, forwarded to
+its checkpoint's engine model, where they step in one batch with plain requests (qwen3_tts_serving)."""
 
-from qwen3_tts_serving.engine.requests import Capability
-from qwen3_tts_serving.triton_adapter import SessionSynthesisModel
+from qwen3_tts_serving.triton_front import SessionFront
 
 
-class TritonPythonModel(SessionSynthesisModel):
-    capability = Capability.VOICE_CLONE
+class TritonPythonModel(SessionFront):
+    pass

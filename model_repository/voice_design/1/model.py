@@ -1,8 +1,7 @@
-"""Triton model `voice_design`: decoupled streaming synthesis. All logic lives in qwen3_tts_serving."""
+"""Triton model `voice_design`: a thin front; its checkpoint's engine model generates (qwen3_tts_serving)."""
 
-from qwen3_tts_serving.engine.requests import Capability
-from qwen3_tts_serving.triton_adapter import StreamingSynthesisModel
+from qwen3_tts_serving.triton_front import SpeechFront
 
 
-class TritonPythonModel(StreamingSynthesisModel):
-    capability = Capability.VOICE_DESIGN
+class TritonPythonModel(SpeechFront):
+    pass

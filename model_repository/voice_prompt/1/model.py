@@ -1,7 +1,8 @@
-"""Triton model `voice_prompt`: reference clip -> reusable voice prompt (logic in qwen3_tts_serving)."""
+"""Triton model `voice_prompt`: reference clip -> reusable voice prompt, extracted by a Base engine model
+beside its running batch (qwen3_tts_serving)."""
 
-from qwen3_tts_serving.triton_adapter import VoicePromptModel
+from qwen3_tts_serving.triton_front import VoicePromptFront
 
 
-class TritonPythonModel(VoicePromptModel):
+class TritonPythonModel(VoicePromptFront):
     pass

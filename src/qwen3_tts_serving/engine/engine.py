@@ -69,6 +69,7 @@ class EngineStats:
     prefill_calls: int = 0
     prefilled_requests: int = 0
     max_active: int = 0
+    mixed_steps: int = 0  # steps that held plain streams and voice-agent sessions in one batch
     finished: int = 0
     kv_bytes_per_slot: int = 0  # the talker's key/value storage one stream's slot takes
 
@@ -255,6 +256,7 @@ class StreamingEngine:
     @torch.inference_mode()
     def step(self) -> None:
         started, frames_before = time.perf_counter(), self.stats.frames
+        mixed_before = self.stats.mixed_steps
         self._step()
         frames = self.stats.frames - frames_before
         if frames:
@@ -264,6 +266,7 @@ class StreamingEngine:
                 active=self.active_count,
                 queued=self.scheduler.queued,
                 paused=len(self._paused),
+                mixed=self.stats.mixed_steps > mixed_before,
             )
 
     def _step(self) -> None:
@@ -320,6 +323,8 @@ class StreamingEngine:
         self.frame_step.set_text_inputs(texts)
         longest = max(s.cache_length for s in stepping)
         handle = self.frame_step.launch(rows, longest, [s.sampling for s in stepping])
+        sessions = sum(s.session_key is not None for s in stepping)
+        self.stats.mixed_steps += 0 < sessions < len(stepping)
         for stream in stepping:
             stream.cache_length += 1
         return handle

@@ -17,7 +17,11 @@ from typing import Protocol
 
 
 class EngineObserver(Protocol):
-    def step_done(self, *, seconds: float, frames: int, active: int, queued: int, paused: int) -> None: ...
+    def step_done(
+        self, *, seconds: float, frames: int, active: int, queued: int, paused: int, mixed: bool = False
+    ) -> None:
+        """A step made ``frames`` frames; ``mixed``: its batch held plain streams and sessions together."""
+        ...
 
     def first_audio(self, seconds: float) -> None:
         """A stream's first audio left, ``seconds`` after the stream entered the engine's queue."""
@@ -31,7 +35,9 @@ class EngineObserver(Protocol):
 
 
 class NullObserver:
-    def step_done(self, *, seconds: float, frames: int, active: int, queued: int, paused: int) -> None:
+    def step_done(
+        self, *, seconds: float, frames: int, active: int, queued: int, paused: int, mixed: bool = False
+    ) -> None:
         pass
 
     def first_audio(self, seconds: float) -> None:
@@ -49,6 +55,7 @@ class TallySnapshot:
     """What happened since the last publication (counts) and the state now (gauges)."""
 
     steps: int = 0
+    mixed_steps: int = 0  # steps whose batch held plain streams and voice-agent sessions together
     frames: int = 0
     step_seconds: float = 0.0
     first_audio_seconds: list[float] = field(default_factory=list)
@@ -63,7 +70,10 @@ class TallySnapshot:
 
 
 class EngineTally:
-    """An ``EngineObserver`` that batches what it sees and publishes it every ``interval_s``."""
+    """An ``EngineObserver`` that batches what it sees and publishes it every ``interval_s``.
+
+    ``on_step`` runs after every step and when the engine goes idle (cheap work only: the engine's load
+    board)."""
 
     def __init__(
         self,
@@ -71,19 +81,26 @@ class EngineTally:
         *,
         interval_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         self._publish = publish
+        self._on_step = on_step
         self._interval_s = interval_s
         self._clock = clock
         self._pending = TallySnapshot()
         self._last_published = clock()
 
-    def step_done(self, *, seconds: float, frames: int, active: int, queued: int, paused: int) -> None:
+    def step_done(
+        self, *, seconds: float, frames: int, active: int, queued: int, paused: int, mixed: bool = False
+    ) -> None:
         pending = self._pending
         pending.steps += 1
+        pending.mixed_steps += mixed
         pending.frames += frames
         pending.step_seconds += seconds
         pending.active, pending.queued, pending.paused = active, queued, paused
+        if self._on_step is not None:
+            self._on_step()
         if self._clock() - self._last_published >= self._interval_s:
             self.flush()
 
@@ -96,6 +113,8 @@ class EngineTally:
     def idle(self, *, paused: int) -> None:
         self._pending.active = self._pending.queued = 0
         self._pending.paused = paused
+        if self._on_step is not None:
+            self._on_step()
         self.flush()
 
     def flush(self) -> None:

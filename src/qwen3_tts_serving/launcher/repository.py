@@ -4,6 +4,10 @@ Each model folder holds ``config.pbtxt.template`` with ``${placeholders}`` and `
 copies the folders (files, not links, so the result is self-contained), fills every placeholder from the
 settings and refuses to leave one unfilled. The same templates serve the tiny CPU default and real
 checkpoints on a GPU: only the settings differ.
+
+The client-facing models are fronts; ``model_repository/engine/`` is filled once per checkpoint they need
+and per GPU (``<checkpoint>_engine_<n>``, instance group on GPU n): one copy of the weights and one running
+batch per checkpoint per GPU, and each front is told which engines it may place streams on.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from qwen3_tts_serving.contract import ENGINE_TEMPLATE, MODEL_CHECKPOINTS, engine_model_name
 from qwen3_tts_serving.engine.config import engine_parameters
 from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
 
@@ -26,15 +31,6 @@ MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
 TEMPLATE_NAME = "config.pbtxt.template"
 # Written into every build; a folder without it is never deleted by a rebuild.
 BUILD_MARKER = ".qwen3-tts-build"
-# Which checkpoint flavour (sub-folder of the checkpoint dir) each model loads.
-CHECKPOINT_FLAVOURS = {
-    "custom_voice": "custom_voice",
-    "voice_design": "voice_design",
-    "voice_clone": "base",
-    "voice_prompt": "base",
-    "custom_voice_session": "custom_voice",
-    "voice_clone_session": "base",
-}
 _IGNORED = shutil.ignore_patterns(TEMPLATE_NAME, "__pycache__", "*.pyc")
 
 
@@ -63,31 +59,77 @@ def resolve_device(settings: Settings) -> str:
     return "cuda" if gpu_present() else "cpu"
 
 
-def template_values(settings: Settings, model: str, device: str) -> dict[str, str]:
-    """Every value a template may use. Model code reads the ``parameters`` ones at initialize()."""
-    checkpoint_root = settings.resolved_checkpoint_dir
-    flavour = CHECKPOINT_FLAVOURS.get(model)
-    values: dict[str, object] = {
-        "max_batch_size": settings.max_entry_batch,
-        "max_queue_delay_microseconds": settings.batch_delay_us,
-        "instance_kind": "KIND_GPU" if device == "cuda" else "KIND_CPU",
-        "instance_count": settings.triton_instance_count,
-        # The session models' sequence batcher holds as many sessions as the engine has slots.
-        "max_active_streams": settings.max_active_streams,
-        # Triton forgets an idle sequence a little after the engine has ended it.
-        "max_sequence_idle_microseconds": int((settings.session_idle_timeout_s + 30) * 1_000_000),
-    }
-    checkpoint_dir = checkpoint_root / flavour if flavour else checkpoint_root
-    parameters = engine_parameters(settings, checkpoint_dir=checkpoint_dir, device=device)
-    values["engine_parameters"] = "\n".join(
+def visible_gpu_count() -> int:
+    """GPUs this host's Triton may use, counted without torch (CUDA_VISIBLE_DEVICES first)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([part for part in visible.split(",") if part.strip() and part.strip() != "-1"])
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False
+        )
+        if listing.returncode == 0:
+            return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def engine_count(settings: Settings, device: str) -> int:
+    """Engine models per checkpoint: the setting, or one per visible GPU (one on a CPU host)."""
+    if settings.engines_per_checkpoint > 0:
+        return settings.engines_per_checkpoint
+    return max(1, visible_gpu_count()) if device == "cuda" else 1
+
+
+def _parameter_lines(parameters: dict[str, str]) -> str:
+    return "\n".join(
         f'parameters {{ key: "{name}" value {{ string_value: "{_pbtxt_escape(value)}" }} }}'
         for name, value in parameters.items()
     )
+
+
+def template_values(settings: Settings, model: str, device: str, engines: int = 1) -> dict[str, str]:
+    """Every value a front's template may use (``engines``: engine models per checkpoint)."""
+    checkpoint = MODEL_CHECKPOINTS[model]
+    values: dict[str, object] = {
+        "max_batch_size": settings.max_entry_batch,
+        "max_queue_delay_microseconds": settings.batch_delay_us,
+        # The session models' sequence batcher holds as many sessions as the engines have slots.
+        "max_sessions": settings.max_active_streams * engines,
+        # Triton forgets an idle sequence a little after the engine has ended it.
+        "max_sequence_idle_microseconds": int((settings.session_idle_timeout_s + 30) * 1_000_000),
+        "front_parameters": _parameter_lines(
+            {
+                "engines": ",".join(engine_model_name(checkpoint, index) for index in range(engines)),
+                "drain_timeout_s": str(settings.triton_drain_timeout_s),
+            }
+        ),
+    }
     return {key: str(value) for key, value in values.items()}
 
 
-# Filled as they are: the block of generated lines escapes its own values.
-_RAW_VALUES = frozenset({"engine_parameters"})
+def engine_template_values(settings: Settings, checkpoint: str, index: int, device: str) -> dict[str, str]:
+    """The values of engine model ``index`` of ``checkpoint``; model code reads its ``parameters``."""
+    if device == "cuda":
+        group = f"{{ count: 1, kind: KIND_GPU, gpus: [ {index % max(1, visible_gpu_count())} ] }}"
+    else:
+        group = "{ count: 1, kind: KIND_CPU }"
+    parameters = engine_parameters(
+        settings, checkpoint_dir=settings.resolved_checkpoint_dir / checkpoint, device=device
+    )
+    values: dict[str, object] = {
+        "model_name": engine_model_name(checkpoint, index),
+        "max_batch_size": settings.max_entry_batch,
+        "max_queue_delay_microseconds": settings.batch_delay_us,
+        "engine_instance_group": group,
+        "engine_parameters": _parameter_lines({"checkpoint": checkpoint, **parameters}),
+    }
+    return {key: str(value) for key, value in values.items()}
+
+
+# Filled as they are: the generated blocks escape their own values.
+_RAW_VALUES = frozenset({"engine_parameters", "front_parameters", "engine_instance_group"})
 
 
 def _pbtxt_escape(value: str) -> str:
@@ -122,6 +164,8 @@ def discover_models(source: Path = MODEL_REPOSITORY) -> list[str]:
     models = []
     for template in sorted(source.glob(f"*/{TEMPLATE_NAME}")):
         model_dir = template.parent
+        if model_dir.name == ENGINE_TEMPLATE:
+            continue  # filled per checkpoint and GPU, for the models that need it
         if (model_dir / "1" / "model.py").is_file():
             models.append(model_dir.name)
         else:
@@ -143,7 +187,7 @@ def check_checkpoints(settings: Settings, models: Iterable[str]) -> None:
     """
     root = settings.resolved_checkpoint_dir
     for model in models:
-        flavour = CHECKPOINT_FLAVOURS.get(model)
+        flavour = MODEL_CHECKPOINTS.get(model)
         if flavour and not (root / flavour).is_dir():
             raise FileNotFoundError(
                 f"model {model!r} needs checkpoints in {root / flavour}; point QWEN3_TTS_CHECKPOINT_DIR at a "
@@ -172,19 +216,30 @@ def build_model_repository(
     ``out_dir`` is replaced if it holds an earlier build. Returns ``out_dir``.
     """
     selected = list(models) if models is not None else discover_models(source)
-    _check_model_sources(source, selected)
+    unknown = [model for model in selected if model not in MODEL_CHECKPOINTS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; valid: {', '.join(MODEL_CHECKPOINTS)}")
+    _check_model_sources(source, [*selected, ENGINE_TEMPLATE])
     device = resolve_device(settings)
+    engines = engine_count(settings, device)
     _prepare_out_dir(out_dir)
+    built = []
     for model in selected:
-        target = out_dir / model
-        shutil.copytree(source / model, target, ignore=_IGNORED)
-        template_path = source / model / TEMPLATE_NAME
-        config = fill_template(
-            template_path.read_text(), template_values(settings, model, device), str(template_path)
-        )
-        (target / "config.pbtxt").write_text(config)
-    logger.info("model repository %s: %s (device %s)", out_dir, ", ".join(selected) or "no models", device)
+        _fill(source / model, out_dir / model, template_values(settings, model, device, engines))
+        built.append(model)
+    for checkpoint in sorted({MODEL_CHECKPOINTS[model] for model in selected}):
+        for index in range(engines):
+            values = engine_template_values(settings, checkpoint, index, device)
+            _fill(source / ENGINE_TEMPLATE, out_dir / values["model_name"], values)
+            built.append(values["model_name"])
+    logger.info("model repository %s: %s (device %s)", out_dir, ", ".join(built) or "no models", device)
     return out_dir
+
+
+def _fill(source: Path, target: Path, values: dict[str, str]) -> None:
+    shutil.copytree(source, target, ignore=_IGNORED)
+    template_path = source / TEMPLATE_NAME
+    (target / "config.pbtxt").write_text(fill_template(template_path.read_text(), values, str(template_path)))
 
 
 def ensure_checkpoint_dir(settings: Settings) -> Path:

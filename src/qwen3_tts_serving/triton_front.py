@@ -1,0 +1,435 @@
+"""The client-facing Triton models: thin fronts that forward each request to an engine model (BLS).
+
+Every checkpoint has one engine model per GPU (``<checkpoint>_engine_<n>``, see ``triton_adapter``): it owns
+the weights, the key/value slots and the one running batch in which plain streams and voice-agent sessions
+step together. The fronts keep the contract clients see (``contract.MODEL_INPUTS``) and do three things:
+
+* place each new stream on the least loaded engine of their checkpoint (``load_board``: streams held and
+  queued), and keep a session on the engine that opened it;
+* relay the engine's responses on the client's response sender: every request ends with the FINAL flag,
+  after its last chunk or its error;
+* notice a client that went away (Triton 2.51 does not cancel a BLS request) and tell the engine.
+
+Only numpy, the contract and ``triton_python_backend_utils`` are imported: a front process holds no weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+
+from .contract import (
+    CHUNK_OUTPUTS,
+    ENGINE_INPUTS,
+    ERROR_OUTPUTS,
+    PROMPT_OUTPUTS,
+    ROUTING_INPUTS,
+    EngineRequestKind,
+    ErrorKind,
+    classify_error,
+)
+from .load_board import LoadBoard, board_path
+
+_log = logging.getLogger(__name__)
+_FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+_DRAINING = "the model server is shutting down; retry"
+_CANCEL_POLL_S = 0.1
+_DRAIN_POLL_S = 0.05
+
+# What an engine's error message means, as the code a front answers with (decoupled engines send no code
+# through BLS, so the message is what travels; contract.classify_error is its one reading).
+_ERROR_CODES = {
+    ErrorKind.INVALID: "INVALID_ARG",
+    ErrorKind.NOT_FOUND: "NOT_FOUND",
+    ErrorKind.CANCELLED: "CANCELLED",
+    ErrorKind.INTERNAL: "INTERNAL",
+}
+
+
+def triton_error(message: str) -> Any:
+    code = _ERROR_CODES.get(classify_error(message), "UNAVAILABLE")
+    return pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
+
+
+def _parameters(args: dict[str, Any]) -> dict[str, str]:
+    config = json.loads(args["model_config"])
+    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+
+
+def _scalar(request: Any, name: str) -> Any:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    array = tensor.as_numpy()
+    return array.reshape(-1)[0] if array.size == 1 else None
+
+
+def _routing(**values: Any) -> list[Any]:
+    return [
+        pb_utils.Tensor(name, ROUTING_INPUTS[name].array(value))
+        for name, value in values.items()
+        if value is not None
+    ]
+
+
+def _engine_error(tensors: list[Any]) -> Any | None:
+    """The TritonError an engine sent as tensors (``contract.ERROR_OUTPUTS``), or None."""
+    values = {t.name(): t.as_numpy().reshape(-1)[0] for t in tensors if t.name() in ERROR_OUTPUTS}
+    if "error" not in values:
+        return None
+    message, code = (
+        v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+        for v in (values["error"], values.get("error_code", b"INTERNAL"))
+    )
+    return pb_utils.TritonError(message, getattr(pb_utils.TritonError, code, pb_utils.TritonError.INTERNAL))
+
+
+def _is_last(tensors: list[Any]) -> bool:
+    for tensor in tensors:
+        if tensor.name() == "is_last":
+            return bool(tensor.as_numpy().reshape(-1)[0])
+    return False
+
+
+@dataclass
+class Engine:
+    """One engine model of the front's checkpoint, and what the front has placed on it unconfirmed."""
+
+    name: str
+    index: int
+    board: LoadBoard
+    placing: int = 0  # streams sent to it whose first response has not come back yet
+
+    def load(self) -> float:
+        published = self.board.load()
+        # An engine without a board is not loaded (yet): place elsewhere while another one is.
+        return float("inf") if published is None else published + self.placing
+
+
+@dataclass
+class LiveStream:
+    engine: Engine
+    sender: Any
+    key: str
+    cancel_sent: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Front:
+    """What every front shares: its engines, placement, relaying and cancellation."""
+
+    draining = False
+    drain_timeout_s = 30.0
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        parameters = _parameters(args)
+        self.name = args["model_name"]
+        repository = Path(args["model_repository"]).parent  # the folder holding every model
+        names = [name for name in parameters.get("engines", "").split(",") if name]
+        if not names:
+            raise pb_utils.TritonModelException(f"{self.name}: no engines configured")
+        self.engines = [
+            Engine(name, index, LoadBoard(board_path(repository / name))) for index, name in enumerate(names)
+        ]
+        self.drain_timeout_s = float(parameters.get("drain_timeout_s", self.drain_timeout_s))
+        self._lock = threading.Lock()
+        self._keys = itertools.count()
+        self._key_prefix = f"{self.name}:{os.getpid()}:"
+        self._live: dict[str, LiveStream] = {}
+        self._running = True
+        self._watcher = threading.Thread(target=self._watch_cancellations, name="cancel-watch", daemon=True)
+        self._watcher.start()
+        _log.info(f"{self.name}: forwarding to {', '.join(names)}")
+
+    # ---------------------------------------------------------------------------------------- placement
+    def place(self) -> Engine:
+        """The least loaded engine (streams held and queued); ties go to the lowest index."""
+        with self._lock:
+            engine = min(self.engines, key=lambda e: (e.load(), e.index))
+            engine.placing += 1
+        return engine
+
+    def _placed(self, engine: Engine) -> None:
+        with self._lock:
+            engine.placing -= 1
+
+    # ---------------------------------------------------------------------------------------- forwarding
+    def send_to_engine(
+        self, engine: Engine, request: Any | None, kind: EngineRequestKind, outputs: list[str], **routing: Any
+    ) -> Any:
+        """The engine's responses to ``request``'s inputs plus the routing ones (a BLS stream)."""
+        inputs = [] if request is None else [t for t in request.inputs() if t.name() in ENGINE_INPUTS]
+        bls = pb_utils.InferenceRequest(
+            model_name=engine.name,
+            inputs=inputs + _routing(request_kind=kind.value, **routing),
+            requested_output_names=outputs,
+        )
+        return bls.exec(decoupled=True)
+
+    def relay(
+        self,
+        responses: Any,
+        sender: Any,
+        engine: Engine | None = None,
+        live: LiveStream | None = None,
+    ) -> None:
+        """Send the engine's responses on ``sender`` (its own thread): chunks as they come, the last chunk or
+        an error with FINAL, a bare FINAL if the engine ended without either."""
+        closed = False
+        confirmed = engine is None
+        try:
+            for response in responses:
+                if not confirmed:
+                    self._placed(engine)  # type: ignore[arg-type]
+                    confirmed = True
+                if closed:
+                    continue  # drain what is left so the engine's stream completes
+                if response.has_error():
+                    closed = self._send(
+                        sender,
+                        pb_utils.InferenceResponse(error=triton_error(response.error().message())),
+                        final=True,
+                    )
+                    continue
+                tensors = response.output_tensors()
+                if not tensors:
+                    continue  # the engine's acknowledgement, or its bare FINAL
+                error = _engine_error(tensors)
+                if error is not None:
+                    closed = self._send(sender, pb_utils.InferenceResponse(error=error), final=True)
+                    continue
+                last = _is_last(tensors)
+                closed = self._send(sender, pb_utils.InferenceResponse(output_tensors=tensors), final=last)
+        except Exception as error:  # the engine went away mid-stream
+            _log.warning(f"{self.name}: stream from the engine broke off: {error}")
+            if not closed:
+                closed = self._send(
+                    sender,
+                    pb_utils.InferenceResponse(error=triton_error("the engine stopped mid-stream; retry")),
+                    final=True,
+                )
+        finally:
+            if not confirmed:
+                self._placed(engine)  # type: ignore[arg-type]
+            if not closed:
+                self._send(sender, None, final=True)
+            if live is not None:
+                with self._lock:
+                    self._live.pop(live.key, None)
+                live.done.set()
+
+    @staticmethod
+    def _send(sender: Any, response: Any | None, *, final: bool) -> bool:
+        """Send; True once the request is closed (FINAL sent, or the client gone)."""
+        try:
+            if response is None:
+                sender.send(flags=_FINAL)
+            else:
+                sender.send(response, flags=_FINAL if final else 0)
+        except Exception as error:  # a client that went away: nothing more to say to it
+            _log.debug(f"send failed: {error}")
+            return True
+        return final
+
+    def fail(self, sender: Any, message: str) -> None:
+        self._send(sender, pb_utils.InferenceResponse(error=triton_error(message)), final=True)
+
+    def start_stream(
+        self,
+        sender: Any,
+        request: Any,
+        kind: EngineRequestKind,
+        engine: Engine,
+        *,
+        on_end: Any = None,
+        **routing: Any,
+    ) -> bool:
+        """Forward and relay one stream on ``engine`` (just placed); False when it could not start."""
+        key = f"{self._key_prefix}{next(self._keys)}"
+        try:
+            responses = self.send_to_engine(
+                engine, request, kind, [*CHUNK_OUTPUTS, *ERROR_OUTPUTS], stream_key=key, **routing
+            )
+        except Exception as error:
+            self._placed(engine)
+            _log.warning(f"{self.name}: engine {engine.name} refused a request: {error}")
+            self.fail(sender, f"the engine {engine.name} is not available; retry")
+            return False
+        live = LiveStream(engine, sender, key)
+        with self._lock:
+            self._live[key] = live
+
+        def run() -> None:
+            try:
+                self.relay(responses, sender, engine, live)
+            finally:
+                if on_end is not None:
+                    on_end()
+
+        threading.Thread(target=run, name=f"relay-{key}", daemon=True).start()
+        return True
+
+    # -------------------------------------------------------------------------------------- cancellation
+    def _watch_cancellations(self) -> None:
+        while self._running:
+            time.sleep(_CANCEL_POLL_S)
+            with self._lock:
+                live = [s for s in self._live.values() if not s.cancel_sent]
+            for stream in live:
+                try:
+                    cancelled = stream.sender.is_cancelled()
+                except Exception:
+                    cancelled = False
+                if cancelled:
+                    stream.cancel_sent = True
+                    self._cancel(stream)
+
+    def _cancel(self, stream: LiveStream) -> None:
+        try:
+            for _ in self.send_to_engine(
+                stream.engine, None, EngineRequestKind.CANCEL, [], stream_key=stream.key
+            ):
+                pass
+        except Exception as error:
+            _log.warning(f"{self.name}: could not cancel {stream.key}: {error}")
+
+    # ------------------------------------------------------------------------------------------- drain
+    def finalize(self) -> None:
+        """Refuse new streams, let live ones finish (up to ``drain_timeout_s``), then stop watching."""
+        self.draining = True
+        deadline = time.monotonic() + self.drain_timeout_s
+        while self._live and time.monotonic() < deadline:
+            time.sleep(_DRAIN_POLL_S)
+        if self._live:
+            _log.warning(f"{self.name}: {len(self._live)} streams still live after the drain timeout")
+        self._running = False
+
+
+class SpeechFront(Front):
+    """``custom_voice``, ``voice_design``, ``voice_clone``: one stream per request."""
+
+    def execute(self, requests: list[Any]) -> None:
+        for request in requests:
+            sender = request.get_response_sender()
+            if self.draining:
+                self.fail(sender, _DRAINING)
+                continue
+            self.start_stream(sender, request, EngineRequestKind.SPEECH, self.place())
+        return None
+
+
+class SessionFront(Front):
+    """``*_session``: Triton's sequence batcher hands over START (open, on the least loaded engine), the
+    session's text requests (to the engine that holds it, acknowledged with an empty FINAL) and END."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        super().initialize(args)
+        self._sessions: dict[int, Engine] = {}
+
+    def execute(self, requests: list[Any]) -> None:
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                session_id = int(_scalar(request, "CORRID"))
+            except (TypeError, ValueError):
+                self.fail(sender, "a session request needs its sequence ID (CORRID)")
+                continue
+            end = bool(_scalar(request, "END"))
+            if _scalar(request, "START"):
+                self._open(sender, request, session_id, end)
+                continue
+            with self._lock:
+                engine = self._sessions.get(session_id)
+            if engine is None:
+                self.fail(sender, f"no open session {session_id}: it finished, timed out or never started")
+                continue
+            try:
+                responses = self.send_to_engine(
+                    engine,
+                    request,
+                    EngineRequestKind.SESSION_TEXT,
+                    list(ERROR_OUTPUTS),
+                    session_id=session_id,
+                    session_end=end,
+                )
+            except Exception as error:
+                _log.warning(f"{self.name}: session text not forwarded: {error}")
+                self.fail(sender, f"the engine {engine.name} is not available; retry")
+                continue
+            threading.Thread(target=self.relay, args=(responses, sender), daemon=True).start()
+        return None
+
+    def _open(self, sender: Any, request: Any, session_id: int, end: bool) -> None:
+        if self.draining:
+            self.fail(sender, _DRAINING)
+            return
+        engine = self.place()
+        with self._lock:
+            self._sessions[session_id] = engine
+
+        def forget() -> None:
+            with self._lock:
+                if self._sessions.get(session_id) is engine:
+                    del self._sessions[session_id]
+
+        started = self.start_stream(
+            sender,
+            request,
+            EngineRequestKind.SESSION_START,
+            engine,
+            on_end=forget,
+            session_id=session_id,
+            session_end=end,
+        )
+        if not started:
+            forget()
+
+
+class VoicePromptFront(Front):
+    """``voice_prompt`` (not decoupled): each clip goes to the least loaded Base engine, which extracts the
+    prompt beside its running batch; the batch Triton hands over is answered in one list."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        super().initialize(args)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prompt")
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return list(self._pool.map(self._one, requests))
+
+    def _one(self, request: Any) -> Any:
+        if self.draining:
+            return pb_utils.InferenceResponse(error=triton_error(_DRAINING))
+        engine = self.place()
+        answer = None
+        try:
+            for response in self.send_to_engine(
+                engine, request, EngineRequestKind.VOICE_PROMPT, [*PROMPT_OUTPUTS, *ERROR_OUTPUTS]
+            ):
+                if answer is not None:
+                    continue
+                if response.has_error():
+                    answer = pb_utils.InferenceResponse(error=triton_error(response.error().message()))
+                elif tensors := response.output_tensors():
+                    error = _engine_error(tensors)
+                    answer = pb_utils.InferenceResponse(output_tensors=[] if error else tensors, error=error)
+        except Exception as error:
+            _log.warning(f"{self.name}: engine {engine.name} failed a voice prompt: {error}")
+        finally:
+            self._placed(engine)
+        return answer or pb_utils.InferenceResponse(
+            error=triton_error(f"the engine {engine.name} is not available; retry")
+        )
+
+    def finalize(self) -> None:
+        super().finalize()
+        self._pool.shutdown(wait=False)
