@@ -360,7 +360,7 @@ class EngineModel:
         _log.info(f"{name}: engine ready ({self.engine.config})")
 
     def _publish_load(self) -> None:
-        self.board.publish(self.engine.occupied_slots + self.engine.scheduler.queued)
+        self.board.publish(self.engine.load)
 
     def execute(self, requests: list[Any]) -> None:
         streams: list[Any] = []

@@ -122,6 +122,8 @@ class LiveStream:
     sender: Any
     key: str
     cancel_sent: bool = False
+    finished: bool = False  # FINAL sent (under ``lock``): its sender must not be asked anything more
+    lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -187,6 +189,17 @@ class Front:
         an error with FINAL, a bare FINAL if the engine ended without either."""
         closed = False
         confirmed = engine is None
+
+        def send(response: Any | None, final: bool) -> bool:
+            if live is None:
+                return self._send(sender, response, final=final)
+            # Never beside the watcher's is_cancelled(): asking a request Triton has completed crashes
+            # tritonserver 2.51 (TRITONBACKEND_ResponseFactoryIsCancelled on a freed factory).
+            with live.lock:
+                done = self._send(sender, response, final=final)
+                live.finished = live.finished or done
+            return done
+
         try:
             for response in responses:
                 if not confirmed:
@@ -195,10 +208,9 @@ class Front:
                 if closed:
                     continue  # drain what is left so the engine's stream completes
                 if response.has_error():
-                    closed = self._send(
-                        sender,
+                    closed = send(
                         pb_utils.InferenceResponse(error=triton_error(response.error().message())),
-                        final=True,
+                        True,
                     )
                     continue
                 tensors = response.output_tensors()
@@ -206,23 +218,22 @@ class Front:
                     continue  # the engine's acknowledgement, or its bare FINAL
                 error = _engine_error(tensors)
                 if error is not None:
-                    closed = self._send(sender, pb_utils.InferenceResponse(error=error), final=True)
+                    closed = send(pb_utils.InferenceResponse(error=error), True)
                     continue
                 last = _is_last(tensors)
-                closed = self._send(sender, pb_utils.InferenceResponse(output_tensors=tensors), final=last)
+                closed = send(pb_utils.InferenceResponse(output_tensors=tensors), last)
         except Exception as error:  # the engine went away mid-stream
             _log.warning(f"{self.name}: stream from the engine broke off: {error}")
             if not closed:
-                closed = self._send(
-                    sender,
+                closed = send(
                     pb_utils.InferenceResponse(error=triton_error("the engine stopped mid-stream; retry")),
-                    final=True,
+                    True,
                 )
         finally:
             if not confirmed:
                 self._placed(engine)  # type: ignore[arg-type]
             if not closed:
-                self._send(sender, None, final=True)
+                send(None, True)
             if live is not None:
                 with self._lock:
                     self._live.pop(live.key, None)
@@ -286,10 +297,11 @@ class Front:
             with self._lock:
                 live = [s for s in self._live.values() if not s.cancel_sent]
             for stream in live:
-                try:
-                    cancelled = stream.sender.is_cancelled()
-                except Exception:
-                    cancelled = False
+                with stream.lock:
+                    try:
+                        cancelled = not stream.finished and stream.sender.is_cancelled()
+                    except Exception:
+                        cancelled = False
                 if cancelled:
                     stream.cancel_sent = True
                     self._cancel(stream)

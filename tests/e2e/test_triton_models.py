@@ -469,3 +469,150 @@ def test_the_engine_reports_its_figures_on_tritons_metrics_endpoint(calls, trito
         key = f'qwen3_tts_finished_total{{reason="{reason}"}}'
         assert after[key] - before.get(key, 0) == reasons.count(reason)
     assert after["qwen3_tts_active_streams"] == 0 and after["qwen3_tts_queued_streams"] == 0
+
+
+# ------------------------------------------------------------------ one engine per checkpoint per GPU
+def _open_session(calls: StreamingCalls, model: str, sequence_id: int, text: str, **extra: Any) -> None:
+    """START a session (its request id is ``s<sequence_id>``) and leave its input open."""
+    calls.results[f"s{sequence_id}"] = StreamResult()
+    calls.client.async_stream_infer(
+        model,
+        _session_inputs(text, **extra),
+        request_id=f"s{sequence_id}",
+        sequence_id=sequence_id,
+        sequence_start=True,
+        enable_empty_final_response=True,
+    )
+
+
+def _end_session(calls: StreamingCalls, model: str, sequence_id: int) -> None:
+    calls.results[f"end{sequence_id}"] = StreamResult()
+    calls.client.async_stream_infer(
+        model,
+        _session_inputs(""),
+        request_id=f"end{sequence_id}",
+        sequence_id=sequence_id,
+        sequence_end=True,
+        enable_empty_final_response=True,
+    )
+
+
+def _settled_metrics(url: str, model: str, before: dict[str, float], name: str) -> dict[str, float]:
+    """The engine's figures once ``name`` moved past ``before`` (published twice a second and at idle)."""
+    deadline = time.monotonic() + 10
+    while True:
+        after = _engine_metrics(url, model)
+        if after.get(name, 0) > before.get(name, 0) or time.monotonic() > deadline:
+            return after
+        time.sleep(0.1)
+
+
+def test_a_plain_request_and_a_session_step_in_the_same_frame(calls, triton_server):
+    """custom_voice and custom_voice_session forward to one engine (custom_voice_engine_0): a plain stream
+    and a voice-agent session running at once share its batch, which its statistics count."""
+    engine = "custom_voice_engine_0"
+    mixed = "qwen3_tts_mixed_steps_total"
+    before = _engine_metrics(triton_server.metrics_url, engine)
+    long_text = "A sentence long enough to keep speaking for a while. " * 2
+    _open_session(calls, "custom_voice_session", 5151, long_text, speaker="ryan", do_sample=False)
+    calls.send("custom_voice", "plain", text=long_text, speaker="aiden", do_sample=False, max_new_tokens=40)
+    _end_session(calls, "custom_voice_session", 5151)
+    results = calls.wait()
+    assert not calls.errors, calls.errors
+    assert results["plain"].chunks[-1]["is_last"] and results["s5151"].chunks[-1]["is_last"]
+    after = _settled_metrics(triton_server.metrics_url, engine, before, mixed)
+    assert after.get(mixed, 0) > before.get(mixed, 0), (
+        "the session and the plain stream never stepped together"
+    )
+    assert after["qwen3_tts_steps_total"] > after[mixed]  # the count is of mixed steps only
+
+
+@pytest.fixture(scope="module")
+def two_engine_server(serving_settings, tmp_path_factory):
+    """A second server whose CustomVoice checkpoint has two engine models (as a host with two GPUs has)."""
+    from qwen3_tts_serving.launcher import TritonServer, build_model_repository
+
+    settings = serving_settings.model_copy(update={"engines_per_checkpoint": 2, "device": "cpu"})
+    folder = tmp_path_factory.mktemp("two-engines")
+    repository = build_model_repository(
+        settings, folder / "repo", ["custom_voice", "custom_voice_session", "voice_prompt"]
+    )
+    with TritonServer(repository, settings, log_path=folder / "tritonserver.log") as server:
+        yield server
+
+
+def _boards(server: Any, checkpoint: str) -> list[int | None]:
+    from qwen3_tts_serving.load_board import LoadBoard, board_path
+
+    return [
+        LoadBoard(board_path(server.model_repository / f"{checkpoint}_engine_{index}")).load()
+        for index in (0, 1)
+    ]
+
+
+def test_new_streams_go_to_the_least_loaded_engine(two_engine_server, package_model):
+    """Two sessions left open land on different engines (each holds one), a plain request then goes to the
+    least loaded and speaks the package's output, and the engines' counts return to zero."""
+    server = two_engine_server
+    calls = StreamingCalls(server.grpc_url)
+    try:
+        assert _boards(server, "custom_voice") == [0, 0]
+        _open_session(calls, "custom_voice_session", 11, "First.", speaker="ryan", do_sample=False)
+        _open_session(calls, "custom_voice_session", 12, "Second.", speaker="ryan", do_sample=False)
+        deadline = time.monotonic() + 60
+        while _boards(server, "custom_voice") != [1, 1]:
+            assert time.monotonic() < deadline, (_boards(server, "custom_voice"), calls.errors)
+            try:
+                calls._record(*calls.events.get(timeout=0.05))
+            except queue.Empty:
+                pass
+
+        text = "Placed on the engine with room."
+        calls.send("custom_voice", "plain", text=text, speaker="ryan", language="english", do_sample=False)
+        for sequence_id in (11, 12):
+            _end_session(calls, "custom_voice_session", sequence_id)
+        results = calls.wait()
+        assert not calls.errors, calls.errors
+        wavs, _ = package_model(Capability.CUSTOM_VOICE, "custom_voice").generate_custom_voice(
+            text=text, speaker="ryan", language="english", do_sample=False, subtalker_dosample=False
+        )
+        np.testing.assert_allclose(results["plain"].audio(), wavs[0], atol=AUDIO_ATOL)
+        assert all(results[f"s{i}"].chunks[-1]["is_last"] for i in (11, 12))
+        for index in (0, 1):  # each session spoke on its own engine
+            figures = _settled_metrics(
+                server.metrics_url, f"custom_voice_engine_{index}", {}, "qwen3_tts_steps_total"
+            )
+            assert figures.get("qwen3_tts_steps_total", 0) > 0, f"engine {index} did no work"
+        deadline = time.monotonic() + 10
+        while _boards(server, "custom_voice") != [0, 0]:
+            assert time.monotonic() < deadline, _boards(server, "custom_voice")
+            time.sleep(0.05)
+    finally:
+        calls.close()
+
+
+def test_voice_prompts_and_clones_share_one_base_engine_per_gpu(two_engine_server):
+    """voice_prompt forwards to a Base engine model; the server holds the Base weights once per engine,
+    not once per client-facing model."""
+    server = two_engine_server
+    models = httpx.post(f"{server.http_url}/v2/repository/index", json={}, timeout=10).json()
+    ready = sorted(m["name"] for m in models if m.get("state") == "READY")
+    assert ready == [
+        "base_engine_0", "base_engine_1", "custom_voice", "custom_voice_engine_0", "custom_voice_engine_1",
+        "custom_voice_session", "voice_prompt",
+    ]  # fmt: skip
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        inputs = [
+            _input("ref_audio", _clip()),
+            _input("ref_sample_rate", 24000),
+            _input("x_vector_only", True),
+        ]
+        result = client.infer("voice_prompt", inputs)
+        assert result.as_numpy("speaker_embedding").shape[-1] > 0
+        bad = [_input("ref_audio", _clip(0.2)), _input("ref_sample_rate", 24000)]
+        with pytest.raises(Exception, match="ref_audio") as info:
+            client.infer("voice_prompt", bad)
+        assert "StatusCode.INVALID_ARGUMENT" in str(info.value) or "INVALID" in str(info.value).upper()
+    finally:
+        client.close()

@@ -3,6 +3,9 @@ Base checkpoint: a batch agrees with clips taken one by one, both modes, and the
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -14,7 +17,12 @@ from qwen3_tts_serving.engine.requests import (
     InvalidRequestError,
     SynthesisRequest,
 )
-from qwen3_tts_serving.engine.voice_prompts import extract_voice_prompts, validate_clip
+from qwen3_tts_serving.engine.voice_prompts import (
+    VoicePrompt,
+    VoicePromptWorker,
+    extract_voice_prompts,
+    validate_clip,
+)
 
 LIMITS = EngineConfig(checkpoint_dir=".").limits
 
@@ -25,11 +33,11 @@ def _clip(seconds: float, freq: float = 200.0, rate: int = 24000) -> np.ndarray:
 
 
 def _request(
-    audio: np.ndarray, *, rate: int = 24000, ref_text: str | None = None, **extra
+    audio: np.ndarray, *, rate: int = 24000, ref_text: str | None = None, text: str = "", **extra
 ) -> SynthesisRequest:
     return SynthesisRequest(
         capability=Capability.VOICE_CLONE,
-        text="",
+        text=text,
         ref_audio=audio,
         ref_sample_rate=rate,
         ref_text=ref_text,
@@ -84,3 +92,99 @@ def test_clips_are_checked_like_clone_references(base, request_, message) -> Non
     _, spec = base
     with pytest.raises(InvalidRequestError, match=message):
         validate_clip(request_, spec, LIMITS)
+
+
+class _StepTimes:
+    """An engine observer that notes when each step ended."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def step_done(self, **_: object) -> None:
+        self.times.append(time.perf_counter())
+
+    def first_audio(self, seconds: float) -> None:
+        pass
+
+    def finished(self, reason: str) -> None:
+        pass
+
+    def idle(self, **_: object) -> None:
+        pass
+
+
+class _Quiet:
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+
+    def send(self, chunk: object) -> None:
+        pass
+
+    def fail(self, error: Exception) -> None:
+        self.errors.append(error)
+
+    def is_cancelled(self) -> bool:
+        return False
+
+
+def _longest_pause(times: list[float], started: float, ended: float) -> float:
+    """The longest time without a step ending, from the last step before ``started`` to ``ended``."""
+    before = max(t for t in times if t < started)
+    inside = [t for t in times if started <= t <= ended]
+    return float(np.max(np.diff([before, *inside, ended])))
+
+
+def test_streams_keep_stepping_while_a_prompt_is_extracted(make_engine, base) -> None:
+    """The engine model extracts prompts on a worker beside its running batch (one copy of the Base weights),
+    so a long clip does not pause the streams for its whole extraction, as it does on the engine thread.
+    (On this 2-core CPU the two threads share the GIL, so steps slow while it runs; the bound is that no
+    pause grows with the clip.)"""
+    tts, spec = base
+    engine = make_engine(Capability.VOICE_CLONE, frames_per_char=50)
+    steps = _StepTimes()
+    engine.observer = steps
+    text = "A long sentence to keep the batch busy. " * 6
+    clones = [
+        _request(
+            _clip(3.0), x_vector_only=True, text=text, sampling={"do_sample": False, "max_new_tokens": 900}
+        )
+        for _ in range(2)
+    ]
+    sinks = [_Quiet() for _ in clones]
+    engine.submit(
+        [engine.make_stream(engine.validate(r), sink) for r, sink in zip(clones, sinks, strict=True)]
+    )
+    engine.start()
+    worker = VoicePromptWorker(tts, LIMITS)
+    try:
+        deadline = time.monotonic() + 60
+        while len(steps.times) < 20:
+            assert time.monotonic() < deadline, "the engine did not start stepping"
+            time.sleep(0.01)
+        clip = validate_clip(_request(_clip(30.0), ref_text="A reference."), spec, LIMITS)
+
+        done = threading.Event()
+        replies: list[object] = []
+        started = time.perf_counter()
+        worker.submit(clip, lambda prompt: (replies.append(prompt), done.set()))
+        assert done.wait(60)
+        beside = (started, time.perf_counter())
+        assert isinstance(replies[0], VoicePrompt) and replies[0].ref_codes.shape[1] == NUM_CODE_GROUPS
+
+        inline_done = threading.Event()
+        started = time.perf_counter()
+        engine.run_in_engine(lambda: (extract_voice_prompts(tts, [clip]), inline_done.set()))
+        assert inline_done.wait(60)
+        inline = (started, time.perf_counter())
+        time.sleep(0.05)  # the step after the inline extraction
+
+        extraction_s = beside[1] - beside[0]
+        pause_beside = _longest_pause(steps.times, *beside)
+        pause_inline = _longest_pause(steps.times, inline[0], inline[1] + 0.05)
+        assert sum(beside[0] <= t <= beside[1] for t in steps.times) >= 3, "no steps during the extraction"
+        assert pause_beside < extraction_s / 3, (pause_beside, extraction_s)
+        assert pause_inline > 2 * pause_beside, (pause_inline, pause_beside)  # the check can fail
+        assert not any(sink.errors for sink in sinks)
+    finally:
+        engine.stop()
+        worker.stop()

@@ -207,6 +207,12 @@ class StreamingEngine:
         paused voice-agent session keeps its cache (memory) and comes back without asking."""
         return len(self._holders) + len(self.scheduler.prepared)
 
+    @property
+    def load(self) -> int:
+        """What placement weighs (a front puts a new stream on the engine with the least): streams holding
+        or promised a slot, those queued for one, and sessions waiting for their first text."""
+        return self.occupied_slots + self.scheduler.queued + self._sessions.waiting_to_start
+
     def has_work(self) -> bool:
         busy = self.active_count or self._ending or self._in_flight
         return bool(busy or self._commands or self.scheduler.has_waiting())

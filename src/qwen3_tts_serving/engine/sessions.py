@@ -67,6 +67,11 @@ class Sessions:
     def __bool__(self) -> bool:
         return bool(self._by_key)
 
+    @property
+    def waiting_to_start(self) -> int:
+        """Open sessions not yet handed to admission (waiting for enough text): each will want a slot."""
+        return sum(not session.queued for session in list(self._by_key.values()))
+
     # ------------------------------------------------------------------------------- any thread
     def open(self, entries: list[tuple[int, Stream, bool]]) -> None:
         """Start sessions (key, stream, input already closed); their text may keep arriving."""
