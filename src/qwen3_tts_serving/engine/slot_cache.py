@@ -23,6 +23,12 @@ from transformers.cache_utils import DynamicCache
 from .transfer import to_device
 
 
+def kv_bytes(*, layers: int, kv_heads: int, max_length: int, head_dim: int, dtype_bytes: int) -> int:
+    """Bytes of one slot: keys and values (2) of every layer, ``[kv_heads, max_length, head_dim]`` each.
+    The one formula for a slot's size: the cache reports it and ``capacity`` plans GPUs with it."""
+    return 2 * layers * kv_heads * max_length * head_dim * dtype_bytes
+
+
 class SlotKVCache:
     def __init__(
         self,
@@ -67,14 +73,24 @@ class SlotKVCache:
     def bytes_per_token(talker: Any) -> int:
         """Key/value bytes one token of one stream takes over all layers."""
         config = talker.model.config
-        head_dim = int(talker.model.layers[0].self_attn.head_dim)
-        itemsize = talker.codec_head.weight.element_size()
-        return 2 * int(config.num_hidden_layers) * int(config.num_key_value_heads) * head_dim * itemsize
+        return kv_bytes(
+            layers=int(config.num_hidden_layers),
+            kv_heads=int(config.num_key_value_heads),
+            max_length=1,
+            head_dim=int(talker.model.layers[0].self_attn.head_dim),
+            dtype_bytes=talker.codec_head.weight.element_size(),
+        )
 
     @property
     def bytes_per_slot(self) -> int:
-        keys = self.keys[0]
-        return 2 * len(self.keys) * keys[0].numel() * keys.element_size()
+        _, kv_heads, max_length, head_dim = self.keys[0].shape
+        return kv_bytes(
+            layers=len(self.keys),
+            kv_heads=kv_heads,
+            max_length=max_length,
+            head_dim=head_dim,
+            dtype_bytes=self.keys[0].element_size(),
+        )
 
     # ------------------------------------------------------------------------------------ slot table
     @property
