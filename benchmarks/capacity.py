@@ -44,11 +44,11 @@ def table(costs: dict[str, EngineCost], gpu_gib: list[float], default_streams: i
         "KV MiB/stream",
         "decoder MiB/stream",
         "primed MiB",
-        f"GiB for {default_streams}",
+        f"GiB for {default_streams}/engine",
         *(f"{size:g} GiB" for size in gpu_gib),
     ]
     rows = [header]
-    entries = list(costs.items())
+    entries = [(name, cost, 1) for name, cost in costs.items()]  # (row, cost, engines)
     if len(costs) > 1:
         # Every engine on one GPU: weights once per checkpoint; a stream costs at most the dearest engine's.
         combined = EngineCost(
@@ -58,8 +58,9 @@ def table(costs: dict[str, EngineCost], gpu_gib: list[float], default_streams: i
             decoder_per_stream=max(c.decoder_per_stream for c in costs.values()),
             primed_cache=sum(c.primed_cache for c in costs.values()),
         )
-        entries.append((ALL_ROW, combined))
-    for name, cost in entries:
+        entries.append((ALL_ROW, combined, len(costs)))
+    for name, cost, engines in entries:
+        # GPU columns: streams that fit in all (split among the engines as their max_active_streams).
         fits = (streams_per_gpu(int(size * GIB), cost.fixed, cost.per_stream) for size in gpu_gib)
         rows.append(
             [
@@ -69,7 +70,8 @@ def table(costs: dict[str, EngineCost], gpu_gib: list[float], default_streams: i
                 f"{cost.kv_per_stream / MIB:.1f}",
                 f"{cost.decoder_per_stream / MIB:.2f}",
                 f"{cost.primed_cache / MIB:.0f}",
-                f"{gib_needed(cost.fixed, cost.per_stream, default_streams):.1f}",
+                # Every engine allocates its own max_active_streams slots at start-up.
+                f"{gib_needed(cost.fixed, cost.per_stream, default_streams * engines):.1f}",
                 *(str(n) for n in fits),
             ]
         )
@@ -127,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(render(table(costs, args.gpu_gib, settings.max_active_streams)))
     print(
-        f"GPU columns: streams (max_active_streams) that fit; 'GiB for {settings.max_active_streams}': the "
-        f"GPU the default max_active_streams needs; primed: a Base engine's "
+        "GPU columns: streams that fit (one engine: its max_active_streams; all on one GPU: the sum of the "
+        f"engines' max_active_streams); 'GiB for {settings.max_active_streams}/engine': the GPU the default "
+        "max_active_streams needs (slots for it in every engine); primed: a Base engine's "
         f"{settings.primed_decoder_cache_size} primed clone-reference decoder states."
     )
     return 0
