@@ -73,7 +73,7 @@ class Settings(BaseSettings):
 
     cpu_threads: int = Field(
         1,
-        description="torch threads per model instance on the CPU (each model is its own process; 0: torch's "
+        description="torch threads per engine model on the CPU (each engine is its own process; 0: torch's "
         "default). Ignored on a GPU.",
     )
 
