@@ -245,7 +245,9 @@ class StepRecorder(NullObserver):
         self.active_total = 0
         self.active = 0  # running batch at the last step
 
-    def step_done(self, *, seconds: float, frames: int, active: int, queued: int, paused: int) -> None:
+    def step_done(
+        self, *, seconds: float, frames: int, active: int, queued: int, paused: int, mixed: bool = False
+    ) -> None:
         self.steps += 1
         self.frames += frames
         self.seconds += seconds

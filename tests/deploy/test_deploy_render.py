@@ -22,9 +22,11 @@ def test_fills_every_template(tmp_path: Path) -> None:
         proc = render(tmp_path)
         assert proc.returncode == 0, proc.stderr
     models = (REPO / "model_repository").glob("*/config.pbtxt.template")
-    templates = sorted(p.parent.name for p in models if (p.parent / "1" / "model.py").is_file())
+    fronts = [p.parent.name for p in models if (p.parent / "1" / "model.py").is_file()]
+    fronts.remove("engine")  # filled once per checkpoint per GPU instead
+    engines = [f"{checkpoint}_engine_0" for checkpoint in ("custom_voice", "base", "voice_design")]
     configs = sorted(p.parent.name for p in (tmp_path / "repo").glob("*/config.pbtxt"))
-    assert templates and configs == templates
+    assert fronts and configs == sorted([*fronts, *engines])
     for config in (tmp_path / "repo").glob("*/config.pbtxt"):
         assert "${" not in config.read_text(), config
 
@@ -35,7 +37,8 @@ def test_checkpoint_paths_follow_the_runtime_setting(tmp_path: Path) -> None:
         (weights / flavour).mkdir(parents=True)
     proc = render(tmp_path, "--check-checkpoints", QWEN3_TTS_CHECKPOINT_DIR=str(weights))
     assert proc.returncode == 0, proc.stderr
-    assert str(weights / "custom_voice") in (tmp_path / "repo" / "custom_voice" / "config.pbtxt").read_text()
+    engine = (tmp_path / "repo" / "custom_voice_engine_0" / "config.pbtxt").read_text()
+    assert str(weights / "custom_voice") in engine
 
 
 def test_missing_checkpoints_stop_the_start(tmp_path: Path) -> None:

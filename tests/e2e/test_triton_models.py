@@ -616,3 +616,42 @@ def test_voice_prompts_and_clones_share_one_base_engine_per_gpu(two_engine_serve
         assert "StatusCode.INVALID_ARGUMENT" in str(info.value) or "INVALID" in str(info.value).upper()
     finally:
         client.close()
+
+
+def _perf_data(model: str) -> dict[str, Any]:
+    """One perf_analyzer input entry per capability (a list per input; shaped where the length varies)."""
+    clip = [round(float(x), 5) for x in _clip(3.0)]
+    entries: dict[str, dict[str, Any]] = {
+        "custom_voice": {"text": ["Hi."], "speaker": ["ryan"]},
+        "voice_design": {"text": ["Hi."], "instruct": ["a calm, low voice"]},
+        "voice_clone": {
+            "text": ["Hi."],
+            "ref_audio": {"content": clip, "shape": [len(clip)]},
+            "ref_sample_rate": [24000],
+            "x_vector_only": [True],
+        },
+        "voice_prompt": {
+            "ref_audio": {"content": clip, "shape": [len(clip)]},
+            "ref_sample_rate": [24000],
+            "x_vector_only": [True],
+        },
+    }
+    return {"data": [entries[model]]}
+
+
+@pytest.mark.parametrize("model", ["custom_voice", "voice_design", "voice_clone", "voice_prompt"])
+def test_perf_analyzer_drives_every_capability(triton_server, tmp_path, model):
+    """Through the fronts and their engines, as clients see them (sessions: tests/bench)."""
+    data = tmp_path / "input.json"
+    data.write_text(json.dumps(_perf_data(model)))
+    streaming = [] if model == "voice_prompt" else ["--streaming"]
+    command = [
+        str(perf_analyzer_binary()),
+        *("-m", model, "-u", triton_server.grpc_url, "-i", "grpc", *streaming),
+        *("--input-data", str(data), "--concurrency-range", "2"),
+        *("--measurement-mode", "count_windows", "--measurement-request-count", "2"),
+        *("--max-trials", "3", "--stability-percentage", "1000"),
+    ]
+    run = subprocess.run(command, env=perf_analyzer_env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "Concurrency: 2" in run.stdout and "throughput" in run.stdout.lower()

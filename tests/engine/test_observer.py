@@ -70,3 +70,17 @@ def test_the_engine_reports_steps_first_audio_and_endings(make_engine):
     assert sum(r["frames"] for r in observer.step_reports) == engine.stats.frames
     assert max(r["active"] for r in observer.step_reports) == 2  # the limit held, the third one waited
     assert any(r["queued"] == 1 for r in observer.step_reports)
+
+
+def test_mixed_steps_are_counted_and_every_step_and_idle_runs_the_step_hook():
+    published: list[TallySnapshot] = []
+    hooks: list[int] = []
+    clock = FakeClock()
+    tally = EngineTally(published.append, interval_s=0.5, clock=clock, on_step=lambda: hooks.append(1))
+    tally.step_done(seconds=0.01, frames=2, active=2, queued=0, paused=0, mixed=True)
+    tally.step_done(seconds=0.01, frames=2, active=2, queued=0, paused=0)
+    assert len(hooks) == 2 and not published  # the hook is cheap and runs every step
+    tally.idle(paused=0)
+    assert len(hooks) == 3
+    (snapshot,) = published
+    assert (snapshot.steps, snapshot.mixed_steps) == (2, 1)
