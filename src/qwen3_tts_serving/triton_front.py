@@ -252,8 +252,10 @@ class Front:
             return True
         return final
 
-    def fail(self, sender: Any, message: str) -> None:
-        self._send(sender, pb_utils.InferenceResponse(error=triton_error(message)), final=True)
+    def fail(self, sender: Any, message: str, code: str = "UNAVAILABLE") -> None:
+        """The front's own refusal (``code``: a TritonError name; UNAVAILABLE ones say "retry")."""
+        error = pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
+        self._send(sender, pb_utils.InferenceResponse(error=error), final=True)
 
     def start_stream(
         self,
@@ -354,7 +356,7 @@ class SessionFront(Front):
             try:
                 session_id = int(_scalar(request, "CORRID"))
             except (TypeError, ValueError):
-                self.fail(sender, "a session request needs its sequence ID (CORRID)")
+                self.fail(sender, "a session request needs its sequence ID (CORRID)", "INVALID_ARG")
                 continue
             end = bool(_scalar(request, "END"))
             if _scalar(request, "START"):
@@ -363,7 +365,8 @@ class SessionFront(Front):
             with self._lock:
                 engine = self._sessions.get(session_id)
             if engine is None:
-                self.fail(sender, f"no open session {session_id}: it finished, timed out or never started")
+                message = f"no open session {session_id}: it finished, timed out or never started"
+                self.fail(sender, message, "INVALID_ARG")
                 continue
             try:
                 responses = self.send_to_engine(
@@ -420,7 +423,9 @@ class VoicePromptFront(Front):
 
     def _one(self, request: Any) -> Any:
         if self.draining:
-            return pb_utils.InferenceResponse(error=triton_error(_DRAINING))
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(_DRAINING, pb_utils.TritonError.UNAVAILABLE)
+            )
         engine = self.place()
         answer = None
         try:
@@ -439,7 +444,9 @@ class VoicePromptFront(Front):
         finally:
             self._placed(engine)
         return answer or pb_utils.InferenceResponse(
-            error=triton_error(f"the engine {engine.name} is not available; retry")
+            error=pb_utils.TritonError(
+                f"the engine {engine.name} is not available; retry", pb_utils.TritonError.UNAVAILABLE
+            )
         )
 
     def finalize(self) -> None:
