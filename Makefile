@@ -14,7 +14,7 @@ CHECKPOINTS := .cache/checkpoints/tiny
 SETUP_KEY := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.setup-$(SETUP_KEY)
 
-.PHONY: help setup apt checkpoints serve test test-fast lint bench
+.PHONY: help setup apt checkpoints serve test test-fast test-e2e lint bench
 
 # Other areas keep their targets in mk/*.mk; TEST_STEPS run before the suite (mk/deploy.mk's deploy-lint also
 # builds the tool venv that tests/deploy uses).
@@ -25,6 +25,7 @@ help:
 	@echo "make serve        set up, build tiny checkpoints, run Triton + gateway (Ctrl-C stops)"
 	@echo "make test         set up, build tiny checkpoints, ruff + the whole pytest suite"
 	@echo "make test-fast    ruff + the tests that start no server (the edit-test loop)"
+	@echo "make test-e2e     only the end-to-end tests (real tritonserver, gateway, PostgreSQL, browser)"
 	@echo "make setup        system packages, $(VENV), Python requirements (idempotent)"
 	@echo "make checkpoints  tiny random checkpoints into $(CHECKPOINTS)"
 	@echo "make lint         ruff check"
@@ -65,6 +66,10 @@ FAST_TESTS := tests/unit tests/engine tests/gateway tests/client tests/agents
 test-fast: setup checkpoints
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -m "not e2e" $(FAST_TESTS)
+
+# Every test that starts a server, wherever its file lives (README, "Tests", lists them by area).
+test-e2e: setup checkpoints $(TEST_STEPS)
+	$(BIN)/pytest -q -m e2e tests/
 
 test: setup checkpoints $(TEST_STEPS)
 	$(BIN)/ruff check .
