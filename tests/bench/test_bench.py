@@ -492,3 +492,17 @@ def test_engine_figures_parse_and_difference():
         "first_audio_count": 4,
     }
     assert enginestats.delta(after, after)["running_batch_avg"] is None
+
+
+def test_the_prompt_stall_tool_measures_both_ways_on_the_tiny_base_engine(tmp_path):
+    from benchmarks import prompt_stall
+
+    out = tmp_path / "stall.json"
+    assert prompt_stall.main(["--streams", "2", "--clip-seconds", "20", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    row = figures["clips"]["20"]
+    assert figures["median_step_ms"] > 0 and not figures["stream_errors"]
+    assert row["extraction_ms"] > 0 and row["longest_pause_beside_ms"] > 0
+    # On the engine thread the streams wait for the whole extraction; beside it they do not.
+    assert row["longest_pause_inline_ms"] > 2 * row["longest_pause_beside_ms"]
+    assert row["pause_inline_in_steps"] > row["pause_beside_in_steps"] > 0

@@ -1,0 +1,186 @@
+"""How long voice-prompt extraction pauses the streams of the Base engine it shares (issue: "a voice prompt
+extracted while streams run does not stall them by more than one step").
+
+A Base engine steps ``--streams`` clone streams on its own thread; reference clips of each ``--clip-seconds``
+are then extracted twice: by the engine model's worker beside the running batch (how it serves), and on the
+engine thread itself (what a server without the worker would do). For each it prints the median step, the
+longest pause between two steps while the clip was extracted, and that pause in steps. Runs in-process (no
+Triton), on the CPU (ratios only) or a GPU (absolute figures):
+
+    python -m benchmarks.prompt_stall [--checkpoint-dir .cache/checkpoints/tiny/base] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qwen3_tts_serving.settings import Settings
+
+SAMPLE_RATE = 24000
+TEXT = "A long sentence that keeps the running batch busy while the clip is encoded. " * 6
+
+
+class StepTimes:
+    """An engine observer that notes when each step ended (perf_counter)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def step_done(self, **_: object) -> None:
+        self.times.append(time.perf_counter())
+
+    def first_audio(self, seconds: float) -> None:
+        pass
+
+    def finished(self, reason: str) -> None:
+        pass
+
+    def idle(self, **_: object) -> None:
+        pass
+
+
+class QuietSink:
+    """A stream's sink that keeps only its errors."""
+
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+
+    def send(self, chunk: object) -> None:
+        pass
+
+    def fail(self, error: Exception) -> None:
+        self.errors.append(error)
+
+    def is_cancelled(self) -> bool:
+        return False
+
+
+def longest_pause(times: list[float], started: float, ended: float) -> float:
+    """The longest time without a step ending, from the last step before ``started`` to ``ended``."""
+    before = max(t for t in times if t < started)
+    inside = [t for t in times if started <= t <= ended]
+    return float(np.max(np.diff([before, *inside, ended])))
+
+
+def clip(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * 200 * t) * np.sin(2 * np.pi * 1.3 * t)).astype(np.float32)
+
+
+def measure(checkpoint_dir: Path, device: str, streams: int, clip_seconds: list[float]) -> dict[str, Any]:
+    from qwen3_tts_serving.engine.config import EngineConfig
+    from qwen3_tts_serving.engine.engine import StreamingEngine
+    from qwen3_tts_serving.engine.loading import load_model
+    from qwen3_tts_serving.engine.requests import Capability, SynthesisRequest
+    from qwen3_tts_serving.engine.voice_prompts import (
+        VoicePromptWorker,
+        extract_voice_prompts,
+        validate_clip,
+    )
+
+    config = EngineConfig(
+        checkpoint_dir=checkpoint_dir,
+        device=device,
+        realtime_step_budget_s=0.0,
+        frames_per_char=50.0,
+        max_active_streams=max(streams, 1),
+    )
+    tts = load_model(config, Capability.VOICE_CLONE)
+    steps = StepTimes()
+    engine = StreamingEngine(tts, Capability.VOICE_CLONE, config, steps)
+    worker = VoicePromptWorker(tts, config.limits)
+    sinks = [QuietSink() for _ in range(streams)]
+    requests = [
+        SynthesisRequest(
+            capability=Capability.VOICE_CLONE,
+            text=TEXT,
+            ref_audio=clip(3.0),
+            ref_sample_rate=SAMPLE_RATE,
+            x_vector_only=True,
+            sampling={"do_sample": False, "max_new_tokens": 4000},
+        )
+        for _ in sinks
+    ]
+    engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
+    engine.start()
+    results: dict[str, Any] = {"streams": streams, "device": device, "clips": {}}
+    try:
+        while len(steps.times) < 30:
+            time.sleep(0.01)
+        step_s = statistics.median(np.diff(steps.times[-20:]))
+        results["median_step_ms"] = step_s * 1000
+        for seconds in clip_seconds:
+            request = SynthesisRequest(
+                capability=Capability.VOICE_CLONE,
+                text="",
+                ref_audio=clip(seconds),
+                ref_sample_rate=SAMPLE_RATE,
+                ref_text="A reference transcript.",
+            )
+            checked = validate_clip(request, engine.spec, config.limits)
+            done = threading.Event()
+            started = time.perf_counter()
+            worker.submit(checked, lambda _, d=done: d.set())
+            done.wait(600)
+            beside = (started, time.perf_counter())
+            time.sleep(4 * step_s)
+            done = threading.Event()
+            started = time.perf_counter()
+            engine.run_in_engine(lambda c=checked, d=done: (extract_voice_prompts(tts, [c]), d.set()))
+            done.wait(600)
+            inline = (started, time.perf_counter())
+            time.sleep(4 * step_s)
+            pause_beside = longest_pause(steps.times, *beside)
+            pause_inline = longest_pause(steps.times, inline[0], inline[1] + 2 * step_s)
+            results["clips"][f"{seconds:g}"] = {
+                "extraction_ms": (beside[1] - beside[0]) * 1000,
+                "longest_pause_beside_ms": pause_beside * 1000,
+                "longest_pause_inline_ms": pause_inline * 1000,
+                "pause_beside_in_steps": pause_beside / step_s,
+                "pause_inline_in_steps": pause_inline / step_s,
+            }
+        results["stream_errors"] = [str(e) for sink in sinks for e in sink.errors]
+    finally:
+        engine.stop()
+        worker.stop()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=settings.resolved_checkpoint_dir / "base",
+        help="a Base checkpoint",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--streams", type=int, default=8, help="clone streams stepping meanwhile")
+    parser.add_argument("--clip-seconds", type=float, nargs="+", default=[10.0, 30.0])
+    parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
+    args = parser.parse_args(argv)
+    results = measure(args.checkpoint_dir, args.device, args.streams, args.clip_seconds)
+    print(f"median step {results['median_step_ms']:.1f} ms, {args.streams} streams on {args.device}")
+    print("clip s  extraction ms  pause beside ms (steps)  pause on the engine thread ms (steps)")
+    for seconds, row in results["clips"].items():
+        print(
+            f"{seconds:>6}  {row['extraction_ms']:>13.0f}  {row['longest_pause_beside_ms']:>9.1f} "
+            f"({row['pause_beside_in_steps']:>4.1f})        {row['longest_pause_inline_ms']:>9.1f} "
+            f"({row['pause_inline_in_steps']:>5.1f})"
+        )
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 1 if results["stream_errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
