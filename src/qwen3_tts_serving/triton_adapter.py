@@ -337,7 +337,12 @@ class EngineModel:
         self.capability = Capability(CHECKPOINT_CAPABILITIES[checkpoint])
         config = engine_config(args)
         if args.get("model_instance_kind") == "GPU":  # the GPU its instance group names
-            config = replace(config, device=f"cuda:{args['model_instance_device_id']}")
+            import torch
+
+            device_id = int(args["model_instance_device_id"])
+            config = replace(config, device=f"cuda:{device_id}")
+            # Graph capture, streams and synchronisation use the current device: make it this engine's.
+            torch.cuda.set_device(device_id)
         self.drain_timeout_s = config.drain_timeout_s
         try:
             tts = load_model(config, self.capability)
