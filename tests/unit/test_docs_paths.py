@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
+from pathlib import PurePosixPath
 
 from qwen3_tts_serving.settings import PROJECT_ROOT
 
@@ -28,3 +30,23 @@ def test_paths_named_in_docs_and_configs_exist() -> None:
         if not (PROJECT_ROOT / path).exists()
     }
     assert not missing, sorted(missing)
+
+
+def test_the_readme_lists_every_end_to_end_suite() -> None:
+    """README, "Tests", names where each end-to-end suite lives (a path, or a pattern that matches it)."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Tests") :]
+    section = section[: section.index("\n## ", 1)]
+    named = re.findall(r"`(tests/[^`]+?\.py)`", section)
+    folders = {str(PurePosixPath(name).parent) for name in named}
+    # A cell names its folder once and then bare file names: `tests/gateway/test_e2e_*.py`, `test_x.py`.
+    bare = re.findall(r"`(test_[^`/]+?\.py)`", section)
+    patterns = named + [f"{folder}/{name}" for folder in folders for name in bare]
+    suites = [
+        path.relative_to(PROJECT_ROOT).as_posix()
+        for path in sorted((PROJECT_ROOT / "tests").rglob("test_*.py"))
+        if path.parent.name == "e2e" or path.name.startswith("test_e2e_")
+    ]
+    assert suites
+    unlisted = [suite for suite in suites if not any(fnmatch.fnmatch(suite, p) for p in patterns)]
+    assert not unlisted, unlisted
