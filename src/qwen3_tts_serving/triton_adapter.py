@@ -74,11 +74,6 @@ def error_parts(error: Exception) -> tuple[str, str]:
     return "INTERNAL", "internal error"
 
 
-def triton_error(error: Exception) -> Any:
-    code, message = error_parts(error)
-    return pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
-
-
 def error_response(error: Exception) -> Any:
     """An error as a response the front turns back into one (``contract.ERROR_OUTPUTS``)."""
     code, message = error_parts(error)

@@ -124,7 +124,6 @@ class LiveStream:
     cancel_sent: bool = False
     finished: bool = False  # FINAL sent (under ``lock``): its sender must not be asked anything more
     lock: threading.Lock = field(default_factory=threading.Lock)
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class Front:
@@ -237,7 +236,6 @@ class Front:
             if live is not None:
                 with self._lock:
                     self._live.pop(live.key, None)
-                live.done.set()
 
     @staticmethod
     def _send(sender: Any, response: Any | None, *, final: bool) -> bool:
