@@ -14,11 +14,13 @@ import sys
 import threading
 import time
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import fake_pb_utils
 import numpy as np
 import pytest
+from fake_pb_utils import FINAL, Response, Tensor
 
 from qwen3_tts_serving import contract
 from qwen3_tts_serving.engine.requests import (
@@ -29,60 +31,23 @@ from qwen3_tts_serving.engine.requests import (
 )
 from qwen3_tts_serving.load_board import LoadBoard
 
-FINAL = 1
-
-
-class _Tensor:
-    def __init__(self, name: str, array: np.ndarray) -> None:
-        self._name, self._array = name, array
-
-    def name(self) -> str:
-        return self._name
-
-    def as_numpy(self) -> np.ndarray:
-        return self._array
-
-
-class _TritonError:
-    INVALID_ARG, UNAVAILABLE, INTERNAL = "INVALID_ARG", "UNAVAILABLE", "INTERNAL"
-
-    def __init__(self, message: str, code: str = "INTERNAL") -> None:
-        self.message, self.code = message, code
-
 
 @dataclass
-class _Response:
-    output_tensors: list[_Tensor] = field(default_factory=list)
-    error: _TritonError | None = None
+class EngineError:
+    """An error an engine sent as tensors (``contract.ERROR_OUTPUTS``)."""
 
-    def output(self, name: str) -> np.ndarray | None:
-        return next((t.as_numpy() for t in self.output_tensors if t.name() == name), None)
-
-
-def _fake_pb_utils() -> types.ModuleType:
-    module = types.ModuleType("triton_python_backend_utils")
-    module.Tensor = _Tensor
-    module.TritonError = _TritonError
-    module.TritonModelException = type("TritonModelException", (Exception,), {})
-    module.TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL
-
-    def inference_response(output_tensors: Any = None, error: Any = None) -> _Response:
-        return _Response(list(output_tensors or []), error)
-
-    module.InferenceResponse = inference_response
-    module.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
-    module.using_decoupled_model_transaction_policy = lambda config: True
-    return module
+    message: str
+    code: str
 
 
 class Sender:
     """Records what a request's response sender was given; nothing may follow FINAL."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[_Response | None, int]] = []
+        self.sent: list[tuple[Response | None, int]] = []
         self.cancelled = False
 
-    def send(self, response: _Response | None = None, flags: int = 0) -> None:
+    def send(self, response: Response | None = None, flags: int = 0) -> None:
         assert not self.closed, "a response after FINAL"
         self.sent.append((response, flags))
 
@@ -94,7 +59,7 @@ class Sender:
         return any(flags & FINAL for _, flags in self.sent)
 
     @property
-    def errors(self) -> list[_TritonError]:
+    def errors(self) -> list[EngineError]:
         """Errors, which an engine sends as tensors (a BLS stream drops error responses after the first)."""
         errors = []
         for response, _ in self.sent:
@@ -102,13 +67,13 @@ class Sender:
                 message, code = (
                     response.output(name).reshape(-1)[0].decode() for name in ("error", "error_code")
                 )
-                errors.append(_TritonError(message, code))
+                errors.append(EngineError(message, code))
         return errors
 
     @property
     def acknowledged(self) -> bool:
         first = self.sent[0][0] if self.sent else None
-        return first is not None and first.error is None and not first.output_tensors
+        return first is not None and not first.has_error() and not first.output_tensors()
 
     @property
     def chunks(self) -> list[contract.Chunk]:
@@ -121,11 +86,11 @@ class Sender:
 
 class Request:
     def __init__(self, kind: str = "speech", stream_key: str | None = None, **fields: Any) -> None:
-        self.tensors = {name: _Tensor(name, array) for name, _, array in contract.request_arrays(fields)}
+        self.tensors = {name: Tensor(name, array) for name, _, array in contract.request_arrays(fields)}
         routing = {"request_kind": kind, "stream_key": stream_key}
         for name, value in routing.items():
             if value is not None:
-                self.tensors[name] = _Tensor(name, contract.ROUTING_INPUTS[name].array(value))
+                self.tensors[name] = Tensor(name, contract.ROUTING_INPUTS[name].array(value))
         self.sender = Sender()
 
     def get_response_sender(self) -> Sender:
@@ -134,7 +99,7 @@ class Request:
 
 @pytest.fixture(scope="module")
 def adapter() -> types.ModuleType:
-    sys.modules["triton_python_backend_utils"] = _fake_pb_utils()
+    sys.modules["triton_python_backend_utils"] = fake_pb_utils.module()
     try:
         yield importlib.reload(importlib.import_module("qwen3_tts_serving.triton_adapter"))
     finally:
@@ -178,15 +143,15 @@ def test_malformed_tensors_are_refused_with_a_reason(adapter, tensors, message) 
     request = Request()
     for name, value in tensors.items():
         array = value if isinstance(value, np.ndarray) else contract.INPUTS[name].array(value)
-        request.tensors[name] = _Tensor(name, array)
+        request.tensors[name] = Tensor(name, array)
     with pytest.raises(InvalidRequestError, match=message):
         adapter.parse_request(request, Capability.CUSTOM_VOICE)
 
 
 def test_bad_requests_get_an_error_then_final_and_their_batch_mates_stream(model) -> None:
     good, unknown, hot, malformed = _speak(), _speak(), _speak(temperature=1e39), _speak()
-    unknown.tensors["speaker"] = _Tensor("speaker", contract.INPUTS["speaker"].array("nobody"))
-    malformed.tensors["text"] = _Tensor("text", np.array([[b"a", b"b"]], dtype=np.object_))
+    unknown.tensors["speaker"] = Tensor("speaker", contract.INPUTS["speaker"].array("nobody"))
+    malformed.tensors["text"] = Tensor("text", np.array([[b"a", b"b"]], dtype=np.object_))
 
     model.execute([good, unknown, hot, malformed])
     for bad in (unknown, hot, malformed):  # answered inside execute, before any step

@@ -16,53 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fake_pb_utils
 import numpy as np
 import pytest
+from fake_pb_utils import FINAL, Response, Tensor
 
 from qwen3_tts_serving import contract
 from qwen3_tts_serving.load_board import LoadBoard, board_path
-
-FINAL = 1
-
-
-class _Tensor:
-    def __init__(self, name: str, array: np.ndarray) -> None:
-        self._name, self._array = name, array
-
-    def name(self) -> str:
-        return self._name
-
-    def as_numpy(self) -> np.ndarray:
-        return self._array
-
-
-class _TritonError:
-    INVALID_ARG, UNAVAILABLE, INTERNAL, NOT_FOUND, CANCELLED = (
-        "INVALID_ARG", "UNAVAILABLE", "INTERNAL", "NOT_FOUND", "CANCELLED"
-    )  # fmt: skip
-
-    def __init__(self, message: str, code: str = "INTERNAL") -> None:
-        self._message, self._code = message, code
-
-    def message(self) -> str:
-        return self._message
-
-    def code(self) -> str:
-        return self._code
-
-
-class _Response:
-    def __init__(self, output_tensors: Any = None, error: Any = None) -> None:
-        self.tensors, self.err = list(output_tensors or []), error
-
-    def output_tensors(self) -> list[_Tensor]:
-        return self.tensors
-
-    def has_error(self) -> bool:
-        return self.err is not None
-
-    def error(self) -> Any:
-        return self.err
 
 
 class Engines:
@@ -70,9 +30,9 @@ class Engines:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.scripts: dict[str, list[_Response]] = {}
+        self.scripts: dict[str, list[Response]] = {}
 
-    def exec(self, model: str, inputs: list[_Tensor]) -> Iterator[_Response]:
+    def exec(self, model: str, inputs: list[Tensor]) -> Iterator[Response]:
         values = {t.name(): t.as_numpy().reshape(-1)[0] for t in inputs}
         kind = values["request_kind"].decode()
         self.requests.append((model, values))
@@ -82,33 +42,23 @@ class Engines:
 ENGINES = Engines()
 
 
-def _fake_pb_utils() -> types.ModuleType:
-    module = types.ModuleType("triton_python_backend_utils")
-    module.Tensor = _Tensor
-    module.TritonError = _TritonError
-    module.TritonModelException = type("TritonModelException", (Exception,), {})
-    module.TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL
-    module.InferenceResponse = _Response
-    module.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
+class InferenceRequest:
+    """The BLS request: ``exec`` hands it to the scripted engines."""
 
-    class InferenceRequest:
-        def __init__(self, model_name: str, inputs: list[_Tensor], requested_output_names: list[str]) -> None:
-            self.model, self.inputs = model_name, inputs
+    def __init__(self, model_name: str, inputs: list[Tensor], requested_output_names: list[str]) -> None:
+        self.model, self.inputs = model_name, inputs
 
-        def exec(self, decoupled: bool = False) -> Iterator[_Response]:
-            return ENGINES.exec(self.model, self.inputs)
-
-    module.InferenceRequest = InferenceRequest
-    return module
+    def exec(self, decoupled: bool = False) -> Iterator[Response]:
+        return ENGINES.exec(self.model, self.inputs)
 
 
 class Sender:
     def __init__(self) -> None:
-        self.sent: list[tuple[_Response | None, int]] = []
+        self.sent: list[tuple[Response | None, int]] = []
         self.cancelled = False
         self.asked_after_final = False
 
-    def send(self, response: _Response | None = None, flags: int = 0) -> None:
+    def send(self, response: Response | None = None, flags: int = 0) -> None:
         assert not self.closed, "a response after FINAL"
         self.sent.append((response, flags))
 
@@ -123,10 +73,10 @@ class Sender:
 
 class Request:
     def __init__(self, **fields: Any) -> None:
-        self.tensors = {name: _Tensor(name, array) for name, _, array in contract.request_arrays(fields)}
+        self.tensors = {name: Tensor(name, array) for name, _, array in contract.request_arrays(fields)}
         self.sender = Sender()
 
-    def inputs(self) -> list[_Tensor]:
+    def inputs(self) -> list[Tensor]:
         return list(self.tensors.values())
 
     def get_response_sender(self) -> Sender:
@@ -135,7 +85,7 @@ class Request:
 
 @pytest.fixture
 def front_module() -> Iterator[types.ModuleType]:
-    sys.modules["triton_python_backend_utils"] = _fake_pb_utils()
+    sys.modules["triton_python_backend_utils"] = fake_pb_utils.module(InferenceRequest=InferenceRequest)
     ENGINES.requests.clear()
     ENGINES.scripts.clear()
     try:
@@ -166,19 +116,19 @@ def _boards(repository: Path, loads: list[int | None]) -> list[LoadBoard]:
     return boards
 
 
-def _chunk(sequence: int, last: bool) -> _Response:
+def _chunk(sequence: int, last: bool) -> Response:
     arrays = contract.chunk_arrays(
         sequence=sequence, audio=np.zeros(4, np.float32), sample_rate=24000, is_last=last,
         finish_reason="stop" if last else "",
     )  # fmt: skip
-    return _Response([_Tensor(name, array) for name, array in arrays.items()])
+    return Response([Tensor(name, array) for name, array in arrays.items()])
 
 
-def _error(message: str, code: str) -> _Response:
-    return _Response(
+def _error(message: str, code: str) -> Response:
+    return Response(
         [
-            _Tensor("error", contract.ERROR_OUTPUTS["error"].array(message)),
-            _Tensor("error_code", contract.ERROR_OUTPUTS["error_code"].array(code)),
+            Tensor("error", contract.ERROR_OUTPUTS["error"].array(message)),
+            Tensor("error_code", contract.ERROR_OUTPUTS["error_code"].array(code)),
         ]
     )
 
@@ -208,13 +158,13 @@ def test_an_engine_without_a_board_gets_nothing(front_module, tmp_path):
 
 def test_chunks_are_relayed_and_the_last_carries_final(front_module, tmp_path):
     _boards(tmp_path, [0, 0])
-    ENGINES.scripts["speech"] = [_Response([]), _chunk(0, False), _chunk(1, True), _Response([])]
+    ENGINES.scripts["speech"] = [Response([]), _chunk(0, False), _chunk(1, True), Response([])]
     front = _front(front_module, "SpeechFront", tmp_path)
     request = Request(text="Hello.", speaker="ryan")
     front.execute([request])
     _wait_closed(request.sender)
     flags = [f for _, f in request.sender.sent]
-    assert flags == [0, FINAL] and all(r.tensors for r, _ in request.sender.sent)
+    assert flags == [0, FINAL] and all(r.output_tensors() for r, _ in request.sender.sent)
     model, values = ENGINES.requests[0]
     assert model == "custom_voice_engine_0" and values["text"] == b"Hello."
     assert values["stream_key"].decode().startswith("custom_voice:")
@@ -224,7 +174,7 @@ def test_chunks_are_relayed_and_the_last_carries_final(front_module, tmp_path):
 def test_an_engine_error_sent_as_tensors_is_the_clients_error_with_its_code(front_module, tmp_path):
     _boards(tmp_path, [0, 0])
     ENGINES.scripts["speech"] = [
-        _Response([]),
+        Response([]),
         _chunk(0, False),
         _error("unknown speaker; valid: ryan", "INVALID_ARG"),
     ]
@@ -233,13 +183,13 @@ def test_an_engine_error_sent_as_tensors_is_the_clients_error_with_its_code(fron
     front.execute([request])
     _wait_closed(request.sender)
     (response, flags) = request.sender.sent[-1]
-    assert flags == FINAL and response.err.code() == "INVALID_ARG"
-    assert response.err.message() == "unknown speaker; valid: ryan"
+    assert flags == FINAL and response.error().code() == "INVALID_ARG"
+    assert response.error().message() == "unknown speaker; valid: ryan"
 
 
 def test_a_stream_the_engine_ends_without_a_last_chunk_still_gets_final(front_module, tmp_path):
     _boards(tmp_path, [0, 0])
-    ENGINES.scripts["speech"] = [_Response([]), _chunk(0, False)]
+    ENGINES.scripts["speech"] = [Response([]), _chunk(0, False)]
     front = _front(front_module, "SpeechFront", tmp_path)
     request = Request(text="Hello.", speaker="ryan")
     front.execute([request])
@@ -251,8 +201,8 @@ def test_a_client_that_went_away_gets_its_engine_stream_cancelled(front_module, 
     _boards(tmp_path, [0, 0])
     release = threading.Event()
 
-    def slow_stream() -> Iterator[_Response]:
-        yield _Response([])
+    def slow_stream() -> Iterator[Response]:
+        yield Response([])
         release.wait(5)
         yield _chunk(0, True)
 
@@ -285,9 +235,9 @@ def test_session_text_for_an_unknown_session_is_refused_by_the_front(front_modul
     _boards(tmp_path, [0, 0])
     front = _front(front_module, "SessionFront", tmp_path)
     request = Request(text="more")
-    request.tensors["CORRID"] = _Tensor("CORRID", np.array([[77]], dtype=np.uint64))
-    request.tensors["START"] = _Tensor("START", np.array([[0]], dtype=np.int32))
+    request.tensors["CORRID"] = Tensor("CORRID", np.array([[77]], dtype=np.uint64))
+    request.tensors["START"] = Tensor("START", np.array([[0]], dtype=np.int32))
     front.execute([request])
     (response, flags) = request.sender.sent[-1]
-    assert flags == FINAL and "no open session 77" in response.err.message()
-    assert response.err.code() == "INVALID_ARG" and not ENGINES.requests
+    assert flags == FINAL and "no open session 77" in response.error().message()
+    assert response.error().code() == "INVALID_ARG" and not ENGINES.requests
