@@ -153,6 +153,11 @@ class Settings(BaseSettings):
         description="Newcomers' prefill per engine step (rows x longest prompt; at least one stream), so a "
         "burst of long prompts does not stall the streams already speaking.",
     )
+    voice_prompt_batch: int = Field(
+        8,
+        description="Reference clips a Base engine encodes in one call (those waiting together, beside its "
+        "running batch), and how many the voice_prompt model forwards at once.",
+    )
     max_new_tokens: int = Field(2048, description="Upper bound on frames per request.")
     frames_per_char: float = Field(
         3.0, description="Guard rail: max_new_tokens is capped at frames_per_char * len(text) + 24."

@@ -353,7 +353,9 @@ class EngineModel:
         except ValueError as error:  # a setting the model cannot run with (e.g. cuda_graphs on a CPU)
             raise pb_utils.TritonModelException(f"{name}: {error}") from None
         self.prompts = (
-            VoicePromptWorker(tts, config.limits) if self.capability is Capability.VOICE_CLONE else None
+            VoicePromptWorker(tts, config.limits, max_batch=config.voice_prompt_batch)
+            if self.capability is Capability.VOICE_CLONE
+            else None
         )
         self._live: dict[str, TritonSink] = {}  # stream key (the front's) -> its sink, for cancellation
         self.engine.start()

@@ -414,7 +414,8 @@ class VoicePromptFront(Front):
 
     def initialize(self, args: dict[str, Any]) -> None:
         super().initialize(args)
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prompt")
+        workers = int(_parameters(args).get("voice_prompt_batch", "8"))
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="prompt")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return list(self._pool.map(self._one, requests))

@@ -44,7 +44,7 @@ ENGINE_PARAMETERS = {
     "cuda_graph_batch_sizes", "max_active_streams", "max_queued_streams", "max_queue_wait_s",
     "realtime_step_budget_s", "max_new_tokens", "frames_per_char", "repetition_window", "max_text_length",
     "min_ref_audio_seconds", "max_ref_audio_seconds", "cuda_graphs", "slot_max_length",
-    "attention_length_buckets", "prefill_tokens_per_step",
+    "attention_length_buckets", "prefill_tokens_per_step", "voice_prompt_batch",
 }  # fmt: skip
 SAMPLING = {
     "do_sample": ("TYPE_BOOL", [1]),
@@ -147,9 +147,10 @@ def test_every_template_fills_and_parses(tmp_path: Path, checkpoints: Path, sour
             # Every engine needs a checkpoint flavour: the bare checkpoint root would not load.
             assert parameters["checkpoint_dir"] == str(checkpoints / parameters["checkpoint"])
             assert parameters["dtype"] == "float32"
-        else:  # a front: no weights, only where its engines are
+        else:  # a front: no weights, only where its engines are (voice_prompt: how many it forwards at once)
             assert parameters["engines"] == f"{MODEL_CHECKPOINTS[model]}_engine_0"
-            assert not set(parameters) & ENGINE_PARAMETERS
+            extra = {"voice_prompt_batch"} if model == "voice_prompt" else set()
+            assert set(parameters) == {"engines", "drain_timeout_s", *extra}
 
 
 def test_filled_configs_parse_and_follow_the_contract(

@@ -78,6 +78,7 @@ class EngineConfig:
     slot_max_length: int = _setting("slot_max_length")
     attention_length_buckets: str = _setting("attention_length_buckets")
     prefill_tokens_per_step: int = _setting("prefill_tokens_per_step")
+    voice_prompt_batch: int = _setting("voice_prompt_batch")
     fault_injection: bool = _setting("fault_injection")
 
     @classmethod
@@ -112,6 +113,7 @@ class EngineConfig:
             "max_new_tokens",
             "max_queued_streams",
             "prefill_tokens_per_step",
+            "voice_prompt_batch",
         )
         for name in positive:
             if getattr(self, name) < 1:

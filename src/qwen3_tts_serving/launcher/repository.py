@@ -21,7 +21,12 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from qwen3_tts_serving.contract import ENGINE_TEMPLATE, MODEL_CHECKPOINTS, engine_model_name
+from qwen3_tts_serving.contract import (
+    ENGINE_TEMPLATE,
+    MODEL_CHECKPOINTS,
+    VOICE_PROMPT,
+    engine_model_name,
+)
 from qwen3_tts_serving.engine.config import engine_parameters
 from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
 
@@ -103,6 +108,7 @@ def template_values(settings: Settings, model: str, device: str, engines: int = 
             {
                 "engines": ",".join(engine_model_name(checkpoint, index) for index in range(engines)),
                 "drain_timeout_s": str(settings.triton_drain_timeout_s),
+                **({"voice_prompt_batch": str(settings.voice_prompt_batch)} if model == VOICE_PROMPT else {}),
             }
         ),
     }
