@@ -10,6 +10,7 @@ numpy only: no torch, no tritonclient, no pb_utils.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -195,6 +196,13 @@ ENGINE_INPUTS = {**ROUTING_INPUTS, **INPUTS}
 # other responses of a BLS stream (the caller would wait forever). The code is a pb_utils.TritonError name.
 ERROR_OUTPUTS = _specs(TensorSpec("error", "BYTES"), TensorSpec("error_code", "BYTES"))
 ENGINE_OUTPUTS = {**CHUNK_OUTPUTS, **PROMPT_OUTPUTS, **ERROR_OUTPUTS}
+
+
+def model_parameters(args: Mapping[str, Any]) -> dict[str, str]:
+    """A served model's ``parameters`` (what the launcher wrote into its config.pbtxt), from the ``args``
+    Triton's Python backend passes to ``initialize``."""
+    config = json.loads(args["model_config"])
+    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
 
 
 # ------------------------------------------------------------------------------------------ requests

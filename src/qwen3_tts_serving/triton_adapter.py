@@ -28,6 +28,7 @@ from .contract import (
     SAMPLING_INPUTS,
     EngineRequestKind,
     chunk_arrays,
+    model_parameters,
 )
 from .engine.config import EngineConfig
 from .engine.observer import EngineTally, TallySnapshot
@@ -49,11 +50,6 @@ _SAMPLING_INPUTS = {
 _log = logging.getLogger(__name__)
 _DRAINING = "the model server is shutting down; retry"
 _DRAIN_POLL_S = 0.05
-
-
-def model_parameters(args: dict[str, Any]) -> dict[str, str]:
-    config = json.loads(args["model_config"])
-    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
 
 
 def engine_config(args: dict[str, Any]) -> EngineConfig:

@@ -16,7 +16,6 @@ Only numpy, the contract and ``triton_python_backend_utils`` are imported: a fro
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import threading
@@ -37,6 +36,7 @@ from .contract import (
     EngineRequestKind,
     ErrorKind,
     classify_error,
+    model_parameters,
 )
 from .load_board import LoadBoard, board_path
 
@@ -59,11 +59,6 @@ _ERROR_CODES = {
 def triton_error(message: str) -> Any:
     code = _ERROR_CODES.get(classify_error(message), "UNAVAILABLE")
     return pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
-
-
-def _parameters(args: dict[str, Any]) -> dict[str, str]:
-    config = json.loads(args["model_config"])
-    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
 
 
 def _scalar(request: Any, name: str) -> Any:
@@ -133,7 +128,7 @@ class Front:
     drain_timeout_s = 30.0
 
     def initialize(self, args: dict[str, Any]) -> None:
-        parameters = _parameters(args)
+        self.parameters = parameters = model_parameters(args)
         self.name = args["model_name"]
         repository = Path(args["model_repository"]).parent  # the folder holding every model
         names = [name for name in parameters.get("engines", "").split(",") if name]
@@ -414,7 +409,7 @@ class VoicePromptFront(Front):
 
     def initialize(self, args: dict[str, Any]) -> None:
         super().initialize(args)
-        workers = int(_parameters(args).get("voice_prompt_batch", "8"))
+        workers = int(self.parameters.get("voice_prompt_batch", "8"))
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="prompt")
 
     def execute(self, requests: list[Any]) -> list[Any]:
