@@ -64,13 +64,8 @@ class Job:
         }
 
     def triton_fields(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "speaker": self.speaker,
-            "language": self.language,
-            "max_new_tokens": self.max_new_tokens,
-            "seed": self.seed,
-        }
+        """Triton's inputs by name: the same fields as the gateway's body."""
+        return self.gateway_body()
 
 
 def jobs(texts: tuple[str, ...], count: int, *, max_new_tokens: int, seed: int = 0) -> list[Job]:
