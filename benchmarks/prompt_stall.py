@@ -2,10 +2,12 @@
 extracted while streams run does not stall them by more than one step").
 
 A Base engine steps ``--streams`` clone streams on its own thread; reference clips of each ``--clip-seconds``
-are then extracted twice: by the engine model's worker beside the running batch (how it serves), and on the
-engine thread itself (what a server without the worker would do). For each it prints the median step, the
-longest pause between two steps while the clip was extracted, and that pause in steps. Runs in-process (no
-Triton), on the CPU (ratios only) or a GPU (absolute figures):
+are then extracted twice: by the engine model's worker beside the running batch, paced by its steps (how it
+serves), and on the engine thread itself (what a server without the worker would do). Each extraction
+follows a quiet window of the batch alone; the figure that counts is what the extraction added to the
+longest pause between two steps, against that quiet window (whose longest pause already holds the batch's
+own slow steps, such as those that decode a chunk), in median steps. Runs in-process (no Triton), on the
+CPU (ratios only) or a GPU (absolute figures):
 
     python -m benchmarks.prompt_stall [--checkpoint-dir .cache/checkpoints/tiny/base] [--device cuda]
 """
@@ -75,10 +77,13 @@ def clip(seconds: float) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 200 * t) * np.sin(2 * np.pi * 1.3 * t)).astype(np.float32)
 
 
-def measure(checkpoint_dir: Path, device: str, streams: int, clip_seconds: list[float]) -> dict[str, Any]:
+def measure(
+    checkpoint_dir: Path, device: str, streams: int, clip_seconds: list[float], step_share: float
+) -> dict[str, Any]:
     from qwen3_tts_serving.engine.config import EngineConfig
     from qwen3_tts_serving.engine.engine import StreamingEngine
     from qwen3_tts_serving.engine.loading import load_model
+    from qwen3_tts_serving.engine.observer import Observers
     from qwen3_tts_serving.engine.requests import Capability, SynthesisRequest
     from qwen3_tts_serving.engine.voice_prompts import (
         VoicePromptWorker,
@@ -95,8 +100,9 @@ def measure(checkpoint_dir: Path, device: str, streams: int, clip_seconds: list[
     )
     tts = load_model(config, Capability.VOICE_CLONE)
     steps = StepTimes()
-    engine = StreamingEngine(tts, Capability.VOICE_CLONE, config, steps)
-    worker = VoicePromptWorker(tts, config.limits)
+    # Wired as the engine model wires it: the worker paces itself by the engine's steps.
+    worker = VoicePromptWorker(tts, config.limits, step_share=step_share)
+    engine = StreamingEngine(tts, Capability.VOICE_CLONE, config, Observers(steps, worker.pacer))
     sinks = [QuietSink() for _ in range(streams)]
     requests = [
         SynthesisRequest(
@@ -111,12 +117,37 @@ def measure(checkpoint_dir: Path, device: str, streams: int, clip_seconds: list[
     ]
     engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
     engine.start()
-    results: dict[str, Any] = {"streams": streams, "device": device, "clips": {}}
+    results: dict[str, Any] = {"streams": streams, "device": device, "step_share": step_share, "clips": {}}
+
+    def extract(how: str, request: SynthesisRequest, quiet_s: float) -> dict[str, float]:
+        """Let the batch run undisturbed for ``quiet_s``, then extract; the quiet window just before is the
+        baseline (its longest pause holds the batch's own slow steps, e.g. those that decode a chunk)."""
+        time.sleep(quiet_s)
+        done = threading.Event()
+        started = time.perf_counter()
+        if how == "beside":
+            worker.submit(request, lambda _: done.set())
+        else:
+            engine.run_in_engine(lambda: (extract_voice_prompts(tts, [request]), done.set()))
+        done.wait(600)
+        ended = time.perf_counter()
+        time.sleep(2 * step_s)  # the step that was running when it ended
+        window = ended - started
+        until = ended + step_s if how == "inline" else ended  # to the first step after it
+        return {
+            "extraction_ms": window * 1000,
+            "longest_pause_ms": longest_pause(steps.times, started, until) * 1000,
+            "quiet_longest_pause_ms": longest_pause(steps.times, started - window, started) * 1000,
+            "steps": sum(started <= t <= ended for t in steps.times),
+            "quiet_steps": sum(started - window <= t < started for t in steps.times),
+        }
+
     try:
         while len(steps.times) < 30:
             time.sleep(0.01)
         step_s = statistics.median(np.diff(steps.times[-20:]))
         results["median_step_ms"] = step_s * 1000
+        quiet_s = 0.5
         for seconds in clip_seconds:
             request = SynthesisRequest(
                 capability=Capability.VOICE_CLONE,
@@ -126,27 +157,16 @@ def measure(checkpoint_dir: Path, device: str, streams: int, clip_seconds: list[
                 ref_text="A reference transcript.",
             )
             checked = validate_clip(request, engine.spec, config.limits)
-            done = threading.Event()
-            started = time.perf_counter()
-            worker.submit(checked, lambda _, d=done: d.set())
-            done.wait(600)
-            beside = (started, time.perf_counter())
-            time.sleep(4 * step_s)
-            done = threading.Event()
-            started = time.perf_counter()
-            engine.run_in_engine(lambda c=checked, d=done: (extract_voice_prompts(tts, [c]), d.set()))
-            done.wait(600)
-            inline = (started, time.perf_counter())
-            time.sleep(4 * step_s)
-            pause_beside = longest_pause(steps.times, *beside)
-            pause_inline = longest_pause(steps.times, inline[0], inline[1] + 2 * step_s)
-            results["clips"][f"{seconds:g}"] = {
-                "extraction_ms": (beside[1] - beside[0]) * 1000,
-                "longest_pause_beside_ms": pause_beside * 1000,
-                "longest_pause_inline_ms": pause_inline * 1000,
-                "pause_beside_in_steps": pause_beside / step_s,
-                "pause_inline_in_steps": pause_inline / step_s,
-            }
+            row: dict[str, Any] = {}
+            for how in ("beside", "inline"):
+                figures = extract(how, checked, quiet_s)
+                # What the extraction added to the batch's longest wait between two frames, in median steps.
+                figures["added_pause_steps"] = (
+                    figures["longest_pause_ms"] - figures["quiet_longest_pause_ms"]
+                ) / results["median_step_ms"]
+                row[how] = figures
+                quiet_s = max(quiet_s, 1.5 * figures["extraction_ms"] / 1000)
+            results["clips"][f"{seconds:g}"] = row
         results["stream_errors"] = [str(e) for sink in sinks for e in sink.errors]
     finally:
         engine.stop()
@@ -166,17 +186,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--streams", type=int, default=8, help="clone streams stepping meanwhile")
     parser.add_argument("--clip-seconds", type=float, nargs="+", default=[10.0, 30.0])
+    parser.add_argument(
+        "--step-share",
+        type=float,
+        default=settings.voice_prompt_step_share,
+        help="the worker's pacing (voice_prompt_step_share; 0: unpaced)",
+    )
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
-    results = measure(args.checkpoint_dir, args.device, args.streams, args.clip_seconds)
-    print(f"median step {results['median_step_ms']:.1f} ms, {args.streams} streams on {args.device}")
-    print("clip s  extraction ms  pause beside ms (steps)  pause on the engine thread ms (steps)")
+    results = measure(args.checkpoint_dir, args.device, args.streams, args.clip_seconds, args.step_share)
+    print(
+        f"median step {results['median_step_ms']:.1f} ms, {args.streams} streams on {args.device}, "
+        f"worker paced at {args.step_share:g} of a step"
+    )
+    print("clip s  where        extraction ms  steps (quiet)  longest pause ms (quiet)  added pause, steps")
     for seconds, row in results["clips"].items():
-        print(
-            f"{seconds:>6}  {row['extraction_ms']:>13.0f}  {row['longest_pause_beside_ms']:>9.1f} "
-            f"({row['pause_beside_in_steps']:>4.1f})        {row['longest_pause_inline_ms']:>9.1f} "
-            f"({row['pause_inline_in_steps']:>5.1f})"
-        )
+        for how, f in row.items():
+            where = "beside" if how == "beside" else "engine thread"
+            print(
+                f"{seconds:>6}  {where:<13}  {f['extraction_ms']:>11.0f}"
+                f"  {f['steps']:>5} ({f['quiet_steps']:>5})"
+                f"  {f['longest_pause_ms']:>12.1f} ({f['quiet_longest_pause_ms']:>6.1f})"
+                f"  {f['added_pause_steps']:>17.1f}"
+            )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 1 if results["stream_errors"] else 0

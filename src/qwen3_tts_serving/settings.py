@@ -158,6 +158,14 @@ class Settings(BaseSettings):
         description="Reference clips a Base engine encodes in one call (those waiting together, beside its "
         "running batch), and how many the voice_prompt model forwards at once.",
     )
+    voice_prompt_step_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=4.0,
+        description="While a Base engine's streams run, the share of one frame step its voice-prompt worker "
+        "may hold the Python interpreter before it waits for the next step (how much extracting a clip may "
+        "lengthen a step); 0 lets it run unpaced.",
+    )
     max_new_tokens: int = Field(2048, description="Upper bound on frames per request.")
     frames_per_char: float = Field(
         3.0, description="Guard rail: max_new_tokens is capped at frames_per_char * len(text) + 24."

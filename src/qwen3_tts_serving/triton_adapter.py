@@ -31,7 +31,7 @@ from .contract import (
     model_parameters,
 )
 from .engine.config import EngineConfig
-from .engine.observer import EngineTally, TallySnapshot
+from .engine.observer import EngineObserver, EngineTally, Observers, TallySnapshot
 from .engine.requests import (
     Capability,
     EngineUnavailableError,
@@ -343,16 +343,25 @@ class EngineModel:
         self.board = LoadBoard.create(
             board_path(Path(args["model_repository"])), capacity=config.max_active_streams
         )
-        observer = EngineTally(self.metrics.publish, on_step=self._publish_load)
-        try:
-            self.engine = StreamingEngine(tts, self.capability, config, observer)
-        except ValueError as error:  # a setting the model cannot run with (e.g. cuda_graphs on a CPU)
-            raise pb_utils.TritonModelException(f"{name}: {error}") from None
         self.prompts = (
-            VoicePromptWorker(tts, config.limits, max_batch=config.voice_prompt_batch)
+            VoicePromptWorker(
+                tts,
+                config.limits,
+                max_batch=config.voice_prompt_batch,
+                step_share=config.voice_prompt_step_share,
+            )
             if self.capability is Capability.VOICE_CLONE
             else None
         )
+        observer: EngineObserver = EngineTally(self.metrics.publish, on_step=self._publish_load)
+        if self.prompts is not None:  # the worker paces itself by the engine's steps
+            observer = Observers(observer, self.prompts.pacer)
+        try:
+            self.engine = StreamingEngine(tts, self.capability, config, observer)
+        except ValueError as error:  # a setting the model cannot run with (e.g. cuda_graphs on a CPU)
+            if self.prompts is not None:
+                self.prompts.stop()
+            raise pb_utils.TritonModelException(f"{name}: {error}") from None
         self._live: dict[str, TritonSink] = {}  # stream key (the front's) -> its sink, for cancellation
         self.engine.start()
         _log.info(f"{name}: engine ready ({self.engine.config})")

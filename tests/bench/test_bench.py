@@ -500,9 +500,13 @@ def test_the_prompt_stall_tool_measures_both_ways_on_the_tiny_base_engine(tmp_pa
     out = tmp_path / "stall.json"
     assert prompt_stall.main(["--streams", "2", "--clip-seconds", "20", "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
-    row = figures["clips"]["20"]
+    beside, inline = figures["clips"]["20"]["beside"], figures["clips"]["20"]["inline"]
     assert figures["median_step_ms"] > 0 and not figures["stream_errors"]
-    assert row["extraction_ms"] > 0 and row["longest_pause_beside_ms"] > 0
-    # On the engine thread the streams wait for the whole extraction; beside it they do not.
-    assert row["longest_pause_inline_ms"] > 2 * row["longest_pause_beside_ms"]
-    assert row["pause_inline_in_steps"] > row["pause_beside_in_steps"] > 0
+    assert figures["step_share"] == 0.5  # the served default
+    for row in (beside, inline):
+        assert row["extraction_ms"] > 0 and row["longest_pause_ms"] > 0 and row["quiet_longest_pause_ms"] > 0
+        assert row["quiet_steps"] > 0
+    # On the engine thread the streams wait for the whole extraction; beside it they keep stepping.
+    assert inline["longest_pause_ms"] > 2 * beside["longest_pause_ms"]
+    assert inline["added_pause_steps"] > beside["added_pause_steps"]
+    assert beside["steps"] > inline["steps"]

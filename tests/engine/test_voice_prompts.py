@@ -1,5 +1,6 @@
 """Voice prompts from reference clips (the ``voice_prompt`` model's logic), on the real package and the tiny
-Base checkpoint: a batch agrees with clips taken one by one, both modes, and the clip checks of cloning."""
+Base checkpoint: a batch agrees with clips taken one by one, both modes, and the clip checks of cloning; and
+the worker's pacing by the engine's steps."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from benchmarks.prompt_stall import QuietSink, StepTimes, longest_pause
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.loading import model_spec
+from qwen3_tts_serving.engine.observer import Observers
 from qwen3_tts_serving.engine.requests import (
     NUM_CODE_GROUPS,
     Capability,
@@ -19,6 +21,7 @@ from qwen3_tts_serving.engine.requests import (
     SynthesisRequest,
 )
 from qwen3_tts_serving.engine.voice_prompts import (
+    StepPacer,
     VoicePrompt,
     VoicePromptWorker,
     extract_voice_prompts,
@@ -95,15 +98,68 @@ def test_clips_are_checked_like_clone_references(base, request_, message) -> Non
         validate_clip(request_, spec, LIMITS)
 
 
+def _paced_python_work(pacer: StepPacer, progress: list[int], stop: threading.Event) -> None:
+    """Pure-Python work (it holds the interpreter) under the pacer, counting its progress."""
+    with pacer.paced():
+        while not stop.is_set():
+            progress[0] += 1
+            len(progress)  # a builtin call: the pacer looks in at calls
+
+
+def _stalls(progress: list[int], for_s: float = 0.15) -> bool:
+    before = progress[0]
+    time.sleep(for_s)
+    return progress[0] == before
+
+
+def test_the_pacer_holds_the_worker_to_a_slice_per_engine_step() -> None:
+    pacer = StepPacer(0.5, max_wait_s=30)
+    progress, stop = [0], threading.Event()
+    worker = threading.Thread(target=_paced_python_work, args=(pacer, progress, stop), daemon=True)
+    try:
+        worker.start()
+        assert not _stalls(progress), "an idle engine does not pace the worker"
+        pacer.step_done(seconds=0.02)  # streams run: 10 ms slices from now on
+        time.sleep(0.05)
+        assert _stalls(progress), "the worker ran past its slice while the engine was busy"
+        waits = pacer.waits
+        for _ in range(3):  # each step lets it run one slice more, and no more
+            pacer.step_done(seconds=0.02)
+            time.sleep(0.05)
+            assert _stalls(progress)
+        assert pacer.waits == waits + 3
+        pacer.idle()  # the batch emptied: the worker runs freely again
+        assert not _stalls(progress)
+    finally:
+        stop.set()
+        pacer.idle()
+        worker.join(5)
+    assert not worker.is_alive()
+
+
+def test_a_pacer_with_no_share_never_waits() -> None:
+    pacer = StepPacer(0.0, max_wait_s=30)
+    progress, stop = [0], threading.Event()
+    worker = threading.Thread(target=_paced_python_work, args=(pacer, progress, stop), daemon=True)
+    worker.start()
+    pacer.step_done(seconds=0.02)
+    try:
+        assert not _stalls(progress)
+        assert pacer.waits == 0
+    finally:
+        stop.set()
+        worker.join(5)
+
+
 def test_streams_keep_stepping_while_a_prompt_is_extracted(make_engine, base) -> None:
     """The engine model extracts prompts on a worker beside its running batch (one copy of the Base weights),
-    so a long clip does not pause the streams for its whole extraction, as it does on the engine thread.
-    (On this 2-core CPU the two threads share the GIL, so steps slow while it runs: a few steps' pause, not
-    one; ``python -m benchmarks.prompt_stall`` measures it, on a GPU too.)"""
+    paced by the engine's steps, so a long clip does not pause the streams for its whole extraction, as it
+    does on the engine thread. ``python -m benchmarks.prompt_stall`` measures the pause, on a GPU too."""
     tts, spec = base
     engine = make_engine(Capability.VOICE_CLONE, frames_per_char=50)
     steps = StepTimes()
-    engine.observer = steps
+    worker = VoicePromptWorker(tts, LIMITS)
+    engine.observer = Observers(steps, worker.pacer)  # wired as the engine model wires it
     text = "A long sentence to keep the batch busy. " * 6
     clones = [
         _request(
@@ -116,7 +172,6 @@ def test_streams_keep_stepping_while_a_prompt_is_extracted(make_engine, base) ->
         [engine.make_stream(engine.validate(r), sink) for r, sink in zip(clones, sinks, strict=True)]
     )
     engine.start()
-    worker = VoicePromptWorker(tts, LIMITS)
     try:
         deadline = time.monotonic() + 60
         while len(steps.times) < 20:
@@ -131,6 +186,7 @@ def test_streams_keep_stepping_while_a_prompt_is_extracted(make_engine, base) ->
         assert done.wait(60)
         beside = (started, time.perf_counter())
         assert isinstance(replies[0], VoicePrompt) and replies[0].ref_codes.shape[1] == NUM_CODE_GROUPS
+        assert worker.pacer.waits > 0, "the worker was not paced by the running batch"
 
         inline_done = threading.Event()
         started = time.perf_counter()

@@ -44,7 +44,7 @@ ENGINE_PARAMETERS = {
     "cuda_graph_batch_sizes", "max_active_streams", "max_queued_streams", "max_queue_wait_s",
     "realtime_step_budget_s", "max_new_tokens", "frames_per_char", "repetition_window", "max_text_length",
     "min_ref_audio_seconds", "max_ref_audio_seconds", "cuda_graphs", "slot_max_length",
-    "attention_length_buckets", "prefill_tokens_per_step", "voice_prompt_batch",
+    "attention_length_buckets", "prefill_tokens_per_step", "voice_prompt_batch", "voice_prompt_step_share",
 }  # fmt: skip
 SAMPLING = {
     "do_sample": ("TYPE_BOOL", [1]),

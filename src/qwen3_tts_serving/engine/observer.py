@@ -50,6 +50,33 @@ class NullObserver:
         pass
 
 
+class Observers:
+    """Several observers as one: each hears every event, in order."""
+
+    def __init__(self, *observers: EngineObserver) -> None:
+        self.observers = observers
+
+    def step_done(
+        self, *, seconds: float, frames: int, active: int, queued: int, paused: int, mixed: bool = False
+    ) -> None:
+        for observer in self.observers:
+            observer.step_done(
+                seconds=seconds, frames=frames, active=active, queued=queued, paused=paused, mixed=mixed
+            )
+
+    def first_audio(self, seconds: float) -> None:
+        for observer in self.observers:
+            observer.first_audio(seconds)
+
+    def finished(self, reason: str) -> None:
+        for observer in self.observers:
+            observer.finished(reason)
+
+    def idle(self, *, paused: int) -> None:
+        for observer in self.observers:
+            observer.idle(paused=paused)
+
+
 @dataclass
 class TallySnapshot:
     """What happened since the last publication (counts) and the state now (gauges)."""

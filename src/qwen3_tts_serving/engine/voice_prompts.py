@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
-from collections.abc import Callable
-from contextlib import nullcontext
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,18 +76,87 @@ def extract_voice_prompts(tts: Any, requests: list[SynthesisRequest]) -> list[Vo
     return prompts
 
 
+class StepPacer:
+    """Keeps a thread working beside the engine from lengthening its frame steps by more than a share of one.
+
+    CPython runs one thread's Python at a time, so a worker encoding a clip takes turns with the step loop,
+    and every turn it takes lengthens the step running meanwhile (on the CPU that turned a 4 ms step into
+    up to 19 ms). The pacer is an engine observer: while streams run, the worker may hold the interpreter
+    for ``share`` of the last step's duration, then waits for the next step to end. Its kernels, which run
+    without the interpreter, go on meanwhile. An idle engine does not pace it; ``share`` 0 turns pacing off.
+    """
+
+    def __init__(self, share: float, *, max_wait_s: float = 1.0) -> None:
+        self.share = share
+        self.max_wait_s = max_wait_s  # a step longer than this (a big admission) lets the worker go on
+        self.waits = 0  # slices that ended in a wait for the next step (tests read it)
+        self._cond = threading.Condition()
+        self._steps = 0
+        self._busy = False
+        self._slice_s = 0.0
+        self._slice_started = 0.0
+
+    # -- the engine's thread (EngineObserver) --------------------------------------------------------
+    def step_done(self, *, seconds: float, **_: object) -> None:
+        with self._cond:
+            self._steps += 1
+            self._busy = True
+            self._slice_s = self.share * seconds
+            self._cond.notify_all()
+
+    def idle(self, **_: object) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+    def first_audio(self, seconds: float) -> None:
+        pass
+
+    def finished(self, reason: str) -> None:
+        pass
+
+    # -- the worker's thread --------------------------------------------------------------------------
+    @contextmanager
+    def paced(self) -> Iterator[None]:
+        """Pace the calling thread's Python for the duration of the block."""
+        if self.share <= 0:
+            yield
+            return
+        self._slice_started = time.perf_counter()
+        sys.setprofile(self._on_event)  # this thread only; it sees every Python and builtin call
+        try:
+            yield
+        finally:
+            sys.setprofile(None)
+
+    def _on_event(self, frame: object, event: str, arg: object) -> None:
+        if not self._busy or time.perf_counter() - self._slice_started < self._slice_s:
+            return
+        with self._cond:
+            seen = self._steps
+            if self._busy:
+                self.waits += 1
+                self._cond.wait_for(lambda: self._steps != seen or not self._busy, timeout=self.max_wait_s)
+        self._slice_started = time.perf_counter()
+
+
 class VoicePromptWorker:
     """Extracts voice prompts on its own thread (and its own CUDA stream), beside the engine's frame steps.
 
     The engine model shares its Base weights with it: extraction (speaker encoder and codec encoder) never
-    runs on the engine thread, so streams keep stepping while a clip is encoded. Clips waiting together are
-    extracted in one call. ``reply`` gets the prompt, or the exception that failed the batch.
+    runs on the engine thread, so streams keep stepping while a clip is encoded. Its ``pacer`` goes among
+    the engine's observers, so that the worker's Python never lengthens a step by more than ``step_share``
+    of one. Clips waiting together are extracted in one call. ``reply`` gets the prompt, or the exception
+    that failed the batch.
     """
 
-    def __init__(self, tts: Any, limits: RequestLimits, *, max_batch: int = 8) -> None:
+    def __init__(
+        self, tts: Any, limits: RequestLimits, *, max_batch: int = 8, step_share: float = 0.5
+    ) -> None:
         self.tts = tts
         self.limits = limits
         self.max_batch = max_batch
+        self.pacer = StepPacer(step_share)
         self._queue: queue.Queue[tuple[SynthesisRequest, Callable[[Any], None]] | None] = queue.Queue()
         device = tts.device if isinstance(getattr(tts, "device", None), torch.device) else None
         self._cuda_stream = (
@@ -101,6 +172,7 @@ class VoicePromptWorker:
         self._queue.put((request, reply))
 
     def stop(self) -> None:
+        self.pacer.idle()  # a worker waiting for a step that will not come goes on
         self._queue.put(None)
         self._thread.join(timeout=30)
 
@@ -123,7 +195,8 @@ class VoicePromptWorker:
 
     def _extract(self, batch: list[tuple[SynthesisRequest, Callable[[Any], None]]]) -> None:
         try:
-            with torch.cuda.stream(self._cuda_stream) if self._cuda_stream is not None else nullcontext():
+            stream = torch.cuda.stream(self._cuda_stream) if self._cuda_stream is not None else nullcontext()
+            with stream, self.pacer.paced():
                 prompts: list[Any] = extract_voice_prompts(self.tts, [request for request, _ in batch])
         except Exception as error:  # the batch fails, the worker goes on
             prompts = [error] * len(batch)
