@@ -50,6 +50,15 @@ class Target:
     def met(self, value: float) -> bool:
         return value >= self.bound if self.higher_is_better else value <= self.bound
 
+    def status(self, value: float | None, on_gpu_full_model: bool, passed: str, failed: str) -> str:
+        """NOT_MEASURED off a GPU run of the full model, NOT_RUN where the level has no value, else
+        ``passed`` or ``failed`` (each report has its own words for them)."""
+        if not on_gpu_full_model:
+            return NOT_MEASURED
+        if value is None:
+            return NOT_RUN
+        return passed if self.met(value) else failed
+
 
 TARGETS = (
     Target("TTFA p50 <= 100 ms at concurrency 1", "issue", 1, "ttfa_s", "p50", 0.100),
@@ -86,12 +95,7 @@ def evaluate_engine(
     rows = []
     for section, target in ENGINE_TARGETS:
         value = target.value(sections.get(section, {}))
-        if not on_gpu_full_model:
-            status = NOT_MEASURED
-        elif value is None:
-            status = NOT_RUN
-        else:
-            status = "PASS" if target.met(value) else "FAIL"
+        status = target.status(value, on_gpu_full_model, "PASS", "FAIL")
         rows.append({"target": target.name, "section": section, "value": value, "status": status})
     return rows
 
@@ -104,12 +108,7 @@ def evaluate(
     for target in TARGETS:
         for path, levels in paths.items():
             value = target.value(levels)
-            if not on_gpu_full_model:
-                status = NOT_MEASURED
-            elif value is None:
-                status = NOT_RUN
-            else:
-                status = "met" if target.met(value) else "missed"
+            status = target.status(value, on_gpu_full_model, "met", "missed")
             rows.append(
                 {
                     "target": target.name,
