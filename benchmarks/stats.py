@@ -70,8 +70,36 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+@dataclass(kw_only=True)
+class StreamedAudio:
+    """What one stream received, as the request and session records both keep it: its audio chunks
+    (arrival times from sending and durations, in seconds) and how it ended."""
+
+    audio_s: float = 0.0
+    chunks: int = 0
+    finish_reason: str = ""
+    error: str | None = None
+    arrivals_s: list[float] = field(default_factory=list)
+    durations_s: list[float] = field(default_factory=list)
+
+    @property
+    def playback(self) -> Playback:
+        return playback_underruns(self.arrivals_s, self.durations_s)
+
+    def _ending_json(self) -> dict[str, Any]:
+        """The chunks, their playback and the ending, as the last keys of a record's ``to_json``."""
+        playback = self.playback
+        return {
+            "chunks": self.chunks,
+            "finish_reason": self.finish_reason,
+            "underruns": playback.underruns,
+            "stall_s": playback.stall_s,
+            "error": self.error,
+        }
+
+
 @dataclass
-class RequestRecord:
+class RequestRecord(StreamedAudio):
     """One streamed request as the load tool saw it. Times are seconds from sending the request."""
 
     path: str
@@ -80,12 +108,6 @@ class RequestRecord:
     start_s: float  # since the level started
     ttfa_s: float | None = None
     total_s: float | None = None
-    audio_s: float = 0.0
-    chunks: int = 0
-    finish_reason: str = ""
-    error: str | None = None
-    arrivals_s: list[float] = field(default_factory=list)
-    durations_s: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -96,12 +118,7 @@ class RequestRecord:
         """Real-time factor: generation time over audio duration (below 1 = faster than real time)."""
         return ratio(self.total_s, self.audio_s)
 
-    @property
-    def playback(self) -> Playback:
-        return playback_underruns(self.arrivals_s, self.durations_s)
-
     def to_json(self) -> dict[str, Any]:
-        playback = self.playback
         return {
             "index": self.index,
             "start_s": self.start_s,
@@ -109,11 +126,7 @@ class RequestRecord:
             "total_s": self.total_s,
             "audio_s": self.audio_s,
             "rtf": self.rtf,
-            "chunks": self.chunks,
-            "finish_reason": self.finish_reason,
-            "underruns": playback.underruns,
-            "stall_s": playback.stall_s,
-            "error": self.error,
+            **self._ending_json(),
         }
 
 
@@ -212,7 +225,7 @@ def ttfa_over_total(levels: Levels, q: str = "p50") -> dict[int, float | None]:
 
 # ------------------------------------------------------------------------------------------ voice agent
 @dataclass
-class SessionRecord:
+class SessionRecord(StreamedAudio):
     """One voice-agent session (text streamed word by word while it speaks). Times are seconds from
     sending the first text fragment."""
 
@@ -223,12 +236,6 @@ class SessionRecord:
     last_fragment_s: float | None = None  # when the last fragment (END) was sent
     first_audio_s: float | None = None
     end_s: float | None = None  # arrival of the last audio chunk
-    audio_s: float = 0.0
-    chunks: int = 0
-    finish_reason: str = ""
-    error: str | None = None
-    arrivals_s: list[float] = field(default_factory=list)
-    durations_s: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -241,12 +248,7 @@ class SessionRecord:
             return None
         return self.end_s - self.last_fragment_s
 
-    @property
-    def playback(self) -> Playback:
-        return playback_underruns(self.arrivals_s, self.durations_s)
-
     def to_json(self) -> dict[str, Any]:
-        playback = self.playback
         return {
             "index": self.index,
             "start_s": self.start_s,
@@ -256,11 +258,7 @@ class SessionRecord:
             "end_s": self.end_s,
             "tail_s": self.tail_s,
             "audio_s": self.audio_s,
-            "chunks": self.chunks,
-            "finish_reason": self.finish_reason,
-            "underruns": playback.underruns,
-            "stall_s": playback.stall_s,
-            "error": self.error,
+            **self._ending_json(),
         }
 
 
