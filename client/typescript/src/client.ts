@@ -41,6 +41,7 @@ import {
   parseSpeech,
   parseVoice,
   referenceAudioBase64,
+  voiceFields,
   voicePathId,
 } from "./wire.js";
 
@@ -122,27 +123,14 @@ export class Qwen3TTSClient {
    * flac, mp3, opus or pcm (s16le). */
   async speak(text: string, options: SpeakOptions): Promise<SpeechResult> {
     checkOutputFormat(options.responseFormat);
-    const json = body(
-      {
-        text,
-        voice: options.voice,
-        speaker: options.speaker,
-        language: options.language,
-        instruct: options.instruct,
-        response_format: options.responseFormat,
-      },
-      options,
-    );
+    const json = body({ ...voiceFields(text, options), response_format: options.responseFormat }, options);
     return this.speech({ name: "speak", method: "POST", path: "/synthesize", json }, options.responseFormat ?? "wav", options);
   }
 
   /** Chunks as they are generated (NDJSON): float `samples`, s16le `data`, `isLast`/`finishReason` on
    * the last; `stream.summary` holds the closing line once read. */
   stream(text: string, options: StreamOptions): ChunkStream {
-    const json = body(
-      { text, voice: options.voice, speaker: options.speaker, language: options.language, instruct: options.instruct, stream_format: "ndjson" },
-      options,
-    );
+    const json = body({ ...voiceFields(text, options), stream_format: "ndjson" }, options);
     const op: Operation = { name: "stream", method: "POST", path: "/synthesize/stream", json, headers: { accept: "application/x-ndjson" } };
     return new ChunkStream(async function* (this: Qwen3TTSClient, stream: ChunkStream) {
       const response = await this.transport.open(op, requestOptions(options));
@@ -159,18 +147,7 @@ export class Qwen3TTSClient {
     if (!STREAM_FORMATS.includes(format)) {
       throw new RangeError(`format ${JSON.stringify(format)} cannot be streamed; streamable: ${STREAM_FORMATS.join(", ")}`);
     }
-    const json = body(
-      {
-        text,
-        voice: options.voice,
-        speaker: options.speaker,
-        language: options.language,
-        instruct: options.instruct,
-        stream_format: "audio",
-        response_format: format,
-      },
-      options,
-    );
+    const json = body({ ...voiceFields(text, options), stream_format: "audio", response_format: format }, options);
     const op: Operation = { name: "streamAudio", method: "POST", path: "/synthesize/stream", json };
     return new ChunkStream(async function* (this: Qwen3TTSClient) {
       yield* rawAudioChunks(await this.transport.open(op, requestOptions(options)), format);

@@ -18,6 +18,7 @@ import type {
   Speaker,
   SpeechResult,
   Voice,
+  VoiceSelection,
 } from "./types.js";
 import { CONTENT_TYPES, OUTPUT_FORMATS } from "./types.js";
 
@@ -38,6 +39,17 @@ export function samplingFields(options: SamplingOptions): Record<string, unknown
     if (options[name] !== undefined) fields[wire] = options[name];
   }
   return fields;
+}
+
+/** A synthesis request's text and voice selection, under the gateway's names (speak and both streams). */
+export function voiceFields(text: string, selection: VoiceSelection): Record<string, unknown> {
+  return {
+    text,
+    voice: selection.voice,
+    speaker: selection.speaker,
+    language: selection.language,
+    instruct: selection.instruct,
+  };
 }
 
 /** `fields` without the undefined ones, plus the sampling options. */
