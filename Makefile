@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # libb64: perf_analyzer; sox: qwen-tts imports it at start-up; postgresql: the voice-library tests start a
-# throwaway server from its binaries (tests/gateway/postgres.py).
+# throwaway server from its binaries (tests/postgres.py).
 APT_PACKAGES := libb64-0d sox libsox-fmt-all postgresql
 CHECKPOINTS := .cache/checkpoints/tiny
 # The stamp's name is a hash of the dependency files, so a changed file (not a changed mtime) re-runs setup.

@@ -1,14 +1,15 @@
-# Browser tests of the gateway's playground page (tests/playground). Included by the main Makefile.
+# Browser tests of the gateway's playground page (tests/e2e/test_playground.py). Included by the main
+# Makefile.
 #
 #   make playground-deps   Debian's chromium + chromium-driver (apt, as root, only when missing) and the
-#                          pinned selenium from tests/playground/requirements.txt into the venv
+#                          pinned selenium from tests/e2e/requirements-playground.txt into the venv
 #   make playground-test   playground-deps, then the browser tests
 #
 # Without root (or apt-get) it only warns; the tests then skip and say why.
 
 PLAYGROUND_APT     := chromium chromium-driver
-PLAYGROUND_REQS    := tests/playground/requirements.txt
-# The interpreter that runs pytest (tests/playground/conftest.py passes its own when it installs).
+PLAYGROUND_REQS    := tests/e2e/requirements-playground.txt
+# The interpreter that runs pytest (tests/e2e/conftest.py passes its own when it installs).
 PLAYGROUND_PYTHON  ?= .venv/bin/python
 
 .PHONY: playground-deps playground-test
@@ -23,4 +24,4 @@ playground-deps:
 	$(PLAYGROUND_PYTHON) -m pip install --quiet --disable-pip-version-check -r $(PLAYGROUND_REQS)
 
 playground-test: playground-deps
-	$(PLAYGROUND_PYTHON) -m pytest -q -m e2e tests/playground
+	$(PLAYGROUND_PYTHON) -m pytest -q -m e2e tests/e2e/test_playground.py

@@ -1,11 +1,11 @@
 # The TypeScript client (client/typescript). Included by the main Makefile (-include mk/*.mk); `make test`
-# runs typescript-check before the pytest suite, whose tests/typescript runs the package's end-to-end tests
-# against the real gateway and Triton.
+# runs typescript-check before the pytest suite, whose tests/e2e/test_typescript_client.py runs the package's
+# end-to-end tests against the real gateway and Triton.
 #
 #   make typescript-deps    npm ci from package-lock.json, only when the lock file changed
 #   make typescript-check   deps, then `npm test`: the package build (dist/, ESM + declarations), the type
 #                           check of sources and tests, and the unit and property tests (node --test)
-#   make typescript-e2e     deps, then tests/typescript (pytest starts Triton and the gateway)
+#   make typescript-e2e     deps, then tests/e2e/test_typescript_client.py (pytest starts Triton and the gateway)
 
 TS_DIR  := client/typescript
 NPM     ?= npm
@@ -31,4 +31,4 @@ typescript-check: typescript-deps
 	cd $(TS_DIR) && $(NPM) test
 
 typescript-e2e: typescript-deps
-	$(TS_PYTEST) -q -m e2e tests/typescript
+	$(TS_PYTEST) -q -m e2e tests/e2e/test_typescript_client.py

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny checkpoints, a filled model repository and a real tritonserver on free ports.
+"""Shared fixtures: tiny checkpoints, a filled model repository, a real tritonserver on free ports and a real
+PostgreSQL server (the gateway's voice-library tests and the end-to-end tests in tests/e2e/ use both).
 
 The session-wide ``triton_server`` serves every model of ``model_repository/`` that has a ``1/model.py``,
 with the tiny random checkpoints (or QWEN3_TTS_CHECKPOINT_DIR when set), and is always stopped.
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from postgres import PostgresCluster
 
 from qwen3_tts_serving.launcher import TritonServer, build_model_repository, ensure_checkpoint_dir
 from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
@@ -137,3 +139,16 @@ def triton_server(
     log_path = tmp_path_factory.mktemp("triton-log") / "tritonserver.log"
     with TritonServer(model_repository, serving_settings, log_path=log_path) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A real PostgreSQL server (postgres.py) on a free loopback port for the session; always stopped."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A new, empty database of that server: ``postgresql://voices@127.0.0.1:<port>/voices_<n>``."""
+    return postgres_cluster.create_database()

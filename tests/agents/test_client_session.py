@@ -1,6 +1,6 @@
 """The client's session helper and ``qwen3-tts say`` against the real gateway app under uvicorn, with the
 fake engine (tests/gateway/fakes.py) standing in for Triton: the client's own logic, fast. The same calls
-against the real models are in test_e2e_sessions.py and test_e2e_cli.py.
+against the real models are in tests/e2e/test_agent_sessions.py and tests/e2e/test_agent_cli.py.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from qwen3_tts_client import (
     UnprocessableEntityError,
 )
 from qwen3_tts_client.cli import main
+from qwen3_tts_gateway.embedded import serve_in_thread
 
 from gateway.fakes import SAMPLES_PER_CHAR, FakeEngine
 from qwen3_tts_serving.settings import Settings
-
-from .conftest import serve
 
 
 @pytest.fixture
@@ -45,7 +44,7 @@ def url(engine: FakeEngine, tmp_path: Path) -> Iterator[str]:
         api_keys=["key"],
         max_text_length=50,
     )
-    with serve(create_app(settings=settings, engine=engine)) as base_url:
+    with serve_in_thread(create_app(settings=settings, engine=engine)) as base_url:
         yield base_url
 
 

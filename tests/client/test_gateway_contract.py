@@ -3,7 +3,7 @@
 Only the inference engine is replaced, by ``ToneEngine`` below, so these tests run without Triton and
 pin the contract between the two packages: field names the gateway accepts (it forbids unknown fields),
 response headers, NDJSON lines, error bodies, Retry-After, auth and the voice library. The same calls
-against the real Triton are in test_e2e_client.py.
+against the real Triton are in tests/e2e/test_python_client.py.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from qwen3_tts_gateway.backend import ALL_MODELS, AudioChunk, SynthesisRequest, 
 from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import EngineUnavailableError, UpstreamTimeoutError
 
-from .conftest import gateway_settings
+from gateway.conftest import gateway_settings
 
 RATE = 24_000
 

@@ -1,5 +1,6 @@
 """TritonTTSClient without a server: tensors per the contract, response parsing from real protobuf
-messages, error mapping, and a refused connection on a real socket. The real server is in test_e2e_client.py.
+messages, error mapping, and a refused connection on a real socket. The real server is in
+tests/e2e/test_python_client.py.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """Fixtures of the gateway tests: settings with a temporary voice library, the app with a fake engine
-(routing/validation tests only, see fakes.py), reference clips encoded by soundfile, and a real
-PostgreSQL server for the voice library (see postgres.py)."""
+(routing/validation tests only, see fakes.py), reference clips encoded by soundfile, and the voice library
+on SQLite and on the real PostgreSQL server of tests/conftest.py.
+
+The helpers here (``clip``, ``make_settings``, ``gateway_settings``) are imported by the client and
+end-to-end tests too (``from gateway.conftest import ...``)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -17,7 +20,6 @@ from qwen3_tts_gateway import create_app
 from qwen3_tts_serving.settings import Settings
 
 from .fakes import FakeEngine
-from .postgres import PostgresCluster
 
 SOUNDFILE_FORMATS = {
     "wav": ("WAV", "PCM_16"),
@@ -55,6 +57,18 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def gateway_settings(grpc_url: str, cache_dir: Path, **overrides: object) -> Settings:
+    """Settings of a real gateway in front of the Triton at ``grpc_url`` (``host:port``), no API keys."""
+    values: dict[str, object] = {
+        "gateway_triton_url": grpc_url,
+        "cache_dir": cache_dir,
+        "voice_db_path": cache_dir / "voices.db",
+        "api_keys": [],
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
 @pytest.fixture
 def engine() -> FakeEngine:
     return FakeEngine()
@@ -81,19 +95,6 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with client_factory(settings, engine) as http:
         yield http
-
-
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """A real PostgreSQL server on a free loopback port for the whole session; always stopped."""
-    with PostgresCluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def postgres_url(postgres_cluster: PostgresCluster) -> str:
-    """A new, empty database of that server: ``postgresql://voices@127.0.0.1:<port>/voices_<n>``."""
-    return postgres_cluster.create_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -3,7 +3,7 @@
 ONLY for tests of the gateway's own routing, validation, encoding and error-handling logic: it implements
 the ``TTSEngine`` protocol with synthetic sine chunks and scripted errors. Everything that concerns Triton
 itself (gRPC, the models, cancellation inside the server) is tested against the real server in
-``test_e2e_gateway.py`` and, for connection failures, against real sockets in ``test_triton_engine.py``.
+tests/e2e/test_gateway.py and, for connection failures, against real sockets in ``test_triton_engine.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The official OpenAI Python SDK against the gateway's /v1/audio/speech (real HTTP via uvicorn).
 
-Routing only: the fake engine (see fakes.py) stands in for Triton; test_e2e_gateway.py repeats the
+Routing only: the fake engine (see fakes.py) stands in for Triton; tests/e2e/test_gateway.py repeats the
 happy path against the real server.
 """
 

@@ -1,7 +1,7 @@
 """Long text on the non-session endpoints: sentence segments, pipelined, one stream (fake engine).
 
 The fake engine (fakes.py) records when each Triton request started and finished, which is what
-pipelining is about; the real models repeat the happy path in tests/agents/test_e2e_long_text.py.
+pipelining is about; the real models repeat the happy path in tests/e2e/test_long_text_streams.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ``/ws/session`` protocol over real WebSocket connections, the fake engine standing in for Triton.
 
 Only the gateway's own logic (messages, errors, idle handling, cancellation) is checked here; the real
-session models are driven in tests/agents/.
+session models are driven in tests/e2e/test_agent_sessions.py.
 """
 
 from __future__ import annotations

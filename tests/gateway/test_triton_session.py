@@ -2,7 +2,7 @@
 
 A scripted stand-in for ``tritonclient.grpc.aio.InferenceServerClient.stream_infer`` records the request
 dicts the session yields and answers with real ``InferResult`` protobufs. The real session models are
-driven through the gateway in tests/agents/test_e2e_sessions.py.
+driven through the gateway in tests/e2e/test_agent_sessions.py.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from postgres import PostgresCluster
 from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.backend import VoicePrompt
 from qwen3_tts_gateway.voices import VoiceLibraryUnavailableError, VoiceStore, owner_of
@@ -20,7 +21,6 @@ from qwen3_tts_serving.settings import Settings
 
 from .conftest import clip, make_settings
 from .fakes import FakeEngine
-from .postgres import PostgresCluster
 
 StoreFactory = Callable[..., VoiceStore]
 

@@ -39,7 +39,7 @@ def test_the_readme_lists_every_end_to_end_suite() -> None:
     section = section[: section.index("\n## ", 1)]
     named = re.findall(r"`(tests/[^`]+?\.py)`", section)
     folders = {str(PurePosixPath(name).parent) for name in named}
-    # A cell names its folder once and then bare file names: `tests/gateway/test_e2e_*.py`, `test_x.py`.
+    # A cell names its folder once and then bare file names: `tests/e2e/test_agent_*.py`, `test_x.py`.
     bare = re.findall(r"`(test_[^`/]+?\.py)`", section)
     patterns = named + [f"{folder}/{name}" for folder in folders for name in bare]
     suites = [

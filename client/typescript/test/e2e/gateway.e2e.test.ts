@@ -1,6 +1,6 @@
 /**
  * End to end, no fakes: this client -> the real gateway -> gRPC -> the real tritonserver with the project's
- * models. tests/typescript/test_e2e_typescript.py starts both (the repository's pytest fixtures) and runs
+ * models. tests/e2e/test_typescript_client.py starts both (the repository's pytest fixtures) and runs
  * this file with:
  *
  *   QWEN3_TTS_E2E_BASE_URL   the gateway's URL
@@ -29,7 +29,7 @@ import {
 const BASE_URL = process.env.QWEN3_TTS_E2E_BASE_URL ?? "";
 const API_KEY = process.env.QWEN3_TTS_E2E_API_KEY || null;
 const REFERENCE = process.env.QWEN3_TTS_E2E_REFERENCE ?? "";
-const SKIP = BASE_URL ? false : "QWEN3_TTS_E2E_BASE_URL is not set (run tests/typescript/test_e2e_typescript.py)";
+const SKIP = BASE_URL ? false : "QWEN3_TTS_E2E_BASE_URL is not set (run tests/e2e/test_typescript_client.py)";
 
 const RATE = 24_000;
 const FINISH_REASONS = ["stop", "length", "repetition"];

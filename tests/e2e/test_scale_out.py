@@ -11,7 +11,7 @@ real PostgreSQL voice library. Load runs through both gateways the whole time.
 * a gateway drained (SIGTERM) with a WebSocket stream and an HTTP stream open: both finish, new requests
   get 503, then it exits.
 
-A voice saved through one gateway speaking through the other is tests/gateway/test_e2e_shared_voices.py.
+A voice saved through one gateway speaking through the other is test_shared_voices.py.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+from postgres import PostgresCluster
 from websockets.sync.client import connect as ws_connect
 
 from qwen3_tts_serving import engine_metrics
@@ -36,8 +37,7 @@ from qwen3_tts_serving.launcher import TritonServer, build_model_repository
 from qwen3_tts_serving.launcher.process import ManagedProcess, http_ok
 from qwen3_tts_serving.settings import Settings
 
-from .postgres import PostgresCluster
-from .test_e2e_shared_voices import gateway_process
+from .test_shared_voices import gateway_process
 
 pytestmark = pytest.mark.e2e
 

@@ -1,9 +1,9 @@
 """End to end, no fakes: the client, the provider and the CLI -> the real gateway under uvicorn ->
 gRPC -> the real tritonserver with the project's models (``triton_server`` from tests/conftest.py,
-``gateway_server`` from tests/client/conftest.py); and ``TritonTTSClient`` straight to Triton.
+``gateway_server`` from tests/e2e/conftest.py); and ``TritonTTSClient`` straight to Triton.
 
-Run with ``pytest -m e2e tests/client``. Requests are kept short (``max_new_tokens``) so the tiny CPU
-checkpoints answer in seconds; a real checkpoint set (QWEN3_TTS_CHECKPOINT_DIR) works the same way.
+Run with ``pytest tests/e2e/test_python_client.py``. Requests are kept short (``max_new_tokens``) so the
+tiny CPU checkpoints answer in seconds; a real checkpoint set (QWEN3_TTS_CHECKPOINT_DIR) works the same way.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A bounded schema fuzz (schemathesis) of the real gateway in front of the real tritonserver, API keys on:
 whatever the OpenAPI schema describes, valid or not (generation mode "all": positive and negative data),
-never gets a 5xx. Run with ``pytest -m e2e tests/gateway/test_e2e_schema_fuzz.py``.
+never gets a 5xx. Run with ``pytest tests/e2e/test_schema_fuzz.py``.
 
 Bounded so it takes a couple of minutes on 2 cores: ``EXAMPLES_PER_OPERATION`` examples per operation, no
 coverage/stateful phases (they multiply the requests), and a gateway whose ``max_text_length`` is small, so
@@ -27,7 +27,7 @@ from qwen3_tts_gateway.embedded import serve_in_thread
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
-from .conftest import clip, make_settings
+from gateway.conftest import clip, make_settings
 
 pytestmark = pytest.mark.e2e
 

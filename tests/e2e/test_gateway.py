@@ -1,7 +1,7 @@
 """End to end: real HTTP (httpx) and WebSocket clients -> the gateway under uvicorn -> real gRPC -> the
 real tritonserver with the project's models (the session fixture ``triton_server`` in tests/conftest.py).
 
-No fakes here. Run with ``pytest -m e2e tests/gateway``.
+No fakes here. Run with ``pytest tests/e2e/test_gateway.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.embedded import serve_in_thread
 from websockets.sync.client import connect as ws_connect
 
-from .conftest import clip, make_settings
+from gateway.conftest import clip, make_settings
 
 pytestmark = pytest.mark.e2e
 

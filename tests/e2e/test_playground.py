@@ -1,7 +1,7 @@
 """The playground page at ``/`` in headless Chromium, against the real gateway and the real tritonserver.
 
-Run with ``pytest -m e2e tests/playground`` (``QWEN3_TTS_CHECKPOINT_DIR`` reuses prebuilt tiny checkpoints).
-Screenshots land in pytest's temporary folder; their paths are printed (``-s`` shows them).
+Run with ``pytest tests/e2e/test_playground.py`` (``QWEN3_TTS_CHECKPOINT_DIR`` reuses prebuilt tiny
+checkpoints). Screenshots land in pytest's temporary folder; their paths are printed (``-s`` shows them).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import (
+from .playground import (
     API_KEY,
     SPEAKERS,
     element,

@@ -1,8 +1,14 @@
-"""Fixtures of the playground tests: headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by
-selenium) against the real gateway on a free port, in front of the session's real ``triton_server``.
+"""Fixtures of the end-to-end tests: the real gateway (``create_app()`` under uvicorn on a free port) in front
+of the session's real ``triton_server`` (tests/conftest.py), reached over real sockets, and headless Chromium
+for the playground page.
 
-When Chromium, its driver or selenium is missing, ``make playground-deps`` is run once to install them;
-the tests skip only when that fails too (not root, no apt-get, no registry), with the reason.
+* ``gateway_server``: the gateway as the Python client tests use it (default settings, no API keys).
+* ``agent_gateway``: long request and idle timeouts, for voice-agent sessions and long texts.
+* ``idle_gateway``: a short idle timeout (the gateway's own websocket idle timeout,
+  ``Settings.session_idle_timeout_s``). All of them share the one Triton.
+* ``chromium_paths``, ``browser``, ``page``, ``playground_url``: the browser tests of the playground. When
+  Chromium, its driver or selenium is missing, ``make playground-deps`` is run once to install them; the
+  tests skip only when that fails too (not root, no apt-get, no registry), with the reason.
 """
 
 from __future__ import annotations
@@ -11,15 +17,69 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from qwen3_tts_gateway.embedded import serve_in_thread
 
-from .helpers import API_KEY, KEY_STORAGE, SPEAKERS, premium_voices, script_errors, wait
+from gateway.conftest import gateway_settings
+from qwen3_tts_serving.settings import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+from .playground import API_KEY, KEY_STORAGE, SPEAKERS, premium_voices, script_errors, wait
+
+IDLE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    app: Any
+    settings: Any
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+
+@contextmanager
+def running_gateway(triton_server: Any, cache_dir: Path, **overrides: Any) -> Iterator[Gateway]:
+    """The real gateway in front of ``triton_server``, its state in ``cache_dir``; always stopped."""
+    from qwen3_tts_gateway import create_app
+
+    settings = gateway_settings(triton_server.grpc_url, cache_dir, **overrides)
+    app = create_app(settings=settings)
+    with serve_in_thread(app) as url:
+        yield Gateway(url, app, settings)
+
+
+@pytest.fixture(scope="session")
+def gateway_server(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with running_gateway(triton_server, tmp_path_factory.mktemp("gateway")) as gateway:
+        yield gateway
+
+
+# Sessions and long texts: no request or idle session is cut short while the tiny models run on the CPU.
+_AGENT_TIMEOUTS = {"request_timeout_s": 600.0, "session_idle_timeout_s": 120.0}
+
+
+@pytest.fixture(scope="session")
+def agent_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with running_gateway(triton_server, tmp_path_factory.mktemp("agents"), **_AGENT_TIMEOUTS) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="session")
+def idle_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    cache_dir = tmp_path_factory.mktemp("agents-idle")
+    timeouts = {**_AGENT_TIMEOUTS, "session_idle_timeout_s": IDLE_TIMEOUT_S}
+    with running_gateway(triton_server, cache_dir, **timeouts) as gateway:
+        yield gateway
+
+
+# --- the playground in headless Chromium -----------------------------------------------------------------
 _BROWSERS = ("chromium", "chromium-browser")
 _DRIVERS = ("chromedriver", "chromium-driver")
 _INSTALL_TIMEOUT_S = 900
@@ -68,7 +128,12 @@ def chromium_paths() -> tuple[str, str]:
         command = ["make", "--no-print-directory", "playground-deps", f"PLAYGROUND_PYTHON={sys.executable}"]
         try:
             result = subprocess.run(
-                command, cwd=ROOT, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S, check=False
+                command,
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=_INSTALL_TIMEOUT_S,
+                check=False,
             )
             output = (result.stdout + result.stderr).strip()[-800:]
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -87,21 +152,9 @@ def playground_url(
     chromium_paths: tuple[str, str], triton_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The real gateway, with API keys on (the page's key field is part of what is tested)."""
-    from qwen3_tts_gateway import create_app
-
-    from qwen3_tts_serving.settings import Settings
-
     state = tmp_path_factory.mktemp("playground-gateway")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        cache_dir=state,
-        voice_db_path=state / "voices.db",
-        gateway_triton_url=triton_server.grpc_url,
-        request_timeout_s=300.0,
-        api_keys=[API_KEY],
-    )
-    with serve_in_thread(create_app(settings=settings)) as url:
-        yield url
+    with running_gateway(triton_server, state, request_timeout_s=300.0, api_keys=[API_KEY]) as gateway:
+        yield gateway.url
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,11 @@ from typing import Any
 import httpx
 import pytest
 import soundfile as sf
+from postgres import PostgresCluster
 
+from gateway.conftest import clip
 from qwen3_tts_serving.launcher.process import ManagedProcess, free_ports, http_ok
 from qwen3_tts_serving.launcher.serve import GATEWAY_APP
-
-from .conftest import clip
-from .postgres import PostgresCluster
 
 pytestmark = pytest.mark.e2e
 

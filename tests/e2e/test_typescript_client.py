@@ -2,8 +2,8 @@
 gateway under uvicorn in front of the session's real tritonserver (``triton_server``, tests/conftest.py).
 
 The gateway requires an API key here, so every call (HTTP and the session WebSocket) proves it sends one.
-The reference clip for cloning is a real WAV file written like the Python client's (tests/client). Node's
-output is shown when anything fails.
+The reference clip for cloning is a real WAV file written like the Python client's (test_python_client.py).
+Node's output is shown when anything fails.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from typing import Any
 
 import pytest
 import soundfile as sf
-from qwen3_tts_gateway import create_app
-from qwen3_tts_gateway.embedded import serve_in_thread
 
-from client.conftest import gateway_settings
-from client.test_e2e_client import reference
 from qwen3_tts_serving.settings import PROJECT_ROOT
+
+from .conftest import running_gateway
+from .test_python_client import reference
 
 pytestmark = pytest.mark.e2e
 
@@ -36,11 +35,8 @@ EXPECTED_TESTS = 14
 
 @pytest.fixture(scope="module")
 def ts_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = gateway_settings(
-        triton_server.grpc_url, tmp_path_factory.mktemp("ts-gateway"), api_keys=[API_KEY]
-    )
-    with serve_in_thread(create_app(settings=settings)) as url:
-        yield url
+    with running_gateway(triton_server, tmp_path_factory.mktemp("ts-gateway"), api_keys=[API_KEY]) as gateway:
+        yield gateway.url
 
 
 @pytest.fixture(scope="module")
