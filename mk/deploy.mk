@@ -39,7 +39,11 @@ deploy-lint: .venv-deploy
 	$(DEPLOY_BIN)/docker-compose -f docker/compose.yaml config --quiet
 	$(DEPLOY_BIN)/docker-compose -f docker/compose.yaml -f docker/compose.gpu.yaml config --quiet
 	$(DEPLOY_BIN)/docker-compose -f docker/compose.yaml --profile cpu config --quiet
-	$(DEPLOY_BIN)/checkov --directory terraform --framework terraform --quiet --compact --skip-download
+	@# checkov once per environment: with its tfvars it resolves that environment's pools and protection.
+	for vars in terraform/environments/*.tfvars; do \
+		$(DEPLOY_BIN)/checkov --directory terraform --framework terraform --quiet --compact --skip-download \
+			--var-file "$$vars" || exit 1; \
+	done
 	bash tests/deploy/check_k8s.sh $(DEPLOY_BIN) $(K8S_VERSION)
 	@# terraform has no registry package to pin here; when the machine has it, check formatting and run
 	@# the variable validations (neither needs providers). tests/deploy covers the rest without it.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Exercise the variable validation blocks with terraform itself: for each module (and the environments'
-# own variables), a good set of values must plan, and each bad value must be rejected. Only variables.tf
-# is copied, so no provider (and no registry) is needed. Run by `make deploy-lint` when terraform is
-# installed.
+# Exercise the variable validation blocks with terraform itself: for each module, and for the root with
+# each environment's tfvars, a good set of values must plan, and each bad value must be rejected. No
+# provider (and no registry) is needed: a module is planned from its variables.tf alone; the root from its
+# main.tf + variables.tf over the modules' variables.tf, each module's outputs stubbed as values known only
+# after apply. So the root's plan checks every value an environment's tfvars gives a module against that
+# module's validations. Run by `make deploy-lint` when terraform is installed.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -13,26 +15,54 @@ export TF_CLI_CONFIG_FILE=/dev/null TF_IN_AUTOMATION=1
 failed=0
 total=0
 
-# check_module FOLDER (relative to terraform/): good values from good.tfvars, one bad value per stdin line.
-check_module() {
-  local folder="$1" dir="$work/${1//\//_}" count=0 bad
-  mkdir -p "$dir"
-  cp "$repo/terraform/$folder/variables.tf" "$dir/"
-  cp "$work/good.tfvars" "$dir/good.tfvars"
+# check_plans LABEL DIR VAR_FILE...: DIR plans with the var files; each bad value (one per stdin line) fails.
+check_plans() {
+  local label="$1" dir="$2" count=0 bad
+  shift 2
+  local var_files=()
+  for file in "$@"; do var_files+=("-var-file=$file"); done
   (cd "$dir" && terraform init -backend=false -input=false >/dev/null)
-  if ! (cd "$dir" && terraform plan -input=false -var-file=good.tfvars >/dev/null); then
-    echo "FAIL: $folder: good values were rejected" >&2
+  if ! (cd "$dir" && terraform plan -input=false -no-color "${var_files[@]}" >/dev/null); then
+    echo "FAIL: $label: good values were rejected" >&2
     failed=1
     return
   fi
   while IFS= read -r bad; do
     count=$((count + 1))
-    if (cd "$dir" && terraform plan -input=false -var-file=good.tfvars -var "$bad" >/dev/null 2>&1); then
-      echo "FAIL: $folder accepted $bad" >&2
+    if (cd "$dir" && terraform plan -input=false "${var_files[@]}" -var "$bad" >/dev/null 2>&1); then
+      echo "FAIL: $label accepted $bad" >&2
       failed=1
     fi
   done
   total=$((total + count))
+}
+
+# check_module FOLDER (relative to terraform/): good values from good.tfvars, one bad value per stdin line.
+check_module() {
+  local dir="$work/${1//\//_}"
+  mkdir -p "$dir"
+  cp "$repo/terraform/$1/variables.tf" "$dir/"
+  cp "$work/good.tfvars" "$dir/good.tfvars"
+  check_plans "$1" "$dir" good.tfvars
+}
+
+# check_root ENV: the root (terraform/environments) with good.tfvars after ENV.tfvars, one bad value per
+# stdin line. The modules sit beside it as in the tree: variables.tf, and outputs unknown until apply.
+check_root() {
+  local env="$1" tree="$work/root-$1" module name
+  mkdir -p "$tree/environments"
+  cp "$repo"/terraform/environments/{main,variables}.tf "$repo/terraform/environments/$env.tfvars" "$tree/environments/"
+  cp "$work/good.tfvars" "$tree/environments/good.tfvars"
+  for module in "$repo"/terraform/modules/*/; do
+    name="$(basename "$module")"
+    mkdir -p "$tree/modules/$name"
+    cp "$module/variables.tf" "$tree/modules/$name/"
+    {
+      echo 'resource "terraform_data" "unknown_until_apply" {}'
+      sed -n 's/^output "\([a-z_]*\)".*/output "\1" { value = terraform_data.unknown_until_apply.id }/p' "$module/outputs.tf"
+    } >"$tree/modules/$name/outputs.tf"
+  done
+  check_plans "environments with $env.tfvars" "$tree/environments" "$env.tfvars" good.tfvars
 }
 
 cat > "$work/good.tfvars" <<'VARS'
@@ -109,6 +139,7 @@ name=Voices
 BAD
 
 for env in dev prod; do
+  # The site's values (site.tfvars.example), both runtimes so that every module is planned.
   cat > "$work/good.tfvars" <<'VARS'
 project_id    = "my-project-1"
 gateway_image = "us-central1-docker.pkg.dev/my-project-1/qwen3-tts/gateway:0.1.0"
@@ -116,13 +147,24 @@ triton_image  = "us-central1-docker.pkg.dev/my-project-1/qwen3-tts/triton-gpu:0.
 bucket_name   = "my-project-1-weights"
 runtimes      = ["cloud_run", "gke"]
 VARS
-  check_module "environments/$env" <<'BAD'
+  check_root "$env" <<'BAD'
 runtimes=[]
 runtimes=["kubernetes"]
 gke_zones=["central"]
 gke_master_authorized_networks=[{cidr_block="0.0.0.0/0", display_name="anyone"}]
+project_id=My_Project
+region=us-west1
+gateway_image=us-docker.pkg.dev/p/r/gateway:latest
+bucket_name=goog-weights
+env={PORT="1"}
+invoker_members=["bob@example.com"]
+environment=Prod
+name=Qwen3
+cloud_run_service={min_instances=0, max_instances=1, concurrency=32, max_active_streams=16, triton_resources={cpu=4, memory_gib=24}, gateway_resources={cpu=1, memory_gib=2}}
+gke_node_pools={gpu_pools={l4={machine_type="g2-standard-8", accelerator="nvidia-l4", max_nodes=0}}, system_pool={}}
+voice_db_instance={high_availability=false, backup_retention_days=0}
 BAD
 done
 
-[[ $failed == 0 ]] && echo "terraform variable validations: good values plan in every module and environment, $total bad values rejected"
+[[ $failed == 0 ]] && echo "terraform variable validations: good values plan in every module and in the root with each environment, $total bad values rejected"
 exit "$failed"

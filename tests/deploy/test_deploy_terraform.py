@@ -1,7 +1,9 @@
 """terraform/: parsed with python-hcl2 and checked for the deployment's rules; scanned with checkov.
 
 Three modules: qwen3-tts (weights bucket + Cloud Run), qwen3-tts-gke (cluster, GPU node pools, Workload
-Identity), qwen3-tts-voice-db (Cloud SQL PostgreSQL, URL in Secret Manager); the roots choose runtimes."""
+Identity), qwen3-tts-voice-db (Cloud SQL PostgreSQL, URL in Secret Manager); one root
+(terraform/environments) chooses runtimes, and each environment is that root with its own tfvars and
+backend config (dev.tfvars + dev.backend.hcl, prod.tfvars + prod.backend.hcl)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ TF = REPO / "terraform"
 MODULE = TF / "modules" / "qwen3-tts"
 GKE = TF / "modules" / "qwen3-tts-gke"
 VOICE_DB = TF / "modules" / "qwen3-tts-voice-db"
-ENVS = {name: TF / "environments" / name for name in ("dev", "prod")}
+ROOT = TF / "environments"
+ENVS = ("dev", "prod")
 MUST_VALIDATE = {
     "project_id", "region", "name", "gateway_image", "triton_image", "bucket_name", "gpu_type",
     "min_instances", "max_instances", "concurrency", "request_timeout_seconds", "triton_resources",
@@ -62,19 +65,37 @@ def service(tf: dict[Path, dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def module_calls(tf: dict[Path, dict[str, Any]], env: str) -> dict[str, dict[str, Any]]:
-    """{module name: its arguments} of one environment."""
+@pytest.fixture(scope="module")
+def env_files(parse) -> dict[str, dict[str, Any]]:
+    """{env: its tfvars values}, and {env + ".backend": its backend config}."""
+    paths = {env: ROOT / f"{env}.tfvars" for env in ENVS} | {
+        f"{env}.backend": ROOT / f"{env}.backend.hcl" for env in ENVS
+    }
+    parsed = parse("hcl", *paths.values())
+    return {name: _without_comments(parsed[path]) for name, path in paths.items()}
+
+
+def _without_comments(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_comments(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list):
+        return [_without_comments(v) for v in value]
+    return value
+
+
+def module_calls(tf: dict[Path, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{module name: its arguments} of the root."""
     return {
         name: body
-        for d in under(tf, ENVS[env]).values()
+        for d in under(tf, ROOT).values()
         for entry in d.get("module", [])
         for name, body in entry.items()
         if not name.startswith("__")  # python-hcl2's comment entries
     }
 
 
-def module_call(tf: dict[Path, dict[str, Any]], env: str) -> dict[str, Any]:
-    return module_calls(tf, env)["qwen3_tts"]
+def module_call(tf: dict[Path, dict[str, Any]]) -> dict[str, Any]:
+    return module_calls(tf)["qwen3_tts"]
 
 
 def one_resource(tf: dict[Path, dict[str, Any]], rtype: str, name: str) -> dict[str, Any]:
@@ -83,8 +104,11 @@ def one_resource(tf: dict[Path, dict[str, Any]], rtype: str, name: str) -> dict[
 
 
 def test_layout() -> None:
-    for folder in (MODULE, GKE, VOICE_DB, *ENVS.values()):
+    for folder in (MODULE, GKE, VOICE_DB, ROOT):
         assert tf_paths(folder), f"no .tf files in {folder}"
+    for env in ENVS:
+        assert (ROOT / f"{env}.tfvars").is_file() and (ROOT / f"{env}.backend.hcl").is_file(), env
+    assert not [p for p in ROOT.iterdir() if p.is_dir() and p.name != ".terraform"], "one root, no sub-roots"
     assert (TF / "README.md").is_file()
 
 
@@ -118,11 +142,28 @@ def test_module_variables_are_typed_documented_and_validated(tf) -> None:
     assert variable_problems(under(tf, MODULE), MUST_VALIDATE) == []
     assert variable_problems(under(tf, GKE), GKE_MUST_VALIDATE) == []
     assert variable_problems(under(tf, VOICE_DB), VOICE_DB_MUST_VALIDATE) == []
-    for env in ENVS.values():
-        assert (
-            variable_problems(under(tf, env), {"runtimes", "gke_zones", "gke_master_authorized_networks"})
-            == []
-        )
+    # The root validates what is its own; what it hands a module unchanged, that module validates.
+    root_must_validate = {
+        "runtimes", "gke_zones", "gke_master_authorized_networks", "environment", "cloud_run_service",
+    }  # fmt: skip
+    assert variable_problems(under(tf, ROOT), root_must_validate) == []
+
+
+def test_environments_differ_by_tfvars_only(tf, env_files) -> None:
+    # Each environment's file sets exactly the root's variables that have no default and that are not the
+    # site's own (project, images, bucket: site.tfvars.example); its backend config only the state prefix.
+    root_vars = variables(under(tf, ROOT))
+    site = {"project_id", "gateway_image", "triton_image", "bucket_name"}
+    required = {name for name, body in root_vars.items() if "default" not in body} - site
+    for env in ENVS:
+        assert set(env_files[env]) == required, env
+        assert env_files[f"{env}.backend"] == {"prefix": f"qwen3-tts/{env}"}
+    (backend,) = [
+        b for d in under(tf, ROOT).values() for t in d.get("terraform", []) for b in t.get("backend", [])
+    ]
+    assert set(backend) == {"gcs"} and not [k for k in backend["gcs"] if not k.startswith("__")]
+    assert {env_files[env]["name"] for env in ENVS} == {"qwen3-tts-dev", "qwen3-tts"}
+    assert {env_files[env]["environment"] for env in ENVS} == set(ENVS)
 
 
 def test_variable_checker_catches_missing_validation() -> None:
@@ -245,7 +286,7 @@ def test_environment_comes_from_one_map_variable(tf) -> None:
 
 
 def test_outputs_service_url(tf) -> None:
-    for folder in (MODULE, *ENVS.values()):
+    for folder in (MODULE, ROOT):
         outputs = {
             name for d in under(tf, folder).values() for entry in d.get("output", []) for name in entry
         }
@@ -256,12 +297,21 @@ def test_outputs_service_url(tf) -> None:
     assert module_outputs["service_url"]["value"] == "${one(google_cloud_run_v2_service.this[*].uri)}"
 
 
-def test_dev_scales_to_zero_and_prod_stays_warm(tf) -> None:
-    dev, prod = module_call(tf, "dev"), module_call(tf, "prod")
-    assert dev["source"] == prod["source"] == "../../modules/qwen3-tts"
+def test_dev_scales_to_zero_and_prod_stays_warm(tf, env_files) -> None:
+    call = module_call(tf)
+    assert call["source"] == "../modules/qwen3-tts"
+    for arg in ("min_instances", "max_instances", "concurrency", "triton_resources", "gateway_resources"):
+        assert call[arg] == f"${{var.cloud_run_service.{arg}}}", arg
+    assert "var.cloud_run_service.max_active_streams" in call["env"]
+    for name, module in module_calls(tf).items():
+        assert module["deletion_protection"] == "${var.deletion_protection}", name
+    dev, prod = (env_files[env]["cloud_run_service"] for env in ENVS)
     assert (dev["min_instances"], dev["max_instances"]) == (0, 1)
     assert prod["min_instances"] >= 1 and prod["max_instances"] > prod["min_instances"]
-    assert prod["deletion_protection"] is True
+    for sizing in (dev, prod):  # requests beyond the engine's batch would queue instead of scaling out
+        assert sizing["concurrency"] <= sizing["max_active_streams"]
+    assert env_files["prod"]["deletion_protection"] is True
+    assert env_files["dev"]["deletion_protection"] is False  # a throwaway environment
 
 
 def test_runtimes_variable_chooses_cloud_run_gke_or_both(tf) -> None:
@@ -273,22 +323,21 @@ def test_runtimes_variable_chooses_cloud_run_gke_or_both(tf) -> None:
     ):
         assert one_resource(under(tf, MODULE), rtype, name)["count"] == "${var.cloud_run_enabled ? 1 : 0}"
     assert "count" not in one_resource(tf, "google_storage_bucket", "weights")
-    for env in ENVS:
-        (local,) = [e for d in under(tf, ENVS[env]).values() for e in d.get("locals", [])]
-        assert local["cloud_run"] == '${contains(var.runtimes, "cloud_run")}'
-        assert local["gke"] == '${contains(var.runtimes, "gke")}'
-        calls = module_calls(tf, env)
-        assert set(calls) == {"qwen3_tts", "gke", "voice_db"}
-        assert calls["qwen3_tts"]["cloud_run_enabled"] == "${local.cloud_run}"
-        assert calls["gke"]["source"] == "../../modules/qwen3-tts-gke"
-        assert calls["voice_db"]["source"] == "../../modules/qwen3-tts-voice-db"
-        assert calls["gke"]["count"] == calls["voice_db"]["count"] == "${local.gke ? 1 : 0}"
-        # The cluster reads the bucket the Cloud Run module made; Cloud SQL peers into the cluster's VPC.
-        assert calls["gke"]["weights_bucket"] == "${module.qwen3_tts.weights_bucket}"
-        assert calls["voice_db"]["network_id"] == "${module.gke[0].network_id}"
-        assert variables(under(tf, ENVS[env]))["runtimes"]["default"] == ["cloud_run"]  # as before GKE
-        outputs = {n for d in under(tf, ENVS[env]).values() for e in d.get("output", []) for n in e}
-        assert {"gke_cluster_name", "triton_service_account", "voice_db_url_secret", "weights_url"} <= outputs
+    (local,) = [e for d in under(tf, ROOT).values() for e in d.get("locals", [])]
+    assert local["cloud_run"] == '${contains(var.runtimes, "cloud_run")}'
+    assert local["gke"] == '${contains(var.runtimes, "gke")}'
+    calls = module_calls(tf)
+    assert set(calls) == {"qwen3_tts", "gke", "voice_db"}
+    assert calls["qwen3_tts"]["cloud_run_enabled"] == "${local.cloud_run}"
+    assert calls["gke"]["source"] == "../modules/qwen3-tts-gke"
+    assert calls["voice_db"]["source"] == "../modules/qwen3-tts-voice-db"
+    assert calls["gke"]["count"] == calls["voice_db"]["count"] == "${local.gke ? 1 : 0}"
+    # The cluster reads the bucket the Cloud Run module made; Cloud SQL peers into the cluster's VPC.
+    assert calls["gke"]["weights_bucket"] == "${module.qwen3_tts.weights_bucket}"
+    assert calls["voice_db"]["network_id"] == "${module.gke[0].network_id}"
+    assert variables(under(tf, ROOT))["runtimes"]["default"] == ["cloud_run"]  # as before GKE
+    outputs = {n for d in under(tf, ROOT).values() for e in d.get("output", []) for n in e}
+    assert {"gke_cluster_name", "triton_service_account", "voice_db_url_secret", "weights_url"} <= outputs
 
 
 def overlay_accelerators(parse) -> set[str]:
@@ -300,7 +349,7 @@ def overlay_accelerators(parse) -> set[str]:
     return found
 
 
-def test_gke_gpu_pools_carry_the_overlays_gpus(tf, parse) -> None:
+def test_gke_gpu_pools_carry_the_overlays_gpus(tf, parse, env_files) -> None:
     pool = one_resource(tf, "google_container_node_pool", "gpu")
     assert pool["for_each"] == "${var.gpu_pools}"
     (accelerator,) = pool["node_config"][0]["guest_accelerator"]
@@ -316,9 +365,10 @@ def test_gke_gpu_pools_carry_the_overlays_gpus(tf, parse) -> None:
     assert overlays == {"nvidia-l4", "nvidia-h100-80gb"}
     default = {p["accelerator"] for p in variables(under(tf, GKE))["gpu_pools"]["default"].values()}
     assert default == overlays
-    prod = {p["accelerator"] for p in module_calls(tf, "prod")["gke"]["gpu_pools"].values()}
+    assert module_calls(tf)["gke"]["gpu_pools"] == "${var.gke_node_pools.gpu_pools}"
+    prod = {p["accelerator"] for p in env_files["prod"]["gke_node_pools"]["gpu_pools"].values()}
     assert prod == overlays
-    dev = module_calls(tf, "dev")["gke"]["gpu_pools"]
+    dev = env_files["dev"]["gke_node_pools"]["gpu_pools"]
     assert {p["accelerator"] for p in dev.values()} == {"nvidia-l4"} and dev["l4"]["min_nodes"] == 0
 
 
@@ -382,7 +432,7 @@ def test_skip_parser() -> None:
     }
 
 
-def checkov(tool, directory: Path) -> tuple[int, str]:
+def checkov(tool, directory: Path, *var_files: Path) -> tuple[int, str]:
     cmd = [
         tool("checkov"),
         "--directory",
@@ -393,12 +443,15 @@ def checkov(tool, directory: Path) -> tuple[int, str]:
         "--compact",
         "--skip-download",
     ]
+    for var_file in var_files:  # checkov resolves the root's variables (gpu_pools, protection) from it
+        cmd += ["--var-file", str(var_file)]
     proc = run(cmd, timeout=240)
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_checkov_passes(tool) -> None:
-    code, out = checkov(tool, TF)
+@pytest.mark.parametrize("env", ENVS)
+def test_checkov_passes(tool, env: str) -> None:
+    code, out = checkov(tool, TF, ROOT / f"{env}.tfvars")
     assert code == 0, out
 
 
@@ -435,3 +488,12 @@ def test_the_format_check_catches_a_misformatted_file(tmp_path: Path) -> None:
         [_terraform(), "fmt", "-check", str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode != 0
+
+
+def test_variable_validations_plan_each_module_and_environment(repo: Path) -> None:
+    # Offline plans (check_tf_validations.sh): each module with good and bad values, and the root with
+    # dev.tfvars and with prod.tfvars, so an environment's value that a module rejects fails here.
+    _terraform()
+    proc = run(["bash", str(repo / "tests" / "deploy" / "check_tf_validations.sh")], timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bad values rejected" in proc.stdout

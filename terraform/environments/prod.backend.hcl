@@ -1,0 +1,3 @@
+# State of prod (the gcs backend of versions.tf); the bucket comes on the command line:
+#   terraform init -backend-config=prod.backend.hcl -backend-config="bucket=<state-bucket>"
+prefix = "qwen3-tts/prod"
