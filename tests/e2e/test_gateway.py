@@ -22,7 +22,7 @@ from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.embedded import serve_in_thread
 from websockets.sync.client import connect as ws_connect
 
-from gateway.conftest import clip, make_settings
+from gateway.conftest import MODELS, clip, make_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -62,17 +62,7 @@ def check_audio_headers(response: httpx.Response, samples: int) -> None:
 def test_ready(http: httpx.Client) -> None:
     response = http.get("/ready")
     assert response.status_code == 200, response.text
-    assert response.json()["models"] == dict.fromkeys(
-        [
-            "custom_voice",
-            "voice_design",
-            "voice_clone",
-            "voice_prompt",
-            "custom_voice_session",
-            "voice_clone_session",
-        ],
-        True,
-    )
+    assert response.json()["models"] == dict.fromkeys(MODELS, True)
 
 
 def test_synthesize_wav(http: httpx.Client) -> None:

@@ -8,6 +8,7 @@ end-to-end tests too (``from gateway.conftest import ...``)."""
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from qwen3_tts_gateway import create_app
 from qwen3_tts_serving.settings import Settings
 
 from .fakes import FakeEngine
+
+# The models the gateway reports in /ready, written out (not read from the gateway) so that a model
+# missing from the gateway's list fails the tests.
+MODELS = [
+    "custom_voice",
+    "voice_design",
+    "voice_clone",
+    "voice_prompt",
+    "custom_voice_session",
+    "voice_clone_session",
+]
 
 SOUNDFILE_FORMATS = {
     "wav": ("WAV", "PCM_16"),
@@ -44,6 +56,16 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:
 
 def clip(seconds: float = 4.0, fmt: str = "wav", sample_rate: int = 24_000, channels: int = 1) -> bytes:
     return encode(tone(seconds, sample_rate, channels), sample_rate, fmt)
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 5.0) -> bool:
+    """Whether ``condition()`` became true within ``timeout_s`` (polled every 20 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:

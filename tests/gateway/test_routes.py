@@ -20,7 +20,7 @@ from qwen3_tts_gateway.errors import (
     UpstreamTimeoutError,
 )
 
-from .conftest import clip, make_settings
+from .conftest import MODELS, clip, make_settings
 from .fakes import FakeEngine
 
 SYNTH = {"text": "Hello there.", "speaker": "Vivian"}
@@ -36,16 +36,6 @@ async def test_health_and_docs(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     for path in ("/synthesize", "/clone", "/design", "/synthesize/stream", "/voices", "/v1/audio/speech"):
         assert path in paths
-
-
-MODELS = [
-    "custom_voice",
-    "voice_design",
-    "voice_clone",
-    "voice_prompt",
-    "custom_voice_session",
-    "voice_clone_session",
-]
 
 
 async def test_ready_reports_models(client: httpx.AsyncClient, engine: FakeEngine) -> None:

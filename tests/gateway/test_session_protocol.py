@@ -24,19 +24,10 @@ from qwen3_tts_gateway.errors import EngineFailureError
 from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import connect as ws_connect
 
-from .conftest import clip, make_settings
+from .conftest import clip, make_settings, wait_until
 from .fakes import SAMPLES_PER_CHAR, FakeEngine
 
 START = {"type": "start", "voice": "ryan", "language": "english"}
-
-
-def wait_until(condition: Any, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def session_client(tmp_path: Path, engine: FakeEngine, **overrides: Any) -> TestClient:

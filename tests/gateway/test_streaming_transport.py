@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -18,19 +17,10 @@ from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import EngineUnavailableError
 
-from .conftest import make_settings
+from .conftest import make_settings, wait_until
 from .fakes import FakeEngine
 
 REQUEST = {"text": "Hello there.", "speaker": "sohee"}
-
-
-def wait_until(condition, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def ws_client(tmp_path: Path, engine: FakeEngine, **overrides: object) -> TestClient:
