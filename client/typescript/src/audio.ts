@@ -87,26 +87,23 @@ export function encodeWav(samples: ArrayLike<number>, sampleRate: number): Uint8
   return file;
 }
 
-export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
-  const total = parts.reduce((sum, part) => sum + part.byteLength, 0);
-  const joined = new Uint8Array(total);
-  let offset = 0;
-  for (const part of parts) {
-    joined.set(part, offset);
-    offset += part.byteLength;
-  }
-  return joined;
-}
-
-export function concatSamples(parts: readonly Float32Array[]): Float32Array {
-  const total = parts.reduce((sum, part) => sum + part.length, 0);
-  const joined = new Float32Array(total);
+/** `parts` one after another in a new array from `create(total length)`. */
+function concat<T extends Uint8Array | Float32Array>(parts: readonly T[], create: (length: number) => T): T {
+  const joined = create(parts.reduce((sum, part) => sum + part.length, 0));
   let offset = 0;
   for (const part of parts) {
     joined.set(part, offset);
     offset += part.length;
   }
   return joined;
+}
+
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  return concat(parts, (length) => new Uint8Array(length));
+}
+
+export function concatSamples(parts: readonly Float32Array[]): Float32Array {
+  return concat(parts, (length) => new Float32Array(length));
 }
 
 /**
