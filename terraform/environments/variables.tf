@@ -82,12 +82,8 @@ variable "gke_master_authorized_networks" {
 # --- the environment (dev.tfvars, prod.tfvars) ----------------------------------------------------------
 
 variable "environment" {
-  description = "Environment name, the env label of every resource (dev, prod)."
+  description = "Environment name (dev, prod): the env label of every resource, checked by the modules' labels."
   type        = string
-  validation {
-    condition     = can(regex("^[a-z][a-z0-9_-]{0,62}$", var.environment))
-    error_message = "environment must be lowercase letters, digits, '_' or '-', starting with a letter."
-  }
 }
 
 variable "name" {

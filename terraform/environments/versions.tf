@@ -2,13 +2,11 @@ terraform {
   required_version = ">= 1.5.0, < 2.0.0"
 
   required_providers {
+    # The provider this root configures. random (the voice library's password) is pinned where it is
+    # used, in modules/qwen3-tts-voice-db; terraform init installs it from that constraint.
     google = {
       source  = "hashicorp/google"
       version = "~> 6.47"
-    }
-    random = {
-      source  = "hashicorp/random"
-      version = "~> 3.6"
     }
   }
 
