@@ -1,7 +1,8 @@
 # Two kinds of input. Your project's values (project, images, bucket, who may call) go in your own
 # <env>.site.tfvars (site.tfvars.example). What an environment is (name, sizing, scaling, protection) is
 # in the committed dev.tfvars / prod.tfvars; those variables have no default, so an environment's file
-# must set each of them. Values that go straight into a module are validated once, by that module.
+# must set each of them. Values that go straight into a module are validated once, by that module (the
+# GKE ones by the GKE module, which exists when runtimes has "gke": unused, they are not checked).
 
 # --- your project (<env>.site.tfvars) -------------------------------------------------------------------
 
@@ -43,9 +44,6 @@ variable "invoker_members" {
   default     = []
 }
 
-# runtimes, gke_zones and gke_master_authorized_networks are checked here too: the GKE module that also
-# checks the last two exists only when runtimes has "gke".
-
 variable "runtimes" {
   description = "Where the stack runs: \"cloud_run\" (the L4 service), \"gke\" (cluster + Cloud SQL voice library, workloads from k8s/), or both."
   type        = set(string)
@@ -60,10 +58,6 @@ variable "gke_zones" {
   description = "Zones of the GKE node pools (with runtimes gke): zones of region that offer the pools' GPUs."
   type        = list(string)
   default     = ["us-central1-a", "us-central1-c"]
-  validation {
-    condition     = length(var.gke_zones) >= 1 && alltrue([for z in var.gke_zones : can(regex("^[a-z]+-[a-z]+[0-9]-[a-z]$", z))])
-    error_message = "gke_zones must list zones such as us-central1-a."
-  }
 }
 
 variable "gke_master_authorized_networks" {
@@ -73,10 +67,6 @@ variable "gke_master_authorized_networks" {
     display_name = string
   }))
   default = []
-  validation {
-    condition     = alltrue([for n in var.gke_master_authorized_networks : can(cidrhost(n.cidr_block, 0)) && n.cidr_block != "0.0.0.0/0"])
-    error_message = "gke_master_authorized_networks entries must be CIDR ranges, and not 0.0.0.0/0."
-  }
 }
 
 # --- the environment (dev.tfvars, prod.tfvars) ----------------------------------------------------------
