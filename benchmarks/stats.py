@@ -130,6 +130,23 @@ class RequestRecord(StreamedAudio):
         }
 
 
+def _outcomes(records: Sequence[StreamedAudio], ok: Sequence[StreamedAudio]) -> dict[str, Any]:
+    """How many of a level's streams ended well, how many failed, and the first few distinct errors."""
+    return {
+        "ok": len(ok),
+        "errors": len(records) - len(ok),
+        "error_messages": sorted({r.error for r in records if r.error})[:5],
+    }
+
+
+def _finish_reasons(ok: Sequence[StreamedAudio]) -> dict[str, int]:
+    """Streams by why they ended ("?" where the server did not say)."""
+    finish: dict[str, int] = {}
+    for record in ok:
+        finish[record.finish_reason or "?"] = finish.get(record.finish_reason or "?", 0) + 1
+    return finish
+
+
 def _spread(values: Sequence[float], qs: Sequence[int] = (50, 90, 95, 99)) -> dict[str, float | None]:
     return {f"p{q}": percentile(values, q) for q in qs}
 
@@ -143,14 +160,9 @@ def summarize_level(records: Sequence[RequestRecord], wall_s: float) -> dict[str
     rtfs = [rtf for r in ok if (rtf := r.rtf) is not None]
     audio = sum(r.audio_s for r in ok)
     playbacks = [r.playback for r in ok]
-    finish: dict[str, int] = {}
-    for record in ok:
-        finish[record.finish_reason or "?"] = finish.get(record.finish_reason or "?", 0) + 1
     return {
         "requests": len(records),
-        "ok": len(ok),
-        "errors": len(records) - len(ok),
-        "error_messages": sorted({r.error for r in records if r.error})[:5],
+        **_outcomes(records, ok),
         "wall_s": wall_s,
         "ttfa_s": _spread(ttfa),
         "total_s": _spread(total),
@@ -161,7 +173,7 @@ def summarize_level(records: Sequence[RequestRecord], wall_s: float) -> dict[str
         "underruns": sum(p.underruns for p in playbacks),
         "streams_with_underruns": sum(1 for p in playbacks if p.underruns),
         "stall_s": sum(p.stall_s for p in playbacks),
-        "finish_reasons": finish,
+        "finish_reasons": _finish_reasons(ok),
     }
 
 
@@ -270,14 +282,9 @@ def summarize_sessions(records: Sequence[SessionRecord], wall_s: float) -> dict[
     tails = [tail for r in ok if (tail := r.tail_s) is not None]
     playbacks = [r.playback for r in ok]
     underruns = sum(p.underruns for p in playbacks)
-    finish: dict[str, int] = {}
-    for record in ok:
-        finish[record.finish_reason or "?"] = finish.get(record.finish_reason or "?", 0) + 1
     return {
         "sessions": len(records),
-        "ok": len(ok),
-        "errors": len(records) - len(ok),
-        "error_messages": sorted({r.error for r in records if r.error})[:5],
+        **_outcomes(records, ok),
         "wall_s": wall_s,
         "first_audio_s": _spread(first, (50, 90)),
         "tail_s": _spread(tails, (50, 90)),
@@ -293,5 +300,5 @@ def summarize_sessions(records: Sequence[SessionRecord], wall_s: float) -> dict[
         "underruns_per_stream": ratio(underruns, len(playbacks)),
         "streams_with_underruns": sum(1 for p in playbacks if p.underruns),
         "stall_s": sum(p.stall_s for p in playbacks),
-        "finish_reasons": finish,
+        "finish_reasons": _finish_reasons(ok),
     }
