@@ -129,13 +129,14 @@ class Settings(BaseSettings):
     )
     cuda_graph_batch_sizes: str = Field(
         "1,2,4,8,16,32,64",
-        description="Batch-size buckets the frame step is shaped (and on a GPU captured) for "
-        "(max_active_streams is added).",
+        description="Batch-size buckets the frame step and the codec decoder are shaped (and on a GPU "
+        "captured) for (max_active_streams is added).",
     )
     cuda_graphs: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="The whole frame step as one CUDA graph per batch and key-length bucket, captured at "
-        "start-up; auto: on a GPU, falling back to eager with one log line if capture fails.",
+        description="The whole frame step as one CUDA graph per batch and key-length bucket, and the codec "
+        "decoder's call per batch bucket and chunk length, captured at start-up; auto: on a GPU, falling "
+        "back to eager with one log line if a capture fails.",
     )
     slot_max_length: int = Field(
         2048,

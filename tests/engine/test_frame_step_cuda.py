@@ -1,5 +1,5 @@
-"""The frame step as CUDA graphs (skipped without a GPU): same audio as the eager step, and a steady-state
-engine step with no host synchronisation (``torch.cuda.set_sync_debug_mode("error")``)."""
+"""The frame step and the codec decoder as CUDA graphs (skipped without a GPU): same audio as eager, and a
+steady-state engine step with no host synchronisation (``torch.cuda.set_sync_debug_mode("error")``)."""
 
 from __future__ import annotations
 
@@ -59,9 +59,9 @@ def _run(engine: StreamingEngine, requests: list[SynthesisRequest]) -> list[Coll
 def test_graphed_and_eager_frame_steps_give_the_same_audio(tts, config):
     requests = [_request("Graphs and eager agree."), _request("A sampled one.", do_sample=True, seed=5)]
     graphed = StreamingEngine(tts, Capability.CUSTOM_VOICE, replace(config, cuda_graphs="on"))
-    assert graphed.frame_step.graphed
+    assert graphed.frame_step.graphed and graphed.decoder.graphed  # type: ignore[union-attr]
     eager = StreamingEngine(tts, Capability.CUSTOM_VOICE, replace(config, cuda_graphs="off"))
-    assert not eager.frame_step.graphed
+    assert not eager.frame_step.graphed and not eager.decoder.graphed  # type: ignore[union-attr]
     for with_graphs, without in zip(_run(graphed, requests), _run(eager, requests), strict=True):
         assert with_graphs.audio().shape == without.audio().shape
         np.testing.assert_allclose(with_graphs.audio(), without.audio(), atol=AUDIO_ATOL)

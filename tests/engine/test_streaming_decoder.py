@@ -169,3 +169,57 @@ def test_a_reference_used_again_starts_from_the_cached_priming(load_tts):
     speak(other, 3)  # another voice evicts the first (one entry)
     speak(reference, 4)
     assert calls == [30, 6, 6, 30, 6, 30, 6]
+
+
+class _ReplayedCall:
+    """A CUDA graph's stand-in on the CPU: ``replay`` runs the captured call again (it writes the decoder's
+    static buffers, as a graph does)."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+        self.shape = run.args[1:]  # (batch bucket, chunk frames)
+        self.replays = 0
+        run()
+
+    def replay(self) -> None:
+        self.replays += 1
+        self.run()
+
+
+def test_captured_calls_with_padded_and_split_batches_stream_exactly(deep_decoder, monkeypatch):
+    """The captured path's bookkeeping, on the CPU: rows copied into static buffers of a larger bucket
+    (the rows past them hold an earlier call's values), more rows than the largest bucket split over calls,
+    and chunk lengths without a graph run eagerly; every row still equals its whole decode."""
+    from qwen3_tts_serving.engine import streaming_decoder
+
+    graphs: list[_ReplayedCall] = []
+
+    def capture(run, pool=None):
+        graphs.append(_ReplayedCall(run))
+        return graphs[-1], None
+
+    monkeypatch.setattr(streaming_decoder, "capture_graph", capture)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    streaming = StreamingDecoder(_shim(deep_decoder), 0)
+    streaming.capture([1, 2, 4], [1, 2, 4])
+    assert streaming.graphed and len(graphs) == 9
+    rows_per_call: list[int] = []
+    call = streaming._call
+
+    def counting(codes, *args):
+        rows_per_call.append(codes.shape[0])
+        return call(codes, *args)
+
+    streaming._call = counting  # type: ignore[method-assign]  # eager calls and replays alike
+    codes = [_codes(40, 40 + row) for row in range(6)]
+    plans = [[1, 1, 2, 4, 4, 4, 3]] * 4 + [[1, 2, 3, 1, 4, 4, 4], [2, 2, 2, 2, 2, 2, 2, 1]]
+    streamed = _stream(streaming, codes, plans)
+    for row, code in enumerate(codes):
+        whole = _whole(deep_decoder, code[: sum(plans[row])])
+        np.testing.assert_allclose(streamed[row], whole, atol=ATOL)
+    # Five rows of one frame: a full bucket of 4, then one; the chunks of 3 frames had no graph.
+    replays = sum(graph.replays for graph in graphs)
+    assert 0 < replays < len(rows_per_call), "no graph replayed, or no call ran eagerly"
+    assert max(rows_per_call) <= 4
+    replayed = {graph.shape: graph.replays for graph in graphs}
+    assert replayed[(4, 1)] >= 1 and replayed[(1, 1)] >= 1 and replayed[(4, 4)] >= 1

@@ -7,12 +7,24 @@ and rotary function, so the numbers are the module's; only where keys and values
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 RotaryFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+# cuDNN attention plans per key length (2 ms of host time per call, measured on an H200) and is not safe to
+# capture: never on a step's path.
+_CUDA_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def attention_backends(device: torch.device) -> AbstractContextManager[Any]:
+    """The attention backends the engine's own calls may use on ``device`` (on a CPU every backend is plain
+    kernels, nothing is planned: torch chooses)."""
+    return sdpa_kernel(_CUDA_ATTENTION) if device.type == "cuda" else nullcontext()
 
 
 def project_qkv(

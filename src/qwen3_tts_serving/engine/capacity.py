@@ -45,6 +45,9 @@ SERVING_DTYPE_BYTES = 2
 # calls' temporaries, which grow with the memory in use.
 RESERVE_FRACTION = 0.10
 RESERVE_BYTES = 2 * GIB
+# A stream's decoder state, and on a GPU its rows of the captured decoder calls' static inputs and outputs
+# (allocated for max_active_streams): three states' worth per stream.
+DECODER_STATES_PER_STREAM = 3
 WEIGHT_FILE = "model.safetensors"
 CODEC_DIR = "speech_tokenizer"
 # Bytes per element of each safetensors dtype code.
@@ -179,7 +182,7 @@ class EngineCost:
     weights: int
     weights_source: str  # "safetensors" or "config"
     kv_per_stream: int
-    decoder_per_stream: int
+    decoder_per_stream: int  # the stream's decoder state and its rows of the captured decoder's buffers
     primed_cache: int  # Base engines: primed decoder states kept for reused clone references
 
     @property
@@ -208,7 +211,7 @@ def engine_cost(
         weights=weights,
         weights_source=source,
         kv_per_stream=kv_per_slot_from_model_config(model_config, slot_max_length, dtype_bytes),
-        decoder_per_stream=decoder,
+        decoder_per_stream=decoder * DECODER_STATES_PER_STREAM,
         primed_cache=decoder * primed_decoder_cache_size if clones else 0,
     )
 

@@ -177,22 +177,23 @@ class EngineConfig:
         return max(1, min(self.chunk_frames, self.first_chunk_frames << min(max(sent - 1, 0), 16)))
 
     @property
+    def decoder_chunk_lengths(self) -> list[int]:
+        """Chunk lengths in frames the codec decoder is captured for: every chunk size and, up to 8 frames,
+        every shorter last chunk (longer odd ones run eagerly, once per stream)."""
+        sizes = {self.chunk_size(sent) for sent in range(18)}
+        return sorted(sizes | set(range(1, min(self.chunk_frames, 8) + 1)))
+
+    @property
     def graph_buckets(self) -> list[int]:
-        """Batch sizes the frame step is shaped (and captured) for: those listed below max_active_streams,
-        and it."""
-        sizes = {int(part) for part in self.cuda_graph_batch_sizes.split(",") if part.strip()}
-        if any(size < 1 for size in sizes):
-            raise ValueError("batch sizes must be positive")
-        return sorted({size for size in sizes if size < self.max_active_streams} | {self.max_active_streams})
+        """Batch sizes the frame step and the codec decoder are shaped (and captured) for: those listed
+        below max_active_streams, and it."""
+        return _buckets(self.cuda_graph_batch_sizes, self.max_active_streams, "batch sizes")
 
     @property
     def length_buckets(self) -> list[int]:
         """Key lengths the frame step is shaped (and captured) for: those listed below slot_max_length,
         and it."""
-        sizes = {int(part) for part in self.attention_length_buckets.split(",") if part.strip()}
-        if any(size < 1 for size in sizes):
-            raise ValueError("key lengths must be positive")
-        return sorted({size for size in sizes if size < self.slot_max_length} | {self.slot_max_length})
+        return _buckets(self.attention_length_buckets, self.slot_max_length, "key lengths")
 
     @property
     def language_rates(self) -> dict[str, float]:
@@ -224,3 +225,11 @@ def _convert(default: object, raw: str) -> object:
     if isinstance(default, Path):
         return Path(raw)
     return raw
+
+
+def _buckets(listing: str, largest: int, what: str) -> list[int]:
+    """The sizes of a comma-separated ``listing`` below ``largest``, and ``largest``."""
+    sizes = {int(part) for part in listing.split(",") if part.strip()}
+    if any(size < 1 for size in sizes):
+        raise ValueError(f"{what} must be positive")
+    return sorted({size for size in sizes if size < largest} | {largest})

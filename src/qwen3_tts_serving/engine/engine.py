@@ -50,6 +50,7 @@ from .requests import (
 from .scheduler import Scheduler
 from .sessions import Sessions
 from .slot_cache import SlotKVCache
+from .streaming_decoder import StreamingDecoder
 from .streams import AudioChunk, Stream, StreamSink
 
 logger = logging.getLogger(__name__)
@@ -125,8 +126,8 @@ class StreamingEngine:
             predictor=predictor,
             fault_injection=config.fault_injection,
         )
-        self._capture_frame_graphs()
         self._decode_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
+        self._capture_graphs()
 
         self._cond = threading.Condition()
         self._commands: deque[Callable[[], None]] = deque()
@@ -141,7 +142,8 @@ class StreamingEngine:
         self._running = False
         self._thread: threading.Thread | None = None
 
-    def _capture_frame_graphs(self) -> None:
+    def _capture_graphs(self) -> None:
+        """The frame step's graphs, then the codec decoder's (each falls back to eager on its own)."""
         mode, on_gpu = self.config.cuda_graphs, self._device.type == "cuda"
         if mode == "off" or (mode == "auto" and not on_gpu):
             return
@@ -150,15 +152,25 @@ class StreamingEngine:
         if self.config.code_predictor == "reference":
             if mode == "on":
                 raise ValueError("cuda_graphs=on needs code_predictor auto, static or cuda_graphs")
-            return
+        else:
+            self._capture("frame step", self.frame_step.capture, self.frame_step.drop_graphs)
+        if isinstance(self.decoder, StreamingDecoder):
+            decoder = self.decoder
+            self._capture(
+                "codec decoder",
+                lambda: decoder.capture(self.config.graph_buckets, self.config.decoder_chunk_lengths),
+                decoder.drop_graphs,
+            )
+
+    def _capture(self, what: str, capture: Callable[[], None], drop: Callable[[], None]) -> None:
         try:
-            self.frame_step.capture()
+            capture()
         except RuntimeError as error:
-            if mode == "on":
+            if self.config.cuda_graphs == "on":
                 raise
             # Serve without graphs rather than not at all; said once, loudly.
-            logger.warning("CUDA graph capture of the frame step failed (%s); it runs eagerly", error)
-            self.frame_step.drop_graphs()
+            logger.warning("CUDA graph capture of the %s failed (%s); it runs eagerly", what, error)
+            drop()
             torch.cuda.empty_cache()
 
     # ----------------------------------------------------------------------------------------- intake

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .attention import project_qkv
+from .attention import attention_backends, project_qkv
 from .code_predictor import CodePredictor, StaticCodePredictor
 from .graphs import capture_graph
 from .requests import NUM_CODE_GROUPS, SamplingParams
@@ -44,8 +42,6 @@ logger = logging.getLogger(__name__)
 NEXT_CB0 = NUM_CODE_GROUPS
 BAD = NUM_CODE_GROUPS + 1
 REPORT_WIDTH = NUM_CODE_GROUPS + 2
-# cuDNN attention plans per key length (2 ms of host time per call, measured): never on the step's path.
-_CUDA_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def bucket_for(buckets: list[int], needed: int) -> int:
@@ -196,10 +192,6 @@ class FrameStep:
     def graphed(self) -> bool:
         return bool(self._graphs)
 
-    def _attention_backends(self) -> AbstractContextManager[Any]:
-        # On a CPU every backend is plain kernels (nothing is planned): leave the choice to torch.
-        return sdpa_kernel(_CUDA_ATTENTION) if self._device.type == "cuda" else nullcontext()
-
     # --------------------------------------------------------------------------------------- graphs
     def capture(self) -> None:
         """Capture every (batch, length) bucket pair; call at start-up, while no slot is active (a warm-up
@@ -207,7 +199,7 @@ class FrameStep:
         # One memory pool for all of them: every output is copied into buffers allocated outside the
         # graphs, so nothing a graph allocates is read after its replay, and they never run at once.
         pool = torch.cuda.graph_pool_handle()
-        with torch.inference_mode(), self._attention_backends():
+        with torch.inference_mode(), attention_backends(self._device):
             for batch in self.batch_buckets:
                 for length in self.length_buckets:
                     run = functools.partial(self._frame, batch, length)
@@ -236,7 +228,7 @@ class FrameStep:
             graph.replay()
         else:
             facts = None if sampling is None else _facts(sampling)
-            with self._attention_backends():
+            with attention_backends(self._device):
                 self._frame(batch, length, facts)
         report = self.state.report[:batch]
         codes = report[:, :NUM_CODE_GROUPS].clone()  # the next frame overwrites the report

@@ -9,27 +9,34 @@ then decoded on its own new frames, and the chunks join into exactly the wavefor
 left context for every chunk of 2-4 frames and was only close.
 
 Streams whose chunks have the same length share one batched call; their states are stacked for the call
-and split again afterwards (one stack and one cat per call, not one per layer).
+and split again afterwards (one stack per state tensor a call, not one per layer). Every call has static
+shapes: a state always holds ``window - 1`` frames of keys/values (those before the stream's start are
+masked), so on a GPU each (batch bucket, chunk length) pair is captured once as a CUDA graph and a chunk
+costs a few copies and one replay, not the decoder's hundreds of kernel launches.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import logging
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from qwen_tts.core.tokenizer_12hz import modeling_qwen3_tts_tokenizer_v2 as codec
 from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import apply_rotary_pos_emb
 
-from .attention import attend, project_qkv
+from .attention import attend, attention_backends, project_qkv
+from .graphs import capture_graph
 from .requests import NUM_CODE_GROUPS
 from .streams import Stream
 from .transfer import to_device, to_host
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -37,8 +44,9 @@ class DecoderState:
     """What one stream's next chunk needs from its past (created empty: the stream's start)."""
 
     frames: int = 0  # frames decoded so far: the position of the next one
+    kv_length: int = 0  # frames of ``kv`` that are real: the last ones; those before are masked
     conv_history: torch.Tensor | None = None  # [S]: every convolution's last inputs, flattened
-    kv: torch.Tensor | None = None  # [layers, 2, kv_heads, L, head_dim]: the last L <= window - 1 frames
+    kv: torch.Tensor | None = None  # [layers, 2, kv_heads, window - 1, head_dim]: the last frames
 
 
 @dataclass
@@ -53,11 +61,26 @@ class _Call:
     """One batched decoder call: the stacked past of its rows and the new histories as they are made."""
 
     conv_history: torch.Tensor  # [B, S]
-    kv: torch.Tensor  # [B, layers, 2, kv_heads, L, head_dim], rows left-padded to the longest
-    kv_lengths: torch.Tensor  # long [B]: real cached frames per row
+    kv: torch.Tensor  # [B, layers, 2, kv_heads, window - 1, head_dim]
+    kv_lengths: torch.Tensor  # long [B]: real cached frames per row (the last ones)
     positions: torch.Tensor  # long [B]: the position of each row's first new frame
     new_history: dict[int, torch.Tensor] = field(default_factory=dict)  # offset -> [B, C * history]
-    new_kv: list[torch.Tensor] = field(default_factory=list)  # [B, 2, kv_heads, L + T, head_dim] per layer
+    new_kv: list[torch.Tensor] = field(default_factory=list)  # [B, 2, kv_heads, window - 1 + T, head_dim]
+
+
+@dataclass
+class _StaticBuffers:
+    """What every captured call reads and writes, allocated once outside the graphs (so the graphs keep
+    no outputs of their own in their pool): a call's rows are the first ``batch`` of each."""
+
+    conv_history: torch.Tensor
+    kv: torch.Tensor
+    kv_lengths: torch.Tensor
+    positions: torch.Tensor
+    codes: dict[int, torch.Tensor]  # chunk length -> [rows, T, 16]
+    new_history: torch.Tensor
+    new_kv: torch.Tensor
+    wav: dict[int, torch.Tensor]  # chunk length -> [rows, T * samples per frame]
 
 
 class StreamingDecoder:
@@ -82,6 +105,9 @@ class StreamingDecoder:
         self._plan_conv_slots()
         weight = transformer.input_proj.weight
         self._dtype, self._device = weight.dtype, weight.device
+        self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self._batch_buckets: list[int] = []
+        self._buffers: _StaticBuffers | None = None
 
     # ----------------------------------------------------------------------------------------- layout
     def _plan_conv_slots(self) -> None:
@@ -102,11 +128,64 @@ class StreamingDecoder:
         self._history_size += channels * history
 
     def new_state(self) -> DecoderState:
-        options = {"dtype": self._dtype, "device": self._device}
-        return DecoderState(
-            conv_history=torch.zeros(self._history_size, **options),
-            kv=torch.zeros(len(self._layers), 2, self._kv_heads, 0, self._head_dim, **options),
+        return DecoderState(conv_history=self._zeros(self._history_size), kv=self._zeros(*self._kv_shape))
+
+    @property
+    def _kv_shape(self) -> tuple[int, ...]:
+        return (len(self._layers), 2, self._kv_heads, self._window - 1, self._head_dim)
+
+    def _zeros(self, *shape: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=dtype or self._dtype, device=self._device)
+
+    # ----------------------------------------------------------------------------------------- graphs
+    @property
+    def graphed(self) -> bool:
+        return bool(self._graphs)
+
+    def capture(self, batch_buckets: list[int], chunk_lengths: list[int]) -> None:
+        """Capture a call for every (batch bucket, chunk length) pair (start-up, CUDA only). Other chunk
+        lengths (a clone's priming, an odd last chunk) and larger batches run the same code eagerly."""
+        largest = max(batch_buckets)
+        buffers = _StaticBuffers(
+            conv_history=self._zeros(largest, self._history_size),
+            kv=self._zeros(largest, *self._kv_shape),
+            kv_lengths=self._zeros(largest, dtype=torch.long),
+            positions=self._zeros(largest, dtype=torch.long),
+            codes={t: self._zeros(largest, t, NUM_CODE_GROUPS, dtype=torch.long) for t in chunk_lengths},
+            new_history=self._zeros(largest, self._history_size),
+            new_kv=self._zeros(largest, *self._kv_shape),
+            wav={t: self._zeros(largest, t * self.samples_per_frame) for t in chunk_lengths},
         )
+        pool = torch.cuda.graph_pool_handle()
+        with torch.inference_mode(), attention_backends(self._device):
+            for batch in batch_buckets:
+                for frames in chunk_lengths:
+                    run = functools.partial(self._captured_call, buffers, batch, frames)
+                    self._graphs[(batch, frames)], _ = capture_graph(run, pool)
+        self._buffers, self._batch_buckets = buffers, sorted(batch_buckets)
+        logger.info(
+            "codec decoder captured as %d CUDA graphs (batch %s x chunk frames %s)",
+            len(self._graphs),
+            self._batch_buckets,
+            sorted(chunk_lengths),
+        )
+
+    def drop_graphs(self) -> None:
+        self._graphs.clear()
+        self._buffers, self._batch_buckets = None, []
+
+    def _captured_call(self, buffers: _StaticBuffers, batch: int, frames: int) -> None:
+        rows = slice(0, batch)
+        wav, new_history, new_kv = self._call(
+            buffers.codes[frames][rows],
+            buffers.conv_history[rows],
+            buffers.kv[rows],
+            buffers.kv_lengths[rows],
+            buffers.positions[rows],
+        )
+        buffers.wav[frames][rows].copy_(wav)
+        buffers.new_history[rows].copy_(new_history)
+        buffers.new_kv[rows].copy_(new_kv)
 
     # ------------------------------------------------------------------------------------------- API
     def decode_streams(self, streams: list[Stream]) -> list[np.ndarray]:
@@ -156,41 +235,70 @@ class StreamingDecoder:
                 raise ValueError(f"{new} new frames in a chunk of {codes.shape[0]}")
             if codes.shape[0]:
                 by_length[codes.shape[0]].append(index)
-        for indices in by_length.values():
-            states = [items[i][0] for i in indices]
-            codes = torch.stack([items[i][1] for i in indices]).to(self._device).clamp(min=0)
-            wav = to_host(self._decode_batch(states, codes)[:, 0].float())
-            for row, index in enumerate(indices):
-                keep = items[index][2] * self.samples_per_frame
-                results[index] = np.ascontiguousarray(wav[row, wav.shape[1] - keep :], dtype=np.float32)
+        # A captured call holds at most the largest bucket's rows (more can be due: streams that ended this
+        # step and the newcomers that took their slots).
+        most = self._batch_buckets[-1] if self._batch_buckets else len(items)
+        for group in by_length.values():
+            for start in range(0, len(group), most):
+                indices = group[start : start + most]
+                states = [items[i][0] for i in indices]
+                codes = torch.stack([items[i][1] for i in indices]).to(self._device).clamp(min=0)
+                wav = to_host(self._decode_batch(states, codes).float())
+                for row, index in enumerate(indices):
+                    keep = items[index][2] * self.samples_per_frame
+                    results[index] = np.ascontiguousarray(wav[row, wav.shape[1] - keep :], dtype=np.float32)
         return results
 
     def _decode_batch(self, states: list[DecoderState], codes: torch.Tensor) -> torch.Tensor:
-        call = self._open_call(states)
-        wav = self._forward(codes.transpose(1, 2), call)
-        self._close_call(states, call, codes.shape[1])
+        """The audio [B, samples] of ``codes`` [B, T, 16] for these states, which move on by T frames."""
+        rows, frames = len(states), int(codes.shape[1])
+        kv_lengths = to_device([s.kv_length for s in states], torch.long, self._device)
+        positions = to_device([s.frames for s in states], torch.long, self._device)
+        bucket = next((b for b in self._batch_buckets if b >= rows), 0)
+        captured = self._graphs.get((bucket, frames))
+        if captured is None:
+            history = torch.stack([s.conv_history for s in states])  # type: ignore[misc]
+            kv = torch.stack([s.kv for s in states])  # type: ignore[misc]
+            with attention_backends(self._device):
+                wav, new_history, new_kv = self._call(codes, history, kv, kv_lengths, positions)
+        else:
+            buffers = self._buffers
+            assert buffers is not None
+            # Rows past ``rows`` keep an earlier call's values: each row is computed on its own.
+            torch.stack([s.conv_history for s in states], out=buffers.conv_history[:rows])  # type: ignore[misc]
+            torch.stack([s.kv for s in states], out=buffers.kv[:rows])  # type: ignore[misc]
+            buffers.kv_lengths[:rows].copy_(kv_lengths)
+            buffers.positions[:rows].copy_(positions)
+            buffers.codes[frames][:rows].copy_(codes)
+            captured.replay()
+            # Copies: the next replay writes the same buffers.
+            wav = buffers.wav[frames][:rows].clone()
+            new_history = buffers.new_history[:rows].clone()
+            new_kv = buffers.new_kv[:rows].clone()
+        for row, state in enumerate(states):
+            state.conv_history = new_history[row]
+            state.kv = new_kv[row]
+            state.kv_length = min(state.kv_length + frames, self._window - 1)
+            state.frames += frames
         return wav
 
-    def _open_call(self, states: list[DecoderState]) -> _Call:
-        lengths = [s.kv.shape[3] for s in states]  # type: ignore[union-attr]
-        longest = max(lengths)
-        kv = torch.stack([F.pad(s.kv, (0, 0, longest - s.kv.shape[3], 0)) for s in states])  # type: ignore[union-attr]
-        return _Call(
-            conv_history=torch.stack([s.conv_history for s in states]),  # type: ignore[misc]
-            kv=kv,
-            kv_lengths=to_device(lengths, torch.long, self._device),
-            positions=to_device([s.frames for s in states], torch.long, self._device),
-        )
-
-    def _close_call(self, states: list[DecoderState], call: _Call, frames: int) -> None:
+    def _call(
+        self,
+        codes: torch.Tensor,
+        conv_history: torch.Tensor,
+        kv: torch.Tensor,
+        kv_lengths: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One call of static shapes (what a graph captures): audio [B, T * samples per frame] of ``codes``
+        [B, T, 16], and the rows' next conv history [B, S] and keys/values [B, layers, 2, kv_heads,
+        window - 1, head_dim]."""
+        call = _Call(conv_history=conv_history, kv=kv, kv_lengths=kv_lengths, positions=positions)
+        wav = self._forward(codes.transpose(1, 2), call)
         parts = [call.new_history[offset] for offset in sorted(call.new_history)]
-        history = torch.cat(parts, dim=1) if parts else call.conv_history
-        kv = torch.stack(call.new_kv, dim=1)  # [B, layers, 2, kv_heads, L + T, head_dim]
-        for row, state in enumerate(states):
-            keep = min(int(state.kv.shape[3]) + frames, self._window - 1)  # type: ignore[union-attr]
-            state.conv_history = history[row]
-            state.kv = kv[row, :, :, :, kv.shape[4] - keep :]
-            state.frames += frames
+        new_history = torch.cat(parts, dim=1) if parts else conv_history.clone()
+        new_kv = torch.stack(call.new_kv, dim=1)[:, :, :, :, codes.shape[1] :]
+        return wav[:, 0], new_history, new_kv
 
     # ---------------------------------------------------------------------------------------- forward
     def _forward(self, codes: torch.Tensor, call: _Call) -> torch.Tensor:
