@@ -81,7 +81,12 @@ def clip(seconds: float) -> np.ndarray:
 
 
 def measure(
-    checkpoint_dir: Path, device: str, streams: int, clip_seconds: list[float], step_share: float
+    checkpoint_dir: Path,
+    device: str,
+    streams: int,
+    clip_seconds: list[float],
+    step_share: float,
+    repeats: int = 3,
 ) -> dict[str, Any]:
     from qwen3_tts_serving.engine.config import EngineConfig
     from qwen3_tts_serving.engine.engine import StreamingEngine
@@ -135,7 +140,13 @@ def measure(
     for _ in range(streams):
         speak()
     engine.start()
-    results: dict[str, Any] = {"streams": streams, "device": device, "step_share": step_share, "clips": {}}
+    results: dict[str, Any] = {
+        "streams": streams,
+        "device": device,
+        "step_share": step_share,
+        "repeats": repeats,
+        "clips": {},
+    }
 
     def extract(how: str, request: SynthesisRequest, quiet_s: float) -> dict[str, float]:
         """Let the batch run undisturbed for ``quiet_s``, then extract; the quiet window just before is the
@@ -175,16 +186,21 @@ def measure(
                 ref_text="A reference transcript.",
             )
             checked = validate_clip(request, engine.spec, config.limits)
-            row: dict[str, Any] = {}
-            for how in ("beside", "inline"):
-                figures = extract(how, checked, quiet_s)
-                # What the extraction added to the batch's longest wait between two frames, in median steps.
-                figures["added_pause_steps"] = (
-                    figures["longest_pause_ms"] - figures["quiet_longest_pause_ms"]
-                ) / results["median_step_ms"]
-                row[how] = figures
-                quiet_s = max(quiet_s, 1.5 * figures["extraction_ms"] / 1000)
-            results["clips"][f"{seconds:g}"] = row
+            runs: dict[str, list[dict[str, float]]] = {"beside": [], "inline": []}
+            for _ in range(repeats):
+                for how, figures_of_runs in runs.items():
+                    figures = extract(how, checked, quiet_s)
+                    # What the extraction added to the batch's longest wait between two frames, in steps.
+                    figures["added_pause_steps"] = (
+                        figures["longest_pause_ms"] - figures["quiet_longest_pause_ms"]
+                    ) / results["median_step_ms"]
+                    figures_of_runs.append(figures)
+                    quiet_s = max(quiet_s, 1.5 * figures["extraction_ms"] / 1000)
+            # Each figure is the median over the repeats (a 2-core machine's scheduler adds noise to each).
+            results["clips"][f"{seconds:g}"] = {
+                how: {key: statistics.median(f[key] for f in done) for key in done[0]} | {"runs": done}
+                for how, done in runs.items()
+            }
         results["stream_errors"] = [str(e) for sink in sinks for e in sink.errors]
     finally:
         engine.stop()
@@ -210,12 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         default=settings.voice_prompt_step_share,
         help="the worker's pacing (voice_prompt_step_share; 0: unpaced)",
     )
+    parser.add_argument("--repeats", type=int, default=3, help="extractions per clip and place (medians)")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
-    results = measure(args.checkpoint_dir, args.device, args.streams, args.clip_seconds, args.step_share)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    results = measure(
+        args.checkpoint_dir, args.device, args.streams, args.clip_seconds, args.step_share, args.repeats
+    )
     print(
         f"median step {results['median_step_ms']:.1f} ms, {args.streams} streams on {args.device}, "
-        f"worker paced at {args.step_share:g} of a step"
+        f"worker paced at {args.step_share:g} of a step; medians of {args.repeats} extractions"
     )
     print("clip s  where        extraction ms  steps (quiet)  longest pause ms (quiet)  added pause, steps")
     for seconds, row in results["clips"].items():

@@ -362,6 +362,8 @@ class EngineModel:
             if self.prompts is not None:
                 self.prompts.stop()
             raise pb_utils.TritonModelException(f"{name}: {error}") from None
+        # Clone clips in speech requests and sessions are encoded by the worker too, not at admission.
+        self.engine.voice_encoder = self.prompts
         self._live: dict[str, TritonSink] = {}  # stream key (the front's) -> its sink, for cancellation
         self.engine.start()
         _log.info(f"{name}: engine ready ({self.engine.config})")

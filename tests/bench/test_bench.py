@@ -19,6 +19,7 @@ from benchmarks.agent import AgentConfig, fragments, run_agent
 from benchmarks.load import Chunk, LoadConfig, LoadError, run_level, run_load
 from benchmarks.stack import gateway_thread, models_to_serve
 from benchmarks.texts import SHORT_TEXTS, jobs, requests_per_level
+from qwen3_tts_serving.settings import Settings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -502,7 +503,7 @@ def test_the_prompt_stall_tool_measures_both_ways_on_the_tiny_base_engine(tmp_pa
     figures = json.loads(out.read_text())
     beside, inline = figures["clips"]["20"]["beside"], figures["clips"]["20"]["inline"]
     assert figures["median_step_ms"] > 0 and not figures["stream_errors"]
-    assert figures["step_share"] == 0.5  # the served default
+    assert figures["step_share"] == Settings().voice_prompt_step_share  # the served default
     for row in (beside, inline):
         assert row["extraction_ms"] > 0 and row["longest_pause_ms"] > 0 and row["quiet_longest_pause_ms"] > 0
         assert row["quiet_steps"] > 0

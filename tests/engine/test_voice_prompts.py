@@ -20,6 +20,7 @@ from qwen3_tts_serving.engine.requests import (
     InvalidRequestError,
     SynthesisRequest,
 )
+from qwen3_tts_serving.engine.streams import CollectingSink
 from qwen3_tts_serving.engine.voice_prompts import (
     StepPacer,
     VoicePrompt,
@@ -151,32 +152,15 @@ def test_a_pacer_with_no_share_never_waits() -> None:
         worker.join(5)
 
 
-def test_streams_keep_stepping_while_a_prompt_is_extracted(make_engine, base) -> None:
+def test_streams_keep_stepping_while_a_prompt_is_extracted(make_engine, base, voice) -> None:
     """The engine model extracts prompts on a worker beside its running batch (one copy of the Base weights),
     paced by the engine's steps, so a long clip does not pause the streams for its whole extraction, as it
     does on the engine thread. ``python -m benchmarks.prompt_stall`` measures the pause, on a GPU too."""
     tts, spec = base
-    engine = make_engine(Capability.VOICE_CLONE, frames_per_char=50)
-    steps = StepTimes()
     worker = VoicePromptWorker(tts, LIMITS)
+    engine, steps, sinks = _steady_engine(make_engine, voice, worker)
     engine.observer = Observers(steps, worker.pacer)  # wired as the engine model wires it
-    text = "A long sentence to keep the batch busy. " * 6
-    clones = [
-        _request(
-            _clip(3.0), x_vector_only=True, text=text, sampling={"do_sample": False, "max_new_tokens": 900}
-        )
-        for _ in range(2)
-    ]
-    sinks = [QuietSink() for _ in clones]
-    engine.submit(
-        [engine.make_stream(engine.validate(r), sink) for r, sink in zip(clones, sinks, strict=True)]
-    )
-    engine.start()
     try:
-        deadline = time.monotonic() + 60
-        while len(steps.times) < 20:
-            assert time.monotonic() < deadline, "the engine did not start stepping"
-            time.sleep(0.01)
         clip = validate_clip(_request(_clip(30.0), ref_text="A reference."), spec, LIMITS)
 
         done = threading.Event()
@@ -205,3 +189,121 @@ def test_streams_keep_stepping_while_a_prompt_is_extracted(make_engine, base) ->
     finally:
         engine.stop()
         worker.stop()
+
+
+@pytest.fixture(scope="module")
+def voice(base) -> VoicePrompt:
+    tts, spec = base
+    clip = validate_clip(_request(_clip(3.0), x_vector_only=True), spec, LIMITS)
+    return extract_voice_prompts(tts, [clip])[0]
+
+
+def _steady_engine(make_engine, voice: VoicePrompt, voice_encoder=None):
+    """A Base engine on its thread with two clone streams speaking in an extracted voice (a steady batch to
+    watch; their requests carry no clip, so the encoder only sees what a test submits)."""
+    engine = make_engine(Capability.VOICE_CLONE, frames_per_char=50, repetition_window=0)
+    steps = StepTimes()
+    engine.observer = steps
+    engine.voice_encoder = voice_encoder
+    talkers = [
+        SynthesisRequest(
+            capability=Capability.VOICE_CLONE,
+            text="A long sentence to keep the batch busy. " * 6,
+            speaker_embedding=voice.speaker_embedding,
+            x_vector_only=True,
+            sampling={"do_sample": False, "max_new_tokens": 900},
+        )
+        for _ in range(2)
+    ]
+    sinks = [QuietSink() for _ in talkers]
+    engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(talkers, sinks, strict=True)])
+    engine.start()
+    deadline = time.monotonic() + 60
+    while len(steps.times) < 20:
+        assert time.monotonic() < deadline, "the engine did not start stepping"
+        time.sleep(0.01)
+    return engine, steps, sinks
+
+
+def _clone_with_a_long_clip() -> SynthesisRequest:
+    return _request(
+        _clip(30.0, 180.0),
+        ref_text="A reference transcript.",
+        text="Cloned while others speak.",
+        sampling={"do_sample": False, "max_new_tokens": 8},
+    )
+
+
+def test_a_clone_clip_is_encoded_beside_the_running_batch_with_its_audio(make_engine, base, voice) -> None:
+    """A clone request's clip goes to the voice-prompt worker, not to admission on the engine thread: the
+    running streams keep stepping while it is encoded, and the clone speaks exactly as when admission
+    encodes it (the engine without a worker)."""
+    tts, _ = base
+    runs: dict[str, tuple[np.ndarray, int]] = {}
+    for how in ("worker", "admission"):
+        worker = VoicePromptWorker(tts, LIMITS) if how == "worker" else None
+        engine, steps, sinks = _steady_engine(make_engine, voice, worker)
+        try:
+            clone = CollectingSink()
+            submitted = time.perf_counter()
+            engine.submit([engine.make_stream(engine.validate(_clone_with_a_long_clip()), clone)])
+            assert clone.done.wait(120)
+            assert clone.error is None, clone.error
+            # The sink notes monotonic times, the step observer perf_counter times: carry the first over.
+            first_audio = time.perf_counter() - (time.monotonic() - clone.chunk_times[0])
+            stepped = sum(submitted <= t <= first_audio for t in steps.times)
+            runs[how] = (clone.audio(), stepped)
+            assert not any(sink.errors for sink in sinks)
+        finally:
+            engine.stop()
+            if worker is not None:
+                worker.stop()
+    (audio, stepped), (inline_audio, inline_stepped) = runs["worker"], runs["admission"]
+    np.testing.assert_allclose(audio, inline_audio, atol=1e-4)
+    # Encoding a 30 s clip takes hundreds of 4 ms steps' time: with the worker the batch steps on meanwhile;
+    # at admission it waits (a couple of steps: the clone's prefill and first frame).
+    assert stepped >= 10 and inline_stepped < stepped / 3, (stepped, inline_stepped)
+
+
+class _HeldEncoder:
+    """A voice encoder that answers when the test says so (the real worker answers too fast to catch)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[SynthesisRequest, object]] = []
+
+    def submit(self, request, reply) -> None:
+        self.waiting.append((request, reply))
+
+
+
+def test_a_clip_the_encoder_refuses_fails_only_its_stream(make_engine, voice) -> None:
+    encoder = _HeldEncoder()
+    engine, steps, sinks = _steady_engine(make_engine, voice, encoder)
+    try:
+        clone = CollectingSink()
+        engine.submit([engine.make_stream(engine.validate(_clone_with_a_long_clip()), clone)])
+        assert len(encoder.waiting) == 1
+        before = len(steps.times)
+        time.sleep(0.1)
+        assert not clone.done.is_set() and len(steps.times) > before  # it waits; the batch goes on
+        assert engine.load == 3
+        encoder.waiting[-1][1](ValueError("the clip is silent"))
+        assert clone.done.wait(30)
+        assert isinstance(clone.error, ValueError) and "silent" in str(clone.error)
+        time.sleep(0.05)
+        assert not any(sink.errors for sink in sinks)
+    finally:
+        engine.stop()
+
+
+def test_a_clone_cancelled_while_its_clip_is_encoded_ends_without_a_prefill(make_engine) -> None:
+    encoder = _HeldEncoder()
+    engine = make_engine(Capability.VOICE_CLONE)
+    engine.voice_encoder = encoder
+    clone = CollectingSink()
+    engine.submit([engine.make_stream(engine.validate(_clone_with_a_long_clip()), clone)])
+    assert len(encoder.waiting) == 1 and not engine.has_work()  # nothing to do until the clip is encoded
+    clone.cancelled = True
+    engine.scheduler.admit(1, 0, engine._left_the_queue)
+    assert clone.finish_reason == "cancelled" and engine.scheduler.queued == 0
+    assert engine.stats.prefill_calls == 0

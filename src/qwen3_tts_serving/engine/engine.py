@@ -52,6 +52,7 @@ from .sessions import Sessions
 from .slot_cache import SlotKVCache
 from .streaming_decoder import StreamingDecoder
 from .streams import AudioChunk, Stream, StreamSink
+from .voice_prompts import VoiceEncoder, with_voice_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class StreamingEngine:
         self.scheduler = Scheduler(config, self._cond)
         self._sessions = Sessions(config, self._cond, self)
         self._prefill = Prefill(tts, capability, self.prompts)
+        self.voice_encoder: VoiceEncoder | None = None  # see _hold_for_voice
         self._holders: dict[int, Stream] = {}  # slot -> the stream holding it (stepping or paused)
         self._paused: set[int] = set()  # slots of sessions waiting for text (they keep their cache)
         self._ending: list[Stream] = []  # finished, slot freed, last chunk still to send
@@ -194,13 +196,49 @@ class StreamingEngine:
         waiting, the rest are refused at once (retry later) rather than queued into a wait nobody wants."""
         with self._cond:
             refused = self.scheduler.submit(streams)
+            taken = [stream for stream in streams if stream not in refused]
+            encoding = self._hold_for_voice(taken)
             self._cond.notify()
+        self._encode_voices(encoding)
         for stream in refused:
             stream.sink.fail(EngineUnavailableError(_QUEUE_FULL.format(self.config.max_queued_streams)))
 
     def enqueue(self, stream: Stream) -> None:
         """Into the admission queue (sessions whose first text arrived)."""
-        self.scheduler.enqueue([stream])
+        with self._cond:
+            self.scheduler.enqueue([stream])
+            encoding = self._hold_for_voice([stream])
+        self._encode_voices(encoding)
+
+    # A clone's reference clip is encoded by ``voice_encoder`` (the engine model's voice-prompt worker), off
+    # this engine's thread: encoding it at admission, on the engine thread, paused every running stream for
+    # the whole encoding (40 steps for a 30 s clip, measured). Without one (offline use) admission encodes.
+    def _hold_for_voice(self, streams: list[Stream]) -> list[Stream]:
+        if self.voice_encoder is None:
+            return []
+        encoding = [s for s in streams if s.request.ref_audio is not None and not s.encoding_voice]
+        for stream in encoding:
+            stream.encoding_voice = True
+        return encoding
+
+    def _encode_voices(self, streams: list[Stream]) -> None:
+        assert self.voice_encoder is not None or not streams
+        for stream in streams:
+            self.voice_encoder.submit(  # type: ignore[union-attr]
+                stream.request, lambda prompt, stream=stream: self._voice_encoded(stream, prompt)
+            )
+
+    def _voice_encoded(self, stream: Stream, prompt: Any) -> None:
+        """The encoder's reply (its thread): the stream speaks with the prompt, or ends where it waits."""
+        with self._cond:
+            if isinstance(prompt, Exception):
+                logger.warning("voice prompt extraction failed: %s", prompt)
+                refused = isinstance(prompt, ValueError)  # the package refused the clip: say why
+                stream.voice_error = prompt if refused else RuntimeError("voice prompt extraction failed")
+            else:
+                stream.request = with_voice_prompt(stream.request, prompt)
+            stream.encoding_voice = False
+            self._cond.notify()
 
     def run_in_engine(self, command: Callable[[], None]) -> None:
         """Run ``command`` on the engine thread before the next step (state is only touched there)."""
@@ -423,6 +461,10 @@ class StreamingEngine:
         if stream.sink.is_cancelled():
             stream.finish_reason = FinishReason.CANCELLED
             self._send(stream, samples=None)
+            return True
+        if stream.voice_error is not None:
+            self._sessions.forget(stream)
+            stream.sink.fail(stream.voice_error)
             return True
         waited = time.monotonic() - (stream.queued_at or time.monotonic())
         if waited > self.config.max_queue_wait_s:

@@ -58,15 +58,20 @@ class Scheduler:
         return len(self._pending)
 
     def has_waiting(self) -> bool:
-        return bool(self._pending or self.prepared)
+        """Streams admission could take now (not those whose voice is still being encoded)."""
+        with self._lock:
+            return bool(self.prepared) or any(not s.encoding_voice for s in self._pending)
 
     # ------------------------------------------------------------------------------- engine thread
     def admit(self, free_slots: int, active: int, leaves_queue: Callable[[Stream], bool]) -> list[Stream]:
         """The waiting streams that enter now (oldest first), at most ``free_slots`` less those already
         prepared; ``leaves_queue`` ends (and drops) a stream that was cancelled or waited too long."""
         with self._lock:
-            waiting = list(self._pending)
+            # A stream whose voice is still being encoded keeps its place and is not admitted yet.
+            held = [stream for stream in self._pending if stream.encoding_voice]
+            waiting = [stream for stream in self._pending if not stream.encoding_voice]
             self._pending.clear()
+        held = [stream for stream in held if not leaves_queue(stream)]
         waiting = [stream for stream in waiting if not leaves_queue(stream)]
         room = max(0, free_slots - len(self.prepared))
         if self.over_realtime_budget(active):
@@ -79,8 +84,9 @@ class Scheduler:
             if count and tokens > self._config.prefill_tokens_per_step:
                 break
             count += 1
-        entering, rest = waiting[:count], waiting[count:]
+        entering, rest = waiting[:count], waiting[count:] + held
         if rest:  # back at the front, ahead of what arrived meanwhile
+            rest.sort(key=lambda stream: stream.queued_at or 0.0)
             with self._lock:
                 self._pending.extendleft(reversed(rest))
         return entering

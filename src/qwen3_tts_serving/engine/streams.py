@@ -125,6 +125,9 @@ class Stream:
     lookahead: int | None = None  # text tokens kept ahead of the talker (sessions); None: the default
     submitted_at: float = field(default_factory=time.monotonic)
     queued_at: float | None = None  # when it last entered the engine's admission queue
+    # A clone whose reference clip is being encoded off the engine thread waits in the queue meanwhile.
+    encoding_voice: bool = False
+    voice_error: Exception | None = None  # its encoding failed: it ends where it waits
     first_audio_at: float | None = None
 
     @property

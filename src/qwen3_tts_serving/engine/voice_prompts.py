@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import sys
@@ -10,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -32,6 +33,23 @@ logger = logging.getLogger(__name__)
 class VoicePrompt:
     speaker_embedding: np.ndarray  # float32 [D]
     ref_codes: np.ndarray  # int64 [T, 16]; [0, 16] in x-vector-only mode
+
+
+class VoiceEncoder(Protocol):
+    """Encodes clone clips off the engine's thread; ``reply`` gets the ``VoicePrompt`` or the exception."""
+
+    def submit(self, request: SynthesisRequest, reply: Callable[[Any], None]) -> None: ...
+
+
+def with_voice_prompt(request: SynthesisRequest, prompt: VoicePrompt) -> SynthesisRequest:
+    """The clone request speaking with ``prompt`` (what its clip encodes to) instead of the clip."""
+    return dataclasses.replace(
+        request,
+        ref_audio=None,
+        ref_sample_rate=None,
+        speaker_embedding=prompt.speaker_embedding,
+        ref_codes=prompt.ref_codes if request.uses_icl else None,
+    )
 
 
 def validate_clip(request: SynthesisRequest, spec: ModelSpec, limits: RequestLimits) -> SynthesisRequest:
@@ -151,7 +169,7 @@ class VoicePromptWorker:
     """
 
     def __init__(
-        self, tts: Any, limits: RequestLimits, *, max_batch: int = 8, step_share: float = 0.5
+        self, tts: Any, limits: RequestLimits, *, max_batch: int = 8, step_share: float = 0.2
     ) -> None:
         self.tts = tts
         self.limits = limits
