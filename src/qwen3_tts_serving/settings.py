@@ -160,7 +160,7 @@ class Settings(BaseSettings):
         "running batch), and how many the voice_prompt model forwards at once.",
     )
     voice_prompt_step_share: float = Field(
-        0.2,
+        0.5,
         ge=0.0,
         le=4.0,
         description="While a Base engine's streams run, the share of one frame step its voice-prompt worker "

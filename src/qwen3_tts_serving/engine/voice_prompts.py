@@ -169,7 +169,7 @@ class VoicePromptWorker:
     """
 
     def __init__(
-        self, tts: Any, limits: RequestLimits, *, max_batch: int = 8, step_share: float = 0.2
+        self, tts: Any, limits: RequestLimits, *, max_batch: int = 8, step_share: float = 0.5
     ) -> None:
         self.tts = tts
         self.limits = limits
