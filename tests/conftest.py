@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from postgres import PostgresCluster
 
+from qwen3_tts_serving.contract import CHECKPOINTS
 from qwen3_tts_serving.launcher import TritonServer, build_model_repository, ensure_checkpoint_dir
 from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
 
@@ -96,6 +97,16 @@ def write_python_model() -> WritePythonModel:
         return model_dir
 
     return write
+
+
+@pytest.fixture
+def checkpoints(tmp_path: Path) -> Path:
+    """An empty folder per checkpoint flavour: enough to build a model repository whose throwaway models load
+    no weights (tests/unit/test_repository.py, tests/e2e/test_repository_loads.py)."""
+    root = tmp_path / "checkpoints"
+    for flavour in CHECKPOINTS:
+        (root / flavour).mkdir(parents=True)
+    return root
 
 
 @pytest.fixture(scope="session")

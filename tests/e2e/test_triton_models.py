@@ -641,7 +641,7 @@ def _perf_data(model: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("model", ["custom_voice", "voice_design", "voice_clone", "voice_prompt"])
 def test_perf_analyzer_drives_every_capability(triton_server, tmp_path, model):
-    """Through the fronts and their engines, as clients see them (sessions: tests/bench)."""
+    """Through the fronts and their engines, as clients see them (sessions: test_benchmark_tools.py)."""
     data = tmp_path / "input.json"
     data.write_text(json.dumps(_perf_data(model)))
     streaming = [] if model == "voice_prompt" else ["--streaming"]

@@ -1,4 +1,5 @@
-"""Model repository builds: every placeholder filled, the I/O contract kept, Triton accepting the result."""
+"""Model repository builds: every placeholder filled, the I/O contract kept. Triton loading every filled
+template is tested in tests/e2e/test_repository_loads.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import httpx
 import pytest
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
+from unit.repository_helpers import ALL_MODELS, ENGINE_PARAMETERS, TEMPLATES, _parse, _settings
 
 from qwen3_tts_serving.contract import CHECKPOINTS, MODEL_CHECKPOINTS
 from qwen3_tts_serving.launcher import repository
@@ -25,27 +25,16 @@ from qwen3_tts_serving.launcher.repository import (
     ensure_checkpoint_dir,
     fill_template,
 )
-from qwen3_tts_serving.launcher.triton import TritonServer
 from qwen3_tts_serving.settings import Settings
 
-# The models of docs/triton-io-contract.md; the generic checks cover every template of the project.
+# The models of docs/triton-io-contract.md; the generic checks cover every template (TEMPLATES).
 MODELS = ("custom_voice", "voice_design", "voice_clone", "voice_prompt")
-TEMPLATES = sorted(p.parent.name for p in MODEL_REPOSITORY.glob(f"*/{TEMPLATE_NAME}"))
-ALL_MODELS = [model for model in TEMPLATES if model != "engine"]  # the fronts
 FLAVOURS = {
     "custom_voice": "custom_voice",
     "voice_design": "voice_design",
     "voice_clone": "base",
     "voice_prompt": "base",
 }
-ENGINE_PARAMETERS = {
-    "checkpoint_dir", "device", "dtype", "attn_implementation", "first_chunk_frames", "chunk_frames",
-    "decoder_left_context_frames", "decoder_mode", "primed_decoder_cache_size", "code_predictor",
-    "cuda_graph_batch_sizes", "max_active_streams", "max_queued_streams", "max_queue_wait_s",
-    "realtime_step_budget_s", "max_new_tokens", "frames_per_char", "repetition_window", "max_text_length",
-    "min_ref_audio_seconds", "max_ref_audio_seconds", "cuda_graphs", "slot_max_length",
-    "attention_length_buckets", "prefill_tokens_per_step", "voice_prompt_batch", "voice_prompt_step_share",
-}  # fmt: skip
 SAMPLING = {
     "do_sample": ("TYPE_BOOL", [1]),
     "temperature": ("TYPE_FP32", [1]),
@@ -96,14 +85,6 @@ OUTPUTS = {
 
 
 @pytest.fixture
-def checkpoints(tmp_path: Path) -> Path:
-    root = tmp_path / "checkpoints"
-    for flavour in CHECKPOINTS:
-        (root / flavour).mkdir(parents=True)
-    return root
-
-
-@pytest.fixture
 def source(tmp_path: Path, write_python_model: Callable[..., Path]) -> Path:
     """The project's real templates, each beside a throwaway model.py (no model is loaded)."""
     source = tmp_path / "source"
@@ -111,14 +92,6 @@ def source(tmp_path: Path, write_python_model: Callable[..., Path]) -> Path:
         write_python_model(source / model, with_config=False)
         shutil.copy(MODEL_REPOSITORY / model / TEMPLATE_NAME, source / model / TEMPLATE_NAME)
     return source
-
-
-def _settings(tmp_path: Path, checkpoints: Path, **overrides: object) -> Settings:
-    return Settings(cache_dir=tmp_path / "cache", checkpoint_dir=checkpoints, **overrides)
-
-
-def _parse(config_path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
 
 
 def _tensors(
@@ -344,42 +317,3 @@ def test_ensure_checkpoint_dir(tmp_path: Path, checkpoints: Path, monkeypatch: p
     unset = Settings(cache_dir=tmp_path / "cache", checkpoint_dir=None)
     assert ensure_checkpoint_dir(unset) == tmp_path / "cache" / "checkpoints" / "tiny"
     assert calls == [(tmp_path / "cache" / "checkpoints" / "tiny", "tiny")]
-
-
-# The throwaway model checks at load time that Triton handed it every parameter, filled.
-_CHECK_PARAMETERS = """
-parameters = {key: value["string_value"] for key, value in self.config["parameters"].items()}
-unfilled = sorted(key for key, value in parameters.items() if not value or "${" in value)
-if unfilled:
-    raise RuntimeError(f"unfilled parameters: {unfilled}")
-"""
-
-
-@pytest.mark.e2e
-def test_tritonserver_loads_every_filled_template(
-    tmp_path: Path, checkpoints: Path, write_python_model: Callable[..., Path]
-) -> None:
-    source = tmp_path / "source"
-    for model in TEMPLATES:
-        write_python_model(source / model, initialize=_CHECK_PARAMETERS, with_config=False)
-        shutil.copy(MODEL_REPOSITORY / model / TEMPLATE_NAME, source / model / TEMPLATE_NAME)
-    settings = _settings(
-        tmp_path,
-        checkpoints,
-        device="cpu",
-        triton_http_port=0,
-        triton_grpc_port=0,
-        triton_metrics_port=0,
-        engines_per_checkpoint=2,
-    )
-    out = build_model_repository(settings, tmp_path / "build", source=source)
-    engines = [f"{checkpoint}_engine_{index}" for checkpoint in CHECKPOINTS for index in (0, 1)]
-    with TritonServer(out, settings, log_path=tmp_path / "triton.log") as server:
-        for model in [*ALL_MODELS, *engines]:
-            config = httpx.get(f"{server.http_url}/v2/models/{model}/config").json()
-            decoupled = config.get("model_transaction_policy", {}).get("decoupled", False)
-            assert decoupled is _parse(out / model / "config.pbtxt").model_transaction_policy.decoupled
-            assert config["max_batch_size"] == settings.max_entry_batch
-            assert config["instance_group"][0]["kind"] == "KIND_CPU"
-            wanted = ENGINE_PARAMETERS if model in engines else {"engines", "drain_timeout_s"}
-            assert set(config["parameters"]) >= wanted
