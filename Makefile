@@ -67,7 +67,7 @@ test-fast: setup checkpoints
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -m "not e2e" $(FAST_TESTS)
 
-# Every test that starts a server, wherever its file lives (README, "Tests", lists them by area).
+# Every test that starts a server: all in tests/e2e/ (README, "Tests", lists them by what they start).
 test-e2e: setup checkpoints $(TEST_STEPS)
 	$(BIN)/pytest -q -m e2e tests/
 

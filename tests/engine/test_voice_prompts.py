@@ -275,7 +275,6 @@ class _HeldEncoder:
         self.waiting.append((request, reply))
 
 
-
 def test_a_clip_the_encoder_refuses_fails_only_its_stream(make_engine, voice) -> None:
     encoder = _HeldEncoder()
     engine, steps, sinks = _steady_engine(make_engine, voice, encoder)
