@@ -110,7 +110,8 @@ def measure(
     tts = load_model(config, Capability.VOICE_CLONE)
     steps = StepTimes()
     # Wired as the engine model wires it: the worker paces itself by the engine's steps.
-    worker = VoicePromptWorker(tts, config.limits, step_share=step_share)
+    # No prompt cache: every repeat of a clip is extracted again.
+    worker = VoicePromptWorker(tts, config.limits, step_share=step_share, cache_size=0)
     engine = StreamingEngine(tts, Capability.VOICE_CLONE, config, Observers(steps, worker.pacer))
     # The streams speak with a voice prompt extracted once: a clip in each would be encoded at admission,
     # on the engine thread, and lengthen the steps being measured.

@@ -159,6 +159,12 @@ class Settings(BaseSettings):
         description="Reference clips a Base engine encodes in one call (those waiting together, beside its "
         "running batch), and how many the voice_prompt model forwards at once.",
     )
+    voice_prompt_cache_size: int = Field(
+        64,
+        ge=0,
+        description="Voice prompts a Base engine keeps by reference clip (LRU, a few KB each): a clip sent "
+        "again, such as each segment of a long one-off clone, is not encoded again; 0 disables.",
+    )
     voice_prompt_step_share: float = Field(
         0.5,
         ge=0.0,

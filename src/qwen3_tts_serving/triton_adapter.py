@@ -349,6 +349,7 @@ class EngineModel:
                 config.limits,
                 max_batch=config.voice_prompt_batch,
                 step_share=config.voice_prompt_step_share,
+                cache_size=config.voice_prompt_cache_size,
             )
             if self.capability is Capability.VOICE_CLONE
             else None

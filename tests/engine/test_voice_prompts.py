@@ -306,3 +306,63 @@ def test_a_clone_cancelled_while_its_clip_is_encoded_ends_without_a_prefill(make
     engine.scheduler.admit(1, 0, engine._left_the_queue)
     assert clone.finish_reason == "cancelled" and engine.scheduler.queued == 0
     assert engine.stats.prefill_calls == 0
+
+
+def _counting_extractions(monkeypatch) -> list[int]:
+    """Each batch the worker extracts, by its size (the real extraction runs)."""
+    from qwen3_tts_serving.engine import voice_prompts
+
+    sizes: list[int] = []
+    extract = voice_prompts.extract_voice_prompts
+
+    def counting(tts, requests):
+        sizes.append(len(requests))
+        return extract(tts, requests)
+
+    monkeypatch.setattr(voice_prompts, "extract_voice_prompts", counting)
+    return sizes
+
+
+def _prompts_of(worker: VoicePromptWorker, clips: list[SynthesisRequest]) -> list[object]:
+    replies: list[object] = [None] * len(clips)
+    done = [threading.Event() for _ in clips]
+    for index, clip in enumerate(clips):
+        worker.submit(clip, lambda prompt, i=index: (replies.__setitem__(i, prompt), done[i].set()))
+    assert all(event.wait(60) for event in done)
+    return replies
+
+
+def test_a_clip_sent_again_is_answered_from_the_cache(base, monkeypatch) -> None:
+    tts, spec = base
+    sizes = _counting_extractions(monkeypatch)
+    worker = VoicePromptWorker(tts, LIMITS, cache_size=2)
+    clips = [
+        validate_clip(_request(_clip(3.5, freq), ref_text="Said."), spec, LIMITS) for freq in (200.0, 300.0)
+    ]
+    try:
+        # Three requests for one clip at once (segments of a long clone): extracted once, one prompt.
+        first, again, third = _prompts_of(worker, [clips[0]] * 3)
+        assert sizes == [1] and first is again is third and isinstance(first, VoicePrompt)
+        assert _prompts_of(worker, [clips[0]])[0] is first and sizes == [1]  # later: from the cache
+        # Another clip, or the same samples at another rate or without codes, is another prompt.
+        other_rate = validate_clip(_request(clips[0].ref_audio, rate=16000, ref_text="Said."), spec, LIMITS)
+        x_vector = validate_clip(_request(clips[0].ref_audio, x_vector_only=True), spec, LIMITS)
+        for clip in (clips[1], other_rate, x_vector):
+            assert _prompts_of(worker, [clip])[0] is not first
+        assert len(sizes) == 4
+        assert _prompts_of(worker, [clips[0]])[0] is not first  # the oldest left the 2-prompt cache
+    finally:
+        worker.stop()
+
+
+def test_without_a_cache_every_clip_is_extracted(base, monkeypatch) -> None:
+    tts, spec = base
+    sizes = _counting_extractions(monkeypatch)
+    worker = VoicePromptWorker(tts, LIMITS, cache_size=0)
+    clip = validate_clip(_request(_clip(3.5), ref_text="Said."), spec, LIMITS)
+    try:
+        _prompts_of(worker, [clip])
+        _prompts_of(worker, [clip])
+        assert sum(sizes) == 2
+    finally:
+        worker.stop()

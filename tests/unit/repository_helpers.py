@@ -24,6 +24,7 @@ ENGINE_PARAMETERS = {
     "realtime_step_budget_s", "max_new_tokens", "frames_per_char", "repetition_window", "max_text_length",
     "min_ref_audio_seconds", "max_ref_audio_seconds", "cuda_graphs", "slot_max_length",
     "attention_length_buckets", "prefill_tokens_per_step", "voice_prompt_batch", "voice_prompt_step_share",
+    "voice_prompt_cache_size",
 }  # fmt: skip
 
 

@@ -79,6 +79,7 @@ class EngineConfig:
     attention_length_buckets: str = _setting("attention_length_buckets")
     prefill_tokens_per_step: int = _setting("prefill_tokens_per_step")
     voice_prompt_batch: int = _setting("voice_prompt_batch")
+    voice_prompt_cache_size: int = _setting("voice_prompt_cache_size")
     voice_prompt_step_share: float = _setting("voice_prompt_step_share")
     fault_injection: bool = _setting("fault_injection")
 
@@ -125,7 +126,12 @@ class EngineConfig:
             problems.append("voice_prompt_step_share must be in [0, 4] (0 turns pacing off)")
         if self.realtime_step_budget_s < 0:
             problems.append("realtime_step_budget_s must be >= 0 (0 turns it off)")
-        for name in ("decoder_left_context_frames", "repetition_window", "primed_decoder_cache_size"):
+        for name in (
+            "decoder_left_context_frames",
+            "repetition_window",
+            "primed_decoder_cache_size",
+            "voice_prompt_cache_size",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

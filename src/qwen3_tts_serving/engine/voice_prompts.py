@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import queue
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -50,6 +52,14 @@ def with_voice_prompt(request: SynthesisRequest, prompt: VoicePrompt) -> Synthes
         speaker_embedding=prompt.speaker_embedding,
         ref_codes=prompt.ref_codes if request.uses_icl else None,
     )
+
+
+def clip_key(request: SynthesisRequest) -> bytes:
+    """What a clip's prompt depends on: its samples, their rate and whether codes are extracted."""
+    samples = np.ascontiguousarray(request.ref_audio, dtype=np.float32)
+    digest = hashlib.blake2b(samples.tobytes(), digest_size=16)
+    digest.update(f"{request.ref_sample_rate}:{request.uses_icl}".encode())
+    return digest.digest()
 
 
 def validate_clip(request: SynthesisRequest, spec: ModelSpec, limits: RequestLimits) -> SynthesisRequest:
@@ -164,18 +174,30 @@ class VoicePromptWorker:
     The engine model shares its Base weights with it: extraction (speaker encoder and codec encoder) never
     runs on the engine thread, so streams keep stepping while a clip is encoded. Its ``pacer`` goes among
     the engine's observers, so that the worker's Python never lengthens a step by more than ``step_share``
-    of one. Clips waiting together are extracted in one call. ``reply`` gets the prompt, or the exception
-    that failed the batch.
+    of one. Clips waiting together are extracted in one call. The last ``cache_size`` prompts are kept by
+    clip: a clip sent again (each segment of a long one-off clone carries it) is answered at once, and one
+    already being extracted is extracted once for every request waiting on it. ``reply`` gets the prompt,
+    or the exception that failed the batch.
     """
 
     def __init__(
-        self, tts: Any, limits: RequestLimits, *, max_batch: int = 8, step_share: float = 0.5
+        self,
+        tts: Any,
+        limits: RequestLimits,
+        *,
+        max_batch: int = 8,
+        step_share: float = 0.5,
+        cache_size: int = 64,
     ) -> None:
         self.tts = tts
         self.limits = limits
         self.max_batch = max_batch
+        self.cache_size = cache_size
         self.pacer = StepPacer(step_share)
-        self._queue: queue.Queue[tuple[SynthesisRequest, Callable[[Any], None]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[bytes, SynthesisRequest] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[bytes, VoicePrompt] = OrderedDict()
+        self._replies: dict[bytes, list[Callable[[Any], None]]] = {}  # clips queued or being extracted
         device = tts.device if isinstance(getattr(tts, "device", None), torch.device) else None
         self._cuda_stream = (
             torch.cuda.Stream(device) if device is not None and device.type == "cuda" else None
@@ -187,7 +209,20 @@ class VoicePromptWorker:
         return validate_clip(request, spec, self.limits)
 
     def submit(self, request: SynthesisRequest, reply: Callable[[Any], None]) -> None:
-        self._queue.put((request, reply))
+        key = clip_key(request)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+            elif key in self._replies:
+                self._replies[key].append(reply)
+                return
+            else:
+                self._replies[key] = [reply]
+        if cached is not None:
+            reply(cached)
+        else:
+            self._queue.put((key, request))
 
     def stop(self) -> None:
         self.pacer.idle()  # a worker waiting for a step that will not come goes on
@@ -211,15 +246,22 @@ class VoicePromptWorker:
                 batch.append(more)
             self._extract(batch)
 
-    def _extract(self, batch: list[tuple[SynthesisRequest, Callable[[Any], None]]]) -> None:
+    def _extract(self, batch: list[tuple[bytes, SynthesisRequest]]) -> None:
         try:
             stream = torch.cuda.stream(self._cuda_stream) if self._cuda_stream is not None else nullcontext()
             with stream, self.pacer.paced():
-                prompts: list[Any] = extract_voice_prompts(self.tts, [request for request, _ in batch])
+                prompts: list[Any] = extract_voice_prompts(self.tts, [request for _, request in batch])
         except Exception as error:  # the batch fails, the worker goes on
             prompts = [error] * len(batch)
-        for (_, reply), prompt in zip(batch, prompts, strict=True):
-            try:
-                reply(prompt)
-            except Exception:
-                logger.exception("could not send a voice prompt")
+        for (key, _), prompt in zip(batch, prompts, strict=True):
+            with self._lock:
+                replies = self._replies.pop(key, [])
+                if isinstance(prompt, VoicePrompt) and self.cache_size:
+                    self._cache[key] = prompt
+                    while len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+            for reply in replies:
+                try:
+                    reply(prompt)
+                except Exception:
+                    logger.exception("could not send a voice prompt")
