@@ -131,7 +131,12 @@ def test_reference_codes_prime_the_state_like_a_whole_decode_of_both(load_tts):
     reference, generated = _codes(30, 20), _codes(12, 21)
     streaming = StreamingDecoder(tokenizer, 72)
     stream = SimpleNamespace(
-        frames=list(generated), frame_count=12, emitted_frames=0, context_codes=reference, decoder_state=None
+        frames=list(generated),
+        frame_count=12,
+        emitted_frames=0,
+        context_codes=reference,
+        decoder_state=None,
+        request=SimpleNamespace(ref_codes=None),
     )
     (audio,) = streaming.decode_streams([stream])  # type: ignore[list-item]
     whole = _whole(tokenizer.model.decoder, torch.cat([reference, generated]))
@@ -152,10 +157,16 @@ def test_a_reference_used_again_starts_from_the_cached_priming(load_tts):
 
     streaming._decode_batch = counting  # type: ignore[method-assign]
 
-    def speak(context: torch.Tensor, seed: int) -> np.ndarray:
+    def speak(context: torch.Tensor, seed: int, *, host: bool = False) -> np.ndarray:
+        """``host``: the request brought its codes (a voice prompt), the cache key is taken from them."""
         generated = _codes(6, seed)
         stream = SimpleNamespace(
-            frames=list(generated), frame_count=6, emitted_frames=0, context_codes=context, decoder_state=None
+            frames=list(generated),
+            frame_count=6,
+            emitted_frames=0,
+            context_codes=context,
+            decoder_state=None,
+            request=SimpleNamespace(ref_codes=context.numpy().copy() if host else None),
         )
         (audio,) = streaming.decode_streams([stream])  # type: ignore[list-item]
         whole = _whole(tokenizer.model.decoder, torch.cat([context, generated]))
@@ -164,7 +175,7 @@ def test_a_reference_used_again_starts_from_the_cached_priming(load_tts):
 
     speak(reference, 1)
     assert calls == [30, 6]  # primed once, then the new frames
-    speak(reference, 2)  # the same voice again: only its own frames are decoded
+    speak(reference, 2, host=True)  # the same voice again, keyed by host codes: only its own frames
     assert calls == [30, 6, 6]
     speak(other, 3)  # another voice evicts the first (one entry)
     speak(reference, 4)

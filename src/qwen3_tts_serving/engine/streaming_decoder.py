@@ -195,7 +195,7 @@ class StreamingDecoder:
         for stream in streams:
             new = stream.frame_count - stream.emitted_frames
             if stream.decoder_state is None:
-                stream.decoder_state = self._start(stream.context_codes)
+                stream.decoder_state = self._start(stream.context_codes, stream.request.ref_codes)
             codes = (
                 torch.stack(stream.frames[stream.emitted_frames :])
                 if new
@@ -204,13 +204,17 @@ class StreamingDecoder:
             items.append((stream.decoder_state, codes, new))
         return self.decode(items)
 
-    def _start(self, context_codes: torch.Tensor | None) -> DecoderState:
+    def _start(
+        self, context_codes: torch.Tensor | None, host_codes: np.ndarray | None = None
+    ) -> DecoderState:
         """A stream's first state: empty, or primed with (the last ``context_frames`` of) its reference,
-        taken from the cache when the same reference was primed before."""
+        taken from the cache when the same reference was primed before. ``host_codes``: the same codes on
+        the host, when the request brought them (a voice prompt): the cache key then costs no device sync."""
         if context_codes is None or not self.context_frames:
             return self.new_state()
         context = context_codes[-self.context_frames :]
-        key = hashlib.blake2b(context.cpu().numpy().tobytes(), digest_size=16).digest()
+        host = host_codes[-self.context_frames :] if host_codes is not None else context.cpu().numpy()
+        key = hashlib.blake2b(np.ascontiguousarray(host, dtype=np.int64).tobytes(), digest_size=16).digest()
         cached = self._primed.get(key)
         if cached is None:
             cached = self.new_state()
