@@ -108,10 +108,12 @@ class StepPacer:
     """Keeps a thread working beside the engine from lengthening its frame steps by more than a share of one.
 
     CPython runs one thread's Python at a time, so a worker encoding a clip takes turns with the step loop,
-    and every turn it takes lengthens the step running meanwhile (on the CPU that turned a 4 ms step into
-    up to 19 ms). The pacer is an engine observer: while streams run, the worker may hold the interpreter
-    for ``share`` of the last step's duration, then waits for the next step to end. Its kernels, which run
-    without the interpreter, go on meanwhile. An idle engine does not pace it; ``share`` 0 turns pacing off.
+    and every turn it takes lengthens the step running meanwhile, by as much Python as the encoding runs
+    then. The pacer bounds that by design: it is an engine observer, and while streams run the worker may
+    hold the interpreter for ``share`` of the last step's duration, then waits for the next step to end.
+    Its kernels, which run without the interpreter, go on meanwhile. An idle engine does not pace it;
+    ``share`` 0 turns pacing off. (``benchmarks.prompt_stall`` measures what a clip adds to the longest
+    pause between steps, paced and not.)
     """
 
     def __init__(self, share: float, *, max_wait_s: float = 1.0) -> None:
