@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -122,15 +123,33 @@ def _create_engine(url: sa.URL, *, pool_size: int, immediate_transactions: bool 
         @event.listens_for(engine.sync_engine, "connect")
         def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer (persistent)
-            cursor.close()
+            _use_wal(dbapi_connection)
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin_immediate(connection: sa.Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _use_wal(dbapi_connection: Any) -> None:
+    """Put the file in WAL mode (persistent; readers never wait for the writer). Switching modes needs the
+    file to itself and SQLite answers "locked" at once instead of waiting out the busy timeout, so gateways
+    opening a new library together retry here for as long as that timeout."""
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_S
+    pause_s = 0.005
+    while True:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause_s > deadline:
+                raise
+        finally:
+            cursor.close()
+        time.sleep(pause_s)
+        pause_s = min(2 * pause_s, 0.2)
 
 
 def _alembic_migrate(connection: sa.Connection, revision: str, downgrade: bool) -> None:

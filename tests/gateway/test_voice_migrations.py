@@ -196,3 +196,24 @@ def test_gateways_starting_together_migrate_once(voice_db: Path | str, tmp_path:
             p.kill()
     assert [p.returncode for p in starters] == [0] * _STARTERS, "\n".join(outputs)
     assert asyncio.run(inspect_library(voice_db)) == ([HEAD], ["alembic_version", "voices"], [])
+
+
+async def test_a_new_sqlite_library_locked_by_another_process_waits_for_it(tmp_path: Path) -> None:
+    """Switching a new file to WAL needs it to itself, and while another process is writing to it SQLite says
+    "locked" at once instead of waiting out the busy timeout: the gateway waits until the file is free."""
+    path = tmp_path / "voices.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a writer, as another gateway migrating the file
+    holder.execute("CREATE TABLE held (x)")
+    loop = asyncio.get_running_loop()
+    release = loop.call_later(0.5, holder.execute, "COMMIT")
+    store = VoiceStore(path)
+    try:
+        started = time.monotonic()
+        await store.open()
+        assert time.monotonic() - started >= 0.4
+        assert await store.list_owned("someone") == []
+    finally:
+        release.cancel()
+        await store.close()
+        holder.close()
