@@ -49,7 +49,9 @@ for var in QWEN3_TTS_TRITON_HTTP_PORT QWEN3_TTS_TRITON_GRPC_PORT QWEN3_TTS_TRITO
   [[ "${!var:-1}" =~ ^[1-9][0-9]*$ ]] || die "$var must be a fixed port number, got '${!var}'"
 done
 
-"$python_bin" "$here/render_repository.py" "$repo_dir" --check-checkpoints
+# It prints the flags the settings decide (the exit timeout that covers the models' drain).
+settings_flags="$("$python_bin" "$here/render_repository.py" "$repo_dir" --check-checkpoints)"
+read -r -a settings_args <<< "$settings_flags"
 
 log "starting tritonserver on ${QWEN3_TTS_TRITON_HTTP_PORT:-8000}/${QWEN3_TTS_TRITON_GRPC_PORT:-8001}"
 exec "$tritonserver_bin" \
@@ -59,4 +61,5 @@ exec "$tritonserver_bin" \
   --metrics-port="${QWEN3_TTS_TRITON_METRICS_PORT:-8002}" \
   --exit-on-error=true \
   --strict-readiness=true \
+  "${settings_args[@]}" \
   "$@"

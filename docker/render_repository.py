@@ -3,6 +3,8 @@
 The GPU image runs this at build time (a baked default, and proof that the templates fill) and again at
 every container start, because checkpoint paths, device and batching are QWEN3_TTS_* settings known only
 at run time. The project's builder replaces an earlier build in OUT_DIR and refuses any other folder.
+On stdout it prints the tritonserver flags the settings decide (``--exit-timeout-secs``: the models' drain
+plus the time to unload), which the entrypoint passes on.
 Usage: python3 render_repository.py OUT_DIR [--check-checkpoints]
 """
 
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     build_model_repository(settings, args.out_dir)
     sys.stderr.write(f"render_repository: model repository filled in {args.out_dir}\n")
+    sys.stdout.write(f"--exit-timeout-secs={settings.triton_exit_timeout_s}\n")
     return 0
 
 

@@ -7,6 +7,7 @@ README table lists each one with its default. Nothing here imports torch or Trit
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Seconds Triton's exit timeout leaves after the models' drain: a stream still live at the drain's end is
+# ended with its error (and FINAL) and the models unload within it, so the server exits cleanly (status 0).
+TRITON_UNLOAD_MARGIN_S = 10.0
 
 
 class Settings(BaseSettings):
@@ -54,7 +58,8 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="On SIGTERM tritonserver refuses new requests, reports not ready and lets its live "
-        "streams and sessions finish for up to this long (--exit-timeout-secs; the engines wait as long).",
+        "streams and sessions finish for up to this long (the models' drain); --exit-timeout-secs is "
+        "10 s longer, for the models to end what is left with an error and unload.",
     )
     engines_per_checkpoint: int = Field(
         0,
@@ -256,6 +261,11 @@ class Settings(BaseSettings):
         "backoff grows to 120 s): it serves again at most this long after Triton is back.",
     )
     gateway_startup_timeout_s: float = Field(60.0, description="qwen3-tts-serve: wait for /health.")
+
+    @property
+    def triton_exit_timeout_s(self) -> int:
+        """tritonserver's ``--exit-timeout-secs``: the models' drain plus the time to unload after it."""
+        return math.ceil(self.triton_drain_timeout_s + TRITON_UNLOAD_MARGIN_S)
 
     @property
     def resolved_checkpoint_dir(self) -> Path:

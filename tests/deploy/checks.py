@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from qwen3_tts_serving.settings import TRITON_UNLOAD_MARGIN_S, Settings
+
 # --- Dockerfiles ----------------------------------------------------------------------------------------
 
 _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
@@ -425,12 +427,24 @@ def _prestop_seconds(container: dict[str, Any]) -> int:
     )
 
 
-def _exit_timeout(container: dict[str, Any]) -> int:
+def _triton_drain(objects: list[dict[str, Any]], container: dict[str, Any]) -> Settings:
+    """The drain settings the Triton container gets (its ConfigMap's value, else the default)."""
+    drain = _config_values(objects, container).get("QWEN3_TTS_TRITON_DRAIN_TIMEOUT_S")
+    if drain is None:
+        return Settings.model_construct()
+    return Settings.model_construct(triton_drain_timeout_s=float(drain))
+
+
+def _exit_timeout(objects: list[dict[str, Any]], container: dict[str, Any]) -> int:
+    """Seconds tritonserver waits on SIGTERM: an explicit --exit-timeout-secs, else what the entrypoint
+    passes (``Settings.triton_exit_timeout_s`` of the container's drain); 0 for a container without Triton."""
     for arg in container.get("args", []):
         match = re.fullmatch(r"--exit-timeout-secs=(\d+)", str(arg))
         if match:
             return int(match.group(1))
-    return 0
+    if container.get("name") != "triton":
+        return 0
+    return _triton_drain(objects, container).triton_exit_timeout_s
 
 
 def _workload_problems(objects: list[dict[str, Any]], name: str, deployment: dict[str, Any]) -> list[str]:
@@ -487,7 +501,7 @@ def _workload_problems(objects: list[dict[str, Any]], name: str, deployment: dic
             problems.append(
                 f"{where}: no preStop sleep (the pod would get SIGTERM while still in the endpoints)"
             )
-        elif grace < stop + _exit_timeout(container) + 5:
+        elif grace < stop + _exit_timeout(objects, container) + 5:
             problems.append(
                 f"{where}: terminationGracePeriodSeconds {grace} too short for preStop {stop} s + the drain"
             )
@@ -539,8 +553,12 @@ def k8s_problems(
     for probe, target in expected.items():
         if http_probe(server, probe) != target:
             problems.append(f"{TRITON}: {probe} is {http_probe(server, probe)}, expected {target}")
-    if _exit_timeout(server) <= 0:
-        problems.append(f"{TRITON}: no --exit-timeout-secs (how long SIGTERM waits for live streams)")
+    drain_s = _triton_drain(objects, server).triton_drain_timeout_s
+    if _exit_timeout(objects, server) < drain_s + TRITON_UNLOAD_MARGIN_S:
+        problems.append(
+            f"{TRITON}: --exit-timeout-secs {_exit_timeout(objects, server)} leaves the models no time to "
+            f"unload after their {drain_s:g} s drain (leave it to the entrypoint)"
+        )
     scrape = triton["spec"]["template"]["metadata"].get("annotations") or {}
     if scrape.get("prometheus.io/scrape") != "true" or container_port(server, "metrics") != int(
         scrape.get("prometheus.io/port", 0)

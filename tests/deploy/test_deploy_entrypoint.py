@@ -14,6 +14,7 @@ ENTRYPOINT = REPO / "docker" / "entrypoint-triton.sh"
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "python $*" >> "$LOG"
 if [[ "$1" == *gcs_sync.py && -n "${FAIL_SYNC:-}" ]]; then exit 1; fi
+if [[ "$1" == *render_repository.py ]]; then echo "--exit-timeout-secs=42"; fi
 """
 FAKE_TRITON = """#!/usr/bin/env bash
 echo "tritonserver $*" >> "$LOG"
@@ -112,7 +113,8 @@ def test_ports_and_extra_arguments_reach_tritonserver(start) -> None:
     )
     assert code == 0, err
     triton = next(c for c in calls if c.startswith("tritonserver"))
-    for flag in ("--http-port=9000", "--grpc-port=9001", "--metrics-port=9002", "--log-verbose=1"):
+    flags = ("--http-port=9000", "--grpc-port=9001", "--metrics-port=9002", "--log-verbose=1")
+    for flag in (*flags, "--exit-timeout-secs=42"):  # the last: what render_repository.py printed
         assert flag in triton.split()
 
 

@@ -151,6 +151,7 @@ def test_the_wiring_checker_catches_mistakes(rendered) -> None:
         {"name": "QWEN3_TTS_API_KEYS", "valueFrom": {"secretKeyRef": {"name": "other", "key": "api-keys"}}},
     ]
     gateway["terminationGracePeriodSeconds"] = 5
+    triton["containers"][0]["args"] = ["--exit-timeout-secs=140"]  # as long as the drain: no time to unload
     hpa = k8s_objects(bad, "HorizontalPodAutoscaler")[TRITON]
     hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] = "qwen3_tts_queue_length"
     bad = [o for o in bad if not (o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == GATEWAY)]
@@ -164,6 +165,7 @@ def test_the_wiring_checker_catches_mistakes(rendered) -> None:
         "QWEN3_TTS_VOICE_DB_URL must come from Secret qwen3-tts key voice-db-url",
         "QWEN3_TTS_API_KEYS from Secret other",
         "terminationGracePeriodSeconds 5 too short",
+        "--exit-timeout-secs 140 leaves the models no time to unload after their 140 s drain",
         "metric qwen3_tts_queue_length is not one the engine publishes",
         "no Pods metric qwen3_tts_queued_streams",
         f"{GATEWAY}: no PodDisruptionBudget",

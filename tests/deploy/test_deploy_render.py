@@ -47,3 +47,11 @@ def test_missing_checkpoints_stop_the_start(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "needs checkpoints" in proc.stderr
     assert not (tmp_path / "repo").exists()
+
+
+def test_the_exit_timeout_it_prints_covers_the_models_drain(tmp_path: Path) -> None:
+    proc = render(tmp_path, QWEN3_TTS_TRITON_DRAIN_TIMEOUT_S="140")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["--exit-timeout-secs=150"]  # 140 s of drain + 10 s to unload
+    drain = (tmp_path / "repo" / "custom_voice" / "config.pbtxt").read_text()
+    assert '"140.0"' in drain  # the front's drain timeout

@@ -101,6 +101,16 @@ def test_command_binds_loopback_on_the_chosen_ports(tmp_path: Path) -> None:
         _ = server.http_url
 
 
+def test_triton_waits_out_the_models_drain_and_their_unloading_before_it_gives_up(tmp_path: Path) -> None:
+    """The models end what is still live when their drain ends; Triton's exit timeout must leave them the
+    time to do so and unload, or tritonserver gives up with status 1 at the very moment they would."""
+    settings = _settings(tmp_path).model_copy(update={"triton_drain_timeout_s": 2.5})
+    server = TritonServer(tmp_path, settings)
+    command = server.command(tmp_path / "backends", TritonPorts(http=1, grpc=2, metrics=3))
+    assert "--exit-timeout-secs=13" in command  # 2.5 s of drain + 10 s to unload, in whole seconds
+    assert server.stop_timeout_s > settings.triton_exit_timeout_s
+
+
 def test_log_summary_quotes_early_errors_above_a_long_tail(tmp_path: Path) -> None:
     log = tmp_path / "triton.log"
     noise = [f'I1125 17:00:00.{n:06d} 1 server.cc:1] "line {n}"' for n in range(200)]

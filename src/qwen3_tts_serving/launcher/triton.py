@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import os
 import re
 import sys
@@ -45,7 +44,7 @@ _PORT_RETRIES = 3
 _GLOG_ERROR = re.compile(r"^E\d{4} ")  # glog severity E + MMDD
 _TABLE_BORDER = re.compile(r"^\+-+")
 _MAX_LINE_CHARS = 600
-# After the drain timeout Triton exits at once; this covers unloading the models and the stubs' exit.
+# After its exit timeout Triton exits at once; this covers the stubs' exit.
 STOP_MARGIN_S = 15.0
 
 
@@ -206,8 +205,9 @@ class TritonServer:
     200 (all models loaded) and raises :class:`StartupError` with the server log's tail otherwise.
 
     ``stop()`` drains: SIGTERM, on which Triton reports not ready, refuses new requests and lets live streams
-    finish for up to ``triton_drain_timeout_s`` (``--exit-timeout-secs``); SIGKILL only after
-    ``stop_timeout_s`` (default: the drain timeout plus a margin for unloading).
+    finish for up to ``triton_drain_timeout_s``, then unloads the models (``--exit-timeout-secs`` is
+    ``triton_exit_timeout_s``); SIGKILL only after ``stop_timeout_s`` (default: the exit timeout plus a
+    margin for the stubs' exit).
     """
 
     name = "tritonserver"
@@ -229,7 +229,7 @@ class TritonServer:
         self.stop_timeout_s = (
             stop_timeout_s
             if stop_timeout_s is not None
-            else self.settings.triton_drain_timeout_s + STOP_MARGIN_S
+            else self.settings.triton_exit_timeout_s + STOP_MARGIN_S
         )
         self.log_path = log_path or self._default_log_path()
         self.ports: TritonPorts | None = None
@@ -288,8 +288,8 @@ class TritonServer:
             f"--http-port={ports.http}",
             f"--grpc-port={ports.grpc}",
             f"--metrics-port={ports.metrics}",
-            # On SIGTERM live streams get this long to finish before the server exits.
-            f"--exit-timeout-secs={max(1, math.ceil(self.settings.triton_drain_timeout_s))}",
+            # On SIGTERM live streams get the drain timeout to finish, the models a margin to unload.
+            f"--exit-timeout-secs={self.settings.triton_exit_timeout_s}",
             *self.extra_args,
         ]
 
