@@ -109,3 +109,25 @@ def test_a_prompt_longer_than_a_slot_is_refused_naming_the_setting(make_engine):
     engine.run_until_idle()
     assert isinstance(sink.error, InvalidRequestError) and "slot_max_length is 8" in str(sink.error)
     assert engine.cache.free_count == engine.config.max_active_streams
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def test_everything_a_newcomers_prompt_leaves_behind_is_handed_over_to_the_step(make_engine):
+    """On a GPU the prompts are built on a stream of their own, so that their host syncs do not wait for
+    the frame in flight; every tensor the step and the decoder read later must be in what the build hands
+    over, or the allocator could give its memory to the next build while a step still reads it."""
+    engine = make_engine(Capability.CUSTOM_VOICE)
+    streams = [
+        engine.make_stream(engine.validate(_custom(text)), CollectingSink())
+        for text in ("A newcomer.", "Another newcomer with a longer sentence to say.")
+    ]
+    prefill = engine._prefill
+    prefill.prepare(streams, lambda _stream: False)
+    handed = {_storage(tensor) for tensor in prefill.handed_out}
+    kept = [prefill.tts_pad, prefill.tts_eos]
+    for stream in streams:
+        kept += [stream.prompt_embeds, *stream.text_track._rows]
+    assert kept and all(_storage(tensor) in handed for tensor in kept)

@@ -52,6 +52,7 @@ from .sessions import Sessions
 from .slot_cache import SlotKVCache
 from .streaming_decoder import StreamingDecoder
 from .streams import AudioChunk, Stream, StreamSink
+from .transfer import hand_over
 from .voice_prompts import VoiceEncoder, with_voice_prompt
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,9 @@ class StreamingEngine:
             fault_injection=config.fault_injection,
         )
         self._decode_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
+        # Newcomers' prompts are built on a stream of their own: the build's host syncs (the package's
+        # uploads, the prompts' lengths) then wait for the build only, not for the frame in flight.
+        self._prompt_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
         self._capture_graphs()
 
         self._cond = threading.Condition()
@@ -476,7 +480,14 @@ class StreamingEngine:
     def _prepare_or_fail(self, streams: list[Stream]) -> None:
         """Build the prompts (one package call); ready streams wait for their prefill."""
         try:
-            self._prefill.prepare(streams, self._sessions.input_open)
+            if self._prompt_stream is None:
+                self._prefill.prepare(streams, self._sessions.input_open)
+            else:
+                steps = torch.cuda.current_stream(self._device)
+                with torch.cuda.stream(self._prompt_stream):
+                    self._prefill.prepare(streams, self._sessions.input_open)
+                readers = [steps, self._decode_stream] if self._decode_stream is not None else [steps]
+                hand_over(self._prefill.handed_out, self._prompt_stream, readers)
         except torch.OutOfMemoryError:
             _release_cached_memory()
             for stream in streams:

@@ -19,6 +19,7 @@ from .prompts import PromptBuilder
 from .requests import Capability
 from .slot_cache import SlotKVCache
 from .streams import Stream, TextTrack
+from .transfer import to_host
 
 
 class Prefill:
@@ -28,11 +29,16 @@ class Prefill:
         self._prompts = prompts
         self.tts_pad: torch.Tensor | None = None  # [D]: the text input once a track is used up
         self.tts_eos: torch.Tensor | None = None  # [D]: the end-of-text marker closing a track
+        # What the last ``prepare`` made that later work reads (see transfer.hand_over).
+        self.handed_out: list[torch.Tensor] = []
 
     def prepare(self, streams: list[Stream], input_open: Callable[[Stream], bool]) -> None:
         """Build the prompts of streams sharing one text mode (one package call; raises what the package
         raises). Each stream keeps its prompt rows, its text track and, for in-context clones, its
-        reference codes (decoder context)."""
+        reference codes (decoder context); ``handed_out`` lists the tensors behind them.
+
+        Its only host syncs (the prompts' lengths) wait for the work of the stream it runs on: the engine
+        runs it on a stream of its own on a GPU, so that they do not wait for the frame in flight."""
         requests = [s.request for s in streams]
         items = (
             self._prompts.clone_prompt_items(requests) if self._capability is Capability.VOICE_CLONE else None
@@ -40,7 +46,13 @@ class Prefill:
         prompt = self._prompts.build(requests, items)
         self.tts_pad = prompt.tts_pad_embed.reshape(-1)
         self.tts_eos = prompt.tts_eos_embed.reshape(-1)
-        lengths = prompt.attention_mask.sum(-1).tolist()
+        lengths = to_host(prompt.attention_mask.sum(-1)).tolist()
+        self.handed_out = [
+            prompt.inputs_embeds,
+            *prompt.trailing_text,
+            prompt.tts_pad_embed,
+            prompt.tts_eos_embed,
+        ]
         padded = prompt.inputs_embeds.shape[1]
         for index, stream in enumerate(streams):
             stream.prompt_embeds = prompt.inputs_embeds[index, padded - int(lengths[index]) :]
@@ -51,6 +63,7 @@ class Prefill:
             stream.text_track = TextTrack(trailing, closed=not still_open)
             if items is not None and items[index].icl_mode:
                 stream.context_codes = items[index].ref_code
+                self.handed_out.append(stream.context_codes)
 
     @torch.inference_mode()
     def run(self, streams: list[Stream], slots: list[int], cache: SlotKVCache) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .requests import Capability, SynthesisRequest
-from .transfer import to_device
+from .transfer import to_device, to_host
 
 
 class _PromptCaptured(Exception):
@@ -113,9 +113,9 @@ class PromptBuilder:
     def _strip_padding(rows: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         # The package pads every row's trailing text with tts_pad to the longest; feeding tts_pad is
         # also what happens once a track is used up, so the real length is what precedes the padding.
-        is_pad = (rows == pad).all(dim=-1)
-        real = (~is_pad).nonzero()
-        end = int(real[-1]) + 1 if real.numel() else 0
+        is_pad = to_host((rows == pad).all(dim=-1))
+        real = np.flatnonzero(~is_pad)
+        end = int(real[-1]) + 1 if real.size else 0
         return rows[:end]
 
     @torch.inference_mode()

@@ -8,6 +8,7 @@ waits on an event recorded right after them, i.e. for exactly the work that prod
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,3 +35,19 @@ def to_host(tensor: torch.Tensor) -> np.ndarray:
     done.record()
     done.synchronize()
     return pinned.numpy().copy()  # the pinned block goes back to torch's host cache
+
+
+def hand_over(
+    tensors: Iterable[torch.Tensor], maker: torch.cuda.Stream | None, readers: Sequence[torch.cuda.Stream]
+) -> None:
+    """Tensors made on the stream ``maker`` that work queued later on ``readers`` reads: each reader waits
+    for the maker's work so far (on the device; the host goes on), and the caching allocator keeps each
+    tensor's memory until the readers' work queued before its release has run. ``maker`` None: the
+    tensors were made on the readers' own stream, nothing to do."""
+    if maker is None:
+        return
+    for reader in readers:
+        reader.wait_stream(maker)
+    for tensor in tensors:
+        for reader in readers:
+            tensor.record_stream(reader)
