@@ -260,6 +260,13 @@ class Settings(BaseSettings):
         description="Longest wait between the gateway's tries to reach a Triton that went away (gRPC's own "
         "backoff grows to 120 s): it serves again at most this long after Triton is back.",
     )
+    gateway_stream_stall_s: float = Field(
+        15.0,
+        gt=0,
+        description="A stream that has sent audio and then gets nothing from its model server for this long "
+        "(a server or model process that hung or died mid-stream) ends with the in-band 503 error, and that "
+        "server leaves the rotation, instead of waiting out request_timeout_s.",
+    )
     gateway_startup_timeout_s: float = Field(60.0, description="qwen3-tts-serve: wait for /health.")
 
     @property

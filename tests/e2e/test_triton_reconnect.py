@@ -1,8 +1,11 @@
-"""The gateway's gRPC client finds a restarted tritonserver soon after it is back, however long it was away.
+"""The gateway's gRPC client and a tritonserver that goes away or hangs.
 
-A real tritonserver (a throwaway Python model) is killed, stays away long enough for gRPC's own reconnect
-backoff to grow to half a minute, and is restarted on the same ports (``TritonServer.restart``, as
-``qwen3-tts-serve`` does); the engine, polled all along as /ready would be, must see it within a few seconds.
+* A real tritonserver (a throwaway Python model) is killed, stays away long enough for gRPC's own reconnect
+  backoff to grow to half a minute, and is restarted on the same ports (``TritonServer.restart``, as
+  ``qwen3-tts-serve`` does); the engine, polled all along as /ready would be, must see it within a few
+  seconds.
+* A real tritonserver with the tiny CustomVoice model whose engine process is frozen (SIGSTOP) mid-stream:
+  the stream ends with a 503 once nothing came for ``stall_s``, not after the request timeout.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from qwen3_tts_gateway.backend import SynthesisRequest
 from qwen3_tts_gateway.backend.triton import TritonEngine
+from qwen3_tts_gateway.errors import EngineUnavailableError
 
+from qwen3_tts_serving.launcher import build_model_repository
 from qwen3_tts_serving.launcher.triton import TritonServer
 from qwen3_tts_serving.settings import Settings
 
@@ -73,3 +79,49 @@ def test_the_engine_reconnects_soon_after_a_long_outage(
     with server:
         lag_s = asyncio.run(scenario())
     assert lag_s < 3 * RECONNECT_MAX_S + 1, f"the engine saw the server {lag_s:.1f} s after it was ready"
+
+
+def _stub_of(server: TritonServer, model: str) -> int:
+    """The pid of the Python backend process that runs ``model`` (a child of the server)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+        if int(parent) == server.pid and any(f"/{model}/1/".encode() in part for part in command):
+            return int(entry.name)
+    raise AssertionError(f"no stub process runs {model}")
+
+
+def test_a_stream_whose_server_hangs_mid_way_ends_with_503_after_the_stall_limit(
+    serving_settings: Settings, tmp_path: Path
+) -> None:
+    stall_s = 2.0
+    repository = build_model_repository(serving_settings, tmp_path / "repo", ["custom_voice"])
+    server = TritonServer(repository, serving_settings, log_path=tmp_path / "triton.log")
+    request = SynthesisRequest("custom_voice", "A stream that will hang half way. " * 3, speaker="ryan")
+
+    async def scenario() -> tuple[int, float]:
+        engine = TritonEngine(server.grpc_url, timeout_s=120.0, stall_s=stall_s)
+        frozen = _stub_of(server, "custom_voice_engine_0")
+        chunks, stopped_at = 0, 0.0
+        try:
+            with pytest.raises(EngineUnavailableError, match="stopped mid-stream"):
+                async for _ in engine.stream(request):
+                    chunks += 1
+                    if chunks == 1:
+                        os.kill(frozen, signal.SIGSTOP)
+                        stopped_at = time.monotonic()
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+            await engine.close()
+        return chunks, time.monotonic() - stopped_at
+
+    with server:
+        chunks, ended_after_s = asyncio.run(scenario())
+    assert chunks >= 1
+    assert stall_s <= ended_after_s < stall_s + 10, ended_after_s

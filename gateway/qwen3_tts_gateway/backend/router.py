@@ -236,7 +236,12 @@ class BackendRouter:
     @classmethod
     def from_settings(cls, settings: Settings) -> BackendRouter:
         def engine(address: str) -> TritonEngine:
-            return TritonEngine(address, settings.request_timeout_s, settings.gateway_triton_reconnect_max_s)
+            return TritonEngine(
+                address,
+                settings.request_timeout_s,
+                settings.gateway_triton_reconnect_max_s,
+                stall_s=settings.gateway_stream_stall_s,
+            )
 
         return cls(
             backend_entries(settings),

@@ -336,9 +336,12 @@ def channel_args(reconnect_max_s: float) -> list[tuple[str, int]]:
 class TritonEngine:
     """Talks to Triton over gRPC; the client is created lazily inside the running event loop."""
 
-    def __init__(self, url: str, timeout_s: float, reconnect_max_s: float = 2.0) -> None:
+    def __init__(
+        self, url: str, timeout_s: float, reconnect_max_s: float = 2.0, stall_s: float | None = None
+    ) -> None:
         self._url = url
         self._timeout_s = timeout_s
+        self._stall_s = stall_s
         self._reconnect_max_s = reconnect_max_s
         self._client: grpcclient.InferenceServerClient | None = None
 
@@ -401,8 +404,22 @@ class TritonEngine:
 
         responses = self.client.stream_infer(requests(), stream_timeout=self._timeout_s)
         finished = False
+        started = False
         try:
-            async for result, error in responses:
+            while True:
+                try:
+                    # Before the first chunk the request may wait in the server's queue; once audio flows,
+                    # silence longer than the stall limit means the server hung or lost the stream.
+                    stall_s = self._stall_s if started else None
+                    result, error = await asyncio.wait_for(anext(responses), stall_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    logger.warning("%s sent nothing for %g s mid-stream", self._url, self._stall_s)
+                    stalled = EngineUnavailableError("the model server stopped mid-stream; retry")
+                    stalled.kind = ErrorKind.UNAVAILABLE
+                    raise stalled from None
+                started = True
                 if error is not None:
                     raise _from_exception(error)
                 if has_outputs(result):
