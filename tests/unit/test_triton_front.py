@@ -55,12 +55,14 @@ class InferenceRequest:
 class Sender:
     def __init__(self) -> None:
         self.sent: list[tuple[Response | None, int]] = []
+        self.threads: set[int] = set()
         self.cancelled = False
         self.asked_after_final = False
 
     def send(self, response: Response | None = None, flags: int = 0) -> None:
         assert not self.closed, "a response after FINAL"
         self.sent.append((response, flags))
+        self.threads.add(threading.get_ident())
 
     def is_cancelled(self) -> bool:
         self.asked_after_final |= self.closed
@@ -241,3 +243,18 @@ def test_session_text_for_an_unknown_session_is_refused_by_the_front(front_modul
     (response, flags) = request.sender.sent[-1]
     assert flags == FINAL and "no open session 77" in response.error().message()
     assert response.error().code() == "INVALID_ARG" and not ENGINES.requests
+
+
+def test_every_stream_is_sent_on_from_one_thread(front_module, tmp_path):
+    """Triton 2.51's stub corrupts its heap when several threads handle responses at once (see
+    triton_front.OneThread): however many streams relay together, one thread sends on all of them."""
+    _boards(tmp_path, [0, 0])
+    ENGINES.scripts["speech"] = [Response([]), _chunk(0, False), _chunk(1, False), _chunk(2, True)]
+    front = _front(front_module, "SpeechFront", tmp_path)
+    requests = [Request(text=f"Stream {n}.", speaker="ryan") for n in range(6)]
+    front.execute(requests)
+    for request in requests:
+        _wait_closed(request.sender)
+        assert [f for _, f in request.sender.sent] == [0, 0, FINAL]
+    (sending,) = set().union(*(request.sender.threads for request in requests))
+    assert sending != threading.get_ident()
