@@ -258,3 +258,20 @@ def test_every_stream_is_sent_on_from_one_thread(front_module, tmp_path):
         assert [f for _, f in request.sender.sent] == [0, 0, FINAL]
     (sending,) = set().union(*(request.sender.threads for request in requests))
     assert sending != threading.get_ident()
+
+
+class _Unreadable(Response):
+    def output_tensors(self) -> list[Tensor]:
+        raise RuntimeError("the response's memory is gone")
+
+
+def test_a_response_that_cannot_be_read_ends_its_stream_with_an_error_and_final(front_module, tmp_path):
+    _boards(tmp_path, [0, 0])
+    ENGINES.scripts["speech"] = [Response([]), _chunk(0, False), _Unreadable([]), _chunk(1, True)]
+    front = _front(front_module, "SpeechFront", tmp_path)
+    request = Request(text="Hello.", speaker="ryan")
+    front.execute([request])
+    _wait_closed(request.sender)
+    (chunk, flags), (failed, final) = request.sender.sent
+    assert flags == 0 and chunk.output_tensors()
+    assert final == FINAL and "stopped mid-stream" in failed.error().message()
