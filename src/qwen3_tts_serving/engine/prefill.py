@@ -37,8 +37,9 @@ class Prefill:
         raises). Each stream keeps its prompt rows, its text track and, for in-context clones, its
         reference codes (decoder context); ``handed_out`` lists the tensors behind them.
 
-        Its only host syncs (the prompts' lengths) wait for the work of the stream it runs on: the engine
-        runs it on a stream of its own on a GPU, so that they do not wait for the frame in flight."""
+        Its host syncs (the prompts' lengths, the text rows' padding) wait for the work of the stream it
+        runs on: the engine runs it on a stream of its own on a GPU, so that they do not wait for the frame
+        in flight."""
         requests = [s.request for s in streams]
         items = (
             self._prompts.clone_prompt_items(requests) if self._capability is Capability.VOICE_CLONE else None
