@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from graph_rehearsal import REHEARSAL_SETTINGS, rehearsed_graphs, replays
 
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.engine import StreamingEngine
@@ -45,9 +46,13 @@ def load_tts(checkpoint_root: Path) -> Callable[[Capability], Any]:
 
 @pytest.fixture
 def make_engine(
-    checkpoint_root: Path, load_tts: Callable[[Capability], Any]
-) -> Callable[..., StreamingEngine]:
-    """``make_engine(capability, **config_overrides)``: an engine stepped by the test itself."""
+    request: pytest.FixtureRequest, checkpoint_root: Path, load_tts: Callable[[Capability], Any]
+) -> Iterator[Callable[..., StreamingEngine]]:
+    """``make_engine(capability, **config_overrides)``: an engine stepped by the test itself. Eager, or
+    with its graphs rehearsed on the CPU where a test is marked ``both_frame_paths`` (the "graphs" run then
+    fails unless every engine it made replayed its frame-step graphs)."""
+    rehearsed = getattr(request, "param", "eager") == "graphs"
+    made: list[StreamingEngine] = []
 
     def make(capability: Capability, **overrides: Any) -> StreamingEngine:
         # The real-time admission guard is timing-dependent: off here unless a test turns it on.
@@ -56,6 +61,14 @@ def make_engine(
             device="cpu",
             realtime_step_budget_s=0.0,
         )
-        return StreamingEngine(load_tts(capability), capability, replace(base, **overrides))
+        if not rehearsed:
+            return StreamingEngine(load_tts(capability), capability, replace(base, **overrides))
+        with rehearsed_graphs():
+            config = replace(base, **{**REHEARSAL_SETTINGS, **overrides})
+            engine = StreamingEngine(load_tts(capability), capability, config)
+        made.append(engine)
+        return engine
 
-    return make
+    yield make
+    for engine in made:
+        assert replays(engine.frame_step._graphs), "the rehearsed graphs were never replayed"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from engine_requests import custom_voice
+from graph_rehearsal import both_frame_paths
 
 from qwen3_tts_serving.engine.engine import StreamingEngine, is_repeating
 from qwen3_tts_serving.engine.requests import (
@@ -81,6 +82,7 @@ def test_greedy_stream_equals_package_output(make_engine, load_tts, decoder_mode
     np.testing.assert_allclose(streamed, wavs[0], atol=AUDIO_ATOL)
 
 
+@both_frame_paths
 def test_voice_design_and_clone_match_package(make_engine, load_tts):
     design = make_engine(Capability.VOICE_DESIGN, frames_per_char=50)
     request = SynthesisRequest(
@@ -125,6 +127,7 @@ def test_voice_design_and_clone_match_package(make_engine, load_tts):
     np.testing.assert_allclose(sink.audio(), wavs[0], atol=AUDIO_ATOL)
 
 
+@both_frame_paths
 def test_greedy_output_is_the_same_alone_and_batched(make_engine):
     texts = ["Short.", "A somewhat longer sentence to speak here.", "Medium length text."]
     alone = [_run(make_engine(Capability.CUSTOM_VOICE), [_custom(t)])[0].audio() for t in texts]
@@ -133,6 +136,7 @@ def test_greedy_output_is_the_same_alone_and_batched(make_engine):
         np.testing.assert_allclose(together.audio(), solo, atol=AUDIO_ATOL)
 
 
+@both_frame_paths
 def test_seeded_sampling_is_the_same_alone_and_batched(make_engine):
     request = _custom("Sampling with a seed.", do_sample=True, seed=1234)
     alone = _run(make_engine(Capability.CUSTOM_VOICE), [request])[0].audio()
@@ -143,6 +147,7 @@ def test_seeded_sampling_is_the_same_alone_and_batched(make_engine):
     assert different[0].audio().shape != alone.shape or not np.allclose(different[0].audio(), alone)
 
 
+@both_frame_paths
 def test_chunks_are_numbered_and_the_first_comes_early(make_engine):
     engine = make_engine(Capability.CUSTOM_VOICE, first_chunk_frames=1, chunk_frames=3, frames_per_char=50)
     (sink,) = _run(engine, [_custom("Numbered chunks for this test.")])
@@ -155,6 +160,7 @@ def test_chunks_are_numbered_and_the_first_comes_early(make_engine):
     assert sink.finish_reason in ("stop", "length", "repetition")
 
 
+@both_frame_paths
 def test_a_newcomer_joins_the_running_batch(make_engine):
     engine = make_engine(
         Capability.CUSTOM_VOICE, max_new_tokens=400, frames_per_char=100, repetition_window=0
@@ -176,6 +182,7 @@ def test_a_newcomer_joins_the_running_batch(make_engine):
     assert engine.stats.frames > engine.stats.steps - steps_before  # some steps carried both streams
 
 
+@both_frame_paths
 def test_cancelled_stream_leaves_within_a_frame(make_engine):
     engine = make_engine(
         Capability.CUSTOM_VOICE, max_new_tokens=400, frames_per_char=100, repetition_window=0
@@ -236,6 +243,7 @@ def _forced_codebook0(engine: StreamingEngine, favourite: int) -> Iterator[None]
         talker.codec_head = original
 
 
+@both_frame_paths
 @pytest.mark.parametrize(
     ("favourite", "window", "expected"),
     [("eos", 24, "stop"), (7, 6, "repetition"), (7, 0, "length")],
@@ -261,6 +269,7 @@ def test_is_repeating():
     assert not is_repeating([5] * 10, 0)
 
 
+@both_frame_paths
 def test_out_of_memory_fails_the_step_with_a_retry_hint_and_serving_goes_on(make_engine, monkeypatch):
     engine = make_engine(Capability.CUSTOM_VOICE)
     sinks = [CollectingSink(), CollectingSink()]
@@ -356,6 +365,7 @@ def test_a_request_cancelled_while_it_waits_is_ended_without_a_prefill(make_engi
     assert first.chunks[-1].is_last
 
 
+@both_frame_paths
 def test_a_long_greedy_stream_equals_package_output(make_engine, load_tts):
     # Long enough that the talker's key/value buffers grow several times while it speaks.
     text = " ".join(["Streaming keeps going while the buffers grow."] * 6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from graph_rehearsal import both_frame_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +40,7 @@ def _words(text: str) -> list[str]:
     return [words[0]] + [" " + w for w in words[1:]]
 
 
+@both_frame_paths
 def test_text_streamed_word_by_word_equals_the_whole_text(make_engine, load_tts):
     engine = make_engine(Capability.CUSTOM_VOICE)
     sink = _open(engine, 1)
@@ -106,6 +108,7 @@ def test_a_session_whose_client_left_is_freed(make_engine):
     assert 3 not in engine._sessions
 
 
+@both_frame_paths
 def test_two_sessions_with_different_voices_stay_separate(make_engine):
     def solo(speaker: str) -> np.ndarray:
         engine = make_engine(Capability.CUSTOM_VOICE)
@@ -154,6 +157,7 @@ def test_committed_pieces_tokenize_like_the_whole_text(load_tts, text, cuts):
     assert [i for piece in pieces for i in ids(piece)] == ids(text)
 
 
+@both_frame_paths
 def test_a_paused_session_keeps_its_slot_so_the_batch_never_exceeds_the_limit(make_engine):
     engine = make_engine(Capability.CUSTOM_VOICE, max_active_streams=1)
     session = _open(engine, 5, "Hello there and")

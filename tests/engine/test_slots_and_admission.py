@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from engine_requests import custom_voice
+from graph_rehearsal import both_frame_paths
 
 from qwen3_tts_serving.engine.requests import Capability, InvalidRequestError, SynthesisRequest
 from qwen3_tts_serving.engine.streams import CollectingSink
@@ -24,6 +25,7 @@ def _holder(engine, slot: int):
     return engine._holders[slot]
 
 
+@both_frame_paths
 def test_a_join_and_a_leave_leave_the_other_slots_untouched(make_engine):
     engine = make_engine(Capability.CUSTOM_VOICE, repetition_window=0)
     (speaker,) = _submit(engine, _custom("A speaker who keeps talking for a while.", max_new_tokens=40))
@@ -50,6 +52,7 @@ def test_a_join_and_a_leave_leave_the_other_slots_untouched(make_engine):
     assert speaker.chunks[-1].is_last and newcomer.finish_reason == "cancelled"
 
 
+@both_frame_paths
 def test_a_burst_of_newcomers_is_prefilled_within_the_budget_while_the_speaker_keeps_stepping(make_engine):
     # A budget below one prompt: one newcomer per step (a prompt over the budget still goes, alone).
     engine = make_engine(Capability.CUSTOM_VOICE, prefill_tokens_per_step=1, repetition_window=0)
@@ -67,6 +70,7 @@ def test_a_burst_of_newcomers_is_prefilled_within_the_budget_while_the_speaker_k
         assert sink.error is None and sink.chunks[-1].is_last
 
 
+@both_frame_paths
 def test_a_slot_freed_by_a_cancel_goes_to_the_next_in_line(make_engine):
     engine = make_engine(Capability.CUSTOM_VOICE, max_active_streams=1)
     first, second = _submit(engine, _custom("First in line."), _custom("Second in line."))
@@ -79,6 +83,7 @@ def test_a_slot_freed_by_a_cancel_goes_to_the_next_in_line(make_engine):
     assert first.finish_reason == "cancelled" and second.chunks[-1].is_last
 
 
+@both_frame_paths
 def test_a_full_slot_ends_its_stream_with_reason_length(make_engine, monkeypatch):
     engine = make_engine(Capability.CUSTOM_VOICE, repetition_window=0, frames_per_char=100)
     (probe,) = _submit(engine, _custom("How long is my prompt?", max_new_tokens=3))

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from graph_rehearsal import rehearsed_graphs, replays
 from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2DecoderConfig
 from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Decoder
 
@@ -182,37 +183,14 @@ def test_a_reference_used_again_starts_from_the_cached_priming(load_tts):
     assert calls == [30, 6, 6, 30, 6, 30, 6]
 
 
-class _ReplayedCall:
-    """A CUDA graph's stand-in on the CPU: ``replay`` runs the captured call again (it writes the decoder's
-    static buffers, as a graph does)."""
-
-    def __init__(self, run) -> None:
-        self.run = run
-        self.shape = run.args[1:]  # (batch bucket, chunk frames)
-        self.replays = 0
-        run()
-
-    def replay(self) -> None:
-        self.replays += 1
-        self.run()
-
-
-def test_captured_calls_with_padded_and_split_batches_stream_exactly(deep_decoder, monkeypatch):
+def test_captured_calls_with_padded_and_split_batches_stream_exactly(deep_decoder):
     """The captured path's bookkeeping, on the CPU: rows copied into static buffers of a larger bucket
     (the rows past them hold an earlier call's values), more rows than the largest bucket split over calls,
     and chunk lengths without a graph run eagerly; every row still equals its whole decode."""
-    from qwen3_tts_serving.engine import streaming_decoder
-
-    graphs: list[_ReplayedCall] = []
-
-    def capture(run, pool=None):
-        graphs.append(_ReplayedCall(run))
-        return graphs[-1], None
-
-    monkeypatch.setattr(streaming_decoder, "capture_graph", capture)
-    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
     streaming = StreamingDecoder(_shim(deep_decoder), 0)
-    streaming.capture([1, 2, 4], [1, 2, 4])
+    with rehearsed_graphs():
+        streaming.capture([1, 2, 4], [1, 2, 4])
+    graphs = streaming._graphs  # (batch bucket, chunk frames) -> its rehearsed graph
     assert streaming.graphed and len(graphs) == 9
     rows_per_call: list[int] = []
     call = streaming._call
@@ -229,8 +207,7 @@ def test_captured_calls_with_padded_and_split_batches_stream_exactly(deep_decode
         whole = _whole(deep_decoder, code[: sum(plans[row])])
         np.testing.assert_allclose(streamed[row], whole, atol=ATOL)
     # Five rows of one frame: a full bucket of 4, then one; the chunks of 3 frames had no graph.
-    replays = sum(graph.replays for graph in graphs)
-    assert 0 < replays < len(rows_per_call), "no graph replayed, or no call ran eagerly"
+    assert 0 < replays(graphs) < len(rows_per_call), "no graph replayed, or no call ran eagerly"
     assert max(rows_per_call) <= 4
-    replayed = {graph.shape: graph.replays for graph in graphs}
+    replayed = {shape: graph.replays for shape, graph in graphs.items()}
     assert replayed[(4, 1)] >= 1 and replayed[(1, 1)] >= 1 and replayed[(4, 4)] >= 1

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import graphs
 from .code_predictor import frame_step_predictor
 from .config import EngineConfig
 from .decoder import build_decoder
@@ -150,7 +151,7 @@ class StreamingEngine:
 
     def _capture_graphs(self) -> None:
         """The frame step's graphs, then the codec decoder's (each falls back to eager on its own)."""
-        mode, on_gpu = self.config.cuda_graphs, self._device.type == "cuda"
+        mode, on_gpu = self.config.cuda_graphs, graphs.can_capture(self._device)
         if mode == "off" or (mode == "auto" and not on_gpu):
             return
         if not on_gpu:

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from qwen_tts.core.models.modeling_qwen3_tts import apply_multimodal_rotary_pos_emb
 
+from . import graphs
 from .attention import attention_backends, project_qkv
 from .code_predictor import CodePredictor, StaticCodePredictor
-from .graphs import capture_graph
 from .requests import NUM_CODE_GROUPS, SamplingParams
 from .sampling import SamplerRows, apply_repetition_penalty, host_facts, sample
 from .slot_cache import SlotKVCache
@@ -198,12 +198,12 @@ class FrameStep:
         run then changes nothing but scratch columns of free slots)."""
         # One memory pool for all of them: every output is copied into buffers allocated outside the
         # graphs, so nothing a graph allocates is read after its replay, and they never run at once.
-        pool = torch.cuda.graph_pool_handle()
+        pool = graphs.new_pool()
         with torch.inference_mode(), attention_backends(self._device):
             for batch in self.batch_buckets:
                 for length in self.length_buckets:
                     run = functools.partial(self._frame, batch, length)
-                    self._graphs[(batch, length)], _ = capture_graph(run, pool)
+                    self._graphs[(batch, length)], _ = graphs.capture_graph(run, pool)
         logger.info(
             "frame step captured as %d CUDA graphs (batch %s x keys %s)",
             len(self._graphs),

@@ -1,4 +1,9 @@
-"""CUDA graph capture as the engine does it everywhere: warm up on a side stream, then capture."""
+"""CUDA graph capture as the engine does it everywhere: warm up on a side stream, then capture.
+
+The engine and its parts reach capture only through this module (``graphs.can_capture``,
+``graphs.new_pool``, ``graphs.capture_graph``): the CPU tests put a rehearsal in their place that runs the
+same captured functions eagerly, so the graph path is tested on a machine without a GPU.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+
+def can_capture(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def new_pool() -> Any:
+    """A memory pool that graphs which never run at once can share."""
+    return torch.cuda.graph_pool_handle()
 
 
 def capture_graph(run: Callable[[], Any], pool: Any = None) -> tuple[torch.cuda.CUDAGraph, Any]:

@@ -30,8 +30,8 @@ import torch
 from qwen_tts.core.tokenizer_12hz import modeling_qwen3_tts_tokenizer_v2 as codec
 from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import apply_rotary_pos_emb
 
+from . import graphs
 from .attention import attend, attention_backends, project_qkv
-from .graphs import capture_graph
 from .requests import NUM_CODE_GROUPS
 from .streams import Stream
 from .transfer import to_device, to_host
@@ -156,12 +156,12 @@ class StreamingDecoder:
             new_kv=self._zeros(largest, *self._kv_shape),
             wav={t: self._zeros(largest, t * self.samples_per_frame) for t in chunk_lengths},
         )
-        pool = torch.cuda.graph_pool_handle()
+        pool = graphs.new_pool()
         with torch.inference_mode(), attention_backends(self._device):
             for batch in batch_buckets:
                 for frames in chunk_lengths:
                     run = functools.partial(self._captured_call, buffers, batch, frames)
-                    self._graphs[(batch, frames)], _ = capture_graph(run, pool)
+                    self._graphs[(batch, frames)], _ = graphs.capture_graph(run, pool)
         self._buffers, self._batch_buckets = buffers, sorted(batch_buckets)
         logger.info(
             "codec decoder captured as %d CUDA graphs (batch %s x chunk frames %s)",
