@@ -25,7 +25,7 @@ WAITING: dict[str, Callable[[], object]] = {
     "aten::index_put_ with a boolean mask": lambda: VALUES.clone().__setitem__(VALUES > 2, 0.0),
     "aten::_unique2": lambda: VALUES.unique(),
     "aten::repeat_interleave without output_size": lambda: VALUES.repeat_interleave(VALUES.long()),
-    "made from host data": lambda: torch.tensor([1, 2]),
+    "made from host data": lambda: torch.tensor([1]),
 }
 
 FINE: dict[str, Callable[[], object]] = {
@@ -33,6 +33,7 @@ FINE: dict[str, Callable[[], object]] = {
     "a masked fill": lambda: VALUES.masked_fill(VALUES > 2, 0.0),
     "a Python scalar written into a slice": lambda: VALUES.clone().__setitem__(slice(0, 2), 0.0),
     "a 0-dim tensor from a number": lambda: torch.tensor(1.0),
+    "an empty tensor": lambda: torch.tensor([]),
     "repeats given as a number": lambda: VALUES.repeat_interleave(2),
     "sort and topk": lambda: (VALUES.sort(), VALUES.topk(2)),
 }

@@ -7,6 +7,7 @@ import torch
 from engine_requests import custom_voice
 from graph_rehearsal import both_frame_paths
 
+from qwen3_tts_serving.engine.host_sync import ENGINE_READS, HostSyncGuard
 from qwen3_tts_serving.engine.requests import Capability, InvalidRequestError, SynthesisRequest
 from qwen3_tts_serving.engine.streams import CollectingSink
 
@@ -136,3 +137,26 @@ def test_everything_a_newcomers_prompt_leaves_behind_is_handed_over_to_the_step(
     for stream in streams:
         kept += [stream.prompt_embeds, *stream.text_track._rows]
     assert kept and all(_storage(tensor) in handed for tensor in kept)
+
+
+PREPARE = "qwen3_tts_serving.engine.prefill.Prefill.prepare"
+
+
+def test_newcomers_join_the_running_batch_without_waiting_for_its_frame(make_engine):
+    """An admission step reads the host only in the prompt build (on a GPU on a stream of its own, so it
+    waits for the build and not for the frame in flight) and in the designed uploads: the prefill of
+    prompts of different lengths (left-padded) and the join wait for nothing."""
+    engine = make_engine(Capability.CUSTOM_VOICE, repetition_window=0)
+    speaking = [_custom(f"Speaker {i} has a lot to say.", max_new_tokens=40) for i in range(2)]
+    speakers = _submit(engine, *speaking)
+    for _ in range(3):
+        engine.step()
+    newcomers = _submit(engine, _custom("Hi."), _custom("A newcomer with a far longer prompt than that."))
+    calls = engine.stats.prefill_calls
+    with HostSyncGuard([*ENGINE_READS, PREPARE]) as guard:
+        engine.step()
+    assert engine.stats.prefill_calls == calls + 1 and engine.active_count == 4
+    assert guard.reads[PREPARE] > 0  # the package's own reads, confined to the build
+    engine.run_until_idle()
+    for sink in (*speakers, *newcomers):
+        assert sink.error is None and sink.chunks[-1].is_last

@@ -10,8 +10,8 @@ It flags:
   of a tensor (and ``aten::_local_scalar_dense``, what they come down to);
 - operations whose output size depends on tensor values: ``nonzero``, ``masked_select``, ``unique``,
   ``repeat_interleave`` without ``output_size``, ``equal``, and indexing with a boolean mask;
-- a tensor of more than one element made from host data (``torch.tensor([...])``): on a GPU an upload
-  that a CUDA graph would not repeat. A 0-dim one (``x[:, -1] = False``) is a scalar argument and fine.
+- a non-empty tensor made from host data (``torch.tensor([...])``): on a GPU an upload that a CUDA graph
+  would not repeat. A 0-dim one (``x[:, -1] = False``) is a scalar argument, an empty one copies nothing.
 
 Designed reads (the frame report's one copy, the decoder's audio, the uploads of ``transfer``) are named
 in ``allowed`` by qualified function name; what happens inside them is counted in ``reads``, not flagged.
@@ -121,7 +121,7 @@ class _DispatchMode(TorchDispatchMode):
             self._guard.flag(f"{name} without output_size waits for the GPU")
         elif name in _BOOLEAN_INDEXING_OPS and _has_mask(args[1] if len(args) > 1 else ()):
             self._guard.flag(f"{name} with a boolean mask waits for the GPU (its size comes from the data)")
-        elif name == "aten::lift_fresh" and args[0].dim() > 0:
+        elif name == "aten::lift_fresh" and args[0].dim() > 0 and args[0].numel() > 0:
             self._guard.flag("a tensor made from host data (an upload a CUDA graph would not repeat)")
         return func(*args, **kwargs)
 

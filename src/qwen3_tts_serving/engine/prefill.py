@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
+from .attention import attention_backends
 from .prompts import PromptBuilder
 from .requests import Capability
 from .slot_cache import SlotKVCache
 from .streams import Stream, TextTrack
-from .transfer import to_host
+from .transfer import to_device, to_host
 
 
 class Prefill:
@@ -31,6 +32,21 @@ class Prefill:
         self.tts_eos: torch.Tensor | None = None  # [D]: the end-of-text marker closing a track
         # What the last ``prepare`` made that later work reads (see transfer.hand_over).
         self.handed_out: list[torch.Tensor] = []
+
+    def _mask(self, padding: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """The prefill's attention mask for rows left-padded by ``padding`` [n]. For flash attention the
+        2D padding mask it takes. Otherwise the 4D mask [n, 1, L, L] the model would build from it, built
+        here from the padding counts: the model's own mask code inspects the mask's values (a host sync,
+        which on a GPU would wait for the frame in flight). A padding position attends to itself only:
+        a row with nothing to attend to comes out NaN on some backends, and NaN keys and values of the
+        next layer would leak into real rows through the zero weights that mask them."""
+        real = columns >= padding.unsqueeze(1)  # [n, L]
+        if self._talker.model.config._attn_implementation == "flash_attention_2":
+            return real.long()
+        queries = columns.unsqueeze(2)  # [1, L, 1]
+        causal = columns.unsqueeze(1) <= queries  # [1, L, L]: key <= query
+        own = columns.unsqueeze(1) == queries
+        return ((causal & real.unsqueeze(1)) | own).unsqueeze(1)
 
     def prepare(self, streams: list[Stream], input_open: Callable[[Stream], bool]) -> None:
         """Build the prompts of streams sharing one text mode (one package call; raises what the package
@@ -74,18 +90,20 @@ class Prefill:
         lengths = [int(row.shape[0]) for row in rows]  # type: ignore[union-attr]
         longest = max(lengths)
         embeds = torch.stack([F.pad(row, (0, 0, longest - row.shape[0], 0)) for row in rows])  # type: ignore[union-attr]
-        mask = torch.stack(
-            [F.pad(torch.ones(n, dtype=torch.long, device=embeds.device), (longest - n, 0)) for n in lengths]
-        )
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        padding = to_device([longest - n for n in lengths], torch.long, embeds.device)
+        columns = torch.arange(longest, device=embeds.device).unsqueeze(0)
+        positions = (columns - padding.unsqueeze(1)).clamp(min=0)
+        mask = self._mask(padding, columns)
         prefill_cache = DynamicCache()
-        out = self._talker.model(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            position_ids=positions.unsqueeze(0).expand(3, -1, -1),
-            past_key_values=prefill_cache,
-            use_cache=True,
-        )
+        # Never cuDNN's attention, which plans anew for every prompt length (~2 ms of host time a layer).
+        with attention_backends(embeds.device):
+            out = self._talker.model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions.unsqueeze(0).expand(3, -1, -1),
+                past_key_values=prefill_cache,
+                use_cache=True,
+            )
         cache.write_prefill(slots, prefill_cache, lengths)
         for stream, length in zip(streams, lengths, strict=True):
             stream.prompt_embeds = None  # in the cache now
