@@ -1,9 +1,14 @@
-"""The request the engine tests build again and again (a module, not a fixture: parametrize lists and
-helpers at module level need it too)."""
+"""What the engine tests do again and again: the request they build, running requests to the end, a
+package that refuses some texts (a module, not fixtures: parametrize lists and module-level helpers need
+them too)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from qwen3_tts_serving.engine.requests import Capability, SynthesisRequest
+from qwen3_tts_serving.engine.streams import CollectingSink
 
 
 def custom_voice(text: str, **sampling: object) -> SynthesisRequest:
@@ -15,3 +20,27 @@ def custom_voice(text: str, **sampling: object) -> SynthesisRequest:
         language="english",
         sampling={"do_sample": False, **sampling},
     )
+
+
+def run_to_end(
+    engine: Any, requests: list[SynthesisRequest], *, errors: bool = False
+) -> list[CollectingSink]:
+    """Submit ``requests`` together and step until the engine is idle; every stream must end without an
+    error unless ``errors``."""
+    sinks = [CollectingSink() for _ in requests]
+    engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
+    engine.run_until_idle()
+    for sink in sinks:
+        assert errors or sink.error is None, sink.error
+    return sinks
+
+
+def refusing(build: Callable[..., Any], marker: str) -> Callable[..., Any]:
+    """``PromptBuilder.build`` that raises ValueError, as the package does, for a group holding ``marker``."""
+
+    def build_unless_marked(requests: list[SynthesisRequest], items: Any = None) -> Any:
+        if any(marker in r.text for r in requests):
+            raise ValueError("the package refused this text")
+        return build(requests, items)
+
+    return build_unless_marked

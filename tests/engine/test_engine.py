@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from engine_requests import custom_voice
+from engine_requests import custom_voice, refusing, run_to_end
 from graph_rehearsal import both_frame_paths
 
 from qwen3_tts_serving.engine.engine import StreamingEngine, is_repeating
@@ -25,16 +25,6 @@ GREEDY = {"do_sample": False, "repetition_penalty": 1.05}
 # Chunked decoding with a left context covering the whole utterance equals one decode up to float
 # rounding in the decoder's convolutions: this is the tolerance we state in the README.
 AUDIO_ATOL = 1e-4
-
-
-def _run(engine: StreamingEngine, requests: list[SynthesisRequest]) -> list[CollectingSink]:
-    sinks = [CollectingSink() for _ in requests]
-    streams = [engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)]
-    engine.submit(streams)
-    engine.run_until_idle()
-    for sink in sinks:
-        assert sink.error is None, sink.error
-    return sinks
 
 
 def _custom(text: str, **sampling: object) -> SynthesisRequest:
@@ -73,7 +63,7 @@ def test_greedy_stream_equals_package_output(make_engine, load_tts, decoder_mode
         code_predictor=code_predictor,
     )
     text = "Hello there, this is a streaming test."
-    (sink,) = _run(engine, [_custom(text)])
+    (sink,) = run_to_end(engine, [_custom(text)])
     wavs, rate = _package_greedy(load_tts, text, frames=120)
     streamed = sink.audio()
     assert rate == 24000
@@ -92,7 +82,7 @@ def test_voice_design_and_clone_match_package(make_engine, load_tts):
         language="english",
         sampling=dict(GREEDY),
     )
-    (sink,) = _run(design, [request])
+    (sink,) = run_to_end(design, [request])
     wavs, _ = load_tts(Capability.VOICE_DESIGN).generate_voice_design(
         text=request.text,
         instruct=request.instruct,
@@ -115,7 +105,7 @@ def test_voice_design_and_clone_match_package(make_engine, load_tts):
         ref_text="The reference transcript.",
         sampling=dict(GREEDY),
     )
-    (sink,) = _run(clone, [request])
+    (sink,) = run_to_end(clone, [request])
     wavs, _ = load_tts(Capability.VOICE_CLONE).generate_voice_clone(
         text=request.text,
         language="english",
@@ -130,8 +120,8 @@ def test_voice_design_and_clone_match_package(make_engine, load_tts):
 @both_frame_paths
 def test_greedy_output_is_the_same_alone_and_batched(make_engine):
     texts = ["Short.", "A somewhat longer sentence to speak here.", "Medium length text."]
-    alone = [_run(make_engine(Capability.CUSTOM_VOICE), [_custom(t)])[0].audio() for t in texts]
-    batched = _run(make_engine(Capability.CUSTOM_VOICE), [_custom(t) for t in texts])
+    alone = [run_to_end(make_engine(Capability.CUSTOM_VOICE), [_custom(t)])[0].audio() for t in texts]
+    batched = run_to_end(make_engine(Capability.CUSTOM_VOICE), [_custom(t) for t in texts])
     for solo, together in zip(alone, batched, strict=True):
         np.testing.assert_allclose(together.audio(), solo, atol=AUDIO_ATOL)
 
@@ -139,18 +129,19 @@ def test_greedy_output_is_the_same_alone_and_batched(make_engine):
 @both_frame_paths
 def test_seeded_sampling_is_the_same_alone_and_batched(make_engine):
     request = _custom("Sampling with a seed.", do_sample=True, seed=1234)
-    alone = _run(make_engine(Capability.CUSTOM_VOICE), [request])[0].audio()
+    alone = run_to_end(make_engine(Capability.CUSTOM_VOICE), [request])[0].audio()
     others = [_custom("Another one.", do_sample=True, seed=5), _custom("Third.", do_sample=True)]
-    together = _run(make_engine(Capability.CUSTOM_VOICE), [request, *others])[0].audio()
+    together = run_to_end(make_engine(Capability.CUSTOM_VOICE), [request, *others])[0].audio()
     np.testing.assert_allclose(together, alone, atol=AUDIO_ATOL)
-    different = _run(make_engine(Capability.CUSTOM_VOICE), [_custom(request.text, do_sample=True, seed=99)])
+    reseeded = _custom(request.text, do_sample=True, seed=99)
+    different = run_to_end(make_engine(Capability.CUSTOM_VOICE), [reseeded])
     assert different[0].audio().shape != alone.shape or not np.allclose(different[0].audio(), alone)
 
 
 @both_frame_paths
 def test_chunks_are_numbered_and_the_first_comes_early(make_engine):
     engine = make_engine(Capability.CUSTOM_VOICE, first_chunk_frames=1, chunk_frames=3, frames_per_char=50)
-    (sink,) = _run(engine, [_custom("Numbered chunks for this test.")])
+    (sink,) = run_to_end(engine, [_custom("Numbered chunks for this test.")])
     assert [c.sequence for c in sink.chunks] == list(range(len(sink.chunks)))
     assert [c.is_last for c in sink.chunks] == [False] * (len(sink.chunks) - 1) + [True]
     assert all(c.sample_rate == 24000 for c in sink.chunks)
@@ -252,7 +243,7 @@ def test_finish_reasons(make_engine, favourite, window, expected):
     engine = make_engine(Capability.CUSTOM_VOICE, repetition_window=window, max_new_tokens=30)
     code = engine._eos if favourite == "eos" else favourite
     with _forced_codebook0(engine, code):
-        (sink,) = _run(engine, [_custom("Forced.")])
+        (sink,) = run_to_end(engine, [_custom("Forced.")])
     assert sink.finish_reason == expected
     frames = sum(c.audio.shape[0] for c in sink.chunks) // 1920
     if expected == "stop":
@@ -286,20 +277,13 @@ def test_out_of_memory_fails_the_step_with_a_retry_hint_and_serving_goes_on(make
         assert isinstance(sink.error, EngineUnavailableError) and "retry" in str(sink.error)
     assert engine.active_count == 0
     monkeypatch.undo()
-    (sink,) = _run(engine, [_custom("Serving again.")])
+    (sink,) = run_to_end(engine, [_custom("Serving again.")])
     assert sink.chunks[-1].is_last
 
 
 def test_a_request_the_package_refuses_does_not_fail_its_batch(make_engine, monkeypatch):
     engine = make_engine(Capability.CUSTOM_VOICE)
-    build = engine.prompts.build
-
-    def refuse_poison(requests, items=None):
-        if any("poison" in r.text for r in requests):
-            raise ValueError("the package refused this text")
-        return build(requests, items)
-
-    monkeypatch.setattr(engine.prompts, "build", refuse_poison)
+    monkeypatch.setattr(engine.prompts, "build", refusing(engine.prompts.build, "poison"))
     good, bad = CollectingSink(), CollectingSink()
     engine.submit(
         [engine.make_stream(engine.validate(_custom(t)), s) for t, s in (("Fine.", good), ("poison", bad))]
@@ -323,7 +307,7 @@ def test_out_of_memory_while_decoding_fails_the_step_and_serving_goes_on(make_en
     assert isinstance(sink.error, EngineUnavailableError) and "retry" in str(sink.error)
     assert engine.active_count == 0
     monkeypatch.undo()
-    (again,) = _run(engine, [_custom("Serving again.")])
+    (again,) = run_to_end(engine, [_custom("Serving again.")])
     assert again.chunks[-1].is_last
 
 
@@ -370,7 +354,7 @@ def test_a_long_greedy_stream_equals_package_output(make_engine, load_tts):
     # Long enough that the talker's key/value buffers grow several times while it speaks.
     text = " ".join(["Streaming keeps going while the buffers grow."] * 6)
     engine = make_engine(Capability.CUSTOM_VOICE, frames_per_char=50, repetition_window=0)
-    (sink,) = _run(engine, [_custom(text, max_new_tokens=400)])
+    (sink,) = run_to_end(engine, [_custom(text, max_new_tokens=400)])
     wavs, _ = _package_greedy(load_tts, text, frames=400)
     frames = sink.audio().size // 1920
     assert frames > 100, frames

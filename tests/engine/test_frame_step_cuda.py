@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from engine_requests import custom_voice
+from engine_requests import custom_voice, run_to_end
 
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.engine import StreamingEngine
@@ -47,22 +47,13 @@ def _request(text: str, **sampling: object) -> SynthesisRequest:
     return custom_voice(text, **{"max_new_tokens": 40, **sampling})
 
 
-def _run(engine: StreamingEngine, requests: list[SynthesisRequest]) -> list[CollectingSink]:
-    sinks = [CollectingSink() for _ in requests]
-    engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
-    engine.run_until_idle()
-    for sink in sinks:
-        assert sink.error is None, sink.error
-    return sinks
-
-
 def test_graphed_and_eager_frame_steps_give_the_same_audio(tts, config):
     requests = [_request("Graphs and eager agree."), _request("A sampled one.", do_sample=True, seed=5)]
     graphed = StreamingEngine(tts, Capability.CUSTOM_VOICE, replace(config, cuda_graphs="on"))
     assert graphed.frame_step.graphed and graphed.decoder.graphed  # type: ignore[union-attr]
     eager = StreamingEngine(tts, Capability.CUSTOM_VOICE, replace(config, cuda_graphs="off"))
     assert not eager.frame_step.graphed and not eager.decoder.graphed  # type: ignore[union-attr]
-    for with_graphs, without in zip(_run(graphed, requests), _run(eager, requests), strict=True):
+    for with_graphs, without in zip(run_to_end(graphed, requests), run_to_end(eager, requests), strict=True):
         assert with_graphs.audio().shape == without.audio().shape
         np.testing.assert_allclose(with_graphs.audio(), without.audio(), atol=AUDIO_ATOL)
 

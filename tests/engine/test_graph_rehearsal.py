@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_requests import custom_voice
+from engine_requests import custom_voice, run_to_end
 from graph_rehearsal import REHEARSAL_SETTINGS, both_frame_paths, rehearsed_graphs
 
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.engine import StreamingEngine
 from qwen3_tts_serving.engine.frame_step import FrameStep
 from qwen3_tts_serving.engine.host_sync import ENGINE_READS, HostSyncError, HostSyncGuard
-from qwen3_tts_serving.engine.requests import Capability, SynthesisRequest
+from qwen3_tts_serving.engine.requests import Capability
 from qwen3_tts_serving.engine.streams import CollectingSink
 
 AUDIO_ATOL = 1e-4
@@ -57,15 +57,6 @@ def _rehearsed(load_tts, config: EngineConfig) -> StreamingEngine:
     return engine
 
 
-def _run(engine: StreamingEngine, requests: list[SynthesisRequest]) -> list[CollectingSink]:
-    sinks = [CollectingSink() for _ in requests]
-    engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
-    engine.run_until_idle()
-    for sink in sinks:
-        assert sink.error is None, sink.error
-    return sinks
-
-
 def test_rehearsed_graphs_give_the_eager_engines_audio_for_every_sampler(load_tts, config):
     graphed = _rehearsed(load_tts, config)
     eager = StreamingEngine(
@@ -73,8 +64,8 @@ def test_rehearsed_graphs_give_the_eager_engines_audio_for_every_sampler(load_tt
     )
     # Alone, the eager step takes its host shortcuts (argmax only, top-k candidates only); batched, the
     # graphs compute every route in full for every row.
-    alone = [_run(eager, [request])[0] for request in REQUESTS]
-    for with_graphs, without in zip(_run(graphed, REQUESTS), alone, strict=True):
+    alone = [run_to_end(eager, [request])[0] for request in REQUESTS]
+    for with_graphs, without in zip(run_to_end(graphed, REQUESTS), alone, strict=True):
         assert with_graphs.audio().shape == without.audio().shape
         np.testing.assert_allclose(with_graphs.audio(), without.audio(), atol=AUDIO_ATOL)
         assert with_graphs.finish_reason == without.finish_reason
@@ -118,7 +109,7 @@ def test_a_host_read_inside_the_frame_step_fails_its_capture(load_tts, config, m
         )
     assert not engine.frame_step.graphed
     assert "capture of the frame step failed" in caplog.text
-    (sink,) = _run(engine, [custom_voice("Served eagerly.")])
+    (sink,) = run_to_end(engine, [custom_voice("Served eagerly.")])
     assert sink.chunks[-1].is_last
 
 

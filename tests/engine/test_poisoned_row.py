@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from engine_requests import custom_voice
+from engine_requests import custom_voice, run_to_end
 
 from qwen3_tts_serving.engine.engine import FAULT_MARKER
 from qwen3_tts_serving.engine.requests import (
@@ -31,10 +31,7 @@ def _request(text: str, **sampling: object) -> SynthesisRequest:
 
 
 def _run(engine, requests: list[SynthesisRequest]) -> list[CollectingSink]:
-    sinks = [CollectingSink() for _ in requests]
-    engine.submit([engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)])
-    engine.run_until_idle()
-    return sinks
+    return run_to_end(engine, requests, errors=True)
 
 
 def _assert_same_audio(sink: CollectingSink, reference: CollectingSink) -> None:

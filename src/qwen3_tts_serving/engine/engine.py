@@ -8,9 +8,10 @@ finished, cancelled or failed streams leave (their slot is simply freed) and dec
 that are due (on a GPU on a stream of its own, beside the frame). A stream that ended in frame N was
 already launched in frame N + 1: that frame's row is computed and ignored.
 
-The parts are modules of their own: ``scheduler`` (queue, admission, prefill budget, real-time guard),
-``prefill`` (prompts and prefill into slots), ``frame_step`` and ``slot_cache`` (the device step),
-``sessions`` (voice agents' streamed text).
+The parts are modules of their own: ``scheduler`` (queue, who is admitted when, prefill budget, real-time
+guard), ``admission`` (the admitted into slots: prompts built, prefilled, joined; failures per stream),
+``prefill`` (the package's prompts and the talker's prefill), ``frame_step`` and ``slot_cache`` (the device
+step), ``sessions`` (voice agents' streamed text).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import numpy as np
 import torch
 
 from . import graphs
+from .admission import OUT_OF_MEMORY, Admission, Refusal, prompt_length, release_cached_memory
 from .code_predictor import frame_step_predictor
 from .config import EngineConfig
 from .decoder import build_decoder
-from .frame_step import BAD, NEXT_CB0, FrameHandle, FrameStep, JoinRow
+from .frame_step import BAD, NEXT_CB0, FrameHandle, FrameStep
 from .loading import model_spec
 from .observer import EngineObserver, NullObserver
 from .prefill import Prefill
@@ -43,7 +45,6 @@ from .requests import (
     EngineUnavailableError,
     FinishReason,
     GenerationFaultError,
-    InvalidRequestError,
     SamplingParams,
     SynthesisRequest,
     validate,
@@ -53,15 +54,12 @@ from .sessions import Sessions
 from .slot_cache import SlotKVCache
 from .streaming_decoder import StreamingDecoder
 from .streams import AudioChunk, Stream, StreamSink
-from .transfer import hand_over
 from .voice_prompts import VoiceEncoder, with_voice_prompt
 
 logger = logging.getLogger(__name__)
 
-_OUT_OF_MEMORY = "the server is out of GPU memory; retry shortly"
 _QUEUE_FULL = "the model's queue is full ({} requests waiting); retry shortly"
 _QUEUE_WAIT = "no free slot within {} s: the model's queue is overloaded; retry shortly"
-_PROMPT_TOO_LONG = "the prompt takes {} talker tokens; this server's slot_max_length is {}: shorten the text"
 FAULT_MARKER = "[[poison]]"
 _NON_FINITE = "internal error: this request's generation produced non-finite values and was stopped"
 
@@ -130,9 +128,6 @@ class StreamingEngine:
             fault_injection=config.fault_injection,
         )
         self._decode_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
-        # Newcomers' prompts are built on a stream of their own: the build's host syncs (the package's
-        # uploads, the prompts' lengths) then wait for the build only, not for the frame in flight.
-        self._prompt_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
         self._capture_graphs()
 
         self._cond = threading.Condition()
@@ -140,6 +135,8 @@ class StreamingEngine:
         self.scheduler = Scheduler(config, self._cond)
         self._sessions = Sessions(config, self._cond, self)
         self._prefill = Prefill(tts, capability, self.prompts)
+        decode_readers = [self._decode_stream] if self._decode_stream is not None else []
+        self.admission = Admission(self._prefill, self.cache, self.frame_step, decode_readers)
         self.voice_encoder: VoiceEncoder | None = None  # see _hold_for_voice
         self._holders: dict[int, Stream] = {}  # slot -> the stream holding it (stepping or paused)
         self._paused: set[int] = set()  # slots of sessions waiting for text (they keep their cache)
@@ -454,10 +451,18 @@ class StreamingEngine:
     def _admit(self) -> None:
         entering = self.scheduler.admit(self.cache.free_count, self.active_count, self._left_the_queue)
         for group in _by_text_mode(entering):
-            self._prepare_or_fail(group)
-        batch = self.scheduler.next_prefill(_prompt_length)
+            ready, refused = self.admission.prepare(group, self._sessions.input_open)
+            self.scheduler.prepared.extend(ready)
+            self._refuse(refused)
+        batch = self.scheduler.next_prefill(prompt_length)
         if batch:
-            self._prefill_or_fail(batch)
+            joined, refused = self.admission.join(batch)
+            for stream in joined:
+                self._holders[stream.slot] = stream  # type: ignore[index]
+            self._refuse(refused)
+            if joined:
+                self.stats.prefill_calls += 1
+                self.stats.prefilled_requests += len(joined)
         self.stats.max_active = max(self.stats.max_active, self.active_count)
 
     def _left_the_queue(self, stream: Stream) -> bool:
@@ -478,72 +483,10 @@ class StreamingEngine:
             return True
         return False
 
-    def _prepare_or_fail(self, streams: list[Stream]) -> None:
-        """Build the prompts (one package call); ready streams wait for their prefill."""
-        try:
-            if self._prompt_stream is None:
-                self._prefill.prepare(streams, self._sessions.input_open)
-            else:
-                steps = torch.cuda.current_stream(self._device)
-                with torch.cuda.stream(self._prompt_stream):
-                    self._prefill.prepare(streams, self._sessions.input_open)
-                readers = [steps, self._decode_stream] if self._decode_stream is not None else [steps]
-                hand_over(self._prefill.handed_out, self._prompt_stream, readers)
-        except torch.OutOfMemoryError:
-            _release_cached_memory()
-            for stream in streams:
-                stream.sink.fail(EngineUnavailableError(_OUT_OF_MEMORY))
-            return
-        except Exception as error:
-            if len(streams) > 1:  # find the request the package refused without failing its batch-mates
-                for stream in streams:
-                    self._prepare_or_fail([stream])
-                return
-            logger.warning("prefill failed: %s", error)
-            streams[0].sink.fail(error if isinstance(error, ValueError) else RuntimeError("prefill failed"))
-            return
-        limit = self.cache.max_length - 1  # room for at least one frame
-        for stream in streams:
-            length = _prompt_length(stream)
-            if length > limit:
-                self._sessions.forget(stream)
-                stream.sink.fail(InvalidRequestError(_PROMPT_TOO_LONG.format(length, self.cache.max_length)))
-            else:
-                self.scheduler.prepared.append(stream)
-
-    def _prefill_or_fail(self, streams: list[Stream]) -> None:
-        """Prefill prepared streams into their own slots and let them join the step."""
-        slots = [self.cache.allocate() for _ in streams]
-        assert all(slot is not None for slot in slots), "admission gave out more slots than are free"
-        try:
-            hidden = self._prefill.run(streams, slots, self.cache)  # type: ignore[arg-type]
-            rows = [
-                JoinRow(slot=slot, sampling=s.sampling, seed=s.seed, text_open=not s.text_track.closed)  # type: ignore[union-attr]
-                for s, slot in zip(streams, slots, strict=True)
-                if slot is not None
-            ]
-            self.frame_step.join(rows, hidden)
-        except Exception as error:
-            for slot in slots:
-                self.frame_step.release(slot, scrub=True)  # type: ignore[arg-type]
-            out_of_memory = isinstance(error, torch.OutOfMemoryError)
-            if out_of_memory:
-                _release_cached_memory()
-            else:
-                logger.exception("prefill failed")
-            for stream in streams:
-                self._sessions.forget(stream)
-                stream.sink.fail(
-                    EngineUnavailableError(_OUT_OF_MEMORY)
-                    if out_of_memory
-                    else RuntimeError("prefill failed")
-                )
-            return
-        for stream, slot in zip(streams, slots, strict=True):
-            stream.slot = slot
-            self._holders[slot] = stream  # type: ignore[index]
-        self.stats.prefill_calls += 1
-        self.stats.prefilled_requests += len(streams)
+    def _refuse(self, refusals: list[Refusal]) -> None:
+        for refusal in refusals:
+            self._sessions.forget(refusal.stream)
+            refusal.stream.sink.fail(refusal.error)
 
     # ------------------------------------------------------------------------------ leaving the batch
     def _leave(self, stream: Stream, *, scrub: bool = False) -> None:
@@ -675,10 +618,10 @@ class StreamingEngine:
         for stream in failing:
             self._leave(stream, scrub=True)
         self._ending = []
-        _release_cached_memory()
+        release_cached_memory()
         for stream in failing:
             self._sessions.forget(stream)
-            stream.sink.fail(EngineUnavailableError(_OUT_OF_MEMORY))
+            stream.sink.fail(EngineUnavailableError(OUT_OF_MEMORY))
 
     def _fail_everything(self, error: Exception) -> None:
         streams = self.scheduler.drain() + list(self._holders.values()) + self._ending
@@ -691,18 +634,8 @@ class StreamingEngine:
             stream.sink.fail(error)
 
 
-def _prompt_length(stream: Stream) -> int:
-    assert stream.prompt_embeds is not None
-    return int(stream.prompt_embeds.shape[0])
-
-
 def _by_text_mode(streams: list[Stream]) -> list[list[Stream]]:
     groups: dict[bool, list[Stream]] = {}
     for stream in streams:
         groups.setdefault(stream.request.text_open, []).append(stream)
     return list(groups.values())
-
-
-def _release_cached_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
