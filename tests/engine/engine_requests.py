@@ -1,11 +1,14 @@
 """What the engine tests do again and again: the request they build, running requests to the end, a
-package that refuses some texts (a module, not fixtures: parametrize lists and module-level helpers need
-them too)."""
+package that refuses some texts, a talker forced to one code (a module, not fixtures: parametrize lists
+and module-level helpers need them too)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import torch
 
 from qwen3_tts_serving.engine.requests import Capability, SynthesisRequest
 from qwen3_tts_serving.engine.streams import CollectingSink
@@ -44,3 +47,21 @@ def refusing(build: Callable[..., Any], marker: str) -> Callable[..., Any]:
         return build(requests, items)
 
     return build_unless_marked
+
+
+@contextmanager
+def forced_codebook0(tts: Any, favourite: int) -> Iterator[None]:
+    """The talker always prefers one codebook-0 id (end-of-speech, or a code it then loops on); restored
+    after. Build the engine inside: a captured graph keeps the head it was captured with, as on a GPU."""
+    talker = tts.model.talker
+    original = talker.codec_head
+    forced = torch.nn.Linear(original.in_features, original.out_features, bias=True)
+    with torch.no_grad():
+        forced.weight.copy_(original.weight)
+        forced.bias.zero_()
+        forced.bias[favourite] = 1e4
+    talker.codec_head = forced
+    try:
+        yield
+    finally:
+        talker.codec_head = original

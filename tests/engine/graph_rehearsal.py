@@ -2,7 +2,10 @@
 "graph" re-runs the captured function eagerly. What a real graph replays is exactly that function on the
 same static buffers, so the graph path (buckets, the graph-safe sampler with no host shortcuts, the static
 buffers copied in and out) is tested here without a GPU. The "capture" runs under ``HostSyncGuard`` with
-nothing allowed, as a real capture refuses every host synchronisation."""
+nothing allowed, as a real capture refuses every host synchronisation. And every replay must touch the
+very tensors the capture touched: a real graph reads and writes the memory it was captured with, so a
+tensor rebound outside it (``state.x = new``) would go unseen on a GPU while an eager re-run would follow
+it; the rehearsal fails that instead."""
 
 from __future__ import annotations
 
@@ -11,20 +14,63 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from qwen3_tts_serving.engine import graphs
 from qwen3_tts_serving.engine.host_sync import HostSyncGuard
 
 
+class _OutsideTensors(TorchDispatchMode):
+    """The storages of the tensors a run touches that it did not make itself (weights, state, buffers),
+    each with the shape and dtype it was first seen with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outside: dict[int, str] = {}
+        self._made: set[int] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        # A tensor made from a host value right there (``x[:, -1] = False``) is a constant of the graph.
+        made_here = func is torch.ops.aten.lift_fresh.default
+        for tensor in () if made_here else _tensors((args, kwargs)):
+            storage = tensor.untyped_storage().data_ptr()
+            if storage not in self._made and storage not in self.outside:
+                self.outside[storage] = f"{tuple(tensor.shape)} {tensor.dtype} (in {func})"
+        out = func(*args, **kwargs)
+        for tensor in _tensors(out):
+            storage = tensor.untyped_storage().data_ptr()
+            if storage not in self.outside:
+                self._made.add(storage)
+        return out
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor) and leaf.numel()]
+
+
+def _touched(run: Callable[[], Any]) -> tuple[dict[int, str], Any]:
+    with _OutsideTensors() as trace:
+        output = run()
+    return trace.outside, output
+
+
 class RehearsedGraph:
     """Stands in for a captured torch.cuda.CUDAGraph."""
 
-    def __init__(self, run: Callable[[], Any]) -> None:
+    def __init__(self, run: Callable[[], Any], captured: dict[int, str]) -> None:
         self._run = run
+        self._captured = captured
         self.replays = 0
 
     def replay(self) -> None:
-        self._run()
+        touched, _ = _touched(self._run)
+        new = [touched[storage] for storage in touched.keys() - self._captured.keys()]
+        gone = [self._captured[storage] for storage in self._captured.keys() - touched.keys()]
+        # A real graph would still use what it was captured with: a tensor rebound outside it goes unseen.
+        assert not new and not gone, f"the replay touched tensors the capture did not: {new}; left: {gone}"
         self.replays += 1
 
 
@@ -32,8 +78,8 @@ def rehearse_capture(run: Callable[[], Any], pool: Any = None) -> tuple[Rehearse
     for _ in range(2):  # the warm-up runs of the real capture
         run()
     with HostSyncGuard():
-        output = run()
-    return RehearsedGraph(run), output
+        captured, output = _touched(run)
+    return RehearsedGraph(run, captured), output
 
 
 @contextmanager

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
-from engine_requests import custom_voice, refusing, run_to_end
+from engine_requests import custom_voice, forced_codebook0, refusing, run_to_end
 from graph_rehearsal import both_frame_paths
 
-from qwen3_tts_serving.engine.engine import StreamingEngine, is_repeating
+from qwen3_tts_serving.engine.engine import is_repeating
 from qwen3_tts_serving.engine.requests import (
     Capability,
     EngineUnavailableError,
@@ -217,32 +215,16 @@ def test_short_reference_clip_is_rejected_with_the_minimum(make_engine):
         engine.validate(request)
 
 
-@contextmanager
-def _forced_codebook0(engine: StreamingEngine, favourite: int) -> Iterator[None]:
-    """Make the talker always prefer one codebook-0 id (EOS or a looping code), then restore it."""
-    talker = engine.tts.model.talker
-    original = talker.codec_head
-    forced = torch.nn.Linear(original.in_features, original.out_features, bias=True)
-    with torch.no_grad():
-        forced.weight.copy_(original.weight)
-        forced.bias.zero_()
-        forced.bias[favourite] = 1e4
-    talker.codec_head = forced
-    try:
-        yield
-    finally:
-        talker.codec_head = original
-
-
 @both_frame_paths
 @pytest.mark.parametrize(
     ("favourite", "window", "expected"),
     [("eos", 24, "stop"), (7, 6, "repetition"), (7, 0, "length")],
 )
-def test_finish_reasons(make_engine, favourite, window, expected):
-    engine = make_engine(Capability.CUSTOM_VOICE, repetition_window=window, max_new_tokens=30)
-    code = engine._eos if favourite == "eos" else favourite
-    with _forced_codebook0(engine, code):
+def test_finish_reasons(make_engine, load_tts, favourite, window, expected):
+    tts = load_tts(Capability.CUSTOM_VOICE)
+    code = int(tts.model.config.talker_config.codec_eos_token_id) if favourite == "eos" else favourite
+    with forced_codebook0(tts, code):
+        engine = make_engine(Capability.CUSTOM_VOICE, repetition_window=window, max_new_tokens=30)
         (sink,) = run_to_end(engine, [_custom("Forced.")])
     assert sink.finish_reason == expected
     frames = sum(c.audio.shape[0] for c in sink.chunks) // 1920

@@ -4,7 +4,7 @@ within the per-step budget while the speaking streams keep stepping, a full slot
 from __future__ import annotations
 
 import torch
-from engine_requests import custom_voice
+from engine_requests import custom_voice, forced_codebook0
 from graph_rehearsal import both_frame_paths
 
 from qwen3_tts_serving.engine.host_sync import ENGINE_READS, HostSyncGuard
@@ -85,7 +85,7 @@ def test_a_slot_freed_by_a_cancel_goes_to_the_next_in_line(make_engine):
 
 
 @both_frame_paths
-def test_a_full_slot_ends_its_stream_with_reason_length(make_engine, monkeypatch):
+def test_a_full_slot_ends_its_stream_with_reason_length(make_engine):
     engine = make_engine(Capability.CUSTOM_VOICE, repetition_window=0, frames_per_char=100)
     (probe,) = _submit(engine, _custom("How long is my prompt?", max_new_tokens=3))
     engine.step()
@@ -93,18 +93,12 @@ def test_a_full_slot_ends_its_stream_with_reason_length(make_engine, monkeypatch
     engine.run_until_idle()
     assert probe.chunks[-1].is_last
 
-    engine = make_engine(
-        Capability.CUSTOM_VOICE, repetition_window=0, frames_per_char=100, slot_max_length=prompt + 6
-    )
-    talker = engine.tts.model.talker
-    never_stops = torch.nn.Linear(talker.codec_head.in_features, talker.codec_head.out_features)
-    with torch.no_grad():
-        never_stops.weight.copy_(talker.codec_head.weight)
-        never_stops.bias.zero_()
-        never_stops.bias[7] = 1e4  # always code 7: no end-of-speech
-    monkeypatch.setattr(talker, "codec_head", never_stops)
-    (sink,) = _submit(engine, _custom("How long is my prompt?", max_new_tokens=400))
-    engine.run_until_idle()
+    with forced_codebook0(engine.tts, 7):  # always code 7: no end-of-speech
+        engine = make_engine(
+            Capability.CUSTOM_VOICE, repetition_window=0, frames_per_char=100, slot_max_length=prompt + 6
+        )
+        (sink,) = _submit(engine, _custom("How long is my prompt?", max_new_tokens=400))
+        engine.run_until_idle()
     assert sink.finish_reason == "length"
     assert sum(c.audio.shape[0] for c in sink.chunks) // 1920 == 6  # the slot's room after the prompt
 
