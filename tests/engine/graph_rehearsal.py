@@ -5,10 +5,13 @@ buffers copied in and out) is tested here without a GPU. The "capture" runs unde
 nothing allowed, as a real capture refuses every host synchronisation. And every replay must touch the
 very tensors the capture touched: a real graph reads and writes the memory it was captured with, so a
 tensor rebound outside it (``state.x = new``) would go unseen on a GPU while an eager re-run would follow
-it; the rehearsal fails that instead."""
+it; the rehearsal fails that instead. And what a replay made and is still held afterwards is overwritten
+with garbage, as a real graph's next replay overwrites its own memory: only what the captured function
+wrote into buffers from outside it may be read after a replay."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +33,7 @@ class _OutsideTensors(TorchDispatchMode):
         super().__init__()
         self.outside: dict[int, str] = {}
         self._made: set[int] = set()
+        self.made: list[weakref.ref[torch.Tensor]] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -44,6 +48,7 @@ class _OutsideTensors(TorchDispatchMode):
             storage = tensor.untyped_storage().data_ptr()
             if storage not in self.outside:
                 self._made.add(storage)
+                self.made.append(weakref.ref(tensor))
         return out
 
 
@@ -51,9 +56,22 @@ def _tensors(tree: Any) -> list[torch.Tensor]:
     return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor) and leaf.numel()]
 
 
-def _touched(run: Callable[[], Any]) -> tuple[dict[int, str], Any]:
+# What a made tensor still alive after a replay is overwritten with (floats: NaN).
+_GARBAGE: dict[torch.dtype, Any] = {torch.bool: True, torch.long: -7, torch.int: -7}
+
+
+def _touched(run: Callable[[], Any], *, scribble: bool = False) -> tuple[dict[int, str], Any]:
+    """What ``run`` touched outside itself, and what it returned. ``scribble``: what it made and is still
+    alive afterwards is overwritten with garbage, as the next replay of a real graph overwrites its own
+    memory: whoever reads a graph's insides after it ran reads garbage here too."""
     with _OutsideTensors() as trace:
         output = run()
+    if scribble:
+        with torch.inference_mode():
+            for ref in trace.made:
+                tensor = ref()
+                if tensor is not None:
+                    tensor.fill_(_GARBAGE.get(tensor.dtype, float("nan")))
     return trace.outside, output
 
 
@@ -66,7 +84,7 @@ class RehearsedGraph:
         self.replays = 0
 
     def replay(self) -> None:
-        touched, _ = _touched(self._run)
+        touched, _ = _touched(self._run, scribble=True)
         new = [touched[storage] for storage in touched.keys() - self._captured.keys()]
         gone = [self._captured[storage] for storage in self._captured.keys() - touched.keys()]
         # A real graph would still use what it was captured with: a tensor rebound outside it goes unseen.
