@@ -74,3 +74,25 @@ def test_a_steady_state_step_never_synchronises_the_host(tts, config):
         torch.cuda.set_sync_debug_mode(0)
     engine.run_until_idle()
     assert all(sink.error is None and sink.chunks[-1].is_last for sink in sinks)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_an_engine_on_the_second_gpu_on_a_thread_of_its_own_gives_the_first_gpus_audio(tts, config):
+    """CUDA's current device is per thread: the engine's own thread starts on GPU 0, and whatever of a
+    step takes no device (events, the decoder's stream) must still land on the engine's GPU."""
+    requests = [_request("On the second GPU."), _request("Sampled there.", do_sample=True, seed=3)]
+    voice = Capability.CUSTOM_VOICE
+    first = run_to_end(StreamingEngine(tts, voice, replace(config, cuda_graphs="on")), requests)
+    second = replace(config, device="cuda:1", cuda_graphs="on")
+    engine = StreamingEngine(load_model(second, voice), voice, second)
+    sinks = [CollectingSink() for _ in requests]
+    engine.start()
+    try:
+        streams = [engine.make_stream(engine.validate(r), s) for r, s in zip(requests, sinks, strict=True)]
+        engine.submit(streams)
+        assert all(sink.done.wait(timeout=120) for sink in sinks)
+    finally:
+        engine.stop()
+    for on_second, on_first in zip(sinks, first, strict=True):
+        assert on_second.error is None
+        np.testing.assert_allclose(on_second.audio(), on_first.audio(), atol=AUDIO_ATOL)

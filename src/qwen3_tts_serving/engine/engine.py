@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +128,8 @@ class StreamingEngine:
             fault_injection=config.fault_injection,
         )
         self._decode_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
-        self._capture_graphs()
+        with on_device(self._device):
+            self._capture_graphs()
 
         self._cond = threading.Condition()
         self._commands: deque[Callable[[], None]] = deque()
@@ -315,7 +316,8 @@ class StreamingEngine:
     def step(self) -> None:
         started, frames_before = time.perf_counter(), self.stats.frames
         mixed_before = self.stats.mixed_steps
-        self._step()
+        with on_device(self._device):
+            self._step()
         frames = self.stats.frames - frames_before
         if frames:
             self.observer.step_done(
@@ -632,6 +634,13 @@ class StreamingEngine:
         for stream in streams:
             stream.slot = None
             stream.sink.fail(error)
+
+
+def on_device(device: torch.device) -> AbstractContextManager[Any]:
+    """``device`` as the current CUDA device. That is per thread (the engine steps on a thread of its own,
+    tests and offline use on theirs), and the stream and event calls that take no device use it: an engine
+    on the second GPU stepped with the first one current would record its events on the wrong GPU."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
 
 def _by_text_mode(streams: list[Stream]) -> list[list[Stream]]:

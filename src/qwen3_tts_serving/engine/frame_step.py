@@ -238,7 +238,7 @@ class FrameStep:
         host = self._host_reports[self._launches % 2][:batch]
         host.copy_(report, non_blocking=True)
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self._device))
         return FrameHandle(batch=batch, length=length, codes=codes, host=host, event=event)
 
     def collect(self, handle: FrameHandle) -> list[list[int]]:

@@ -32,7 +32,7 @@ def to_host(tensor: torch.Tensor) -> np.ndarray:
     pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     pinned.copy_(tensor, non_blocking=True)
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(tensor.device))  # the copy's stream, whichever GPU is current
     done.synchronize()
     return pinned.numpy().copy()  # the pinned block goes back to torch's host cache
 
