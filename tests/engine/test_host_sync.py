@@ -16,6 +16,8 @@ WAITING: dict[str, Callable[[], object]] = {
     "item": lambda: VALUES[0].item(),
     "tolist": lambda: VALUES.tolist(),
     "numpy": lambda: VALUES.numpy(),
+    "cpu": lambda: VALUES.cpu(),
+    "__format__": lambda: f"{VALUES[0]:.1f}",
     "__bool__": lambda: bool(VALUES[0] > 1),
     "__int__": lambda: int(VALUES[1]),
     "__float__": lambda: float(VALUES[1]),
@@ -36,6 +38,7 @@ FINE: dict[str, Callable[[], object]] = {
     "an empty tensor": lambda: torch.tensor([]),
     "repeats given as a number": lambda: VALUES.repeat_interleave(2),
     "sort and topk": lambda: (VALUES.sort(), VALUES.topk(2)),
+    "a dtype change": lambda: VALUES.to(torch.float64),
 }
 
 

@@ -6,8 +6,9 @@ it breaks the capture. On a CPU everything is synchronous, so nothing notices it
 so that the tests and the CPU benchmark hold the engine's step to the GPU's rules on a machine without one.
 It flags:
 
-- reading a tensor's values on the host: ``item``, ``tolist``, ``numpy``, ``bool`` / ``int`` / ``float``
-  of a tensor (and ``aten::_local_scalar_dense``, what they come down to);
+- reading a tensor's values on the host: ``item``, ``tolist``, ``numpy``, ``cpu``, ``bool`` / ``int`` /
+  ``float`` / ``repr`` / ``format`` of a tensor (and ``aten::_local_scalar_dense``, what they come down
+  to). ``.to(device)`` is not flagged: on a CPU it cannot tell the engine's device from the host;
 - operations whose output size depends on tensor values: ``nonzero``, ``masked_select``, ``unique``,
   ``repeat_interleave`` without ``output_size``, ``equal``, and indexing with a boolean mask;
 - a non-empty tensor made from host data (``torch.tensor([...])``): on a GPU an upload that a CUDA graph
@@ -46,7 +47,10 @@ _SYNCING_OPS = frozenset(
 _BOOLEAN_INDEXING_OPS = frozenset(
     {"aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_"}
 )
-_HOST_READS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"})
+_HOST_READS = frozenset(
+    {"item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__"}
+    | {"__repr__", "__format__"}
+)
 
 # The engine's own designed host reads and uploads (see transfer and FrameStep.collect).
 ENGINE_READS = (
@@ -102,8 +106,9 @@ class _FunctionMode(TorchFunctionMode):
         self._guard = guard
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if getattr(func, "__name__", "") in _HOST_READS:
-            self._guard.flag(f"{func.__name__} reads a tensor on the host (waits for the GPU)")
+        name = getattr(func, "__name__", "")
+        if name in _HOST_READS:
+            self._guard.flag(f"{name} reads a tensor on the host (waits for the GPU)")
         return func(*args, **(kwargs or {}))
 
 
