@@ -87,13 +87,15 @@ class Admission:
             refusal = error if isinstance(error, ValueError) else RuntimeError("prefill failed")
             return [], [Refusal(streams[0], refusal)]
         limit = self._cache.max_length - 1  # room for at least one frame
-        too_long = {id(s): prompt_length(s) for s in streams if prompt_length(s) > limit}
-        refused = [
-            Refusal(s, InvalidRequestError(_PROMPT_TOO_LONG.format(too_long[id(s)], self._cache.max_length)))
-            for s in streams
-            if id(s) in too_long
-        ]
-        return [s for s in streams if id(s) not in too_long], refused
+        ready, refused = [], []
+        for stream in streams:
+            length = prompt_length(stream)
+            if length > limit:
+                error = InvalidRequestError(_PROMPT_TOO_LONG.format(length, self._cache.max_length))
+                refused.append(Refusal(stream, error))
+            else:
+                ready.append(stream)
+        return ready, refused
 
     def _build(self, streams: list[Stream], input_open: Callable[[Stream], bool]) -> None:
         if self._prompt_stream is None:
