@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    StringConstraints,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
@@ -150,6 +151,9 @@ OutputFormatName = Annotated[
 # Limited by settings.max_text_length (checked by bodies.check_text_lengths, shown by openapi.py).
 UnicodeText = Annotated[str, AfterValidator(_valid_unicode)]
 LimitedText = Annotated[UnicodeText, _JsonSchemaHint({TEXT_LIMIT_KEY: True})]
+# The length bound before the validator, so that pydantic checks and reports it as a string's ("at most 100
+# characters"); after a validator it counts generic "items".
+VoiceLabel = Annotated[str, StringConstraints(max_length=100), AfterValidator(_valid_unicode)]
 # Text that must say something: at least one character that is not white space. Anchored, so that schema
 # tools combine it with maxLength (schemathesis rewrites an unanchored "\S" and drops the length).
 Text = Annotated[
@@ -395,7 +399,7 @@ class CloneJsonRequest(CloneFields):
 class VoiceCreateFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: UnicodeText | None = Field(None, max_length=100, description="A label of your own.")
+    name: VoiceLabel | None = Field(None, description="A label of your own.")
     ref_text: LimitedText | None = Field(
         None, description="Transcript of the reference clip (in-context cloning)."
     )

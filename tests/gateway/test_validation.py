@@ -186,6 +186,19 @@ def test_validation_happens_before_engine(tmp_path: Path) -> None:
     assert engine.requests == [] and engine.prompt_calls == []
 
 
+@pytest.mark.parametrize("as_form", [False, True], ids=["json", "multipart"])
+def test_a_voice_label_too_long_names_its_limit_in_characters(http: TestClient, as_form: bool) -> None:
+    audio = encode(np.zeros(24_000 * 4), 24_000)
+    if as_form:
+        files = {"ref_audio": ("ref.wav", audio, "audio/wav")}
+        response = http.post("/voices", data={"name": "x" * 101}, files=files)
+    else:
+        body = {"name": "x" * 101, "ref_audio": base64.b64encode(audio).decode()}
+        response = http.post("/voices", json=body)
+    error = error_of(response)
+    assert error["param"] == "name" and "at most 100 characters" in error["message"], error
+
+
 # --- sampling ranges (one definition: qwen3_tts_serving.sampling_ranges) -------------------------------
 
 OUT_OF_RANGE = [

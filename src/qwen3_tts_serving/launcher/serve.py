@@ -166,6 +166,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll otherwise
+    # One "setup plugin ..." line per Alembic plugin each time the voice library's schema is checked.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     args = parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_shutdown)
