@@ -10,7 +10,9 @@ loader, and measures through the engine's public API only (``make_stream``, ``su
   graphs and on one running it eagerly (``cuda_graphs=off``) must give the same audio (on a CPU both run
   eagerly);
 - ``batches``: B streams submitted together; ms per frame step in steady state (after admission and the
-  first chunks) and audio seconds per second, B = 1 8 32 64 128;
+  first chunks) and audio seconds per second, B = 1 8 32 64 128; then, untimed, the device operations
+  each step dispatched from the host (``engine.op_count``: kernel launches outside the CUDA graphs; the
+  same at every B when batching is real);
 - ``load``: closed loop at c = 1 8 16 32 64 128 (c workers, each submitting its next stream as soon as its
   last one ended) for a fixed window, then a bounded drain: first audio p50/p95 (submit to first chunk),
   per-stream real-time factor, streams that underran (a listener who starts playing at the first chunk
@@ -72,6 +74,7 @@ class Plan:
     concurrency: tuple[int, ...]
     warmup_steps: int
     batch_steps: int
+    op_count_steps: int
     batch_box_s: float
     frames: int
     window_s: float
@@ -91,7 +94,7 @@ class Plan:
     @property
     def batch_frames(self) -> int:
         """Frames per stream of a fixed batch: none of them may end inside the timed steps."""
-        return self.warmup_steps + self.batch_steps + 8
+        return self.warmup_steps + self.batch_steps + self.op_count_steps + 8
 
     @property
     def max_streams(self) -> int:
@@ -105,6 +108,7 @@ PLAN_HELP = {
     "concurrency": "closed-loop load levels c",
     "warmup_steps": "steps after admission before timing (first chunks, graph capture, allocator)",
     "batch_steps": "steady-state steps timed per batch size",
+    "op_count_steps": "steady-state steps per batch size whose device operations are counted (untimed)",
     "batch_box_s": "time box of one batch size (and of one breakdown batch), warm-up included",
     "frames": "frames per stream at most in the load levels (64 frames: 5.1 s of audio)",
     "window_s": "seconds each load level keeps submitting",
@@ -127,6 +131,7 @@ GPU = Plan(
     concurrency=(1, 8, 16, 32, 64, 128),
     warmup_steps=8,
     batch_steps=24,
+    op_count_steps=8,
     batch_box_s=25.0,
     frames=64,
     window_s=8.0,
@@ -146,6 +151,7 @@ QUICK = Plan(
     concurrency=(1, 2),
     warmup_steps=2,
     batch_steps=4,
+    op_count_steps=4,
     batch_box_s=10.0,
     frames=8,
     window_s=1.0,
@@ -343,6 +349,7 @@ def measure_batch(bench: Bench, engine: Any, recorder: StepRecorder, batch: int)
         bench.synchronize()
         elapsed = time.perf_counter() - started
         frames = engine.stats.frames - frames_before
+        ops = count_ops_per_step(engine, recorder, batch, plan.op_count_steps, box_end)
     finally:
         _settle(engine, sinks)
     failed = [s.error for s in sinks if s.error]
@@ -359,7 +366,27 @@ def measure_batch(bench: Bench, engine: Any, recorder: StepRecorder, batch: int)
         "host_ms_p50": _ms(percentile(host, 50)),
         "host_ms_p95": _ms(percentile(host, 95)),
         "audio_s_per_s": frames * bench.frame_s / elapsed if elapsed > 0 else None,
+        "ops_per_step": ops,
+        "ops_p50": percentile(ops, 50) if ops else None,
+        "ops_max": max(ops) if ops else None,
     }
+
+
+def count_ops_per_step(
+    engine: Any, recorder: StepRecorder, batch: int, steps: int, box_end: float
+) -> list[int]:
+    """The device operations each of ``steps`` more steps of the full batch dispatched (untimed: counting
+    slows the host). Stops early, like the timed steps, once the batch is no longer B."""
+    from qwen3_tts_serving.engine.op_count import DeviceOpCounter
+
+    counts = []
+    for _ in range(steps):
+        if recorder.active < batch or time.monotonic() > box_end:
+            break
+        with DeviceOpCounter() as ops:
+            engine.step()
+        counts.append(ops.total)
+    return counts
 
 
 def run_load_level(bench: Bench, engine: Any, recorder: StepRecorder, concurrency: int) -> dict[str, Any]:
@@ -857,14 +884,16 @@ def _section_note(section: Mapping[str, Any]) -> list[str]:
 
 def _batches_table(section: Mapping[str, Any]) -> list[str]:
     lines = [
-        "| B | ms per step | host ms p50 / p95 | audio-s/s | mean batch | steps |",
-        "|---|---|---|---|---|---|",
+        "| B | ms per step | host ms p50 / p95 | audio-s/s | mean batch | steps "
+        "| device ops per step p50 / max |",
+        "|---|---|---|---|---|---|---|",
     ]
     for batch, level in section.get("levels", {}).items():
         lines.append(
             f"| {batch} | {_f(level['ms_per_step'], 1)} | {_f(level['host_ms_p50'], 1)} / "
             f"{_f(level['host_ms_p95'], 1)} | {_f(level['audio_s_per_s'], 1)} | "
-            f"{_f(level['mean_batch'], 1)} | {level['steps']} |"
+            f"{_f(level['mean_batch'], 1)} | {level['steps']} | "
+            f"{_f(level.get('ops_p50'), 0)} / {_f(level.get('ops_max'), 0)} |"
         )
     return lines
 

@@ -153,6 +153,9 @@ def test_tiny_cpu_run_end_to_end_writes_every_section_with_sane_figures(
         assert 0 < level["host_ms_p50"] <= level["host_ms_p95"]
         # B frames of 80 ms in each step:
         assert level["audio_s_per_s"] == pytest.approx(int(batch) * 0.08 * 1000 / level["ms_per_step"])
+        assert len(level["ops_per_step"]) == 4 and level["ops_max"] == max(level["ops_per_step"]) > 0
+    # Batching is real: two streams cost the host the same device operations per step as one.
+    assert batches["1"]["ops_per_step"] == batches["2"]["ops_per_step"]
 
     load = results["load"]["levels"]
     assert set(load) == {"1", "2"}

@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_leaves
 
 from qwen3_tts_serving.engine import graphs
 from qwen3_tts_serving.engine.host_sync import HostSyncGuard
+from qwen3_tts_serving.engine.op_count import not_counted
 
 
 class _OutsideTensors(TorchDispatchMode):
@@ -84,7 +85,8 @@ class RehearsedGraph:
         self.replays = 0
 
     def replay(self) -> None:
-        touched, _ = _touched(self._run, scribble=True)
+        with not_counted():  # a real replay dispatches nothing
+            touched, _ = _touched(self._run, scribble=True)
         new = [touched[storage] for storage in touched.keys() - self._captured.keys()]
         gone = [self._captured[storage] for storage in self._captured.keys() - touched.keys()]
         # A real graph would still use what it was captured with: a tensor rebound outside it goes unseen.

@@ -191,17 +191,22 @@ class StreamingDecoder:
     def decode_streams(self, streams: list[Stream]) -> list[np.ndarray]:
         """Audio of each stream's frames not yet sent; a stream's first call starts its state (a clone's
         first call feeds up to ``context_frames`` reference codes first, as the package decodes them)."""
+        # Every stream's new frames in one gather (a stack per stream would be a launch per stream),
+        # then each stream's rows as a view of it.
+        pending = [frame for stream in streams for frame in stream.frames[stream.emitted_frames :]]
+        gathered = (
+            torch.stack(pending)
+            if pending
+            else torch.zeros(0, NUM_CODE_GROUPS, dtype=torch.long, device=self._device)
+        )
         items = []
+        start = 0
         for stream in streams:
             new = stream.frame_count - stream.emitted_frames
             if stream.decoder_state is None:
                 stream.decoder_state = self._start(stream.context_codes, stream.request.ref_codes)
-            codes = (
-                torch.stack(stream.frames[stream.emitted_frames :])
-                if new
-                else torch.zeros(0, NUM_CODE_GROUPS, dtype=torch.long, device=self._device)
-            )
-            items.append((stream.decoder_state, codes, new))
+            items.append((stream.decoder_state, gathered[start : start + new], new))
+            start += new
         return self.decode(items)
 
     def _start(
