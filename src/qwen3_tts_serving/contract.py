@@ -84,7 +84,9 @@ class TensorSpec:
             return np.asarray(value, dtype=self.dtype).reshape(1, -1)
         if self.shape == "codes":
             return np.asarray(value, dtype=self.dtype).reshape(1, -1, CODE_GROUPS)
-        return np.array([[value]], dtype=self.dtype)
+        # A number beyond float32 becomes inf (not a warning here): the server refuses it, naming the range.
+        with np.errstate(over="ignore"):
+            return np.array([[value]], dtype=self.dtype)
 
 
 _NUMPY_DTYPES: dict[str, Any] = {

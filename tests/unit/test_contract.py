@@ -105,6 +105,12 @@ def test_request_arrays_have_the_contracts_types_and_a_batch_of_one() -> None:
         contract.request_arrays({"voice": "x"})
 
 
+@pytest.mark.filterwarnings("error")
+def test_a_number_beyond_float32_becomes_inf_for_the_server_to_refuse_without_a_warning() -> None:
+    ((_, _, array),) = contract.request_arrays({"temperature": 1e39})
+    assert array.dtype == np.float32 and np.isinf(array[0, 0])
+
+
 def test_a_chunk_round_trips_through_its_arrays() -> None:
     arrays = contract.chunk_arrays(
         sequence=3, audio=np.ones(5, np.float32), sample_rate=24000, is_last=True, finish_reason="stop"
