@@ -521,13 +521,15 @@ def check_host_syncs(
     """Run ``steps`` steps inside ``strict()``, which turns every host synchronisation into an error:
     ``pass``, or the first offending operation and where it was called from (the innermost frame outside
     torch and the guard)."""
+    from qwen3_tts_serving.engine.host_sync import is_tooling_file
+
     done = 0
     try:
         with strict():
             for done in range(steps):  # noqa: B007 - ``done`` tells which step tripped
                 step()
     except RuntimeError as error:
-        frames = [f for f in traceback.extract_tb(error.__traceback__) if not _is_tooling(f.filename)]
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if not is_tooling_file(f.filename)]
         where = frames[-1] if frames else None
         return {
             "status": "fail",
@@ -538,10 +540,6 @@ def check_host_syncs(
             "code": where.line if where else None,
         }
     return {"status": "pass", "steps": steps}
-
-
-def _is_tooling(filename: str) -> bool:
-    return "/torch/" in filename or filename.endswith("/engine/host_sync.py")
 
 
 @contextmanager

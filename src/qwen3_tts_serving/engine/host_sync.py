@@ -90,13 +90,14 @@ class HostSyncGuard:
             if name in self.allowed:
                 self.reads[name] += 1
                 return
-            if innermost is None and not _is_library(frame.f_code.co_filename):
+            if innermost is None and not is_tooling_file(frame.f_code.co_filename):
                 innermost = f"{frame.f_code.co_filename}:{frame.f_lineno} ({frame.f_code.co_qualname})"
             frame = frame.f_back
         raise HostSyncError(f"{what}, at {innermost or 'an unknown place'}")
 
 
-def _is_library(filename: str) -> bool:
+def is_tooling_file(filename: str) -> bool:
+    """Torch's own code or this guard's: a report names the innermost caller outside them."""
     return filename == __file__ or f"{os.sep}torch{os.sep}" in filename
 
 
