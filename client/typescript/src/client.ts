@@ -132,12 +132,12 @@ export class Qwen3TTSClient {
   stream(text: string, options: StreamOptions): ChunkStream {
     const json = body({ ...voiceFields(text, options), stream_format: "ndjson" }, options);
     const op: Operation = { name: "stream", method: "POST", path: "/synthesize/stream", json, headers: { accept: "application/x-ndjson" } };
-    return new ChunkStream(async function* (this: Qwen3TTSClient, stream: ChunkStream) {
-      const response = await this.transport.open(op, requestOptions(options));
+    return new ChunkStream(async function* (this: Qwen3TTSClient, stream: ChunkStream, signal: AbortSignal) {
+      const response = await this.transport.open(op, { ...requestOptions(options), signal });
       yield* ndjsonChunks(response, (summary) => {
         stream.summary = summary;
       });
-    }.bind(this));
+    }.bind(this), options.signal);
   }
 
   /** Raw audio bytes of `format` (pcm default, wav, mp3, opus) as they are encoded; pcm/wav chunks
@@ -149,9 +149,9 @@ export class Qwen3TTSClient {
     }
     const json = body({ ...voiceFields(text, options), stream_format: "audio", response_format: format }, options);
     const op: Operation = { name: "streamAudio", method: "POST", path: "/synthesize/stream", json };
-    return new ChunkStream(async function* (this: Qwen3TTSClient) {
-      yield* rawAudioChunks(await this.transport.open(op, requestOptions(options)), format);
-    }.bind(this));
+    return new ChunkStream(async function* (this: Qwen3TTSClient, _stream: ChunkStream, signal: AbortSignal) {
+      yield* rawAudioChunks(await this.transport.open(op, { ...requestOptions(options), signal }), format);
+    }.bind(this), options.signal);
   }
 
   /** Speak `text` in the voice of a reference clip (one-off; `createVoice` saves one to reuse). */
@@ -208,10 +208,10 @@ export class Qwen3TTSClient {
       json: this.openaiBody({ ...params, response_format: format }, sse ? "sse" : "audio"),
       headers: sse ? { accept: "text/event-stream" } : {},
     };
-    return new ChunkStream(async function* (this: Qwen3TTSClient) {
-      const response = await this.transport.open(op, requestOptions(params));
+    return new ChunkStream(async function* (this: Qwen3TTSClient, _stream: ChunkStream, signal: AbortSignal) {
+      const response = await this.transport.open(op, { ...requestOptions(params), signal });
       yield* sse ? sseChunks(response, format) : rawAudioChunks(response, format);
-    }.bind(this));
+    }.bind(this), params.signal);
   }
 
   private openaiBody(params: OpenAISpeechParams, streamFormat: "audio" | "sse"): Record<string, unknown> {

@@ -11,7 +11,7 @@
  */
 
 import { Pcm16Splitter, SAMPLE_RATE, WAV_HEADER_BYTES, base64ToBytes, concatBytes, concatSamples } from "./audio.js";
-import { APIConnectionError, Qwen3TTSError, errorFromEvent } from "./errors.js";
+import { APIConnectionError, APIUserAbortError, Qwen3TTSError, errorFromEvent } from "./errors.js";
 import type { StreamBody } from "./http.js";
 import type { AudioChunk, FinishReason, StreamFormat, StreamSummary } from "./types.js";
 
@@ -37,19 +37,42 @@ export class ChunkStream implements AsyncIterable<AudioChunk> {
   /** The NDJSON stream's closing `done` line, once read. */
   summary: StreamSummary | null = null;
   private started = false;
+  private cancelled = false;
   private generator: AsyncGenerator<AudioChunk, void, undefined> | null = null;
+  // The request's signal: cancel() aborts it so that a read in progress ends now (a generator that is
+  // awaiting a read only takes `return()` after that read), and the caller's `signal` aborts it too.
+  private readonly controller = new AbortController();
 
-  constructor(private readonly produce: (stream: ChunkStream) => AsyncGenerator<AudioChunk, void, undefined>) {}
+  constructor(
+    private readonly produce: (stream: ChunkStream, signal: AbortSignal) => AsyncGenerator<AudioChunk, void, undefined>,
+    private readonly userSignal?: AbortSignal,
+  ) {}
 
   [Symbol.asyncIterator](): AsyncGenerator<AudioChunk, void, undefined> {
     if (this.started) throw new Qwen3TTSError("a stream can be iterated only once");
     this.started = true;
-    this.generator = this.produce(this);
+    this.generator = this.run();
     return this.generator;
   }
 
-  /** Stop early (a no-op once finished). */
+  private async *run(): AsyncGenerator<AudioChunk, void, undefined> {
+    const onAbort = (): void => this.controller.abort();
+    if (this.userSignal?.aborted) onAbort();
+    else this.userSignal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      yield* this.produce(this, this.controller.signal);
+    } catch (error) {
+      // cancel() ended the read in progress: the loop ends as after a cancel between two chunks.
+      if (!(this.cancelled && error instanceof APIUserAbortError)) throw error;
+    } finally {
+      this.userSignal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Stop early, also while a read is waiting for the gateway (a no-op once finished). */
   async cancel(): Promise<void> {
+    this.cancelled = true;
+    this.controller.abort();
     if (!this.started) {
       this.started = true;
       return;

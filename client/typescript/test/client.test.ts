@@ -24,7 +24,7 @@ import {
   parseRetryAfter,
   pcm16ToFloat32,
 } from "../src/index.js";
-import { ScriptedServer, errorBody, ndjsonAnswer, sleep, wavAnswer } from "./scripted-server.js";
+import { ScriptedServer, errorBody, ndjsonAnswer, sleep, wavAnswer, type ScriptedAnswer } from "./scripted-server.js";
 
 describe("client", () => {
   let server: ScriptedServer;
@@ -171,6 +171,27 @@ describe("client", () => {
     }
     await sleep(50);
     assert.ok(server.requests.length >= 1);
+  });
+
+  test("cancel() while a read waits for the gateway closes the connection at once, and the loop ends", async () => {
+    const lines = ndjsonAnswer(3).body as string[];
+    for (const answer of [
+      { status: 200, body: lines, pieceDelayMs: 2000 } as ScriptedAnswer, // the first chunk, then a long wait for the next
+      { ...ndjsonAnswer(3), delayMs: 2000 }, // a long wait for the response itself (a queued request)
+    ]) {
+      server.script = () => answer;
+      const stream = client({ timeoutMs: 10_000 }).stream("Hi.", { voice: "ryan" });
+      const received: number[] = [];
+      const reading = (async () => {
+        for await (const chunk of stream) received.push(chunk.sequence);
+      })();
+      await sleep(200);
+      const started = Date.now();
+      await stream.cancel();
+      await reading;
+      assert.ok(Date.now() - started < 1000, `cancel took ${Date.now() - started} ms`);
+      assert.deepEqual(received, answer.delayMs ? [] : [0]);
+    }
   });
 
   test("no server is an APIConnectionError naming the URL", async () => {
