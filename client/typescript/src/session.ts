@@ -392,8 +392,10 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
         this.timeoutMs > 0 && Number.isFinite(this.timeoutMs) ? this.timeoutMs : 2 ** 31 - 1,
       );
       this.socket.addEventListener("open", () => settle());
-      // Until open, failures are reported by the first read; here they only end the wait.
+      // Until open, failures are reported by the first read; here they only end the wait. Once open,
+      // they are left in the queue for the reads.
       const failed = (): void => {
+        if (settled) return;
         const item = this.queue.find((queued) => queued.kind !== "message");
         if (!item) return;
         this.queue.splice(this.queue.indexOf(item), 1);

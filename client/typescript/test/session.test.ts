@@ -21,6 +21,7 @@ import {
   sessionStartMessage,
   websocketUrl,
 } from "../src/index.js";
+import { sleep } from "./scripted-server.js";
 
 type Handler = (socket: WebSocket, message: Record<string, unknown>) => void;
 
@@ -132,6 +133,24 @@ describe("sessions", () => {
     setTimeout(() => controller.abort(), 30);
     await assert.rejects(session.collect(), APIUserAbortError);
     await assert.rejects(new Qwen3TTSClient({ baseUrl: url }).session({ voice: "ryan", signal: AbortSignal.abort() }), APIUserAbortError);
+  });
+
+  test("a connection lost while the reader is busy is reported by the next read", async () => {
+    handler = (socket, message) => {
+      if (message.type === "start") started(socket);
+      if (message.type === "end") {
+        socket.send(Buffer.from([0, 64]));
+        socket.terminate();
+      }
+    };
+    const session = await new Qwen3TTSClient({ baseUrl: url, timeoutMs: 2000 }).session({ voice: "ryan" });
+    session.end("Hi.");
+    await assert.rejects(
+      (async () => {
+        for await (const _ of session) await sleep(100);
+      })(),
+      (error: unknown) => error instanceof APIConnectionError && !(error instanceof APITimeoutError),
+    );
   });
 
   test("a silent gateway times out", async () => {
