@@ -177,7 +177,13 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
   private finished = false;
   private consuming = false;
   private readonly request: RequestContext;
-  private readonly onAbort = (): void => this.push({ kind: "abort" });
+  private readonly onAbort = (): void => {
+    // Audio still buffered is not wanted any more: the next read reports the abort, and the socket
+    // closes now (the gateway cancels the session) even while nobody is reading.
+    this.queue.length = 0;
+    this.push({ kind: "abort" });
+    this.close();
+  };
 
   private constructor(
     private readonly socket: WebSocketLike,

@@ -135,6 +135,35 @@ describe("sessions", () => {
     await assert.rejects(new Qwen3TTSClient({ baseUrl: url }).session({ voice: "ryan", signal: AbortSignal.abort() }), APIUserAbortError);
   });
 
+  test("aborting while audio is buffered closes the socket at once; the next read is the abort", async () => {
+    let socketClosed: Promise<number> = Promise.resolve(0);
+    handler = (socket, message) => {
+      if (message.type !== "start") return;
+      socketClosed = new Promise((resolve) => socket.once("close", () => resolve(Date.now())));
+      started(socket);
+      for (let i = 0; i < 50; i++) socket.send(Buffer.from([0, 64, 0, 192]));
+    };
+    const controller = new AbortController();
+    const session = await new Qwen3TTSClient({ baseUrl: url, timeoutMs: 5000 }).session({ voice: "ryan", signal: controller.signal });
+    let chunks = 0;
+    let abortedAt = 0;
+    await assert.rejects(
+      (async () => {
+        for await (const _ of session) {
+          chunks += 1;
+          if (chunks === 2) {
+            controller.abort();
+            abortedAt = Date.now();
+          }
+          await sleep(20); // the chunk plays while the rest is buffered
+        }
+      })(),
+      APIUserAbortError,
+    );
+    assert.equal(chunks, 2);
+    assert.ok((await socketClosed) - abortedAt < 500);
+  });
+
   test("a connection lost while the reader is busy is reported by the next read", async () => {
     handler = (socket, message) => {
       if (message.type === "start") started(socket);
