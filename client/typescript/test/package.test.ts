@@ -4,8 +4,12 @@
  */
 
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
+import { fileURLToPath } from "node:url";
 
 import {
   CircuitOpenError,
@@ -31,6 +35,25 @@ test("package.json points at built files that exist", () => {
   assert.equal(manifest.engines.node, ">=20");
   for (const file of [manifest.exports["."].types, manifest.exports["."].import]) {
     assert.ok(existsSync(new URL(file, root)), `${file} is built`);
+  }
+});
+
+test("npm pack from a fresh checkout (no dist/: it is not in git) builds and ships dist/", () => {
+  const source = fileURLToPath(root);
+  const checkout = mkdtempSync(join(tmpdir(), "qwen3-tts-client-pack-"));
+  try {
+    for (const name of ["package.json", "package-lock.json", "README.md", "src", "tsconfig.base.json", "tsconfig.build.json"]) {
+      cpSync(join(source, name), join(checkout, name), { recursive: true });
+    }
+    symlinkSync(join(source, "node_modules"), join(checkout, "node_modules"), "dir");
+    const output = execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts=false"], { cwd: checkout, encoding: "utf8" });
+    const packed = (JSON.parse(output.slice(output.indexOf("["))) as Array<{ files: Array<{ path: string }> }>)[0];
+    const files = new Set(packed?.files.map((file) => file.path));
+    for (const file of ["dist/index.js", "dist/index.d.ts", "dist/session.js", "package.json"]) {
+      assert.ok(files.has(file), `${file} is in the package`);
+    }
+  } finally {
+    rmSync(checkout, { recursive: true, force: true });
   }
 });
 
