@@ -131,7 +131,10 @@ function isNode(): boolean {
 export const defaultWebSocketFactory: WebSocketFactory = async (url, headers) => {
   if (isNode()) {
     const { WebSocket: NodeWebSocket } = await import("ws");
-    return new NodeWebSocket(url, { headers, maxPayload: 0 }) as unknown as WebSocketLike;
+    // The header carries the key here: keep it out of the URL, which servers and proxies write to their logs.
+    const target = new URL(url);
+    if (headers.authorization) target.searchParams.delete("api_key");
+    return new NodeWebSocket(target.toString(), { headers, maxPayload: 0 }) as unknown as WebSocketLike;
   }
   const Global = (globalThis as { WebSocket?: new (url: string) => WebSocketLike }).WebSocket;
   if (!Global) throw new Qwen3TTSError("no WebSocket implementation here; pass webSocketFactory");
