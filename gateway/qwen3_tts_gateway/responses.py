@@ -79,6 +79,11 @@ class ClosingStreamingResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except GatewayError:
+            # A raw audio body failed after its status line, and has no place for an error: returning
+            # without the body's last chunk makes the server drop the connection, so the client sees an
+            # incomplete body rather than a complete-looking file cut short.
+            pass
         finally:
             close: Callable[[], Awaitable[None]] | None = getattr(self.body_iterator, "aclose", None)
             if close is not None:
@@ -122,7 +127,8 @@ async def _ndjson(stream: AudioStream) -> AsyncIterator[bytes]:
 
 async def _audio_bytes(stream: AudioStream, fmt: str) -> AsyncIterator[bytes]:
     """Encoded bytes as each chunk is produced. The finish reason has no place in raw audio (headers are
-    sent first, and chunked trailers are not portable): it goes to the metrics and the log."""
+    sent first, and chunked trailers are not portable): it goes to the metrics and the log. A failure after
+    the first byte is re-raised, so the response ends without its last chunk (an incomplete body)."""
     encoder = stream_encoder(fmt, stream.sample_rate)
     try:
         async for chunk in stream:
@@ -135,6 +141,7 @@ async def _audio_bytes(stream: AudioStream, fmt: str) -> AsyncIterator[bytes]:
         logger.debug("audio stream finished: %s", stream.finish_reason)
     except GatewayError as exc:
         logger.warning("audio stream ended early: %s", exc.message)
+        raise  # ClosingStreamingResponse leaves the body unfinished
     finally:
         await stream.aclose()
 

@@ -124,3 +124,25 @@ def test_http_disconnect_cancels_the_stream(tmp_path: Path, path: str) -> None:
         assert wait_until(lambda: engine.cancelled == 1), "the upstream stream was not cancelled"
         assert engine.completed == 0
         assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/synthesize/stream", {**REQUEST, "stream_format": "audio", "response_format": "wav"}),
+        ("/v1/audio/speech", {"input": "Hi.", "voice": "ryan", "response_format": "mp3"}),
+    ],
+)
+def test_raw_audio_stream_failing_midway_is_an_incomplete_body(
+    tmp_path: Path, path: str, body: dict[str, str]
+) -> None:
+    """Raw audio has no place for an error line: a failure after the first byte must not end the body like
+    a finished file (a 200 with a cut-off file would pass for a whole utterance)."""
+    engine = FakeEngine(chunks=5, error=EngineUnavailableError("out of memory"), error_at_chunk=2)
+    app = create_app(settings=make_settings(tmp_path), engine=engine)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        with client.stream("POST", path, json=body) as response:
+            assert response.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError, match="incomplete"):
+                response.read()
+        assert client.get("/health").status_code == 200

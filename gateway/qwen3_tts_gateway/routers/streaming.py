@@ -31,7 +31,8 @@ _STREAM_RESPONSES = {
         "description": "NDJSON lines {type: chunk, sequence, audio (base64 PCM s16le), sample_rate, is_last, "
         "finish_reason}, then a last line {type: done, finish_reason, sample_rate, duration, chunks}; or raw "
         "audio bytes (pcm, wav, mp3, opus) as they are encoded, with stream_format=audio. An error after "
-        'the first line arrives as a line {"error": {...}}.',
+        'the first line arrives as a line {"error": {...}}; a raw audio stream that fails after its first '
+        "byte ends without its last chunk (an incomplete body, not a complete file).",
         "content": {
             NDJSON_MEDIA_TYPE: {},
             "audio/pcm": {},
