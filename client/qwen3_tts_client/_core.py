@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -271,9 +272,10 @@ def _path_id(voice_id: str) -> str:
     # Accept "qwen3-clone-<id>" too: that is what users copy around.
     if voice_id.lower().startswith(CLONE_PREFIX):
         voice_id = voice_id[len(CLONE_PREFIX) :]
-    if not voice_id or "/" in voice_id:
+    if not voice_id or "/" in voice_id or voice_id in (".", ".."):
         raise ValueError(f"invalid voice id {voice_id!r}")
-    return voice_id
+    # One path segment whatever it holds: an unescaped "?" or "#" would cut the id short.
+    return quote(voice_id, safe="")
 
 
 # --------------------------------------------------------------------------------------- responses

@@ -271,6 +271,23 @@ def test_voice_library_round_trip(client: Qwen3TTSClient, engine: ToneEngine) ->
         client.speak("Gone.", voice=voice.model_id)
 
 
+@pytest.mark.parametrize("suffix", ["?owner=x", "#fragment", "%2F..", ""])
+def test_a_voice_id_never_changes_the_url(client: Qwen3TTSClient, suffix: str) -> None:
+    """A voice id is one path segment, whatever it holds: "?" or "#" must not cut it short (so that
+    deleting "<id>?x" deleted <id>, and deleting "?" reported success after a redirect), nor may a
+    percent sign or dots change where the request goes."""
+    voice = client.create_voice(reference_clip(), ref_text="the transcript")
+    odd = voice.id + suffix if suffix else ".."
+    with pytest.raises(NotFoundError if suffix else ValueError):
+        client.get_voice(odd)
+    for bare in ("?", "#"):
+        with pytest.raises(NotFoundError):
+            client.delete_voice(bare)
+    with pytest.raises(NotFoundError if suffix else ValueError):
+        client.delete_voice(odd)
+    assert client.get_voice(voice.id).id == voice.id
+
+
 # --------------------------------------------------------------------------------------- catalog, auth
 
 
