@@ -38,6 +38,8 @@ SAMPLING_KEYS = frozenset(SamplingOptions.__annotations__)
 # A reference clip: a path, the bytes of an encoded file, or (mono float samples, sample rate).
 AudioInput = str | Path | bytes | tuple[np.ndarray, int]
 TimeoutLike = float | httpx.Timeout | None
+# Failures before any byte of the request was sent (no connection, or none free in the pool).
+_UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class Operation(Generic[T]):
     # Error statuses that are an answer here, not a failure (GET /ready says "not ready" with a 503).
     ok_statuses: frozenset[int] = frozenset()
     retry: bool = True  # probes report the present state; retrying them only delays the answer
+    # False for a call with a lasting effect (storing a voice): it is retried only when it cannot have
+    # been carried out (retry.is_safe_to_resend), never after a read timeout or a 5xx that may have stored it.
+    idempotent: bool = True
 
 
 # --------------------------------------------------------------------------------------- config
@@ -120,13 +125,18 @@ class ClientCore:
         return options
 
     def connection_error(self, exc: httpx.TransportError) -> APIConnectionError:
+        error: APIConnectionError
         if isinstance(exc, httpx.TimeoutException):
-            return APITimeoutError(f"timed out talking to {self.base_url} ({type(exc).__name__})")
-        reason = str(exc) or type(exc).__name__
-        return APIConnectionError(f"could not reach the gateway at {self.base_url}: {reason}")
+            error = APITimeoutError(f"timed out talking to {self.base_url} ({type(exc).__name__})")
+        else:
+            reason = str(exc) or type(exc).__name__
+            error = APIConnectionError(f"could not reach the gateway at {self.base_url}: {reason}")
+        error.request_sent = not isinstance(exc, _UNSENT_ERRORS)
+        return error
 
     def retry_state(self, op: Operation[Any]) -> RetryState:
-        return RetryState(self.retry_policy if op.retry else RetryPolicy(max_retries=0))
+        policy = self.retry_policy if op.retry else RetryPolicy(max_retries=0)
+        return RetryState(policy, idempotent=op.idempotent)
 
     def is_failure(self, op: Operation[Any], response: httpx.Response) -> bool:
         return response.is_error and response.status_code not in op.ok_statuses
@@ -228,7 +238,9 @@ def create_voice_op(
     body = _drop_none(
         ref_audio=audio_base64(reference_audio), ref_text=ref_text, name=name, x_vector_only=x_vector_only
     )
-    return Operation("create_voice", "POST", "/voices", lambda r: parse_voice(_json(r)), json=body)
+    return Operation(
+        "create_voice", "POST", "/voices", lambda r: parse_voice(_json(r)), json=body, idempotent=False
+    )
 
 
 def list_voices_op() -> Operation[list[Voice]]:

@@ -120,6 +120,10 @@ class GatewayTimeoutError(APIStatusError):
 class APIConnectionError(Qwen3TTSError):
     """No HTTP answer: connection refused, DNS failure, connection reset."""
 
+    # False when the request never left this machine (no connection was made): then the server cannot
+    # have acted on it, and even a call that is not idempotent may be sent again.
+    request_sent: bool = True
+
 
 class APITimeoutError(APIConnectionError):
     """The client gave up waiting (connect/read/write timeout) before an answer came."""

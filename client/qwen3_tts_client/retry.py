@@ -6,6 +6,10 @@ mistake and is raised at once. The wait before retry ``n`` (0-based) is ``base *
 ``max_backoff``, with full-range jitter of ``jitter`` (a fraction) so that many clients rejected
 together do not come back together; a ``Retry-After`` header from the server wins over the computed
 backoff (capped at ``max_retry_after`` so a bogus header cannot park the caller for an hour).
+
+A call that is not idempotent (``POST /voices`` stores a voice) is sent again only when it cannot have
+been carried out: the connection was never made, or the answer refused it (408, 429, 503). After a read
+timeout or a 500 the voice may be stored already, and a second attempt would store it twice.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from dataclasses import dataclass, field
 from .errors import APIConnectionError, Qwen3TTSError
 
 __all__ = [
+    "REFUSED_STATUSES",
     "RETRYABLE_STATUSES",
     "RetryPolicy",
     "RetryState",
     "header_value",
     "is_retryable_error",
     "is_retryable_status",
+    "is_safe_to_resend",
     "parse_retry_after",
 ]
 
@@ -33,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 # 5xx is handled by range; these are the 4xx that mean "not now" rather than "not like this".
 RETRYABLE_STATUSES = frozenset({408, 429})
+# The answers that say the request was not carried out at all (timed out waiting for it, rate limited,
+# not served now): the only statuses after which a non-idempotent call is sent again.
+REFUSED_STATUSES = frozenset({408, 429, 503})
 
 
 def is_retryable_status(status_code: int) -> bool:
@@ -46,6 +55,14 @@ def is_retryable_error(error: BaseException) -> bool:
     if isinstance(error, Qwen3TTSError) and error.status_code is not None:
         return is_retryable_status(error.status_code)
     return False
+
+
+def is_safe_to_resend(error: BaseException) -> bool:
+    """True when the failed request cannot have been carried out, so even a non-idempotent one may be
+    sent again: it never reached the server, or the server refused it."""
+    if isinstance(error, APIConnectionError):
+        return not error.request_sent
+    return isinstance(error, Qwen3TTSError) and error.status_code in REFUSED_STATUSES
 
 
 def header_value(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -128,12 +145,15 @@ class RetryState:
             sleep(state.next_delay(error))   # re-raises when the error is final
     """
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, *, idempotent: bool = True) -> None:
         self.policy = policy
+        self.idempotent = idempotent
         self.retries = 0
 
     def next_delay(self, error: Qwen3TTSError) -> float:
         if not self.policy.should_retry(error, self.retries):
+            raise error
+        if not self.idempotent and not is_safe_to_resend(error):
             raise error
         delay = self.policy.delay(self.retries, error.retry_after)
         self.retries += 1

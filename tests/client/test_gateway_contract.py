@@ -8,7 +8,9 @@ against the real Triton are in tests/e2e/test_python_client.py.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import soundfile as sf
 pytest.importorskip("qwen3_tts_gateway.app")
 
 from qwen3_tts_client import (
+    APITimeoutError,
     AsyncQwen3TTSClient,
     AuthenticationError,
     BadRequestError,
@@ -31,12 +34,13 @@ from qwen3_tts_client import (
     UnprocessableEntityError,
 )
 from qwen3_tts_client.provider import Qwen3TTSProvider
+from qwen3_tts_client.retry import RetryPolicy
 from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.backend import ALL_MODELS, AudioChunk, SynthesisRequest, VoicePrompt
 from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import EngineUnavailableError, UpstreamTimeoutError
 
-from gateway.conftest import gateway_settings
+from gateway.conftest import gateway_settings, wait_until
 
 RATE = 24_000
 
@@ -49,6 +53,8 @@ class ToneEngine:
     samples: int = 2400
     error: Exception | None = None
     error_at: int = 0
+    prompt_delay_s: float = 0.0
+    prompts: int = 0
     requests: list[SynthesisRequest] = field(default_factory=list)
 
     async def ready(self) -> bool:
@@ -73,6 +79,8 @@ class ToneEngine:
     async def create_voice_prompt(
         self, audio: np.ndarray, sample_rate: int, ref_text: str | None, x_vector_only: bool
     ) -> VoicePrompt:
+        self.prompts += 1
+        await asyncio.sleep(self.prompt_delay_s)
         frames = 0 if x_vector_only or not ref_text else 4
         codes = np.zeros((frames, 16), np.int64)
         return VoicePrompt(np.ones(16, np.float32), codes, ref_text, x_vector_only)
@@ -269,6 +277,21 @@ def test_voice_library_round_trip(client: Qwen3TTSClient, engine: ToneEngine) ->
         client.get_voice(voice.id)
     with pytest.raises(NotFoundError):
         client.speak("Gone.", voice=voice.model_id)
+
+
+def test_a_voice_is_not_stored_twice_after_a_timeout(gateway: Gateway, engine: ToneEngine) -> None:
+    """POST /voices stores a voice: sent again after the gateway may have received it (a read timeout),
+    it would store the voice once per attempt."""
+    engine.prompt_delay_s = 0.5
+    policy = RetryPolicy(max_retries=2, backoff_base=0.0, jitter=0.0)
+    with Qwen3TTSClient(base_url=gateway.url, retry_policy=policy, timeout=0.2) as impatient:
+        before = len(impatient.list_voices())
+        with pytest.raises(APITimeoutError):
+            impatient.create_voice(reference_clip(), ref_text="the transcript")
+        assert wait_until(lambda: len(impatient.list_voices()) > before)
+        time.sleep(1.0)  # time for any further attempt to be stored too
+        assert len(impatient.list_voices()) == before + 1
+    assert engine.prompts == 1
 
 
 @pytest.mark.parametrize("suffix", ["?owner=x", "#fragment", "%2F..", ""])

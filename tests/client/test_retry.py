@@ -89,6 +89,42 @@ def test_retry_state_never_retries_a_client_error() -> None:
         RetryState(RetryPolicy(max_retries=5)).next_delay(BadRequestError("bad", status_code=400))
 
 
+@pytest.mark.parametrize(
+    ("error", "resent"),
+    [
+        (ServiceUnavailableError("busy", status_code=503), True),
+        (RateLimitError("slow down", status_code=429), True),
+        (InternalServerError("failed", status_code=500), False),
+        (InternalServerError("bad gateway", status_code=502), False),
+        (APITimeoutError("read timeout"), False),
+        (APIConnectionError("reset"), False),
+    ],
+)
+def test_a_non_idempotent_call_is_resent_only_when_it_was_not_carried_out(
+    error: APIConnectionError, resent: bool
+) -> None:
+    state = RetryState(RetryPolicy(max_retries=2, jitter=0.0), idempotent=False)
+    if resent:
+        assert state.next_delay(error) >= 0
+    else:
+        with pytest.raises(type(error)):
+            state.next_delay(error)
+    assert RetryState(RetryPolicy(max_retries=2)).next_delay(error) >= 0  # an idempotent call: always
+
+
+def test_a_voice_is_created_again_only_when_the_gateway_refused_it(
+    scripted: ScriptedServer, fast_retry: RetryPolicy
+) -> None:
+    voice = {"id": "0123456789abcdef"}
+    scripted.script(error_reply(503, "busy"), Reply(201, voice))
+    with client_for(scripted, fast_retry) as client:
+        assert client.create_voice(b"RIFF").id == voice["id"]
+    scripted.script(error_reply(500, "failed after storing?"), Reply(201, voice))
+    with client_for(scripted, fast_retry) as client, pytest.raises(InternalServerError):
+        client.create_voice(b"RIFF")
+    assert len(scripted.requests) == 3
+
+
 def test_invalid_policies() -> None:
     with pytest.raises(ValueError):
         RetryPolicy(max_retries=-1)
@@ -177,7 +213,7 @@ def test_connection_refused_is_retried_then_raised(fast_retry: RetryPolicy) -> N
     with Qwen3TTSClient(base_url=refused_url(), retry_policy=fast_retry) as client:
         with pytest.raises(APIConnectionError) as caught:
             client.speakers()
-    assert caught.value.status_code is None
+    assert caught.value.status_code is None and not caught.value.request_sent
     assert "could not reach the gateway" in caught.value.message
     assert time.monotonic() - started < 5
 
