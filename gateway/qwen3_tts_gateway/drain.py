@@ -2,9 +2,10 @@
 
 uvicorn's graceful shutdown lets HTTP responses (streams included) finish, but closes every open WebSocket
 at once (1012). So SIGTERM first goes here: ``/ready`` answers 503 (``draining``: load balancers stop
-sending), new requests get 503 + Retry-After (new WebSockets are closed with 1013, try again later), and
-the requests and WebSockets already open run on until none is left or ``gateway_drain_timeout_s`` has
-passed; then uvicorn's own handler runs and shuts down as usual. A second SIGTERM skips the wait.
+sending), new requests get 503 + Retry-After (new WebSockets too, as their handshake's answer; where the
+server has no WebSocket denial response they are closed with 1013, try again later), and the requests and
+WebSockets already open run on until none is left or ``gateway_drain_timeout_s`` has passed; then
+uvicorn's own handler runs and shuts down as usual. A second SIGTERM skips the wait.
 
 A WebSocket counts while it is connected: an idle ``/ws/session`` socket ends by its idle timeout.
 """
@@ -106,9 +107,14 @@ class DrainMiddleware:
             self.drain.open -= 1
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
+        prefix = "http"
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "shutting down"})
-            return
+            if "websocket.http.response" not in scope.get("extensions", {}):
+                await send({"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "shutting down"})
+                return
+            # The ASGI denial response: the handshake gets the same 503 + Retry-After as HTTP. A close
+            # before accepting would reach the client as a bare HTTP 403, which reads as "not allowed".
+            prefix = "websocket.http"
         body = json.dumps(
             error_body(503, "the gateway is shutting down; retry", "server_overloaded")
         ).encode()
@@ -118,5 +124,5 @@ class DrainMiddleware:
             (b"retry-after", str(self.retry_after_s).encode()),
             (b"connection", b"close"),
         ]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": f"{prefix}.response.start", "status": 503, "headers": headers})
+        await send({"type": f"{prefix}.response.body", "body": body})

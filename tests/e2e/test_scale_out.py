@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 from postgres import PostgresCluster
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from qwen3_tts_serving import engine_metrics
@@ -319,6 +320,9 @@ def test_a_gateway_drains_its_open_streams_before_it_exits(stack: Stack) -> None
         assert httpx.get(f"{gateway}/ready", trust_env=False).json()["draining"] is True
         refused = httpx.post(f"{gateway}/synthesize/stream", json=SPEAK, trust_env=False)
         assert refused.status_code == 503 and refused.headers["retry-after"]
+        with pytest.raises(InvalidStatus) as denied:  # a new WebSocket's handshake is answered the same way
+            ws_connect(ws_url, open_timeout=10)
+        assert denied.value.response.status_code == 503 and denied.value.response.headers["retry-after"]
         messages = []
         while (message := json.loads(ws.recv(timeout=60)))["type"] == "chunk":
             messages.append(message)

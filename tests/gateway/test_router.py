@@ -410,6 +410,15 @@ async def test_the_drain_waits_for_open_requests_and_refuses_new_ones() -> None:
     assert refused[0]["status"] == 503 and (b"retry-after", b"3") in refused[0]["headers"]
     assert json.loads(refused[1]["body"])["error"]["status"] == 503
     refused.clear()
+    # A server with the ASGI WebSocket denial response answers the handshake like an HTTP request (a close
+    # before accepting would reach the client as a bare 403); without it, the close says try again later.
+    await middleware(
+        {**scope("/ws/session", "websocket"), "extensions": {"websocket.http.response": {}}}, None, collect
+    )
+    assert refused[0]["type"] == "websocket.http.response.start" and refused[0]["status"] == 503
+    assert (b"retry-after", b"3") in refused[0]["headers"]
+    assert json.loads(refused[1]["body"])["error"]["status"] == 503
+    refused.clear()
     await middleware(scope("/ws/session", "websocket"), None, collect)
     assert refused == [{"type": "websocket.close", "code": 1013, "reason": "shutting down"}]
 
