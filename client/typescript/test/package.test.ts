@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -36,6 +37,11 @@ test("package.json points at built files that exist", () => {
   for (const file of [manifest.exports["."].types, manifest.exports["."].import]) {
     assert.ok(existsSync(new URL(file, root)), `${file} is built`);
   }
+});
+
+test("CommonJS code can require() it (Node >= 20.19 loads an ES module synchronously)", () => {
+  const required = createRequire(import.meta.url)("qwen3-tts-client") as { Qwen3TTSClient: unknown };
+  assert.equal(required.Qwen3TTSClient, Qwen3TTSClient);
 });
 
 test("npm pack from a fresh checkout (no dist/: it is not in git) builds and ships dist/", () => {
