@@ -6,9 +6,16 @@ snippet, which proves the checker can fail.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from qwen3_tts_serving.settings import TRITON_UNLOAD_MARGIN_S, Settings
 
@@ -117,6 +124,100 @@ def unpinned_requirements(text: str) -> list[str]:
         for name, spec in requirement_specs(text).items()
         if not re.fullmatch(r"==[0-9][A-Za-z0-9.+!-]*", spec)
     ]
+
+
+def _module_file(module: str, sources: dict[str, Path]) -> Path | None:
+    package = sources.get(module.split(".")[0])
+    if package is None:
+        return None
+    path = package.joinpath(*module.split(".")[1:])
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(tree: ast.AST, package: str) -> Iterator[str]:
+    """Every module name an import statement of a module in ``package`` may load (relative ones resolved)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def package_modules(folder: Path, package: str) -> list[str]:
+    """The dotted names of the modules in a folder of the package ``package``."""
+    return [f"{package}.{path.stem}" for path in sorted(folder.glob("*.py")) if path.stem != "__init__"]
+
+
+def third_party_imports(start: Iterable[str], sources: dict[str, Path]) -> dict[str, set[str]]:
+    """{top-level module outside the project and the standard library: project modules importing it} of
+    the modules ``start`` and of the project modules they import, followed through ``sources``
+    ({top-level package: folder}). Imports inside functions count: they run too."""
+    todo = list(start)
+    seen: set[str] = set()
+    found: dict[str, set[str]] = {}
+    while todo:
+        module = todo.pop()
+        path = _module_file(module, sources)
+        if module in seen or path is None:
+            continue
+        seen.add(module)
+        todo += [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for name in _imported_names(ast.parse(path.read_text(encoding="utf-8")), package):
+            top = name.split(".")[0]
+            if top in sources:
+                todo.append(name)
+            elif top and top not in sys.stdlib_module_names:
+                found.setdefault(top, set()).add(module)
+    return found
+
+
+def _requirement_closure(requirements: Iterable[Requirement]) -> set[str]:
+    """Normalized names of the requirements and everything they pull in, from the installed metadata
+    (markers evaluated for this interpreter, extras followed)."""
+    closure: set[str] = set()
+    todo = [(requirement, frozenset(requirement.extras)) for requirement in requirements]
+    while todo:
+        requirement, extras = todo.pop()
+        name = canonicalize_name(requirement.name)
+        key = f"{name}[{','.join(sorted(extras))}]"
+        if key in closure:
+            continue
+        closure |= {key, name}
+        try:
+            requires = importlib.metadata.requires(requirement.name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a leaf here; the image still installs it
+        for line in requires:
+            child = Requirement(line)
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras | {""}):
+                todo.append((child, frozenset(child.extras)))
+    return {entry for entry in closure if "[" not in entry}
+
+
+def missing_image_distributions(imports: dict[str, set[str]], requirements_text: str) -> list[str]:
+    """The imported modules whose distribution an image's requirements file does not install (directly or
+    as a dependency): the image would stop with ModuleNotFoundError. Uses this venv's metadata."""
+    lines = [line.split("#", 1)[0].strip() for line in requirements_text.splitlines()]
+    installed = _requirement_closure(Requirement(line) for line in lines if line and not line.startswith("-"))
+    owners = importlib.metadata.packages_distributions()
+    problems = []
+    for module, importers in sorted(imports.items()):
+        dists = {canonicalize_name(dist) for dist in owners.get(module, [])}
+        where = ", ".join(sorted(importers)[:3])
+        if not dists:
+            problems.append(f"{module} (imported by {where}): no installed distribution provides it")
+        elif not dists & installed:
+            problems.append(f"{module} (imported by {where}): {', '.join(sorted(dists))} is not installed")
+    return problems
 
 
 # --- compose ------------------------------------------------------------------------------------------------

@@ -12,8 +12,11 @@ from .checks import (
     dockerfile_base_images,
     dockerfile_problems,
     image_ref_problems,
+    missing_image_distributions,
+    package_modules,
     requirement_specs,
     start_script_problems,
+    third_party_imports,
     unpinned_requirements,
 )
 from .helpers import REPO, run
@@ -164,6 +167,44 @@ def test_gateway_requirements_match_project_pins() -> None:
             assert spec == pins[name], f"{name}: gateway {spec} != requirements.txt {pins[name]}"
         else:
             assert spec.removeprefix("==") in SpecifierSet(pins[name]), f"{name}: {spec} outside {pins[name]}"
+
+
+# The project packages the gateway image installs (pip install -e . --no-deps), by top-level name.
+PROJECT_SOURCES = {
+    "qwen3_tts_gateway": REPO / "gateway" / "qwen3_tts_gateway",
+    "qwen3_tts_serving": REPO / "src" / "qwen3_tts_serving",
+    "qwen3_tts_client": REPO / "client" / "qwen3_tts_client",
+}
+
+
+def test_gateway_image_installs_every_module_the_gateway_imports() -> None:
+    # What the image runs (uvicorn's app factory, Alembic's environment and migrations) and every project
+    # module they import: a module whose distribution requirements-gateway.txt does not bring stops the
+    # gateway with ModuleNotFoundError at its first start.
+    migrations = PROJECT_SOURCES["qwen3_tts_gateway"] / "alembic"
+    entry_points = [
+        "qwen3_tts_gateway.app",
+        "qwen3_tts_gateway.alembic.env",
+        *package_modules(migrations / "versions", "qwen3_tts_gateway.alembic.versions"),
+    ]
+    imports = third_party_imports(entry_points, PROJECT_SOURCES)
+    assert "qwen3_tts_gateway.alembic.env" in imports["alembic"]
+    assert {"fastapi", "tritonclient", "sqlalchemy", "scipy"} <= imports.keys()
+    assert not {"torch", "qwen_tts"} & imports.keys(), "the gateway must not import the engine's packages"
+    assert missing_image_distributions(imports, read("requirements-gateway.txt")) == []
+
+
+def test_missing_image_distribution_is_caught() -> None:
+    imports = {"scipy": {"qwen3_tts_gateway.refaudio"}, "grpc": {"qwen3_tts_gateway.backend.triton"}}
+    without_scipy = "\n".join(
+        line for line in read("requirements-gateway.txt").splitlines() if not line.startswith("scipy")
+    )
+    problems = missing_image_distributions(imports, without_scipy)
+    # grpc comes in through tritonclient[grpc] (an extra's dependency), scipy from nothing.
+    assert len(problems) == 1 and problems[0].startswith("scipy (imported by qwen3_tts_gateway.refaudio)")
+    assert missing_image_distributions({"not_a_module_anywhere": {"x"}}, "") == [
+        "not_a_module_anywhere (imported by x): no installed distribution provides it"
+    ]
 
 
 @pytest.mark.parametrize(
