@@ -283,6 +283,67 @@ def compose_problems(
     return problems
 
 
+# What stopping each compose service waits for: tritonserver's exit timeout (the models' drain + unload),
+# the gateway's drain, or both in turn (the all-in-one qwen3-tts-serve stops its gateway, then Triton).
+COMPOSE_DRAINS = {"triton": ("triton",), "gateway": ("gateway",), "cpu": ("gateway", "triton")}
+# Seconds a stop needs beyond the drains (process exit), as the Kubernetes wiring check allows.
+STOP_MARGIN_S = 5
+
+
+def compose_duration_s(value: str | int | float | None) -> float:
+    """Seconds of a compose duration ("1m30s", "45s", "500ms"); Docker's stop default (10 s) when unset."""
+    if value is None:
+        return 10.0
+    if isinstance(value, int | float):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|ns)", value)
+    if not parts or "".join(n + u for n, u in parts) != value.strip():
+        raise ValueError(f"not a compose duration: {value!r}")
+    unit_s = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+    return sum(float(number) * unit_s[unit] for number, unit in parts)
+
+
+def _env_file_values(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            values[key.strip()] = value.strip()
+    return values
+
+
+def compose_stop_problems(compose: dict[str, Any], compose_dir: Path) -> list[str]:
+    """Each service's stop_grace_period (SIGKILL after it) covers the drains its processes run on SIGTERM,
+    with the drain settings the service gets from its env_file and environment."""
+    problems = []
+    for name, svc in (compose.get("services") or {}).items():
+        env: dict[str, str] = {}
+        for env_file in _as_list(svc.get("env_file")):
+            path = compose_dir / (env_file if isinstance(env_file, str) else env_file.get("path"))
+            env.update(_env_file_values(path) if path.is_file() else {})
+        environment = svc.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(str(item).partition("=")[::2] for item in environment)
+        env.update({key: str(value) for key, value in environment.items() if value is not None})
+        fields = {"triton_drain_timeout_s": "TRITON", "gateway_drain_timeout_s": "GATEWAY"}
+        settings = Settings.model_construct(
+            **{
+                field: float(env[f"QWEN3_TTS_{tier}_DRAIN_TIMEOUT_S"])
+                for field, tier in fields.items()
+                if f"QWEN3_TTS_{tier}_DRAIN_TIMEOUT_S" in env
+            }
+        )
+        waits = {"triton": settings.triton_exit_timeout_s, "gateway": settings.gateway_drain_timeout_s}
+        needed = sum(waits[tier] for tier in COMPOSE_DRAINS.get(name, ())) + STOP_MARGIN_S
+        grace = compose_duration_s(svc.get("stop_grace_period"))
+        if name in COMPOSE_DRAINS and grace < needed:
+            problems.append(
+                f"{name}: stop_grace_period {grace:g} s is shorter than its drain on SIGTERM ({needed:g} s): "
+                "`docker compose stop/down` would SIGKILL it with streams still open"
+            )
+    return problems
+
+
 def gpu_override_problems(override: dict[str, Any], service: str = "triton") -> list[str]:
     svc = (override.get("services") or {}).get(service) or {}
     devices = (

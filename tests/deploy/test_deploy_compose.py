@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .checks import compose_problems, gpu_override_problems
+from .checks import compose_duration_s, compose_problems, compose_stop_problems, gpu_override_problems
 from .helpers import REPO, run
 
 DOCKER = REPO / "docker"
@@ -34,6 +34,33 @@ def test_compose_details(files) -> None:
     assert services["gateway"]["environment"]["QWEN3_TTS_TRITON_HOST"] == "triton"
     # The base file runs anywhere; the GPU reservation lives only in the override.
     assert "deploy" not in services["triton"]
+
+
+def test_stop_grace_periods_cover_the_drains(files) -> None:
+    assert compose_stop_problems(files[COMPOSE], DOCKER) == []
+
+
+def test_stop_grace_checker_catches_a_short_one(files, tmp_path: Path) -> None:
+    assert compose_duration_s("1m30s") == 90 and compose_duration_s(None) == 10 and compose_duration_s(7) == 7
+    with pytest.raises(ValueError, match="compose duration"):
+        compose_duration_s("90 seconds")
+    (tmp_path / "long.env").write_text("QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S=120\n")
+    services = {
+        # Docker's default 10 s, under Triton's default exit timeout (30 s drain + 10 s unload).
+        "triton": {"image": "x:1"},
+        # The env_file's 120 s drain outlasts the period.
+        "gateway": {"image": "x:1", "env_file": ["long.env"], "stop_grace_period": "60s"},
+        # The environment's drains (list form) add up: 10 s gateway + (20 + 10) s Triton + the margin.
+        "cpu": {
+            "image": "x:1",
+            "environment": ["QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S=10", "QWEN3_TTS_TRITON_DRAIN_TIMEOUT_S=20"],
+            "stop_grace_period": "44s",
+        },
+    }
+    problems = compose_stop_problems({"services": services}, tmp_path)
+    assert [problem.split(":")[0] for problem in problems] == ["triton", "gateway", "cpu"], problems
+    services["cpu"]["stop_grace_period"] = "45s"
+    assert len(compose_stop_problems({"services": services}, tmp_path)) == 2
 
 
 def test_gpu_override_reserves_a_gpu(files) -> None:
