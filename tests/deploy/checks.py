@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import math
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -598,12 +599,17 @@ def _triton_drain(objects: list[dict[str, Any]], container: dict[str, Any]) -> S
 
 
 def _exit_timeout(objects: list[dict[str, Any]], container: dict[str, Any]) -> int:
-    """Seconds tritonserver waits on SIGTERM: an explicit --exit-timeout-secs, else what the entrypoint
-    passes (``Settings.triton_exit_timeout_s`` of the container's drain); 0 for a container without Triton."""
+    """Seconds the container's process waits on SIGTERM. tritonserver: an explicit --exit-timeout-secs, else
+    what the entrypoint passes (``Settings.triton_exit_timeout_s`` of the container's drain); the gateway:
+    its drain (QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S); 0 for any other container."""
     for arg in container.get("args", []):
         match = re.fullmatch(r"--exit-timeout-secs=(\d+)", str(arg))
         if match:
             return int(match.group(1))
+    if container.get("name") == "gateway":
+        drain = _config_values(objects, container).get("QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S")
+        default_s = Settings.model_construct().gateway_drain_timeout_s
+        return math.ceil(default_s if drain is None else float(drain))
     if container.get("name") != "triton":
         return 0
     return _triton_drain(objects, container).triton_exit_timeout_s

@@ -177,6 +177,16 @@ def test_the_wiring_checker_catches_mistakes(rendered) -> None:
     assert k8s_problems(good, ENGINE_METRICS, GATEWAY_METRICS) == []
 
 
+def test_the_wiring_checker_catches_a_gateway_drain_longer_than_its_grace_period(rendered) -> None:
+    bad = copy.deepcopy(rendered["h100"])
+    # 10 s preStop + 136 s drain + 5 s to exit > the gateway's 150 s (Triton's 180 s still covers its own).
+    for config in k8s_objects(bad, "ConfigMap").values():
+        config["data"]["QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S"] = "136"
+    assert k8s_problems(bad, ENGINE_METRICS, GATEWAY_METRICS) == [
+        f"{GATEWAY}/gateway: terminationGracePeriodSeconds 150 too short for preStop 10 s + the drain"
+    ]
+
+
 def test_prometheus_adapter_exposes_every_autoscaler_metric(rendered, parse) -> None:
     values = parse("yaml", ADAPTER_VALUES)[ADAPTER_VALUES]
     used = {
