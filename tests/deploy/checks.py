@@ -221,6 +221,21 @@ def missing_image_distributions(imports: dict[str, set[str]], requirements_text:
     return problems
 
 
+# --- settings names ---------------------------------------------------------------------------------------
+
+_SETTING_NAME = re.compile(r"\bQWEN3_TTS_[A-Z0-9_]*[A-Z0-9]")
+
+
+def unknown_setting_names(texts: dict[Path, str], known: set[str]) -> list[str]:
+    """QWEN3_TTS_* names in deploy files that nothing reads: pydantic-settings ignores unknown variables
+    (extra="ignore"), so a misspelt or retired setting would be dropped without a word."""
+    return [
+        f"{path}: {name} is not a setting (misspelt or retired?)"
+        for path, text in sorted(texts.items())
+        for name in sorted(set(_SETTING_NAME.findall(text)) - known)
+    ]
+
+
 # --- compose ------------------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 from packaging.specifiers import SpecifierSet
+from qwen3_tts_client._core import ENV_API_KEY, ENV_BASE_URL
+from qwen3_tts_client.settings import ProviderSettings
+from qwen3_tts_client.triton import ENV_TRITON_URL
+
+from qwen3_tts_serving.checkpoints.reference import ENV_VAR as REFERENCE_CONFIGS_ENV
+from qwen3_tts_serving.settings import Settings
 
 from .checks import (
     dockerfile_base_images,
@@ -17,6 +23,7 @@ from .checks import (
     requirement_specs,
     start_script_problems,
     third_party_imports,
+    unknown_setting_names,
     unpinned_requirements,
 )
 from .helpers import REPO, run
@@ -204,6 +211,39 @@ def test_missing_image_distribution_is_caught() -> None:
     assert len(problems) == 1 and problems[0].startswith("scipy (imported by qwen3_tts_gateway.refaudio)")
     assert missing_image_distributions({"not_a_module_anywhere": {"x"}}, "") == [
         "not_a_module_anywhere (imported by x): no installed distribution provides it"
+    ]
+
+
+def known_setting_names() -> set[str]:
+    """Every QWEN3_TTS_* variable the project reads: Settings, the client's and the checkpoint builder's."""
+    prefix = Settings.model_config["env_prefix"]
+    provider = ProviderSettings.model_config["env_prefix"]
+    return {
+        *(f"{prefix}{name}".upper() for name in Settings.model_fields),
+        *(f"{provider}{name}".upper() for name in ProviderSettings.model_fields),
+        ENV_BASE_URL,
+        ENV_API_KEY,
+        ENV_TRITON_URL,
+        REFERENCE_CONFIGS_ENV,
+    }
+
+
+def test_deploy_files_name_only_real_settings() -> None:
+    files = [
+        path
+        for folder in ("docker", "k8s", "terraform")
+        for path in sorted((REPO / folder).rglob("*"))
+        if path.is_file() and path.suffix not in (".lock", ".tfstate") and ".terraform" not in path.parts
+    ]
+    texts = {path.relative_to(REPO): path.read_text(encoding="utf-8") for path in files}
+    assert any("QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S" in text for text in texts.values())
+    assert unknown_setting_names(texts, known_setting_names()) == []
+
+
+def test_unknown_setting_names_are_caught() -> None:
+    texts = {Path("k8s/settings.env"): "QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT=30\nQWEN3_TTS_MAX_ACTIVE_STREAMS=8\n"}
+    assert unknown_setting_names(texts, known_setting_names()) == [
+        "k8s/settings.env: QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT is not a setting (misspelt or retired?)"
     ]
 
 
