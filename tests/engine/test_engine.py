@@ -17,6 +17,7 @@ from qwen3_tts_serving.engine.requests import (
     InvalidRequestError,
     SynthesisRequest,
 )
+from qwen3_tts_serving.engine.slot_cache import SlotKVCache
 from qwen3_tts_serving.engine.streams import CollectingSink
 
 GREEDY = {"do_sample": False, "repetition_penalty": 1.05}
@@ -379,3 +380,19 @@ def test_newcomers_join_at_once_while_frames_are_within_the_budget(make_engine):
     engine.step()
     assert engine.active_count == 2
     engine.run_until_idle()
+
+
+def test_slots_that_do_not_fit_fail_the_start_with_one_line_naming_the_settings(make_engine, monkeypatch):
+    """A GPU too small for max_active_streams x slot_max_length (mocked here: the CPU has no such limit)
+    stops the engine's start with the sizes and the two settings to lower, not a CUDA traceback."""
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 224.00 MiB")
+
+    monkeypatch.setattr(SlotKVCache, "for_talker", out_of_memory)
+    with pytest.raises(ValueError) as refused:
+        make_engine(Capability.CUSTOM_VOICE, max_active_streams=48, slot_max_length=1024)
+    message = str(refused.value)
+    assert message.startswith("out of GPU memory for 48 talker key/value slots of 1024 tokens")
+    assert "lower QWEN3_TTS_MAX_ACTIVE_STREAMS or QWEN3_TTS_SLOT_MAX_LENGTH" in message
+    assert "\n" not in message, message

@@ -31,6 +31,7 @@ import torch
 
 from . import graphs
 from .admission import OUT_OF_MEMORY, Admission, Refusal, prompt_length, release_cached_memory
+from .capacity import kv_bytes_per_slot
 from .code_predictor import frame_step_predictor
 from .config import EngineConfig
 from .decoder import build_decoder
@@ -86,6 +87,25 @@ def is_repeating(history: list[int], window: int, max_period: int = 4) -> bool:
     return any(all(tail[i] == tail[i % period] for i in range(window)) for period in periods)
 
 
+def _slots_do_not_fit(talker: Any, config: EngineConfig) -> str:
+    """The start-up error when the talker's key/value slots do not fit: one line naming the settings."""
+    slots, length = config.max_active_streams, config.slot_max_length
+    per_slot = kv_bytes_per_slot(
+        talker.config, max_length=length, dtype_bytes=next(talker.parameters()).element_size()
+    )
+    device = talker.device
+    free = ""
+    if device.type == "cuda":
+        free_bytes, total_bytes = torch.cuda.mem_get_info(device)
+        free = f"; {device} has {free_bytes / 2**30:.1f} of {total_bytes / 2**30:.1f} GiB free"
+    return (
+        f"out of GPU memory for {slots} talker key/value slots of {length} tokens "
+        f"({per_slot / 2**20:.1f} MiB each, {slots * per_slot / 2**30:.2f} GiB in all){free}: lower "
+        "QWEN3_TTS_MAX_ACTIVE_STREAMS or QWEN3_TTS_SLOT_MAX_LENGTH (python -m benchmarks.capacity says how "
+        "many streams fit)"
+    )
+
+
 class StreamingEngine:
     def __init__(
         self, tts: Any, capability: Capability, config: EngineConfig, observer: EngineObserver | None = None
@@ -106,9 +126,13 @@ class StreamingEngine:
         talker_config = tts.model.config.talker_config
         self._eos = int(talker_config.codec_eos_token_id)
         self._codebook_size = int(talker_config.code_predictor_config.vocab_size)
-        self.cache = SlotKVCache.for_talker(
-            self._talker, slots=config.max_active_streams, max_length=config.slot_max_length
-        )
+        try:
+            self.cache = SlotKVCache.for_talker(
+                self._talker, slots=config.max_active_streams, max_length=config.slot_max_length
+            )
+        except torch.OutOfMemoryError:
+            release_cached_memory()
+            raise ValueError(_slots_do_not_fit(self._talker, config)) from None
         self.stats.kv_bytes_per_slot = self.cache.bytes_per_slot
         logger.info(
             "talker key/value slots: %d x %d tokens, %.1f MiB per slot, %.2f GiB in all",
