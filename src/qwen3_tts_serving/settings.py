@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -281,6 +281,18 @@ class Settings(BaseSettings):
     @property
     def resolved_voice_db_path(self) -> Path:
         return self.voice_db_path or self.cache_dir / "voices.db"
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line naming each bad setting by its environment variable and what it accepts (pydantic's own
+    message spans lines and links its docs)."""
+    problems = [
+        f"QWEN3_TTS_{str(item['loc'][0]).upper()}={item.get('input')!r}: {item['msg']}"
+        if item["loc"]
+        else item["msg"]
+        for item in error.errors()
+    ]
+    return f"invalid setting(s): {'; '.join(problems)}"
 
 
 @lru_cache

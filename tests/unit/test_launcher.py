@@ -30,7 +30,7 @@ from qwen3_tts_serving.launcher.triton import (
     server_env,
     summarize_server_log,
 )
-from qwen3_tts_serving.settings import PROJECT_ROOT
+from qwen3_tts_serving.settings import PROJECT_ROOT, get_settings
 
 
 # --- ports --------------------------------------------------------------------------------------------------
@@ -313,3 +313,38 @@ def test_a_stop_signal_unwinds_once_and_ignores_repeats() -> None:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+# --- a wrong setup fails with one line ----------------------------------------------------------------------
+def _main_exit(argv: list[str]) -> int:
+    """``qwen3-tts-serve`` with ``argv``; its stop-signal handlers are put back afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return serve.main(argv)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        get_settings.cache_clear()
+
+
+def test_an_invalid_setting_is_one_line_naming_it_and_the_valid_choices(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("QWEN3_TTS_DEVICE", "tpu")
+    monkeypatch.setenv("QWEN3_TTS_MAX_QUEUED_STREAMS", "many")
+    get_settings.cache_clear()
+    with caplog.at_level(logging.ERROR, logger="qwen3_tts_serving.serve"):
+        assert _main_exit(["--no-gateway"]) == 1
+    [message] = [record.getMessage() for record in caplog.records]
+    assert "\n" not in message and "pydantic" not in message, message
+    assert message.startswith("start-up failed: invalid setting(s): QWEN3_TTS_DEVICE='tpu': ")
+    assert "'auto', 'cpu' or 'cuda'" in message
+    assert "QWEN3_TTS_MAX_QUEUED_STREAMS='many'" in message
+
+
+def test_an_unknown_model_is_refused_with_the_valid_names(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _main_exit(["--no-gateway", "--models", "custom_voice", "custom"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "invalid choice: 'custom'" in error and "'voice_design'" in error

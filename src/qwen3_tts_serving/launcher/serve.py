@@ -19,6 +19,9 @@ import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from qwen3_tts_serving.contract import MODEL_CHECKPOINTS
 from qwen3_tts_serving.launcher.process import (
     ManagedProcess,
     StartupError,
@@ -35,7 +38,7 @@ from qwen3_tts_serving.launcher.repository import (
 )
 from qwen3_tts_serving.launcher.supervisor import RestartPolicy, Supervisor
 from qwen3_tts_serving.launcher.triton import STOP_MARGIN_S, TritonServer
-from qwen3_tts_serving.settings import Settings, get_settings
+from qwen3_tts_serving.settings import Settings, describe_settings_error, get_settings
 
 logger = logging.getLogger("qwen3_tts_serving.serve")
 
@@ -61,7 +64,11 @@ def _raise_shutdown(signum: int, frame: types.FrameType | None) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="qwen3-tts-serve", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--models", nargs="+", metavar="NAME", help="serve only these (default: all in model_repository/)"
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        choices=list(MODEL_CHECKPOINTS),
+        help=f"serve only these (default: all in model_repository/): {', '.join(MODEL_CHECKPOINTS)}",
     )
     parser.add_argument("--no-gateway", action="store_true", help="run Triton only")
     parser.add_argument("--repository-dir", type=Path, help="build dir (default: CACHE/model_repository)")
@@ -173,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _raise_shutdown)
     try:
         return serve(get_settings(), args)
+    except ValidationError as exc:  # a QWEN3_TTS_* value the settings refuse
+        logger.error("start-up failed: %s", describe_settings_error(exc))
+        return 1
     except (StartupError, ServeError, FileNotFoundError, FileExistsError) as exc:
         logger.error("start-up failed: %s", exc)
         return 1
