@@ -348,3 +348,26 @@ def test_an_unknown_model_is_refused_with_the_valid_names(capsys: pytest.Capture
     assert exited.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "invalid choice: 'custom'" in error and "'voice_design'" in error
+
+
+def test_an_engine_setting_the_models_would_refuse_stops_before_tritonserver(
+    tmp_path: Path,
+    checkpoints: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("QWEN3_TTS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("QWEN3_TTS_CHECKPOINT_DIR", str(checkpoints))
+    monkeypatch.setenv("QWEN3_TTS_MAX_ACTIVE_STREAMS", "0")
+    monkeypatch.setenv("QWEN3_TTS_CUDA_GRAPH_BATCH_SIZES", "1,2,x")
+    get_settings.cache_clear()
+    started = mock.Mock(side_effect=AssertionError("tritonserver was started"))
+    monkeypatch.setattr(serve, "TritonServer", started)
+    with caplog.at_level(logging.ERROR, logger="qwen3_tts_serving.serve"):
+        assert _main_exit(["--no-gateway"]) == 1
+    started.assert_not_called()
+    [message] = [record.getMessage() for record in caplog.records]
+    assert message.startswith("start-up failed: invalid setting(s)"), message
+    assert "\n" not in message
+    assert "max_active_streams must be >= 1" in message
+    assert "cuda_graph_batch_sizes '1,2,x'; use positive integers" in message

@@ -27,7 +27,7 @@ from qwen3_tts_serving.contract import (
     VOICE_PROMPT,
     engine_model_name,
 )
-from qwen3_tts_serving.engine.config import engine_parameters
+from qwen3_tts_serving.engine.config import EngineConfig, engine_parameters
 from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
 
 logger = logging.getLogger(__name__)
@@ -199,6 +199,18 @@ def check_checkpoints(settings: Settings, models: Iterable[str]) -> None:
                 f"model {model!r} needs checkpoints in {root / flavour}; point QWEN3_TTS_CHECKPOINT_DIR at a "
                 "folder with custom_voice/, base/ and voice_design/, or serve fewer models"
             )
+
+
+def check_engine_settings(settings: Settings) -> None:
+    """Raise ValueError naming every engine setting the engine models would refuse at load time, where
+    the reason sits deep in tritonserver's log (needs an existing checkpoint folder)."""
+    parameters = engine_parameters(
+        settings, checkpoint_dir=settings.resolved_checkpoint_dir, device=resolve_device(settings)
+    )
+    try:
+        EngineConfig.from_parameters(parameters)
+    except ValueError as error:
+        raise ValueError(f"invalid setting(s) (QWEN3_TTS_ + the name in capitals): {error}") from None
 
 
 def _prepare_out_dir(out_dir: Path) -> None:

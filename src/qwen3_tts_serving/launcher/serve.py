@@ -33,6 +33,7 @@ from qwen3_tts_serving.launcher.process import (
 from qwen3_tts_serving.launcher.repository import (
     build_model_repository,
     check_checkpoints,
+    check_engine_settings,
     discover_models,
     ensure_checkpoint_dir,
 )
@@ -158,6 +159,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.model_copy(update={"checkpoint_dir": checkpoint_dir})
     models = args.models or discover_models()
     check_checkpoints(settings, models)
+    try:
+        check_engine_settings(settings)
+    except ValueError as error:
+        raise ServeError(str(error)) from None
     out_dir = args.repository_dir or settings.cache_dir / "model_repository"
     repository = build_model_repository(settings, out_dir, models)
     with contextlib.ExitStack() as stack:
