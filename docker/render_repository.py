@@ -21,22 +21,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check-checkpoints",
         action="store_true",
-        help="fail unless every model's checkpoint folder exists (at start, not at build)",
+        help="fail unless every model's checkpoint folder holds a complete checkpoint of its flavour and the "
+        "engine settings are valid (at start, not at build)",
     )
     args = parser.parse_args(argv)
 
+    from pydantic import ValidationError
+
     from qwen3_tts_serving.launcher.repository import (
         build_model_repository,
+        check_checkpoint_contents,
         check_checkpoints,
+        check_engine_settings,
         discover_models,
     )
-    from qwen3_tts_serving.settings import Settings
+    from qwen3_tts_serving.settings import Settings, describe_settings_error
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # a QWEN3_TTS_* value the settings refuse: one line, no traceback
+        sys.stderr.write(f"render_repository: {describe_settings_error(exc)}\n")
+        return 1
     if args.check_checkpoints:
+        # At start, with the checkpoints synced: what the engines would refuse in tritonserver's log.
         try:
-            check_checkpoints(settings, discover_models())
-        except FileNotFoundError as exc:
+            models = discover_models()
+            check_checkpoints(settings, models)
+            check_checkpoint_contents(settings, models)
+            check_engine_settings(settings)
+        except (FileNotFoundError, ValueError) as exc:
             sys.stderr.write(f"render_repository: {exc}\n")
             return 1
     build_model_repository(settings, args.out_dir)

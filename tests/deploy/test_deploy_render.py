@@ -31,10 +31,17 @@ def test_fills_every_template(tmp_path: Path) -> None:
         assert "${" not in config.read_text(), config
 
 
-def test_checkpoint_paths_follow_the_runtime_setting(tmp_path: Path) -> None:
+def _weights(tmp_path: Path, tiny: Path) -> Path:
+    """A checkpoint folder as synced at start: the tiny checkpoints, one link per flavour."""
     weights = tmp_path / "weights"
+    weights.mkdir()
     for flavour in ("custom_voice", "base", "voice_design"):
-        (weights / flavour).mkdir(parents=True)
+        (weights / flavour).symlink_to(tiny / flavour, target_is_directory=True)
+    return weights
+
+
+def test_checkpoint_paths_follow_the_runtime_setting(tmp_path: Path, tiny_checkpoints: Path) -> None:
+    weights = _weights(tmp_path, tiny_checkpoints)
     proc = render(tmp_path, "--check-checkpoints", QWEN3_TTS_CHECKPOINT_DIR=str(weights))
     assert proc.returncode == 0, proc.stderr
     engine = (tmp_path / "repo" / "custom_voice_engine_0" / "config.pbtxt").read_text()
@@ -47,6 +54,30 @@ def test_missing_checkpoints_stop_the_start(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "needs checkpoints" in proc.stderr
     assert not (tmp_path / "repo").exists()
+
+
+def test_a_broken_checkpoint_or_a_bad_setting_stops_the_start_with_one_line(
+    tmp_path: Path, tiny_checkpoints: Path
+) -> None:
+    weights = _weights(tmp_path, tiny_checkpoints)
+    (weights / "voice_design").unlink()
+    (weights / "voice_design").symlink_to(tiny_checkpoints / "base", target_is_directory=True)
+    proc = render(tmp_path, "--check-checkpoints", QWEN3_TTS_CHECKPOINT_DIR=str(weights))
+    assert proc.returncode == 1 and not (tmp_path / "repo").exists()
+    assert proc.stderr.strip() == (
+        f"render_repository: {weights / 'voice_design'} holds a base checkpoint "
+        "(config.json tts_model_type); voice_design/ needs a voice_design one"
+    )
+    (weights / "voice_design").unlink()
+    (weights / "voice_design").symlink_to(tiny_checkpoints / "voice_design", target_is_directory=True)
+    for name, value, expected in [
+        ("QWEN3_TTS_MAX_ACTIVE_STREAMS", "0", "max_active_streams must be >= 1"),
+        ("QWEN3_TTS_DEVICE", "tpu", "QWEN3_TTS_DEVICE='tpu': Input should be 'auto', 'cpu' or 'cuda'"),
+    ]:
+        env = {"QWEN3_TTS_CHECKPOINT_DIR": str(weights), name: value}
+        proc = render(tmp_path, "--check-checkpoints", **env)
+        assert proc.returncode == 1 and expected in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_the_exit_timeout_it_prints_covers_the_models_drain(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -17,6 +18,7 @@ from unit.launcher_helpers import _group_gone, _settings
 
 from qwen3_tts_serving.launcher import serve
 from qwen3_tts_serving.launcher.process import ManagedProcess, StartupError, exit_description, free_ports
+from qwen3_tts_serving.launcher.repository import check_checkpoint_contents
 from qwen3_tts_serving.launcher.supervisor import RestartPolicy, Supervisor
 from qwen3_tts_serving.launcher.triton import (
     OFFLINE_ENV,
@@ -30,7 +32,7 @@ from qwen3_tts_serving.launcher.triton import (
     server_env,
     summarize_server_log,
 )
-from qwen3_tts_serving.settings import PROJECT_ROOT, get_settings
+from qwen3_tts_serving.settings import PROJECT_ROOT, Settings, get_settings
 
 
 # --- ports --------------------------------------------------------------------------------------------------
@@ -371,3 +373,49 @@ def test_an_engine_setting_the_models_would_refuse_stops_before_tritonserver(
     assert "\n" not in message
     assert "max_active_streams must be >= 1" in message
     assert "cuda_graph_batch_sizes '1,2,x'; use positive integers" in message
+
+
+def _broken_custom_voice(tiny: Path, root: Path, how: str) -> None:
+    """``root/custom_voice``: the tiny CustomVoice checkpoint copied, then broken ``how``."""
+    folder = root / "custom_voice"
+    shutil.copytree(tiny / ("base" if how == "a base checkpoint" else "custom_voice"), folder)
+    if how == "no speech tokenizer":
+        shutil.rmtree(folder / "speech_tokenizer")
+    elif how == "no weights":
+        (folder / "model.safetensors").unlink()
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("no speech tokenizer", "has no speech_tokenizer/config.json, speech_tokenizer/model.safetensors"),
+        ("no weights", "has no model.safetensors (a custom_voice checkpoint folder holds"),
+        ("a base checkpoint", "holds a base checkpoint (config.json tts_model_type); custom_voice/ needs a"),
+    ],
+)
+def test_a_broken_checkpoint_stops_before_tritonserver_with_one_line_naming_its_folder(
+    tmp_path: Path,
+    tiny_checkpoints: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+    expected: str,
+) -> None:
+    root = tmp_path / "checkpoints"
+    _broken_custom_voice(tiny_checkpoints, root, how)
+    monkeypatch.setenv("QWEN3_TTS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("QWEN3_TTS_CHECKPOINT_DIR", str(root))
+    get_settings.cache_clear()
+    started = mock.Mock(side_effect=AssertionError("tritonserver was started"))
+    monkeypatch.setattr(serve, "TritonServer", started)
+    with caplog.at_level(logging.ERROR, logger="qwen3_tts_serving.serve"):
+        assert _main_exit(["--no-gateway", "--models", "custom_voice"]) == 1
+    started.assert_not_called()
+    [message] = [record.getMessage() for record in caplog.records]
+    assert message.startswith(f"start-up failed: {root / 'custom_voice'} "), message
+    assert expected in message and "\n" not in message
+
+
+def test_a_complete_checkpoint_passes_the_check(tiny_checkpoints: Path) -> None:
+    settings = Settings(checkpoint_dir=tiny_checkpoints)
+    check_checkpoint_contents(settings, ["custom_voice", "voice_clone", "voice_prompt", "voice_design"])

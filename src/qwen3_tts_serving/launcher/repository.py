@@ -13,6 +13,7 @@ batch per checkpoint per GPU, and each front is told which engines it may place 
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import shutil
@@ -198,6 +199,41 @@ def check_checkpoints(settings: Settings, models: Iterable[str]) -> None:
             raise FileNotFoundError(
                 f"model {model!r} needs checkpoints in {root / flavour}; point QWEN3_TTS_CHECKPOINT_DIR at a "
                 "folder with custom_voice/, base/ and voice_design/, or serve fewer models"
+            )
+
+
+# A loadable checkpoint folder (the released models' layout): the model's config and weights, and the
+# speech tokenizer's (a folder's name is its flavour, which is also config.json's ``tts_model_type``).
+_CHECKPOINT_CONFIGS = ("config.json", "speech_tokenizer/config.json")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+def check_checkpoint_contents(settings: Settings, models: Iterable[str]) -> None:
+    """Raise ValueError naming the first flavour folder of ``models`` that is not a complete checkpoint of
+    its flavour, before tritonserver starts (there the reason would sit in an engine model's load error,
+    after the other engines have loaded their weights). Serving only: a built repository may come first
+    and its checkpoints later (images sync them at start)."""
+    root = settings.resolved_checkpoint_dir
+    for flavour in sorted({MODEL_CHECKPOINTS[model] for model in models if model in MODEL_CHECKPOINTS}):
+        folder = root / flavour
+        missing = [name for name in _CHECKPOINT_CONFIGS if not (folder / name).is_file()]
+        for weights in (folder, folder / "speech_tokenizer"):
+            if not any((weights / name).is_file() for name in _WEIGHT_FILES):
+                missing.append(str((weights / _WEIGHT_FILES[0]).relative_to(folder)))
+        if missing:
+            raise ValueError(
+                f"{folder} is not a complete Qwen3-TTS checkpoint: it has no {', '.join(missing)} (a "
+                f"{flavour} checkpoint folder holds config.json, model.safetensors, the tokenizer files and "
+                "speech_tokenizer/)"
+            )
+        try:
+            model_type = json.loads((folder / "config.json").read_text("utf-8")).get("tts_model_type")
+        except (OSError, ValueError, AttributeError) as error:
+            raise ValueError(f"{folder / 'config.json'} cannot be read as a model config: {error}") from None
+        if model_type != flavour:
+            raise ValueError(
+                f"{folder} holds a {model_type} checkpoint (config.json tts_model_type); {flavour}/ needs a "
+                f"{flavour} one"
             )
 
 

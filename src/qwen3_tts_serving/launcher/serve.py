@@ -32,6 +32,7 @@ from qwen3_tts_serving.launcher.process import (
 )
 from qwen3_tts_serving.launcher.repository import (
     build_model_repository,
+    check_checkpoint_contents,
     check_checkpoints,
     check_engine_settings,
     discover_models,
@@ -161,6 +162,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     check_checkpoints(settings, models)
     try:
         check_engine_settings(settings)
+        check_checkpoint_contents(settings, models)
     except ValueError as error:
         raise ServeError(str(error)) from None
     out_dir = args.repository_dir or settings.cache_dir / "model_repository"
