@@ -76,6 +76,21 @@ class LoadBoard:
         view = self._open()
         return None if view is None else int(view[0])
 
+    def engine_gone(self) -> bool:
+        """Whether the engine process that created the board has exited (its streams can send nothing
+        more). False while that is unknown: no board yet, or no process recorded."""
+        view = self._open()
+        pid = 0 if view is None else int(view[_FIELDS.index("pid")])
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, under another user
+            return False
+        return False
+
     def capacity(self) -> int | None:
         view = self._open()
         return None if view is None else int(view[1])

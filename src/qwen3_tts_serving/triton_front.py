@@ -45,6 +45,9 @@ _log = logging.getLogger(__name__)
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 _DRAINING = "the model server is shutting down; retry"
 _CANCEL_POLL_S = 0.1
+# How long a stream's engine must have been gone before the stream is ended for it: responses the engine
+# sent before it exited are still relayed meanwhile.
+_ORPHAN_GRACE_S = 1.0
 _DRAIN_POLL_S = 0.05
 
 # What an engine's error message means, as the code a front answers with (decoupled engines send no code
@@ -145,6 +148,7 @@ class Engine:
     index: int
     board: LoadBoard
     placing: int = 0  # streams sent to it whose first response has not come back yet
+    gone_since: float | None = None  # when its process was first seen gone (monotonic)
 
     def load(self) -> float:
         published = self.board.load()
@@ -233,6 +237,8 @@ class Front:
             # Never beside the watcher's is_cancelled(): asking a request Triton has completed crashes
             # tritonserver 2.51 (TRITONBACKEND_ResponseFactoryIsCancelled on a freed factory).
             with live.lock:
+                if live.finished:  # ended by the watcher (its engine is gone): nothing more to send
+                    return True
                 done = self._send(sender, response, final=final)
                 live.finished = live.finished or done
             return done
@@ -342,6 +348,7 @@ class Front:
     def _watch_cancellations(self) -> None:
         while self._running:
             time.sleep(_CANCEL_POLL_S)
+            self._end_orphans()
             with self._lock:
                 live = [s for s in self._live.values() if not s.cancel_sent]
             for stream in live:
@@ -353,6 +360,36 @@ class Front:
                 if cancelled:
                     stream.cancel_sent = True
                     self._cancel(stream)
+
+    def _end_orphans(self) -> None:
+        """End the streams of an engine whose process has exited, after ``_ORPHAN_GRACE_S``. Triton 2.51
+        can leave such a BLS stream open for ever (seen at shutdown: the engine unloaded, the front's
+        stream never ended), and a request without FINAL keeps its client waiting and the front from
+        unloading until tritonserver's exit timeout kills it."""
+        now = time.monotonic()
+        for engine in self.engines:
+            if not engine.board.engine_gone():
+                engine.gone_since = None
+            elif engine.gone_since is None:
+                engine.gone_since = now
+        with self._lock:
+            orphans = [
+                stream
+                for stream in self._live.values()
+                if stream.engine.gone_since is not None and now - stream.engine.gone_since >= _ORPHAN_GRACE_S
+            ]
+        for stream in orphans:
+            self._responses_thread(lambda stream=stream: self._end_orphan(stream))
+
+    def _end_orphan(self, stream: LiveStream) -> None:
+        with stream.lock:
+            if not stream.finished:
+                _log.warning(f"{self.name}: {stream.engine.name} exited; ending its stream {stream.key}")
+                error = triton_error("the engine stopped mid-stream; retry")
+                self._send(stream.sender, pb_utils.InferenceResponse(error=error), final=True)
+                stream.finished = True
+        with self._lock:
+            self._live.pop(stream.key, None)
 
     def _cancel(self, stream: LiveStream) -> None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from fake_pb_utils import FINAL, Response, Tensor
 
-from qwen3_tts_serving import contract
+from qwen3_tts_serving import contract, load_board
 from qwen3_tts_serving.load_board import LoadBoard, board_path
 
 
@@ -275,3 +276,35 @@ def test_a_response_that_cannot_be_read_ends_its_stream_with_an_error_and_final(
     (chunk, flags), (failed, final) = request.sender.sent
     assert flags == 0 and chunk.output_tensors()
     assert final == FINAL and "stopped mid-stream" in failed.error().message()
+
+
+def test_a_stream_whose_engine_process_exited_ends_with_an_error_and_final(front_module, tmp_path):
+    """Seen at shutdown with tritonserver 2.51: the engine unloaded and the front's BLS stream never ended,
+    so the client's request never got FINAL and the front never unloaded. While the engine process lives,
+    a quiet stream is left alone; once it has exited (its board's pid), the stream ends with a retry hint."""
+    (board, _) = _boards(tmp_path, [0, 5])  # the stream goes to engine 0
+    never = threading.Event()
+
+    def stream_that_never_ends() -> Iterator[Response]:
+        yield Response([])  # the engine's acknowledgement
+        never.wait(30)
+
+    original = ENGINES.exec
+    ENGINES.exec = lambda model, inputs: (original(model, inputs), stream_that_never_ends())[1]  # type: ignore[method-assign]
+    front = _front(front_module, "SpeechFront", tmp_path)
+    try:
+        request = Request(text="Hello.", speaker="ryan")
+        front.execute([request])
+        time.sleep(2 * front_module._ORPHAN_GRACE_S)
+        assert not request.sender.closed and front._live  # a live engine's quiet stream is not ended
+        exited = subprocess.Popen([sys.executable, "-c", "pass"])
+        exited.wait()
+        board._open()[load_board._FIELDS.index("pid")] = exited.pid  # the engine's process, gone
+        _wait_closed(request.sender)
+        (response, flags) = request.sender.sent[-1]
+        assert flags == FINAL and response.error().message() == "the engine stopped mid-stream; retry"
+        assert not front._live
+    finally:
+        ENGINES.exec = original  # type: ignore[method-assign]
+        never.set()
+        front._running = False
