@@ -767,10 +767,16 @@ async function saveVoice(event) {
   setStatus("clone", "working", "Uploading and encoding the voice…");
   try {
     const voice = await (await api("/voices", { method: "POST", body: form })).json();
-    setStatus("clone", "done", `Saved "${voice.name || voice.voice}" as ${voice.voice}. It is now selected under Speak.`);
-    await loadCatalog();
-    $("voice").value = voice.voice;
-    onVoiceChange();
+    // "done" only once the voice is listed and selected, as the status says (it is saved either way).
+    let selected = " It is now selected under Speak.";
+    try {
+      await loadCatalog();
+      $("voice").value = voice.voice;
+      onVoiceChange();
+    } catch {
+      selected = " Reload the page to pick it under Speak.";
+    }
+    setStatus("clone", "done", `Saved "${voice.name || voice.voice}" as ${voice.voice}.${selected}`);
   } catch (err) {
     setStatus("clone", "error", "Not saved.");
     showError("clone", err);
