@@ -44,6 +44,7 @@ from .load_board import LoadBoard, board_path
 _log = logging.getLogger(__name__)
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 _DRAINING = "the model server is shutting down; retry"
+_ENGINE_STOPPED = "the engine stopped mid-stream; retry"
 _CANCEL_POLL_S = 0.1
 # How long a stream's engine must have been gone before the stream is ended for it: responses the engine
 # sent before it exited are still relayed meanwhile.
@@ -269,7 +270,7 @@ class Front:
             _log.warning(f"{self.name}: stream from the engine broke off: {error}")
             if not closed:
                 closed = send(
-                    pb_utils.InferenceResponse(error=triton_error("the engine stopped mid-stream; retry")),
+                    pb_utils.InferenceResponse(error=triton_error(_ENGINE_STOPPED)),
                     True,
                 )
 
@@ -385,7 +386,7 @@ class Front:
         with stream.lock:
             if not stream.finished:
                 _log.warning(f"{self.name}: {stream.engine.name} exited; ending its stream {stream.key}")
-                error = triton_error("the engine stopped mid-stream; retry")
+                error = triton_error(_ENGINE_STOPPED)
                 self._send(stream.sender, pb_utils.InferenceResponse(error=error), final=True)
                 stream.finished = True
         with self._lock:
