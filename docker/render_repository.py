@@ -30,9 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from qwen3_tts_serving.launcher.repository import (
         build_model_repository,
-        check_checkpoint_contents,
-        check_checkpoints,
-        check_engine_settings,
+        check_serving_setup,
         discover_models,
     )
     from qwen3_tts_serving.settings import Settings, describe_settings_error
@@ -45,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_checkpoints:
         # At start, with the checkpoints synced: what the engines would refuse in tritonserver's log.
         try:
-            models = discover_models()
-            check_checkpoints(settings, models)
-            check_checkpoint_contents(settings, models)
-            check_engine_settings(settings)
+            check_serving_setup(settings, discover_models())
         except (FileNotFoundError, ValueError) as exc:
             sys.stderr.write(f"render_repository: {exc}\n")
             return 1

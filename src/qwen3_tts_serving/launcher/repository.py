@@ -249,6 +249,16 @@ def check_engine_settings(settings: Settings) -> None:
         raise ValueError(f"invalid setting(s) (QWEN3_TTS_ + the name in capitals): {error}") from None
 
 
+def check_serving_setup(settings: Settings, models: Iterable[str]) -> None:
+    """Everything checked before tritonserver starts (``qwen3-tts-serve``, and the image at start once its
+    checkpoints are synced): each model's checkpoint folder exists (FileNotFoundError), the engine settings
+    are valid and each folder holds a complete checkpoint of its flavour (ValueError)."""
+    models = list(models)
+    check_checkpoints(settings, models)
+    check_engine_settings(settings)
+    check_checkpoint_contents(settings, models)
+
+
 def _prepare_out_dir(out_dir: Path) -> None:
     if out_dir.exists():
         if any(out_dir.iterdir()) and not (out_dir / BUILD_MARKER).exists():

@@ -32,9 +32,7 @@ from qwen3_tts_serving.launcher.process import (
 )
 from qwen3_tts_serving.launcher.repository import (
     build_model_repository,
-    check_checkpoint_contents,
-    check_checkpoints,
-    check_engine_settings,
+    check_serving_setup,
     discover_models,
     ensure_checkpoint_dir,
 )
@@ -159,10 +157,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     checkpoint_dir = ensure_checkpoint_dir(settings)
     settings = settings.model_copy(update={"checkpoint_dir": checkpoint_dir})
     models = args.models or discover_models()
-    check_checkpoints(settings, models)
     try:
-        check_engine_settings(settings)
-        check_checkpoint_contents(settings, models)
+        check_serving_setup(settings, models)
     except ValueError as error:
         raise ServeError(str(error)) from None
     out_dir = args.repository_dir or settings.cache_dir / "model_repository"
