@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timezone
 
 from .errors import APIConnectionError, Qwen3TTSError
 
@@ -92,6 +93,10 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
             return None
         if when is None:
             return None
+        if when.tzinfo is None:
+            # "-0000" gives a naive datetime, which timestamp() would read as local time; an HTTP date
+            # is always GMT (RFC 9110 5.6.7).
+            when = when.replace(tzinfo=timezone.utc)
         seconds = when.timestamp() - now()
     if seconds != seconds:  # NaN
         return None

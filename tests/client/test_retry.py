@@ -55,6 +55,21 @@ def test_parse_retry_after_http_date() -> None:
     assert parse_retry_after(past, now=lambda: now) == 0.0
 
 
+def test_parse_retry_after_minus_zero_date_is_gmt(monkeypatch: pytest.MonkeyPatch) -> None:
+    # parsedate_to_datetime gives a naive datetime for "-0000"; in a zone far from UTC, reading it as
+    # local time would be off by hours.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        now = 1_700_000_000.0
+        header = email.utils.formatdate(now + 30)  # "Tue, 14 Nov 2023 22:13:50 -0000"
+        assert header.endswith("-0000")
+        assert parse_retry_after(header, now=lambda: now) == pytest.approx(30.0)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_backoff_doubles_and_is_capped() -> None:
     policy = RetryPolicy(backoff_base=0.5, max_backoff=3.0, jitter=0.0)
     assert [policy.backoff(i) for i in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
