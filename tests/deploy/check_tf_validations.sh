@@ -71,7 +71,7 @@ region        = "us-central1"
 gateway_image = "us-central1-docker.pkg.dev/my-project-1/qwen3-tts/gateway:0.1.0"
 triton_image  = "us-central1-docker.pkg.dev/my-project-1/qwen3-tts/triton-gpu:0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 bucket_name   = "my-project-1-weights"
-env           = { QWEN3_TTS_MAX_ACTIVE_STREAMS = "16" }
+env           = { QWEN3_TTS_MAX_ACTIVE_STREAMS = "16", QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S = "9" }
 VARS
 check_module modules/qwen3-tts <<'BAD'
 gateway_image=us-docker.pkg.dev/p/r/gateway:latest
@@ -91,6 +91,9 @@ triton_resources={cpu=2, memory_gib=8}
 gateway_resources={cpu=3, memory_gib=4}
 env={PORT="1"}
 env={"bad-key"="1"}
+env={QWEN3_TTS_TRITON_DRAIN_TIMEOUT_S="30"}
+env={QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S="10"}
+env={QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S="soon"}
 ingress=PUBLIC
 invoker_members=["bob@example.com"]
 labels={Env="Dev"}

@@ -283,6 +283,23 @@ def test_environment_comes_from_one_map_variable(tf) -> None:
     assert variables(under(tf, MODULE))["env"]["type"] == "${map(string)}"
 
 
+# Cloud Run SIGKILLs an instance's containers this long after SIGTERM, whatever the drains say.
+CLOUD_RUN_KILL_AFTER_S = 10.0
+# After Triton's drain ends its leftover streams with an error, time for the gateway to relay and close.
+RELAY_S = 2.0
+
+
+def test_cloud_run_drains_end_before_its_kill(tf) -> None:
+    (env_local,) = [
+        entry["env"] for d in under(tf, MODULE).values() for entry in d.get("locals", []) if "env" in entry
+    ]
+    drains = dict(re.findall(r'QWEN3_TTS_(TRITON|GATEWAY)_DRAIN_TIMEOUT_S = "([0-9.]+)"', env_local))
+    assert set(drains) == {"TRITON", "GATEWAY"}, "the module must set both drains (the defaults are 30 s)"
+    triton, gateway = float(drains["TRITON"]), float(drains["GATEWAY"])
+    # Streams still live when Triton's drain ends get its retry error, which the gateway must still relay.
+    assert triton + RELAY_S <= gateway < CLOUD_RUN_KILL_AFTER_S
+
+
 def test_outputs_service_url(tf) -> None:
     for folder in (MODULE, ROOT):
         outputs = {

@@ -17,6 +17,11 @@ locals {
       QWEN3_TTS_TRITON_METRICS_PORT = "8002"
       QWEN3_TTS_GATEWAY_HOST        = "0.0.0.0"
       QWEN3_TTS_REQUEST_TIMEOUT_S   = tostring(var.request_timeout_seconds)
+      # Cloud Run SIGKILLs an instance's containers 10 s after SIGTERM, not after the 30 s drains the
+      # settings default to. Triton ends what is still live at 6 s with its "retry" error, and the gateway
+      # has until 8 s to pass those errors on and close: no stream is cut without a word.
+      QWEN3_TTS_TRITON_DRAIN_TIMEOUT_S  = "6"
+      QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S = "8"
     },
     var.env,
   )

@@ -217,6 +217,15 @@ variable "env" {
     condition     = length(setintersection(keys(var.env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"])) == 0
     error_message = "env must not set PORT, K_SERVICE, K_REVISION or K_CONFIGURATION (reserved by Cloud Run)."
   }
+  validation {
+    # Cloud Run SIGKILLs 10 s after SIGTERM: Triton's drain must end in time for its errors to reach the
+    # clients, and the gateway's before the kill.
+    condition = alltrue([
+      for name, most in { QWEN3_TTS_TRITON_DRAIN_TIMEOUT_S = 8, QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S = 9 } :
+      try(tonumber(lookup(var.env, name, "1")) > 0 && tonumber(lookup(var.env, name, "1")) <= most, false)
+    ])
+    error_message = "env: QWEN3_TTS_TRITON_DRAIN_TIMEOUT_S must be a number of seconds in (0, 8] and QWEN3_TTS_GATEWAY_DRAIN_TIMEOUT_S in (0, 9]: Cloud Run kills the containers 10 s after SIGTERM."
+  }
 }
 
 variable "ingress" {
