@@ -302,6 +302,9 @@ class ErrorKind(str, enum.Enum):
     INTERNAL = "internal"  # the model failed on this request
 
 
+# What a model answers, with UNAVAILABLE, to a request that a draining server will not finish.
+SHUTTING_DOWN = "the model server is shutting down; retry"
+
 RETRYABLE = frozenset(
     {ErrorKind.CONNECT, ErrorKind.OUT_OF_MEMORY, ErrorKind.OVERLOADED, ErrorKind.UNAVAILABLE}
 )

@@ -26,6 +26,7 @@ from .contract import (
     ERROR_OUTPUTS,
     PROMPT_OUTPUTS,
     SAMPLING_INPUTS,
+    SHUTTING_DOWN,
     EngineRequestKind,
     chunk_arrays,
     model_parameters,
@@ -48,7 +49,6 @@ _SAMPLING_INPUTS = {
 }
 
 _log = logging.getLogger(__name__)
-_DRAINING = "the model server is shutting down; retry"
 _DRAIN_POLL_S = 0.05
 
 
@@ -410,7 +410,7 @@ class EngineModel:
 
     def _new_stream(self, request: Any, sender: Any, *, session: bool) -> Any:
         if self.draining:
-            raise EngineUnavailableError(_DRAINING)
+            raise EngineUnavailableError(SHUTTING_DOWN)
         stream_flag = _scalar(request, "stream")
         key = _string(request, "stream_key") or ""
         sink = TritonSink(
@@ -448,7 +448,7 @@ class EngineModel:
         if self.prompts is None:
             raise InvalidRequestError(f"this engine serves {self.capability.value}; voice prompts need base")
         if self.draining:
-            raise EngineUnavailableError(_DRAINING)
+            raise EngineUnavailableError(SHUTTING_DOWN)
         clip = self.prompts.validate(_clip_request(request), self.engine.spec)
 
         def reply(prompt: Any) -> None:

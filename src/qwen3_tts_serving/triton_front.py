@@ -34,6 +34,7 @@ from .contract import (
     ERROR_OUTPUTS,
     PROMPT_OUTPUTS,
     ROUTING_INPUTS,
+    SHUTTING_DOWN,
     EngineRequestKind,
     ErrorKind,
     classify_error,
@@ -43,7 +44,6 @@ from .load_board import LoadBoard, board_path
 
 _log = logging.getLogger(__name__)
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-_DRAINING = "the model server is shutting down; retry"
 _ENGINE_STOPPED = "the engine stopped mid-stream; retry"
 _CANCEL_POLL_S = 0.1
 # How long a stream's engine must have been gone before the stream is ended for it: responses the engine
@@ -420,7 +420,7 @@ class SpeechFront(Front):
         for request in requests:
             sender = request.get_response_sender()
             if self.draining:
-                self.fail(sender, _DRAINING)
+                self.fail(sender, SHUTTING_DOWN)
                 continue
             self.start_stream(sender, request, EngineRequestKind.SPEECH, self.place())
         return None
@@ -470,7 +470,7 @@ class SessionFront(Front):
 
     def _open(self, sender: Any, request: Any, session_id: int, end: bool) -> None:
         if self.draining:
-            self.fail(sender, _DRAINING)
+            self.fail(sender, SHUTTING_DOWN)
             return
         engine = self.place()
         with self._lock:
@@ -509,7 +509,7 @@ class VoicePromptFront(Front):
     def _one(self, request: Any) -> Any:
         if self.draining:
             return pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(_DRAINING, pb_utils.TritonError.UNAVAILABLE)
+                error=pb_utils.TritonError(SHUTTING_DOWN, pb_utils.TritonError.UNAVAILABLE)
             )
         engine = self.place()
         answer = None
