@@ -141,15 +141,20 @@ class ClientCore:
     def is_failure(self, op: Operation[Any], response: httpx.Response) -> bool:
         return response.is_error and response.status_code not in op.ok_statuses
 
-    def status_error(self, response: httpx.Response) -> APIStatusError:
-        """The exception for an error response whose body has been read."""
+    def status_error(
+        self, response: httpx.Response, body: bytes, *, cut_short: bool = False
+    ) -> APIStatusError:
+        """The exception for an error response; ``body`` is what could be read of it (all of it unless
+        ``cut_short``: the connection dropped mid-body, which must not hide the status behind an httpx
+        error)."""
         retry_after = parse_retry_after(header_value(response.headers, "retry-after"))
         return error_from_response(
             response.status_code,
-            response.content,
+            body,
             dict(response.headers),
             reason=response.reason_phrase,
             retry_after=retry_after,
+            cut_short=cut_short,
         )
 
 

@@ -33,7 +33,7 @@ from ._core import (
     speakers_op,
     stream_op,
 )
-from .errors import Qwen3TTSError
+from .errors import APIStatusError, Qwen3TTSError
 from .retry import RetryPolicy
 from .session import AsyncSpeechSession, session_start, websocket_url
 from .streams import AsyncChunkStream
@@ -95,12 +95,21 @@ class AsyncQwen3TTSClient:
             raise self._core.connection_error(exc) from exc
         logger.debug("%s %s -> %d", op.method, op.path, response.status_code)
         if self._core.is_failure(op, response):
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            raise self._core.status_error(response)
+            raise await self._failure(response)
         return response
+
+    async def _failure(self, response: httpx.Response) -> APIStatusError:
+        """The error for a failed response, read to its end (a streamed one is not read yet)."""
+        body = bytearray()
+        try:
+            async for part in response.aiter_bytes():
+                body += part
+        except httpx.RequestError as exc:
+            logger.debug("the error body of %s was cut short: %r", response.status_code, exc)
+            return self._core.status_error(response, bytes(body), cut_short=True)
+        finally:
+            await response.aclose()
+        return self._core.status_error(response, bytes(body))
 
     async def _send(self, op: Operation[Any], *, stream: bool = False) -> httpx.Response:
         state = self._core.retry_state(op)

@@ -35,7 +35,7 @@ from ._core import (
     speakers_op,
     stream_op,
 )
-from .errors import Qwen3TTSError
+from .errors import APIStatusError, Qwen3TTSError
 from .retry import RetryPolicy
 from .session import SpeechSession, session_start, websocket_url
 from .streams import ChunkStream
@@ -97,12 +97,21 @@ class Qwen3TTSClient:
             raise self._core.connection_error(exc) from exc
         logger.debug("%s %s -> %d", op.method, op.path, response.status_code)
         if self._core.is_failure(op, response):
-            try:
-                response.read()
-            finally:
-                response.close()
-            raise self._core.status_error(response)
+            raise self._failure(response)
         return response
+
+    def _failure(self, response: httpx.Response) -> APIStatusError:
+        """The error for a failed response, read to its end (a streamed one is not read yet)."""
+        body = bytearray()
+        try:
+            for part in response.iter_bytes():
+                body += part
+        except httpx.RequestError as exc:
+            logger.debug("the error body of %s was cut short: %r", response.status_code, exc)
+            return self._core.status_error(response, bytes(body), cut_short=True)
+        finally:
+            response.close()
+        return self._core.status_error(response, bytes(body))
 
     def _send(self, op: Operation[Any], *, stream: bool = False) -> httpx.Response:
         state = self._core.retry_state(op)

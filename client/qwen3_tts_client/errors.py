@@ -210,8 +210,14 @@ def error_from_response(
     *,
     reason: str = "",
     retry_after: float | None = None,
+    cut_short: bool = False,
 ) -> APIStatusError:
-    """Build the exception for an error response, keeping the server's status and message."""
+    """Build the exception for an error response, keeping the server's status and message.
+
+    ``cut_short``: the connection dropped while the body was read; ``body`` is the part that came.
+    """
     message, detail = message_from_body(body, reason or f"HTTP {status_code}")
+    if cut_short:
+        message = f"{message} (the connection dropped while the error was read)"
     cls = error_for_status(status_code)
     return cls(message, status_code=status_code, detail=detail, headers=headers, retry_after=retry_after)

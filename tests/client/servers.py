@@ -26,6 +26,8 @@ class Reply:
     body: Any = b""  # bytes, str, or anything JSON-serialisable
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0  # before answering (client timeouts)
+    # Send only this many bytes of the body (its full length still declared), then drop the connection.
+    cut_body_at: int | None = None
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, bytes):
@@ -139,6 +141,9 @@ class ScriptedServer:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
+                if reply.cut_body_at is not None:
+                    payload = payload[: reply.cut_body_at]
+                    self.close_connection = True
                 with contextlib.suppress(OSError):  # the client may have timed out and left
                     self.wfile.write(payload)
 

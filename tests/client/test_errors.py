@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +23,7 @@ from qwen3_tts_client import (
     Qwen3TTSError,
     RateLimitError,
     RequestTimeoutError,
+    RetryPolicy,
     ServiceUnavailableError,
     UnprocessableEntityError,
 )
@@ -147,3 +149,42 @@ async def test_async_client_maps_the_same(scripted: ScriptedServer) -> None:
         with pytest.raises(PayloadTooLargeError) as caught:
             await client.create_voice(b"RIFF....", ref_text="hi")
     assert caught.value.message == "reference audio exceeds 20971520 bytes"
+
+
+# A streamed request reads its error body only after the status: a connection dropped mid-body must
+# still raise the status's error (never a raw httpx error), with what could be read of the message.
+
+
+@pytest.mark.parametrize(("cut_at", "message"), [(60, '{"error": '), (0, "Service Unavailable")])
+def test_stream_error_body_cut_short_keeps_the_status(
+    scripted: ScriptedServer, cut_at: int, message: str
+) -> None:
+    scripted.script(replace(error_reply(503, "engine busy, try again"), cut_body_at=cut_at))
+    with (
+        Qwen3TTSClient(base_url=scripted.url, max_retries=0) as client,
+        pytest.raises(ServiceUnavailableError) as caught,
+    ):
+        list(client.stream("hello", voice="vivian"))
+    assert caught.value.status_code == 503
+    assert caught.value.message.startswith(message)
+    assert caught.value.message.endswith("(the connection dropped while the error was read)")
+
+
+async def test_async_stream_error_body_cut_short_keeps_the_status(scripted: ScriptedServer) -> None:
+    scripted.script(replace(error_reply(503, "engine busy, try again"), cut_body_at=60))
+    async with AsyncQwen3TTSClient(base_url=scripted.url, max_retries=0) as client:
+        with pytest.raises(ServiceUnavailableError) as caught:
+            async for _chunk in client.stream("hello", voice="vivian"):
+                pass
+    assert caught.value.message.startswith('{"error": ')
+
+
+def test_stream_error_body_cut_short_is_retried(scripted: ScriptedServer, fast_retry: RetryPolicy) -> None:
+    import numpy as np
+
+    scripted.script(
+        replace(error_reply(503, "engine busy"), cut_body_at=10), ndjson_reply([np.zeros(240, np.float32)])
+    )
+    with Qwen3TTSClient(base_url=scripted.url, retry_policy=fast_retry) as client:
+        assert [chunk.is_last for chunk in client.stream("hello", voice="vivian")] == [True]
+    assert len(scripted.requests) == 2
