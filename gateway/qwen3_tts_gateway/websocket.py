@@ -3,7 +3,8 @@
 Client -> server (text frames, JSON):
   * a request: the fields of ``WebSocketSynthesizeRequest`` (text, speaker or voice, language, instruct,
     sampling, ``stream_format`` "binary" | "json"); optional ``"type": "synthesize"``;
-  * ``{"type": "cancel"}`` while a request streams.
+  * ``{"type": "cancel"}`` while a request streams (with nothing streaming: an ``error``, 422, and the
+    socket stays open).
 
 Server -> client, per request:
   * ``{"type": "start", "sample_rate": 24000, "format": "pcm_s16le", "channels": 1}`` once the first
@@ -129,8 +130,6 @@ class WebSocketSession(ReceivingSocket):
     async def _handle(self, message: Message) -> None:
         try:
             body = self._parse(message)
-            if body is None:
-                return
             stream = await self._open(body)
         except RequestValidationError as exc:
             self._count(422)
@@ -141,7 +140,7 @@ class WebSocketSession(ReceivingSocket):
             return
         await self._stream(stream, binary=body.stream_format == "binary")
 
-    def _parse(self, message: Message) -> WebSocketSynthesizeRequest | None:
+    def _parse(self, message: Message) -> WebSocketSynthesizeRequest:
         text = message.get("text")
         if text is None:
             raise UnprocessableError("send requests as JSON text frames")
@@ -152,7 +151,9 @@ class WebSocketSession(ReceivingSocket):
         if not isinstance(payload, dict):
             raise UnprocessableError("the message must be a JSON object")
         if payload.get("type") == "cancel":
-            return None  # nothing is streaming
+            # Said, not ignored: a client that cancels expects an answer, here that there was nothing to stop
+            # (the request already ended with its "done", or never started).
+            raise UnprocessableError("nothing to cancel: no synthesis is running")
         return validate_model(WebSocketSynthesizeRequest, payload)
 
     async def _open(self, body: WebSocketSynthesizeRequest) -> AudioStream:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import EngineUnavailableError
+from websockets.sync.client import connect as ws_connect
 
 from .conftest import make_settings, wait_until
 from .fakes import FakeEngine
@@ -106,6 +107,30 @@ def test_ws_cancel_and_disconnect_cancel_the_stream(tmp_path: Path) -> None:
             ws.receive_bytes()
         assert wait_until(lambda: engine.cancelled == 2)
     assert engine.completed == 0
+
+
+def test_ws_cancel_with_nothing_streaming_is_answered(tmp_path: Path) -> None:
+    """Over a real socket (uvicorn): a cancel with nothing to stop gets an error event, not silence, and the
+    socket stays usable."""
+    nothing_to_cancel = {
+        "type": "error",
+        "status": 422,
+        "message": "nothing to cancel: no synthesis is running",
+        "param": None,
+        "error_type": "invalid_request_error",
+    }
+    app = create_app(settings=make_settings(tmp_path), engine=FakeEngine())
+    with (
+        serve_in_thread(app) as url,
+        ws_connect(url.replace("http://", "ws://") + "/ws/synthesize", open_timeout=10) as ws,
+    ):
+        ws.send(json.dumps({"type": "cancel"}))
+        assert json.loads(ws.recv(timeout=10)) == nothing_to_cancel
+        ws.send(json.dumps({**REQUEST, "stream_format": "json"}))
+        messages = [json.loads(ws.recv(timeout=10)) for _ in range(5)]
+        assert [m["type"] for m in messages] == ["start", "chunk", "chunk", "chunk", "done"]
+        ws.send(json.dumps({"type": "cancel"}))  # after "done": too late, said so
+        assert json.loads(ws.recv(timeout=10)) == nothing_to_cancel
 
 
 @pytest.mark.parametrize("path", ["/synthesize/stream", "/v1/audio/speech", "/synthesize"])
