@@ -231,14 +231,7 @@ export class Transport {
   private policy(op: Operation, options: RequestOptions): RetryPolicy {
     if (op.retry === false) return new RetryPolicy({ maxRetries: 0 });
     if (options.maxRetries === undefined) return this.config.retryPolicy;
-    const base = this.config.retryPolicy;
-    return new RetryPolicy({
-      maxRetries: options.maxRetries,
-      backoffBaseMs: base.backoffBaseMs,
-      maxBackoffMs: base.maxBackoffMs,
-      jitter: base.jitter,
-      maxRetryAfterMs: base.maxRetryAfterMs,
-    });
+    return this.config.retryPolicy.withMaxRetries(options.maxRetries);
   }
 
   /** Sends `op` until it succeeds or a final error; `attempt` returns the value or throws. */

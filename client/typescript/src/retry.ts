@@ -47,6 +47,12 @@ export function parseRetryAfter(value: string | null | undefined, now: () => num
   return Math.max(0, (when - now()) / 1000);
 }
 
+function checkMaxRetries(maxRetries: number): void {
+  if (!Number.isInteger(maxRetries) || maxRetries < 0) {
+    throw new RangeError(`maxRetries must be an integer >= 0, got ${maxRetries}`);
+  }
+}
+
 export class RetryPolicy {
   readonly maxRetries: number;
   readonly backoffBaseMs: number;
@@ -62,15 +68,24 @@ export class RetryPolicy {
     this.jitter = options.jitter ?? 0.25;
     this.maxRetryAfterMs = options.maxRetryAfterMs ?? 60_000;
     this.random = options.random ?? Math.random;
-    if (!Number.isInteger(this.maxRetries) || this.maxRetries < 0) {
-      throw new RangeError(`maxRetries must be an integer >= 0, got ${this.maxRetries}`);
-    }
+    checkMaxRetries(this.maxRetries);
     if (this.backoffBaseMs < 0 || this.maxBackoffMs < 0 || this.maxRetryAfterMs < 0) {
       throw new RangeError("backoffBaseMs, maxBackoffMs and maxRetryAfterMs must be >= 0");
     }
     if (!(this.jitter >= 0 && this.jitter <= 1)) {
       throw new RangeError(`jitter is a fraction in [0, 1], got ${this.jitter}`);
     }
+  }
+
+  /**
+   * This policy with another retry count (a per-call `maxRetries`): everything else is kept, the jitter
+   * source (`random`) included, and so is the class of a policy that extends this one.
+   */
+  withMaxRetries(maxRetries: number): RetryPolicy {
+    if (maxRetries === this.maxRetries) return this;
+    checkMaxRetries(maxRetries);
+    // A copy rather than `new RetryPolicy(...)`: a subclass's own fields and overrides must survive too.
+    return Object.assign(Object.create(Object.getPrototypeOf(this) as object) as RetryPolicy, this, { maxRetries });
   }
 
   /** The computed wait before retry `retryIndex` (0-based), jitter included. */

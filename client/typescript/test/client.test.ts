@@ -114,6 +114,39 @@ describe("client", () => {
     assert.equal(server.requests.length, 1);
   });
 
+  test("a per-call maxRetries keeps the rest of the client's retry policy, its jitter source included", async () => {
+    const jitterDraws: number[] = [];
+    const random = (): number => {
+      jitterDraws.push(jitterDraws.length);
+      return 0; // with jitter 1: no wait at all
+    };
+    const down: ScriptedAnswer = { status: 503, body: errorBody(503, "down", "server_overloaded") };
+    const tts = client({ retryPolicy: { maxRetries: 0, backoffBaseMs: 200, jitter: 1, random } });
+    server.reset();
+    server.answerInTurn(down, down, wavAnswer());
+    const result = await tts.speak("Hi.", { voice: "ryan", maxRetries: 2 });
+    assert.equal(result.finishReason, "stop");
+    assert.equal(server.requests.length, 3);
+    assert.equal(jitterDraws.length, 2, "each backoff draws its jitter from the client's random");
+    server.reset();
+    server.answerInTurn(down, ndjsonAnswer(1));
+    assert.equal((await tts.stream("Hi.", { voice: "ryan", maxRetries: 1 }).collect()).chunks, 1);
+    assert.equal(jitterDraws.length, 3);
+
+    class FixedDelayPolicy extends RetryPolicy {
+      override backoffMs(): number {
+        return 7;
+      }
+    }
+    const policy = new FixedDelayPolicy({ maxRetries: 1, backoffBaseMs: 10, maxBackoffMs: 20, jitter: 0.5, maxRetryAfterMs: 30, random });
+    const perCall = policy.withMaxRetries(4);
+    assert.ok(perCall instanceof FixedDelayPolicy);
+    assert.deepEqual([perCall.maxRetries, perCall.backoffBaseMs, perCall.maxBackoffMs, perCall.jitter, perCall.maxRetryAfterMs], [4, 10, 20, 0.5, 30]);
+    assert.equal(perCall.delayMs(0, null), 7);
+    assert.equal(policy.maxRetries, 1);
+    assert.throws(() => policy.withMaxRetries(-1), /maxRetries must be an integer >= 0, got -1/);
+  });
+
   test("a timeout is an APITimeoutError, retried like a connection failure", async () => {
     server.reset();
     server.script = () => ({ ...wavAnswer(), delayMs: 400 });
