@@ -15,6 +15,7 @@ from .auth import require_api_key
 from .backend import TTSEngine
 from .backend.router import BackendRouter
 from .drain import DrainMiddleware, GatewayDrain
+from .errors import UPLOAD_LIMIT_SETTING, human_bytes
 from .handlers import install_error_handlers
 from .metrics import GatewayMetrics
 from .middleware import BodySizeLimitMiddleware, MetricsMiddleware
@@ -33,9 +34,20 @@ def max_request_bytes(settings: Settings) -> int:
     return settings.max_upload_bytes * 4 // 3 + _JSON_OVERHEAD_BYTES
 
 
+def request_too_large_message(settings: Settings) -> str:
+    return (
+        f"request body exceeds {human_bytes(max_request_bytes(settings))}: room for a reference clip of "
+        f"{human_bytes(settings.max_upload_bytes)} in base64 plus the other fields ({UPLOAD_LIMIT_SETTING})"
+    )
+
+
 def _add_middleware(app: FastAPI, settings: Settings, metrics: GatewayMetrics, drain: GatewayDrain) -> None:
     app.add_middleware(DrainMiddleware, drain=drain, retry_after_s=settings.retry_after_s)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_request_bytes(settings))
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=max_request_bytes(settings),
+        message=request_too_large_message(settings),
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from qwen3_tts_serving.settings import Settings
 
-from .errors import BadRequestError, PayloadTooLargeError
+from .errors import BadRequestError, reference_too_large
 from .refaudio import AudioLimits, decode_base64
 
 M = TypeVar("M", bound=BaseModel)
@@ -53,7 +53,7 @@ def check_text_lengths(limit: int, **fields: str | None) -> None:
 async def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise PayloadTooLargeError(f"reference audio exceeds {max_bytes} bytes", param=AUDIO_FIELD)
+        raise reference_too_large(max_bytes, AUDIO_FIELD)
     return data
 
 

@@ -10,6 +10,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from qwen3_tts_serving.contract import ErrorKind
+from qwen3_tts_serving.settings import Settings
+
+# Every upload-size limit comes from this setting; its 413s name it, so whoever runs the gateway knows what
+# to raise.
+UPLOAD_LIMIT_SETTING = f"max_upload_bytes, env {Settings.model_config['env_prefix']}MAX_UPLOAD_BYTES"
 
 
 class GatewayError(Exception):
@@ -81,6 +86,21 @@ class EngineFailureError(EngineError):
 
     status_code = 502
     error_type = "server_error"
+
+
+def human_bytes(count: int) -> str:
+    """``count`` bytes for a person: "1000 bytes", "48.8 KiB", "20 MiB"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{count} bytes"
+
+
+def reference_too_large(max_bytes: int, param: str) -> PayloadTooLargeError:
+    """The 413 for a reference clip over ``max_upload_bytes`` (however it was sent)."""
+    return PayloadTooLargeError(
+        f"reference audio exceeds {human_bytes(max_bytes)} ({UPLOAD_LIMIT_SETTING})", param=param
+    )
 
 
 def error_body(

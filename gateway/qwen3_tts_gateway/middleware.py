@@ -46,11 +46,13 @@ class MetricsMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """413 for request bodies over ``max_bytes`` (by Content-Length, or while the body is read)."""
+    """413 for request bodies over ``max_bytes`` (by Content-Length, or while the body is read); ``message``
+    says what the limit is and which setting sets it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, message: str) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.message = message
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,16 +70,13 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise HTTPException(413, self._message())
+                    raise HTTPException(413, self.message)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _message(self) -> str:
-        return f"request body exceeds {self.max_bytes} bytes"
-
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(error_body(413, self._message(), "invalid_request_error")).encode()
+        body = json.dumps(error_body(413, self.message, "invalid_request_error")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

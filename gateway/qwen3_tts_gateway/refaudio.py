@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from .errors import BadRequestError, PayloadTooLargeError
+from .errors import BadRequestError, PayloadTooLargeError, reference_too_large
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
     """Decode base64 audio (a ``data:...;base64,`` prefix is allowed); 413 when over ``max_bytes``."""
     payload = text.split(",", 1)[1] if text.startswith("data:") else text
     if len(payload) * 3 // 4 > max_bytes + 3:
-        raise PayloadTooLargeError(f"reference audio exceeds {max_bytes} bytes", param="ref_audio")
+        raise reference_too_large(max_bytes, "ref_audio")
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -99,7 +99,7 @@ def _read(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
 def decode_reference(data: bytes, limits: AudioLimits) -> ReferenceAudio:
     """Validate and decode a reference clip: 400 bad/short, 413 too big/long."""
     if len(data) > limits.max_bytes:
-        raise PayloadTooLargeError(f"reference audio exceeds {limits.max_bytes} bytes", param="ref_audio")
+        raise reference_too_large(limits.max_bytes, "ref_audio")
     fmt = detect_format(data)
     if fmt is None:
         supported = ", ".join(SUPPORTED_INPUT_FORMATS)

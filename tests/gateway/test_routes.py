@@ -13,6 +13,8 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from qwen3_tts_gateway import create_app
+from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import (
     EngineFailureError,
     EngineInvalidRequestError,
@@ -353,6 +355,31 @@ async def test_request_size_limit(tmp_path, client_factory) -> None:
             "/synthesize", content=chunks(), headers={"content-type": "application/json"}
         )
         assert response.status_code == 413
+
+
+def test_size_limits_name_the_limit_and_its_setting(tmp_path) -> None:
+    """Over real HTTP (uvicorn): each 413 says the limit in a unit a person reads and the setting behind it,
+    whether the body is refused by its Content-Length, while it is read, or the clip inside it is too big."""
+    setting = "(max_upload_bytes, env QWEN3_TTS_MAX_UPLOAD_BYTES)"
+    whole_body = (
+        "request body exceeds 1.5 MiB: room for a reference clip of 384 KiB in base64 plus the other "
+        f"fields {setting}"
+    )
+    app = create_app(settings=make_settings(tmp_path, max_upload_bytes=384 * 1024), engine=FakeEngine())
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        response = http.post("/synthesize", json={"text": "x" * 2_000_000, "speaker": "ryan"})
+        assert (response.status_code, response.json()["error"]["message"]) == (413, whole_body)
+
+        def chunks():  # no Content-Length: counted while read
+            for _ in range(20):
+                yield b" " * 100_000
+
+        response = http.post("/synthesize", content=chunks(), headers={"content-type": "application/json"})
+        assert (response.status_code, response.json()["error"]["message"]) == (413, whole_body)
+        files = {"ref_audio": ("ref.wav", clip(10.0), "audio/wav")}  # 480 kB of PCM
+        response = http.post("/clone", data={"text": "Hi."}, files=files)
+        assert response.status_code == 413
+        assert response.json()["error"]["message"] == f"reference audio exceeds 384 KiB {setting}"
 
 
 async def test_metrics(client: httpx.AsyncClient, engine: FakeEngine) -> None:
