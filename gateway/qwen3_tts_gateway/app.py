@@ -20,6 +20,7 @@ from .handlers import install_error_handlers
 from .metrics import GatewayMetrics
 from .middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from .openapi import install_openapi
+from .responses import install_cut_response_log_filter
 from .routers import catalog, health, openai, playground, streaming, synthesis, voices
 from .service import SynthesisService
 from .voices import VoiceStore
@@ -113,4 +114,5 @@ def create_app(settings: Settings | None = None, engine: TTSEngine | None = None
     _add_middleware(app, settings, metrics, drain)
     _add_routers(app)
     install_openapi(app, settings)
+    install_cut_response_log_filter()
     return app

@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -22,6 +23,27 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
 SSE_MEDIA_TYPE = "text/event-stream"
+# What uvicorn logs (logger "uvicorn.error") for a response that ends without its last body chunk.
+UVICORN_INCOMPLETE_RESPONSE = "ASGI callable returned without completing response."
+# Set in the request's task when this gateway leaves a response unfinished on purpose; uvicorn logs the
+# message above in that same task once the app returns.
+_cut_on_purpose: ContextVar[bool] = ContextVar("qwen3_tts_response_cut_on_purpose", default=False)
+
+
+class CutResponseLogFilter(logging.Filter):
+    """Drops uvicorn's "returned without completing response" error for a raw audio stream this gateway cut
+    on purpose (its own warning, "audio stream ended early", already says why); any other incomplete
+    response, a bug, is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == UVICORN_INCOMPLETE_RESPONSE and _cut_on_purpose.get())
+
+
+def install_cut_response_log_filter() -> None:
+    """Once per process, however many apps are created (tests create many)."""
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if not any(isinstance(existing, CutResponseLogFilter) for existing in uvicorn_error.filters):
+        uvicorn_error.addFilter(CutResponseLogFilter())
 
 
 class ClientDisconnectedError(GatewayError):
@@ -83,7 +105,7 @@ class ClosingStreamingResponse(StreamingResponse):
             # A raw audio body failed after its status line, and has no place for an error: returning
             # without the body's last chunk makes the server drop the connection, so the client sees an
             # incomplete body rather than a complete-looking file cut short.
-            pass
+            _cut_on_purpose.set(True)
         finally:
             close: Callable[[], Awaitable[None]] | None = getattr(self.body_iterator, "aclose", None)
             if close is not None:

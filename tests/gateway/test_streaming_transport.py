@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,6 +19,8 @@ from fastapi.testclient import TestClient
 from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import EngineUnavailableError
+from qwen3_tts_gateway.responses import UVICORN_INCOMPLETE_RESPONSE
+from starlette.types import Receive, Scope, Send
 from websockets.sync.client import connect as ws_connect
 
 from .conftest import make_settings, wait_until
@@ -171,3 +176,62 @@ def test_raw_audio_stream_failing_midway_is_an_incomplete_body(
             with pytest.raises(httpx.RemoteProtocolError, match="incomplete"):
                 response.read()
         assert client.get("/health").status_code == 200
+
+
+class _Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def uvicorn_errors() -> Iterator[list[str]]:
+    """What uvicorn logs to "uvicorn.error" (attached once uvicorn's own logging config has run, as that
+    removes the logger's handlers)."""
+    collected = _Collected()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(collected)
+    try:
+        yield collected.messages
+    finally:
+        logger.removeHandler(collected)
+
+
+async def _unfinished_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app that returns mid-body by mistake (not the gateway's deliberate cut)."""
+    if scope["type"] == "lifespan":
+        await receive()  # startup
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # shutdown
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+
+
+def test_a_cut_audio_stream_is_logged_once_by_the_gateway(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn's "returned without completing response" error is dropped for the gateway's deliberate cut
+    (its own warning says why), and only for it: another app's unfinished response is still logged."""
+    engine = FakeEngine(chunks=5, error=EngineUnavailableError("out of memory"), error_at_chunk=2)
+    app = create_app(settings=make_settings(tmp_path), engine=engine)
+    body = {"input": "Hi.", "voice": "ryan", "response_format": "pcm"}
+    with caplog.at_level(logging.WARNING, logger="qwen3_tts_gateway"):
+        with serve_in_thread(app) as url, uvicorn_errors() as logged, httpx.Client(base_url=url) as client:
+            for _ in range(2):
+                with client.stream("POST", "/v1/audio/speech", json=body) as response:
+                    with pytest.raises(httpx.RemoteProtocolError, match="incomplete"):
+                        response.read()
+        # The server has stopped: every record of the two requests is in.
+        assert UVICORN_INCOMPLETE_RESPONSE not in logged
+    warnings = [r.getMessage() for r in caplog.records if r.name == "qwen3_tts_gateway.responses"]
+    assert warnings == ["audio stream ended early: out of memory"] * 2
+
+    with serve_in_thread(_unfinished_app) as url, uvicorn_errors() as logged:
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(url, timeout=10)
+    assert logged == [UVICORN_INCOMPLETE_RESPONSE]
