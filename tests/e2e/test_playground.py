@@ -225,6 +225,14 @@ def test_short_or_undecodable_clip_is_refused(page: Any, tmp_path: Path) -> None
     message = element(page, "clone-error").text
     assert "Error 400" in message and "unrecognised reference audio format" in message
 
+    # A file over the upload limit (20 MiB by default) is refused before uploading, in a unit people read.
+    big = tmp_path / "too-big.wav"
+    big.write_bytes(b"x" * (20 * 2**20 + 2**19))
+    element(page, "clone-file").send_keys(str(big))
+    message = wait(page, visible_error("clone"), message="no error for a file over the limit")
+    assert "This file is 20.5 MiB; the limit is 20 MiB." in message
+    assert not element(page, "clone-save").is_enabled()
+
 
 @pytest.mark.parametrize("transport", ["ws", "ndjson"])
 def test_invalid_requests_show_the_reason(page: Any, transport: str, screenshot_dir: Path) -> None:

@@ -652,6 +652,14 @@ async function decodeClip(blob) {
   return context.decodeAudioData(await blob.arrayBuffer());
 }
 
+// As the gateway writes sizes in its 413s (errors.human_bytes): "1000 bytes", "48.8 KiB", "20 MiB".
+function humanBytes(count) {
+  for (const [unit, scale] of [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]]) {
+    if (count >= scale) return `${(count / scale).toFixed(1).replace(/\.0$/, "")} ${unit}`;
+  }
+  return `${count} bytes`;
+}
+
 function tooShort(duration) {
   return duration !== null && duration < config.min_ref_audio_seconds;
 }
@@ -679,7 +687,8 @@ function setClip(blob, filename, duration) {
     showError("clone", new ApiError(0,
       `This clip is ${duration.toFixed(1)} s long; the limit is ${config.max_ref_audio_seconds} s. Trim it first.`));
   } else if (blob.size > config.max_upload_bytes) {
-    showError("clone", new ApiError(0, `This file is larger than ${config.max_upload_bytes} bytes.`));
+    showError("clone", new ApiError(0,
+      `This file is ${humanBytes(blob.size)}; the limit is ${humanBytes(config.max_upload_bytes)}. Trim it first.`));
   }
   $("clone-save").disabled = tooShort(duration) || tooLong(duration) || blob.size > config.max_upload_bytes;
 }
