@@ -57,7 +57,8 @@ export interface ClientOptions {
   baseUrl?: string;
   /** Bearer key; default `$QWEN3_TTS_API_KEY` (null: none). */
   apiKey?: string | null;
-  /** Milliseconds per attempt (streams: until the response starts, then between reads). */
+  /** Milliseconds per attempt (streams: until the response starts, then between reads; sessions: see
+   * `SessionOptions.timeoutMs`). */
   timeoutMs?: number;
   /** Retries of 408/429/5xx and connection failures (default 2). */
   maxRetries?: number;

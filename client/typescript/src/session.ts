@@ -59,7 +59,14 @@ export interface SessionOptions extends SamplingOptions {
   lookaheadTokens?: number;
   /** Aborting closes the socket (the gateway cancels the session) and rejects pending reads. */
   signal?: AbortSignal;
-  /** Milliseconds to open the session, then at most between two messages from the gateway. */
+  /**
+   * Milliseconds the gateway may keep you waiting: to open the session and answer `started`, then from
+   * the first message you send that it has not answered yet (later sends do not restart the clock) to its
+   * next message, and after `end()` / `cancel()` between any two of its messages until `done`. A quiet
+   * time while you send nothing and the gateway owes nothing is not a timeout (the gateway ends a session
+   * idle both ways by itself, with `done` / `idle_timeout`). Expiry rejects the waiting read with
+   * `APITimeoutError` and closes the session.
+   */
   timeoutMs?: number;
 }
 
@@ -158,6 +165,11 @@ function asBytes(data: unknown): Uint8Array | null {
   return null;
 }
 
+/** A monotonic clock in milliseconds (wall-clock steps must not fire or stall timeouts). */
+function monotonicMs(): number {
+  return performance.now();
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
@@ -173,7 +185,14 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
   /** Messages the gateway refused without ending the session (e.g. text over the limit). */
   readonly refused: Qwen3TTSError[] = [];
   private readonly queue: Incoming[] = [];
-  private waiter: ((item: Incoming) => void) | null = null;
+  /** The read waiting for the gateway, and the timer that rejects it once the gateway is late. */
+  private waiter: { resolve: (item: Incoming) => void; reject: (error: Error) => void } | null = null;
+  private waiterTimer: ReturnType<typeof setTimeout> | null = null;
+  /** When the gateway began to owe an answer (`monotonicMs`); null while it owes none. */
+  private answerOwedSince: number | null = null;
+  /** `end` or `cancel` was sent: the gateway owes messages until `done`, so each of its silences counts. */
+  private inputClosed = false;
+  private gatewayMessages = 0;
   private samples: StreamSamples;
   private sequence = 0;
   private closed = false;
@@ -197,7 +216,10 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
     this.samples = new StreamSamples(options.format ?? "pcm");
     this.request = { operation: "session", method: "WS", url: url.replace(/api_key=[^&]*/, "api_key=***"), attempt: 0 };
     socket.binaryType = "arraybuffer";
-    socket.addEventListener("message", (event: { data: unknown }) => this.push({ kind: "message", data: event.data }));
+    socket.addEventListener("message", (event: { data: unknown }) => {
+      this.onGatewayMessage();
+      this.push({ kind: "message", data: event.data });
+    });
     socket.addEventListener("close", (event: { code?: number; reason?: string }) => {
       this.closed = true;
       this.push({ kind: "close", code: event.code ?? 1006, reason: event.reason ?? "" });
@@ -222,7 +244,7 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
     const session = new SpeechSession(await factory(url, headers), options, url, timeoutMs);
     try {
       await session.waitOpen();
-      session.socket.send(JSON.stringify(start));
+      session.send(start);
       session.onStarted(await session.next());
       return session;
     } catch (error) {
@@ -271,6 +293,9 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
       throw new APIConnectionError("the session's connection is closed", { request: this.request });
     }
     this.socket.send(JSON.stringify(message));
+    this.answerOwedSince ??= monotonicMs();
+    if (message.type === "end" || message.type === "cancel") this.inputClosed = true;
+    this.armWaiterTimer();
   }
 
   // ------------------------------------------------------------------------------- receiving
@@ -329,10 +354,19 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
     const waiter = this.waiter;
     if (waiter) {
       this.waiter = null;
-      waiter(item);
+      this.disarmWaiterTimer();
+      waiter.resolve(item);
     } else {
       this.queue.push(item);
     }
+  }
+
+  /** Any message answers what the client sent; after `end` / `cancel` the next one is owed at once. */
+  private onGatewayMessage(): void {
+    // `started` answers the start, not the first fragment it may carry: audio for that is still owed.
+    const firstFragmentOwed = this.gatewayMessages === 0 && Boolean(this.options.text);
+    this.gatewayMessages += 1;
+    this.answerOwedSince = this.inputClosed || firstFragmentOwed ? monotonicMs() : null;
   }
 
   /** The next message (JSON parsed, or bytes); throws for a close, an error, an abort, a timeout. */
@@ -370,19 +404,29 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
 
   private wait(): Promise<Incoming> {
     return new Promise((resolve, reject) => {
-      const timer =
-        this.timeoutMs > 0 && Number.isFinite(this.timeoutMs)
-          ? setTimeout(() => {
-              this.waiter = null;
-              this.close();
-              reject(new APITimeoutError(`no message from the gateway within ${this.timeoutMs} ms`, { request: this.request }));
-            }, this.timeoutMs)
-          : null;
-      this.waiter = (item) => {
-        if (timer !== null) clearTimeout(timer);
-        resolve(item);
-      };
+      this.waiter = { resolve, reject };
+      this.armWaiterTimer();
     });
+  }
+
+  /** (Re)arm the waiting read's timer for the answer owed longest; none while nothing is owed. */
+  private armWaiterTimer(): void {
+    this.disarmWaiterTimer();
+    const owedSince = this.answerOwedSince;
+    if (!this.waiter || owedSince === null || !(this.timeoutMs > 0 && Number.isFinite(this.timeoutMs))) return;
+    const leftMs = Math.max(0, owedSince + this.timeoutMs - monotonicMs());
+    this.waiterTimer = setTimeout(() => {
+      this.waiterTimer = null;
+      const waiter = this.waiter;
+      this.waiter = null;
+      this.close();
+      waiter?.reject(new APITimeoutError(`no answer from the gateway within ${this.timeoutMs} ms`, { request: this.request }));
+    }, leftMs);
+  }
+
+  private disarmWaiterTimer(): void {
+    if (this.waiterTimer !== null) clearTimeout(this.waiterTimer);
+    this.waiterTimer = null;
   }
 
   private waitOpen(): Promise<void> {

@@ -182,14 +182,91 @@ describe("sessions", () => {
     );
   });
 
-  test("a silent gateway times out", async () => {
+  test("a gateway that does not answer start, end or a first fragment times out", async () => {
     handler = (socket, message) => {
       if (message.type === "start") started(socket);
     };
-    const session = await new Qwen3TTSClient({ baseUrl: url, timeoutMs: 100 }).session({ voice: "ryan" });
+    const client = new Qwen3TTSClient({ baseUrl: url, timeoutMs: 100 });
+    const session = await client.session({ voice: "ryan" });
+    session.end("Hi.");
     await assert.rejects(session.collect(), APITimeoutError);
+    // `started` answers the start, not the fragment in it: its audio is still owed.
+    await assert.rejects((await client.session({ voice: "ryan", text: "Hello." })).collect(), APITimeoutError);
     handler = () => undefined;
-    await assert.rejects(new Qwen3TTSClient({ baseUrl: url, timeoutMs: 100 }).session({ voice: "ryan" }), APITimeoutError);
+    await assert.rejects(client.session({ voice: "ryan" }), APITimeoutError);
+  });
+
+  test("a gateway that never answers times out although the client keeps sending text", async () => {
+    handler = (socket, message) => {
+      if (message.type === "start") started(socket);
+    };
+    const session = await new Qwen3TTSClient({ baseUrl: url, timeoutMs: 200 }).session({ voice: "ryan" });
+    const firstSend = Date.now();
+    let sends = 0;
+    const sender = setInterval(() => {
+      try {
+        session.sendText("word ");
+        if (++sends === 30) clearInterval(sender); // 1.2 s of text: a clock restarted by sends fails, not hangs
+      } catch {
+        clearInterval(sender); // closed by the timeout
+      }
+    }, 40);
+    session.sendText("Hello ");
+    try {
+      await assert.rejects(session.collect(), APITimeoutError);
+    } finally {
+      clearInterval(sender);
+    }
+    const waited = Date.now() - firstSend;
+    assert.ok(waited >= 190 && waited < 1000, `timed out after ${waited} ms: later sends must not restart the clock`);
+  });
+
+  test("the client's own quiet time is not gateway silence; a late answer to a late send is on time", async () => {
+    handler = (socket, message) => {
+      if (message.type === "start") started(socket);
+      if (message.type === "text") setTimeout(() => socket.send(Buffer.from([0, 64])), 100);
+      if (message.type === "end") {
+        socket.send(Buffer.from([0, 32]));
+        socket.send(JSON.stringify({ type: "done", session_id: "s1", finish_reason: "stop", duration: 0, chunks: 2, sample_rate: 24000, text_chars: 12 }));
+      }
+    };
+    const session = await new Qwen3TTSClient({ baseUrl: url, timeoutMs: 300 }).session({ voice: "ryan" });
+    const collected = session.collect(); // the reader waits all along, as a player would
+    await sleep(450); // the LLM thinks: nothing sent, nothing owed
+    session.sendText("Hello there.", { flush: true }); // answered 100 ms later: 550 ms after the last message
+    await sleep(500); // all spoken; the user talks
+    session.end();
+    const result = await collected;
+    assert.equal(result.finishReason, "stop");
+    assert.deepEqual([...result.samples], [0.5, 0.25]);
+  });
+
+  test("after end, every silence of the gateway counts until done; steady audio is never cut", async () => {
+    const audioThenDone = (socket: WebSocket, gapMs: number, frames: number, done: boolean): void => {
+      let sent = 0;
+      const timer = setInterval(() => {
+        if (sent < frames) {
+          socket.send(Buffer.from([0, 64]));
+          sent += 1;
+          return;
+        }
+        clearInterval(timer);
+        if (done) socket.send(JSON.stringify({ type: "done", session_id: "s1", finish_reason: "stop", duration: 0, chunks: frames, sample_rate: 24000, text_chars: 3 }));
+      }, gapMs);
+    };
+    let done = true;
+    handler = (socket, message) => {
+      if (message.type === "start") started(socket);
+      if (message.type === "end") audioThenDone(socket, 100, 5, done); // 600 ms in all, gaps of 100 ms
+    };
+    const client = new Qwen3TTSClient({ baseUrl: url, timeoutMs: 250 });
+    const steady = await client.session({ voice: "ryan" });
+    steady.end("Hi.");
+    assert.equal((await steady.collect()).samples.length, 5);
+    done = false; // the audio stops and done never comes
+    const stalled = await client.session({ voice: "ryan" });
+    stalled.end("Hi.");
+    await assert.rejects(stalled.collect(), APITimeoutError);
   });
 
   test("nothing listening is an APIConnectionError", async () => {
