@@ -15,6 +15,9 @@ Sending and receiving are independent: one thread may send while another iterate
 or one task while another iterates (the async one). Iteration ends after the gateway's ``done``. A fatal
 ``error`` event raises the matching :class:`~.errors.Qwen3TTSError`; a refused message that leaves the
 session open (e.g. text over the limit) is logged and kept in ``session.refused``.
+
+``timeout`` is a response timeout (:class:`ResponseClock`): how long the gateway may keep the client waiting
+for an answer it owes, never the client's own quiet time.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import base64
 import contextlib
 import json
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -40,6 +45,7 @@ __all__ = ["AsyncSpeechSession", "SessionState", "SpeechSession", "session_start
 logger = logging.getLogger(__name__)
 SESSION_PATH = "/ws/session"
 SESSION_FORMATS = ("pcm", "wav", "mp3", "opus")
+_LAST_LOOK_S = 0.001  # the async read's shortest wait: long enough to take a message already received
 
 
 def websocket_url(base_url: str, path: str = SESSION_PATH) -> str:
@@ -149,6 +155,55 @@ class SessionState:
         return event if isinstance(event, dict) else None
 
 
+class ResponseClock:
+    """How long the gateway may keep the client waiting (``timeout`` seconds; None: no limit).
+
+    The clock starts at the first client message the gateway has not answered yet (``start`` included);
+    later sends do not restart it, so a gateway that never answers times out even while text keeps going
+    out. Any gateway message answers and stops it, except that ``started`` does not answer a ``text`` given
+    in ``start`` (its audio is still owed). After ``end`` or ``cancel``, every gap between gateway messages
+    counts until ``done``. While nothing is owed there is no deadline: the gateway itself ends a session idle
+    both ways (``done``/``idle_timeout``). Sends and reads may come from two threads, hence the lock.
+    """
+
+    def __init__(self, timeout: float | None, *, start_has_text: bool) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._owed_since: float | None = None
+        self._input_closed = False
+        self._start_has_text = start_has_text
+        self._messages = 0
+
+    def on_send(self, kind: str) -> None:
+        """Before a message goes out (before: an answer read right after the send must stop the clock)."""
+        with self._lock:
+            if self._owed_since is None:
+                self._owed_since = time.monotonic()
+            if kind in ("end", "cancel"):
+                self._input_closed = True
+
+    def on_message(self) -> None:
+        """A gateway message was read: it answers; after ``end``/``cancel`` the next one is owed at once."""
+        with self._lock:
+            first_fragment_owed = self._messages == 0 and self._start_has_text
+            self._messages += 1
+            owed = self._input_closed or first_fragment_owed
+            self._owed_since = time.monotonic() if owed else None
+
+    def left_s(self) -> float | None:
+        """Seconds until the owed answer is late (<= 0: it is); None while nothing is owed or no limit."""
+        with self._lock:
+            if self._owed_since is None or self.timeout is None:
+                return None
+            return self._owed_since + self.timeout - time.monotonic()
+
+    def expired_error(self) -> APITimeoutError | None:
+        left = self.left_s()
+        if left is None or left > 0:
+            return None
+        return APITimeoutError(f"no answer from the gateway within {self.timeout:g} s")
+
+
 def _connection_error(url: str, exc: BaseException) -> Qwen3TTSError:
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return APITimeoutError(f"timed out talking to {url}")
@@ -159,6 +214,10 @@ def _connection_error(url: str, exc: BaseException) -> Qwen3TTSError:
 
 
 class _SessionBase:
+    # While nothing is owed, a read wakes this often to see whether a send from another thread (or task)
+    # started the clock: a blocked recv cannot be told.
+    idle_poll_s: float = 0.05
+
     def __init__(
         self,
         url: str,
@@ -174,6 +233,7 @@ class _SessionBase:
         self._open_timeout = open_timeout
         self._timeout = timeout
         self.state = SessionState(str(start.get("format", "pcm")))
+        self._clock = ResponseClock(timeout, start_has_text=bool(start.get("text")))
 
     @property
     def session_id(self) -> str | None:
@@ -192,17 +252,30 @@ class _SessionBase:
     def refused(self) -> list[Qwen3TTSError]:
         return self.state.refused
 
-    @staticmethod
-    def _text(fragment: str) -> str:
-        return json.dumps({"type": "text", "text": fragment})
+    def _read_wait_s(self) -> float | None:
+        """How long the next recv may block: to the deadline, a poll while nothing is owed, None: no limit."""
+        if self._timeout is None:
+            return None
+        left = self._clock.left_s()
+        # With a deadline set only this read can move it (sends never restart the clock): wait it out.
+        return self.idle_poll_s if left is None else left
 
-    @staticmethod
-    def _control(kind: str, text: str = "") -> str:
-        return json.dumps({"type": kind, "text": text} if text else {"type": kind})
+    def _outgoing(self, message: dict[str, Any]) -> str:
+        self._clock.on_send(str(message["type"]))
+        return json.dumps(message)
+
+    def _text(self, fragment: str) -> str:
+        return self._outgoing({"type": "text", "text": fragment})
+
+    def _control(self, kind: str, text: str = "") -> str:
+        return self._outgoing({"type": kind, "text": text} if text else {"type": kind})
 
 
 class SpeechSession(_SessionBase):
-    """A session from a thread: ``with`` opens it (raising the gateway's error if ``start`` is refused)."""
+    """A session from a thread: ``with`` opens it (raising the gateway's error if ``start`` is refused).
+
+    One thread may send while another iterates; ``timeout`` is a response timeout (:class:`ResponseClock`).
+    """
 
     _ws: Any = None
 
@@ -215,8 +288,8 @@ class SpeechSession(_SessionBase):
                 self.url, additional_headers=self._headers, open_timeout=self._open_timeout, max_size=None
             )
             with contextlib.suppress(ConnectionClosed):  # refused (401): its error event is still to be read
-                self._ws.send(json.dumps(self._start))
-            self.state.on_open(self._ws.recv(timeout=self._timeout))
+                self._ws.send(self._outgoing(self._start))
+            self.state.on_open(self._recv())
         except (OSError, TimeoutError, WebSocketException) as exc:
             self.close()
             raise _connection_error(self.url, exc) from exc
@@ -224,6 +297,25 @@ class SpeechSession(_SessionBase):
             self.close()
             raise
         return self
+
+    def _recv(self) -> str | bytes:
+        """The next gateway message; once an owed answer is late, close and raise ``APITimeoutError``."""
+        from websockets.exceptions import WebSocketException
+
+        while True:
+            wait_s = self._read_wait_s()
+            try:
+                message: str | bytes = self._ws.recv(timeout=None if wait_s is None else max(wait_s, 0.0))
+            except TimeoutError:  # recv(0) still takes a message already received: a slow reader is on time
+                late = self._clock.expired_error()
+                if late is None:
+                    continue
+                self.close()
+                raise late from None
+            except (OSError, WebSocketException) as exc:
+                raise _connection_error(self.url, exc) from exc
+            self._clock.on_message()
+            return message
 
     def _send(self, message: str) -> None:
         from websockets.exceptions import WebSocketException
@@ -249,14 +341,8 @@ class SpeechSession(_SessionBase):
         self._send(self._control("cancel"))
 
     def __iter__(self) -> Iterator[AudioChunk]:
-        from websockets.exceptions import WebSocketException
-
         while self.state.done is None:
-            try:
-                message = self._ws.recv(timeout=self._timeout)
-            except (OSError, TimeoutError, WebSocketException) as exc:
-                raise _connection_error(self.url, exc) from exc
-            chunk = self.state.on_message(message)
+            chunk = self.state.on_message(self._recv())
             if chunk is not None:
                 yield chunk
 
@@ -281,7 +367,7 @@ class SpeechSession(_SessionBase):
 
 
 class AsyncSpeechSession(_SessionBase):
-    """A session from asyncio: ``async with`` opens it."""
+    """A session from asyncio: ``async with`` opens it; one task may send while another iterates."""
 
     _ws: Any = None
 
@@ -294,7 +380,7 @@ class AsyncSpeechSession(_SessionBase):
                 self.url, additional_headers=self._headers, open_timeout=self._open_timeout, max_size=None
             )
             with contextlib.suppress(ConnectionClosed):  # refused (401): its error event is still to be read
-                await self._ws.send(json.dumps(self._start))
+                await self._ws.send(self._outgoing(self._start))
             self.state.on_open(await self._recv())
         except (OSError, TimeoutError, asyncio.TimeoutError, WebSocketException) as exc:
             await self.aclose()
@@ -305,7 +391,25 @@ class AsyncSpeechSession(_SessionBase):
         return self
 
     async def _recv(self) -> str | bytes:
-        return await asyncio.wait_for(self._ws.recv(), self._timeout)
+        """The next gateway message; once an owed answer is late, close and raise ``APITimeoutError``."""
+        from websockets.exceptions import WebSocketException
+
+        while True:
+            wait_s = self._read_wait_s()
+            # wait_for(..., 0) cancels recv before it runs; a short wait lets a received message through.
+            timeout = None if wait_s is None else max(wait_s, _LAST_LOOK_S)
+            try:
+                message: str | bytes = await asyncio.wait_for(self._ws.recv(), timeout)  # recv: cancel-safe
+            except (TimeoutError, asyncio.TimeoutError):
+                late = self._clock.expired_error()
+                if late is None:
+                    continue
+                await self.aclose()
+                raise late from None
+            except (OSError, WebSocketException) as exc:
+                raise _connection_error(self.url, exc) from exc
+            self._clock.on_message()
+            return message
 
     async def _send(self, message: str) -> None:
         from websockets.exceptions import WebSocketException
@@ -328,14 +432,8 @@ class AsyncSpeechSession(_SessionBase):
         await self._send(self._control("cancel"))
 
     async def __aiter__(self) -> AsyncIterator[AudioChunk]:
-        from websockets.exceptions import WebSocketException
-
         while self.state.done is None:
-            try:
-                message = await self._recv()
-            except (OSError, TimeoutError, asyncio.TimeoutError, WebSocketException) as exc:
-                raise _connection_error(self.url, exc) from exc
-            chunk = self.state.on_message(message)
+            chunk = self.state.on_message(await self._recv())
             if chunk is not None:
                 yield chunk
 

@@ -5,32 +5,112 @@ against the real models are in tests/e2e/test_agent_sessions.py and tests/e2e/te
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import soundfile as sf
 from qwen3_tts_client import (
     APIConnectionError,
+    APITimeoutError,
     AsyncQwen3TTSClient,
+    AsyncSpeechSession,
     AuthenticationError,
     Qwen3TTSClient,
+    SpeechSession,
     UnprocessableEntityError,
 )
 from qwen3_tts_client.cli import main
+from qwen3_tts_gateway.backend import SessionRequest
 from qwen3_tts_gateway.embedded import serve_in_thread
+from qwen3_tts_gateway.errors import EngineInvalidRequestError
 
-from gateway.fakes import SAMPLES_PER_CHAR, FakeEngine
+from gateway.fakes import SAMPLES_PER_CHAR, FakeEngine, FakeSession
 from qwen3_tts_serving.settings import Settings
 
 
+@dataclass
+class PacedSession(FakeSession):
+    """A fake session with the engine's timing scripted, so the gateway answers late or never: text is
+    spoken ``answer_delay_s`` after it came (None: never, nor ``end``); with ``end_chunks``, ``end`` gives
+    that many chunks ``end_gap_s`` apart, then the last one unless ``stalls`` (done then never comes)."""
+
+    answer_delay_s: float | None = 0.0
+    end_chunks: int = 0
+    end_gap_s: float = 0.0
+    stalls: bool = False
+    _pacer: asyncio.Future[None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.answer_delay_s == 0.0:
+            super().__post_init__()
+        elif self.answer_delay_s is not None and self.request.synthesis.text:
+            asyncio.get_running_loop().call_later(
+                self.answer_delay_s, self._speak, self.request.synthesis.text
+            )
+
+    async def send_text(self, text: str, *, flush: bool = False) -> None:
+        if self.answer_delay_s == 0.0:
+            return await super().send_text(text, flush=flush)
+        if self.finished or self.ended:
+            raise EngineInvalidRequestError("the session has ended")
+        self.fragments.append((text, flush))
+        if text and self.answer_delay_s is not None:
+            asyncio.get_running_loop().call_later(self.answer_delay_s, self._speak, text)
+        return None
+
+    async def end(self, text: str = "") -> None:
+        if self.answer_delay_s == 0.0 and not self.end_chunks:
+            return await super().end(text)
+        if self.finished or self.ended:
+            raise EngineInvalidRequestError("the session has ended")
+        self.fragments.append((text, False))
+        self.ended = True
+        if self.answer_delay_s is not None:
+            self._pacer = asyncio.ensure_future(self._pace())
+        return None
+
+    async def _pace(self) -> None:
+        for _ in range(self.end_chunks):
+            await asyncio.sleep(self.end_gap_s)
+            self._speak("x")
+        if not self.stalls:
+            self._speak("", last=True, reason="stop")
+
+    async def aclose(self) -> None:
+        if self._pacer is not None:
+            self._pacer.cancel()
+        await super().aclose()
+
+
+@dataclass
+class PacedEngine(FakeEngine):
+    pace: dict[str, Any] = field(default_factory=dict)  # PacedSession's timing for the sessions it opens
+
+    async def open_session(self, request: SessionRequest) -> FakeSession:
+        session = PacedSession(
+            f"{len(self.sessions) + 1:016x}",
+            request,
+            self.session_idle_timeout_s,
+            self.session_error,
+            **self.pace,
+        )
+        self.sessions.append(session)
+        return session
+
+
 @pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
+def engine() -> PacedEngine:
+    return PacedEngine()
 
 
 @pytest.fixture
@@ -97,6 +177,134 @@ async def test_async_session(url: str, engine: FakeEngine) -> None:
             audio, _, reason = await session.collect()
     assert len(first.audio) == 4 * SAMPLES_PER_CHAR and reason == "stop"
     assert len(audio) == 4 * SAMPLES_PER_CHAR
+
+
+def response_timeout(seconds: float) -> httpx.Timeout:
+    """The session's response timeout; the handshake keeps a roomy one (the CPUs here are shared)."""
+    return httpx.Timeout(seconds, connect=10)
+
+
+def read_all(session: SpeechSession) -> tuple[Any, float]:
+    """(the audio or the exception that ended the read, when it ended)."""
+    try:
+        result: Any = session.collect()
+    except Exception as exc:  # the test inspects what the read raised
+        result = exc
+    return result, time.monotonic()
+
+
+async def read_all_async(session: AsyncSpeechSession) -> tuple[Any, float]:
+    try:
+        result: Any = await session.collect()
+    except Exception as exc:
+        result = exc
+    return result, time.monotonic()
+
+
+def test_quiet_time_with_nothing_owed_is_no_timeout(url: str, engine: PacedEngine) -> None:
+    """The client's own quiet time (the LLM thinks, the user talks) is not gateway silence; a late answer
+    to a late send is on time."""
+    engine.pace = {"answer_delay_s": 0.1}
+    with (
+        ThreadPoolExecutor(1) as pool,
+        Qwen3TTSClient(base_url=url, api_key="key", timeout=response_timeout(0.3)) as client,
+    ):
+        with client.session(voice="ryan") as session:
+            reading = pool.submit(read_all, session)  # the reader waits all along, as a player would
+            time.sleep(0.45)  # nothing sent, nothing owed
+            session.send_text("Hello there.")  # answered 0.1 s later: 0.55 s after the gateway's last message
+            time.sleep(0.5)  # all spoken
+            session.end()
+            result, _ = reading.result(timeout=10)
+    assert not isinstance(result, Exception), result
+    audio, _, reason = result
+    assert reason == "stop" and len(audio) == len("Hello there.") * SAMPLES_PER_CHAR
+
+
+def test_a_gateway_that_never_answers_times_out_although_text_keeps_going_out(
+    url: str, engine: PacedEngine
+) -> None:
+    engine.pace = {"answer_delay_s": None}
+    timeout_s = 0.3
+    client = Qwen3TTSClient(base_url=url, api_key="key", timeout=response_timeout(timeout_s))
+    with ThreadPoolExecutor(1) as pool, client, client.session(voice="ryan") as session:
+        # The reader waits with nothing owed: a send from this thread must start its clock.
+        reading = pool.submit(read_all, session)
+        time.sleep(0.1)
+        first_send = time.monotonic()
+        for _ in range(30):  # 1.2 s of text (30 characters: under the limit of 50, no refusal answers it)
+            try:
+                session.send_text("w")
+            except APIConnectionError:  # closed by the timeout
+                break
+            time.sleep(0.04)
+        error, ended = reading.result(timeout=10)
+    assert isinstance(error, APITimeoutError), error
+    waited = ended - first_send
+    # From the first send (not from the read, not from the last send): later sends do not restart it.
+    assert timeout_s <= waited < timeout_s + 0.5, f"timed out {waited:.2f} s after the first send"
+
+
+def test_a_gateway_that_does_not_answer_end_or_a_first_fragment_times_out(
+    url: str, engine: PacedEngine
+) -> None:
+    engine.pace = {"answer_delay_s": None}
+    with Qwen3TTSClient(base_url=url, api_key="key", timeout=response_timeout(0.3)) as client:
+        with client.session(voice="ryan") as session:
+            session.end("Hi.")
+            with pytest.raises(APITimeoutError, match="no answer from the gateway within 0.3 s"):
+                session.collect()
+        # ``started`` answers the start, not the fragment in it: its audio is still owed.
+        with client.session(voice="ryan", text="Hello.") as session, pytest.raises(APITimeoutError):
+            session.collect()
+
+
+def test_after_end_every_silence_counts_until_done_and_steady_audio_is_not_cut(
+    url: str, engine: PacedEngine
+) -> None:
+    engine.pace = {"end_chunks": 5, "end_gap_s": 0.1}  # 0.5 s of audio (twice the timeout), gaps of 0.1 s
+    with Qwen3TTSClient(base_url=url, api_key="key", timeout=response_timeout(0.25)) as client:
+        with client.session(voice="ryan") as session:
+            session.end("Hi.")
+            audio, _, reason = session.collect()
+        assert reason == "stop" and len(audio) == 5 * SAMPLES_PER_CHAR
+        engine.pace = {"end_chunks": 5, "end_gap_s": 0.1, "stalls": True}  # then done never comes
+        with client.session(voice="ryan") as session:
+            session.end("Hi.")
+            chunks: list[Any] = []
+            with pytest.raises(APITimeoutError):
+                chunks.extend(session)
+        assert len(chunks) == 5
+
+
+async def test_async_quiet_time_is_no_timeout_and_a_silent_gateway_times_out(
+    url: str, engine: PacedEngine
+) -> None:
+    engine.pace = {"answer_delay_s": 0.1}
+    async with AsyncQwen3TTSClient(base_url=url, api_key="key", timeout=response_timeout(0.3)) as client:
+        async with client.session(voice="ryan") as session:
+            reading = asyncio.ensure_future(session.collect())  # waits all along, as a player would
+            await asyncio.sleep(0.45)  # nothing sent, nothing owed
+            await session.send_text("Hello there.")
+            await asyncio.sleep(0.5)
+            await session.end()
+            audio, _, reason = await asyncio.wait_for(reading, 10)
+        assert reason == "stop" and len(audio) == len("Hello there.") * SAMPLES_PER_CHAR
+        engine.pace = {"answer_delay_s": None}
+        async with client.session(voice="ryan") as session:
+            reading = asyncio.ensure_future(read_all_async(session))  # waits with nothing owed
+            await asyncio.sleep(0.1)
+            first_send = time.monotonic()
+            for _ in range(30):  # a send from another task starts the reader's clock; later ones do not
+                try:
+                    await session.send_text("w")
+                except APIConnectionError:  # closed by the timeout
+                    break
+                await asyncio.sleep(0.04)
+            error, ended = await asyncio.wait_for(reading, 10)
+    assert isinstance(error, APITimeoutError), error
+    waited = ended - first_send
+    assert 0.3 <= waited < 0.8, f"timed out {waited:.2f} s after the first send"
 
 
 def test_cli_say_text(url: str, tmp_path: Path) -> None:
