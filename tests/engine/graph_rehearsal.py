@@ -94,7 +94,7 @@ class RehearsedGraph:
         self.replays += 1
 
 
-def rehearse_capture(run: Callable[[], Any], pool: Any = None) -> tuple[RehearsedGraph, Any]:
+def rehearse_capture(run: Callable[[], Any], family: Any = None) -> tuple[RehearsedGraph, Any]:
     for _ in range(2):  # the warm-up runs of the real capture
         run()
     with HostSyncGuard():
@@ -107,7 +107,7 @@ def rehearsed_graphs() -> Iterator[None]:
     """Within it, engines built on the CPU capture their graphs as rehearsals (and keep them after)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(graphs, "can_capture", lambda device: True)
-        patch.setattr(graphs, "new_pool", lambda: None)
+        patch.setattr(graphs, "new_family", lambda device: None)
         patch.setattr(graphs, "capture_graph", rehearse_capture)
         yield
 

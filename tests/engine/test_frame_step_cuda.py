@@ -3,6 +3,7 @@ steady-state engine step with no host synchronisation (``torch.cuda.set_sync_deb
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import torch
 from engine_requests import custom_voice, run_to_end
 
+from qwen3_tts_serving.engine import graphs
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.engine import StreamingEngine
 from qwen3_tts_serving.engine.loading import load_model
@@ -36,6 +38,14 @@ def config(checkpoint_root: Path) -> EngineConfig:
         attention_length_buckets="128,256",
         repetition_window=0,
     )
+
+
+@pytest.fixture(autouse=True)
+def _engines_freed_between_tests():
+    yield
+    # An engine's graphs freed by a later collection, after the next engine captured on a stream from the
+    # same pool, could take that stream's cuBLAS workspace with them (some torch versions free it).
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +106,24 @@ def test_an_engine_on_the_second_gpu_on_a_thread_of_its_own_gives_the_first_gpus
     for on_second, on_first in zip(sinks, first, strict=True):
         assert on_second.error is None
         np.testing.assert_allclose(on_second.audio(), on_first.audio(), atol=AUDIO_ATOL)
+
+
+def test_graph_families_capture_on_streams_of_their_own_and_a_failed_capture_gives_the_stream_back():
+    """cuBLAS keeps a workspace per (handle, stream) and a graph bakes in its capture stream's: the frame
+    step's and the decoder's graphs, replayed side by side, must not have been captured on one stream. And
+    torch.cuda.graph leaves a failed capture's thread on the capture stream; capture_graph does not."""
+    device = torch.device("cuda")
+    frame_family, decoder_family = graphs.new_family(device), graphs.new_family(device)
+    assert frame_family.stream != decoder_family.stream
+    caller = torch.cuda.current_stream()
+    ones = torch.ones(4, device=device)
+
+    def host_sync() -> float:  # fine eagerly (the warm-ups), refused while capturing
+        return float(ones.sum().item())
+
+    with pytest.raises(RuntimeError):
+        graphs.capture_graph(host_sync, frame_family)
+    assert torch.cuda.current_stream() == caller
+    graph, out = graphs.capture_graph(lambda: ones * 2, decoder_family)
+    graph.replay()
+    assert torch.equal(out, torch.full((4,), 2.0, device=device))

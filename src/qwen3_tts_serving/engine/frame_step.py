@@ -196,14 +196,15 @@ class FrameStep:
     def capture(self) -> None:
         """Capture every (batch, length) bucket pair; call at start-up, while no slot is active (a warm-up
         run then changes nothing but scratch columns of free slots)."""
-        # One memory pool for all of them: every output is copied into buffers allocated outside the
-        # graphs, so nothing a graph allocates is read after its replay, and they never run at once.
-        pool = graphs.new_pool()
+        # One family (memory pool, capture stream) for all of them: every output is copied into buffers
+        # allocated outside the graphs, so nothing a graph allocates is read after its replay, and they
+        # never run at once.
+        family = graphs.new_family(self._device)
         with torch.inference_mode(), attention_backends(self._device):
             for batch in self.batch_buckets:
                 for length in self.length_buckets:
                     run = functools.partial(self._frame, batch, length)
-                    self._graphs[(batch, length)], _ = graphs.capture_graph(run, pool)
+                    self._graphs[(batch, length)], _ = graphs.capture_graph(run, family)
         logger.info(
             "frame step captured as %d CUDA graphs (batch %s x keys %s)",
             len(self._graphs),

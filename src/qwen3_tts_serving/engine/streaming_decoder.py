@@ -156,12 +156,13 @@ class StreamingDecoder:
             new_kv=self._zeros(largest, *self._kv_shape),
             wav={t: self._zeros(largest, t * self.samples_per_frame) for t in chunk_lengths},
         )
-        pool = graphs.new_pool()
+        # A family of its own: these replay on the decoder's stream while a frame step's graph runs.
+        family = graphs.new_family(self._device)
         with torch.inference_mode(), attention_backends(self._device):
             for batch in batch_buckets:
                 for frames in chunk_lengths:
                     run = functools.partial(self._captured_call, buffers, batch, frames)
-                    self._graphs[(batch, frames)], _ = graphs.capture_graph(run, pool)
+                    self._graphs[(batch, frames)], _ = graphs.capture_graph(run, family)
         self._buffers, self._batch_buckets = buffers, sorted(batch_buckets)
         logger.info(
             "codec decoder captured as %d CUDA graphs (batch %s x chunk frames %s)",
