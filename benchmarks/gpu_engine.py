@@ -58,8 +58,9 @@ from qwen3_tts_serving.settings import PROJECT_ROOT
 logger = logging.getLogger("benchmarks.gpu_engine")
 
 SECTIONS = ("graphs", "batches", "load", "baseline", "breakdown", "sync")
-# Graphed and eager steps run the same kernels; anything above bf16 noise is a capture bug.
-GRAPH_AUDIO_ATOL = 1e-3
+# Graphed and eager steps run the same kernels, but cuBLAS may reduce in another order inside a graph: a
+# bf16 step near full scale is 3.9e-3, and a capture bug gives garbage, far above this.
+GRAPH_AUDIO_ATOL = 1e-2
 FLAVOUR = "custom_voice"
 SPEAKER, LANGUAGE = "ryan", "english"
 
@@ -743,6 +744,10 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
     budget = Budget(plan.budget_s)
     out = Run(args.out)
     cuda = plan.device.startswith("cuda")
+    if cuda:
+        # This thread's synchronisations, device name and cache calls take the current device: make it the
+        # benchmarked one (``--device cuda:1`` would otherwise time GPU 0).
+        torch.cuda.set_device(torch.device(plan.device))
     synchronize = torch.cuda.synchronize if cuda else (lambda: None)
     meta: dict[str, Any] = {
         "mode": "quick" if args.quick else "gpu",
@@ -771,6 +776,10 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
         "checkpoint_dir": str(checkpoint),
         "device": plan.device,
         "repetition_window": "0",  # lengths set by max_new_tokens and the texts, run after run
+        # Every stream admitted at once, however long a step takes: a fixed batch must fill (a step over the
+        # 70 ms default would hold newcomers back and leave B = 128 waiting out its box), and the load
+        # levels measure what the engine does with c streams, not how the guard spaces them.
+        "realtime_step_budget_s": "0",
         **({"cpu_threads": "1"} if not cuda else {}),
         **dict(args.engine_param),
     }

@@ -180,7 +180,9 @@ def profile_engine(config: ProfileConfig) -> dict[str, Any]:
     engine = _engine(config)
     cuda = engine._device.type == "cuda"
     _run(engine, config, 1, 4)  # warm-up: kernels, allocator, lazy initialisation
-    timers = StageTimers(synchronize=torch.cuda.synchronize if cuda else (lambda: None))
+    timers = StageTimers(
+        synchronize=functools.partial(torch.cuda.synchronize, engine._device) if cuda else (lambda: None)
+    )
     instrument(engine, timers)
     steps_before, frames_before = engine.stats.steps, engine.stats.frames
     started = time.perf_counter()
