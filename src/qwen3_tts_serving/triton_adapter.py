@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -42,6 +43,7 @@ from .engine.requests import (
 )
 from .engine.streams import AudioChunk
 from .load_board import LoadBoard, board_path
+from .server_watch import ServerWatch, live_url
 
 # Python type of each sampling input, from the contract's datatypes.
 _SAMPLING_INPUTS = {
@@ -313,6 +315,11 @@ class EngineModel:
     draining = False
     drain_timeout_s: float = EngineConfig.drain_timeout_s
 
+    def __init__(self) -> None:
+        self._drain_lock = threading.Lock()
+        self._drained = False
+        self._server_watch: ServerWatch | None = None
+
     def initialize(self, args: dict[str, Any]) -> None:
         from .engine.engine import StreamingEngine
         from .engine.loading import load_model
@@ -367,6 +374,7 @@ class EngineModel:
         self.engine.voice_encoder = self.prompts
         self._live: dict[str, TritonSink] = {}  # stream key (the front's) -> its sink, for cancellation
         self.engine.start()
+        self._server_watch = ServerWatch(live_url(), self._drain_in_background).start()
         _log.info(f"{name}: engine ready ({self.engine.config})")
 
     def _publish_load(self) -> None:
@@ -462,14 +470,29 @@ class EngineModel:
         self.prompts.submit(clip, reply)
 
     def finalize(self) -> None:
-        self.draining = True
-        if not wait_until_idle(self.engine, self.drain_timeout_s):
-            _log.warning(
-                f"streams still live after the {self.drain_timeout_s:g} s drain timeout; failing them"
-            )
-        self.engine.stop()
-        if self.prompts is not None:
-            self.prompts.stop()
+        self.drain()
+        if self._server_watch is not None:
+            self._server_watch.end()
+
+    def _drain_in_background(self) -> None:
+        threading.Thread(target=self.drain, name="drain", daemon=True).start()
+
+    def drain(self) -> None:
+        """Refuse new streams, let the held ones finish (up to ``drain_timeout_s``), then stop the engine:
+        what is left gets the retry error and FINAL. Once: when the server is seen stopping (its watch; Triton
+        calls finalize() only after every request has ended), else in finalize()."""
+        with self._drain_lock:
+            if self._drained:
+                return
+            self.draining = True
+            if not wait_until_idle(self.engine, self.drain_timeout_s):
+                _log.warning(
+                    f"streams still live after the {self.drain_timeout_s:g} s drain timeout; failing them"
+                )
+            self.engine.stop()
+            if self.prompts is not None:
+                self.prompts.stop()
+            self._drained = True
 
 
 def _session_id(request: Any) -> int:

@@ -41,6 +41,7 @@ from .contract import (
     model_parameters,
 )
 from .load_board import LoadBoard, board_path
+from .server_watch import ServerWatch, live_url
 
 _log = logging.getLogger(__name__)
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -192,6 +193,9 @@ class Front:
         self._running = True
         self._watcher = threading.Thread(target=self._watch_cancellations, name="cancel-watch", daemon=True)
         self._watcher.start()
+        self._drain_lock = threading.Lock()
+        self._drained = False
+        self._server_watch = ServerWatch(live_url(), self._drain_in_background).start()
         _log.info(f"{self.name}: forwarding to {', '.join(names)}")
 
     # ---------------------------------------------------------------------------------------- placement
@@ -380,13 +384,14 @@ class Front:
                 if stream.engine.gone_since is not None and now - stream.engine.gone_since >= _ORPHAN_GRACE_S
             ]
         for stream in orphans:
-            self._responses_thread(lambda stream=stream: self._end_orphan(stream))
+            _log.warning(f"{self.name}: {stream.engine.name} exited; ending its stream {stream.key}")
+            self._responses_thread(lambda stream=stream: self._end_live(stream, _ENGINE_STOPPED))
 
-    def _end_orphan(self, stream: LiveStream) -> None:
+    def _end_live(self, stream: LiveStream, message: str) -> None:
+        """End ``stream`` for its client with ``message`` and FINAL; its relay sends nothing more."""
         with stream.lock:
             if not stream.finished:
-                _log.warning(f"{self.name}: {stream.engine.name} exited; ending its stream {stream.key}")
-                error = triton_error(_ENGINE_STOPPED)
+                error = triton_error(message)
                 self._send(stream.sender, pb_utils.InferenceResponse(error=error), final=True)
                 stream.finished = True
         with self._lock:
@@ -403,14 +408,35 @@ class Front:
 
     # ------------------------------------------------------------------------------------------- drain
     def finalize(self) -> None:
-        """Refuse new streams, let live ones finish (up to ``drain_timeout_s``), then stop watching."""
+        self.drain()
+        self._server_watch.end()
+        self._running = False
+
+    def _drain_in_background(self) -> None:
+        threading.Thread(target=self.drain, name="drain", daemon=True).start()
+
+    def drain(self) -> None:
+        """Refuse new streams, let live ones finish (up to ``drain_timeout_s``), then end what is left with
+        the retry error and FINAL. Once: when the server is seen stopping (its watch), else in finalize()."""
+        with self._drain_lock:
+            if self._drained:
+                return
+            self._drain_live()
+            self._drained = True
+
+    def _drain_live(self) -> None:
         self.draining = True
         deadline = time.monotonic() + self.drain_timeout_s
         while self._live and time.monotonic() < deadline:
             time.sleep(_DRAIN_POLL_S)
-        if self._live:
-            _log.warning(f"{self.name}: {len(self._live)} streams still live after the drain timeout")
-        self._running = False
+        with self._lock:
+            leftovers = list(self._live.values())
+        if leftovers:
+            _log.warning(f"{self.name}: ending {len(leftovers)} streams still live after the drain timeout")
+        # Their engines end them too, at the end of their own drains; but a BLS stream that Triton leaves
+        # open would keep its request without FINAL, and so this model loaded, until the exit timeout.
+        for stream in leftovers:
+            self._responses_thread(lambda stream=stream: self._end_live(stream, SHUTTING_DOWN))
 
 
 class SpeechFront(Front):

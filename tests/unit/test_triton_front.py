@@ -308,3 +308,34 @@ def test_a_stream_whose_engine_process_exited_ends_with_an_error_and_final(front
         ENGINES.exec = original  # type: ignore[method-assign]
         never.set()
         front._running = False
+
+
+def test_a_stream_still_live_when_the_drain_ends_gets_the_shutdown_error_and_final(front_module, tmp_path):
+    """The front's own drain ends what is left, whatever its engine does: a BLS stream that Triton leaves
+    open would otherwise keep the client's request without FINAL and the front loaded until the server's
+    exit timeout (the shutdown hang seen with tritonserver 2.51)."""
+    _boards(tmp_path, [0, 5])  # live engines: nothing is an orphan
+    never = threading.Event()
+
+    def stream_that_never_ends() -> Iterator[Response]:
+        yield Response([])  # the engine's acknowledgement
+        never.wait(30)
+
+    original = ENGINES.exec
+    ENGINES.exec = lambda model, inputs: (original(model, inputs), stream_that_never_ends())[1]  # type: ignore[method-assign]
+    front = _front(front_module, "SpeechFront", tmp_path)
+    try:
+        request = Request(text="Hello.", speaker="ryan")
+        front.execute([request])
+        front.drain_timeout_s = 0.3
+        front.finalize()
+        assert request.sender.closed and not front._live
+        (response, flags) = request.sender.sent[-1]
+        assert flags == FINAL and response.error().message() == contract.SHUTTING_DOWN
+        never.set()  # the engine's stream ends after all: its relay sends nothing more
+        time.sleep(0.2)
+        assert len([f for _, f in request.sender.sent if f & FINAL]) == 1
+    finally:
+        ENGINES.exec = original  # type: ignore[method-assign]
+        never.set()
+        front._running = False

@@ -319,6 +319,8 @@ class TritonServer:
 
     def _start_once(self, backend_dir: Path, env: Mapping[str, str]) -> None:
         self.ports = TritonPorts.from_settings(self.settings)
+        # The models watch this port to see the server stop (server_watch): the one picked, not the setting.
+        env = {**env, "QWEN3_TTS_TRITON_HTTP_PORT": str(self.ports.http)}
         self._process = ManagedProcess(
             self.name,
             self.command(backend_dir, self.ports),

@@ -1,0 +1,101 @@
+"""A tritonserver stopped (SIGTERM) while a stream or a voice-agent session outlives its drain: the client
+gets the retryable "shutting down" error when the drain ends, not a bare "stream removed" when the server
+is killed at its exit timeout.
+
+Triton 2.51 closes its endpoints on SIGTERM and, while a session's sequence is open (its batcher counts it
+as in flight until END or the sequence idle timeout), calls no model's finalize(): the drain there never
+ran. The models now also see the stop themselves (server_watch). Still open (issue note): after a stream
+outlived the drain, the front and its engine do not unload, so the server waits out its exit timeout."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qwen3_tts_serving import contract, server_watch
+from qwen3_tts_serving.launcher import TritonServer, build_model_repository
+from qwen3_tts_serving.settings import Settings
+
+from .test_triton_models import StreamingCalls, _open_session
+
+pytestmark = pytest.mark.e2e
+
+DRAIN_S = 2.0
+LONG_TEXT = " ".join(["A stream that goes on well past the drain of the server it runs on."] * 20)
+
+
+@pytest.fixture
+def server(tiny_checkpoints: Path, tmp_path: Path) -> Iterator[TritonServer]:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        cache_dir=tmp_path / "cache",
+        checkpoint_dir=tiny_checkpoints,
+        triton_http_port=0,
+        triton_grpc_port=0,
+        triton_metrics_port=0,
+        realtime_step_budget_s=0.0,
+        triton_drain_timeout_s=DRAIN_S,
+    )
+    models = ["custom_voice", contract.CUSTOM_VOICE_SESSION]
+    repository = build_model_repository(settings, tmp_path / "model_repository", models)
+    with TritonServer(repository, settings, log_path=tmp_path / "triton.log") as started:
+        yield started
+
+
+def _first_audio(calls: StreamingCalls, request_id: str) -> None:
+    deadline = time.monotonic() + 120
+    while not calls.results[request_id].chunks:
+        assert time.monotonic() < deadline and not calls.errors, calls.errors
+        calls._record(*calls.events.get(timeout=120))
+
+
+def _stop(server: TritonServer, calls: StreamingCalls) -> tuple[float, float]:
+    """SIGTERM the server; seconds until every request ended, and until the server exited."""
+    time.sleep(3 * server_watch.POLL_S)  # the models see the server up at their next look
+    stopper = threading.Thread(target=server.stop)  # SIGTERM, then waits for the exit
+    sigterm_at = time.monotonic()
+    stopper.start()
+    calls.wait(timeout=DRAIN_S + 30)
+    ended_after_s = time.monotonic() - sigterm_at
+    stopper.join(timeout=server.settings.triton_exit_timeout_s + 30)
+    return ended_after_s, time.monotonic() - sigterm_at
+
+
+def _retryable_shutdown(errors: list[str]) -> bool:
+    # The front's words or the engine's, whichever ended it first: retryable (UNAVAILABLE) either way.
+    return (
+        len(errors) == 1
+        and "shutting down; retry" in errors[0]
+        and contract.classify_error(errors[0]) is contract.ErrorKind.UNAVAILABLE
+    )
+
+
+def test_a_stream_that_outlives_the_drain_gets_the_retry_error_when_the_drain_ends(server):
+    calls = StreamingCalls(server.grpc_url)
+    try:
+        calls.send("custom_voice", "long", text=LONG_TEXT, speaker="ryan", max_new_tokens=4000)
+        _first_audio(calls, "long")
+        ended_after_s, stopped_after_s = _stop(server, calls)
+    finally:
+        calls.close()
+    assert _retryable_shutdown(calls.errors), calls.errors
+    assert DRAIN_S - 0.5 <= ended_after_s < DRAIN_S + 5, ended_after_s
+    assert not server.is_running and stopped_after_s > 0
+
+
+def test_a_session_left_open_gets_the_retry_error_when_the_drain_ends_not_at_the_kill(server):
+    calls = StreamingCalls(server.grpc_url)
+    try:
+        # A text that never ends: the session speaks what it has, then waits for more.
+        opening = "Agents speak while they think, one word after another, and this one goes on and on"
+        _open_session(calls, contract.CUSTOM_VOICE_SESSION, 7, opening, speaker="ryan")
+        _first_audio(calls, "s7")
+        ended_after_s, _ = _stop(server, calls)
+    finally:
+        calls.close()
+    assert _retryable_shutdown(calls.errors), calls.errors
+    assert DRAIN_S - 0.5 <= ended_after_s < DRAIN_S + 5, ended_after_s
