@@ -97,6 +97,24 @@ def front_module() -> Iterator[types.ModuleType]:
         del sys.modules["triton_python_backend_utils"]
 
 
+@pytest.fixture
+def never_ending_streams() -> Iterator[threading.Event]:
+    """Every engine stream acknowledges, then stays quiet until the event is set (or 30 s)."""
+    never = threading.Event()
+
+    def stream_that_never_ends() -> Iterator[Response]:
+        yield Response([])  # the engine's acknowledgement
+        never.wait(30)
+
+    original = ENGINES.exec
+    ENGINES.exec = lambda model, inputs: (original(model, inputs), stream_that_never_ends())[1]  # type: ignore[method-assign]
+    try:
+        yield never
+    finally:
+        ENGINES.exec = original  # type: ignore[method-assign]
+        never.set()
+
+
 def _front(module: types.ModuleType, cls: str, repository: Path, engines: int = 2) -> Any:
     names = [f"custom_voice_engine_{i}" for i in range(engines)]
     config = {"parameters": {"engines": {"string_value": ",".join(names)}}}
@@ -278,19 +296,13 @@ def test_a_response_that_cannot_be_read_ends_its_stream_with_an_error_and_final(
     assert final == FINAL and "stopped mid-stream" in failed.error().message()
 
 
-def test_a_stream_whose_engine_process_exited_ends_with_an_error_and_final(front_module, tmp_path):
+def test_a_stream_whose_engine_process_exited_ends_with_an_error_and_final(
+    front_module, tmp_path, never_ending_streams
+):
     """Seen at shutdown with tritonserver 2.51: the engine unloaded and the front's BLS stream never ended,
     so the client's request never got FINAL and the front never unloaded. While the engine process lives,
     a quiet stream is left alone; once it has exited (its board's pid), the stream ends with a retry hint."""
     (board, _) = _boards(tmp_path, [0, 5])  # the stream goes to engine 0
-    never = threading.Event()
-
-    def stream_that_never_ends() -> Iterator[Response]:
-        yield Response([])  # the engine's acknowledgement
-        never.wait(30)
-
-    original = ENGINES.exec
-    ENGINES.exec = lambda model, inputs: (original(model, inputs), stream_that_never_ends())[1]  # type: ignore[method-assign]
     front = _front(front_module, "SpeechFront", tmp_path)
     try:
         request = Request(text="Hello.", speaker="ryan")
@@ -305,24 +317,16 @@ def test_a_stream_whose_engine_process_exited_ends_with_an_error_and_final(front
         assert flags == FINAL and response.error().message() == "the engine stopped mid-stream; retry"
         assert not front._live
     finally:
-        ENGINES.exec = original  # type: ignore[method-assign]
-        never.set()
         front._running = False
 
 
-def test_a_stream_still_live_when_the_drain_ends_gets_the_shutdown_error_and_final(front_module, tmp_path):
+def test_a_stream_still_live_when_the_drain_ends_gets_the_shutdown_error_and_final(
+    front_module, tmp_path, never_ending_streams
+):
     """The front's own drain ends what is left, whatever its engine does: a BLS stream that Triton leaves
     open would otherwise keep the client's request without FINAL and the front loaded until the server's
     exit timeout (the shutdown hang seen with tritonserver 2.51)."""
     _boards(tmp_path, [0, 5])  # live engines: nothing is an orphan
-    never = threading.Event()
-
-    def stream_that_never_ends() -> Iterator[Response]:
-        yield Response([])  # the engine's acknowledgement
-        never.wait(30)
-
-    original = ENGINES.exec
-    ENGINES.exec = lambda model, inputs: (original(model, inputs), stream_that_never_ends())[1]  # type: ignore[method-assign]
     front = _front(front_module, "SpeechFront", tmp_path)
     try:
         request = Request(text="Hello.", speaker="ryan")
@@ -332,10 +336,8 @@ def test_a_stream_still_live_when_the_drain_ends_gets_the_shutdown_error_and_fin
         assert request.sender.closed and not front._live
         (response, flags) = request.sender.sent[-1]
         assert flags == FINAL and response.error().message() == contract.SHUTTING_DOWN
-        never.set()  # the engine's stream ends after all: its relay sends nothing more
+        never_ending_streams.set()  # the engine's stream ends after all: its relay sends nothing more
         time.sleep(0.2)
         assert len([f for _, f in request.sender.sent if f & FINAL]) == 1
     finally:
-        ENGINES.exec = original  # type: ignore[method-assign]
-        never.set()
         front._running = False
