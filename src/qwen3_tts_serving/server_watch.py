@@ -35,6 +35,25 @@ def live_url(settings: Settings | None = None) -> str:
     return f"http://{host}:{settings.triton_http_port}/v2/health/live"
 
 
+class DrainOnce:
+    """A model's drain, run once whichever asks first: its server's stop (the watch, on a thread of its
+    own) or ``finalize()`` (which then waits for the drain under way)."""
+
+    def __init__(self, drain: Callable[[], None]) -> None:
+        self._drain = drain
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if not self._done:
+                self._drain()
+                self._done = True
+
+    def in_background(self) -> None:
+        threading.Thread(target=self, name="drain", daemon=True).start()
+
+
 def _refused(error: urllib.error.URLError) -> bool:
     return isinstance(error.reason, ConnectionRefusedError)
 

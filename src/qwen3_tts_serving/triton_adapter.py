@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -43,7 +42,7 @@ from .engine.requests import (
 )
 from .engine.streams import AudioChunk
 from .load_board import LoadBoard, board_path
-from .server_watch import ServerWatch, live_url
+from .server_watch import DrainOnce, ServerWatch, live_url
 
 # Python type of each sampling input, from the contract's datatypes.
 _SAMPLING_INPUTS = {
@@ -316,8 +315,7 @@ class EngineModel:
     drain_timeout_s: float = EngineConfig.drain_timeout_s
 
     def __init__(self) -> None:
-        self._drain_lock = threading.Lock()
-        self._drained = False
+        self.drain = DrainOnce(self._drain)
         self._server_watch: ServerWatch | None = None
 
     def initialize(self, args: dict[str, Any]) -> None:
@@ -374,7 +372,7 @@ class EngineModel:
         self.engine.voice_encoder = self.prompts
         self._live: dict[str, TritonSink] = {}  # stream key (the front's) -> its sink, for cancellation
         self.engine.start()
-        self._server_watch = ServerWatch(live_url(), self._drain_in_background).start()
+        self._server_watch = ServerWatch(live_url(), self.drain.in_background).start()
         _log.info(f"{name}: engine ready ({self.engine.config})")
 
     def _publish_load(self) -> None:
@@ -474,25 +472,16 @@ class EngineModel:
         if self._server_watch is not None:
             self._server_watch.end()
 
-    def _drain_in_background(self) -> None:
-        threading.Thread(target=self.drain, name="drain", daemon=True).start()
-
-    def drain(self) -> None:
+    def _drain(self) -> None:
         """Refuse new streams, let the held ones finish (up to ``drain_timeout_s``), then stop the engine:
-        what is left gets the retry error and FINAL. Once: when the server is seen stopping (its watch; Triton
-        calls finalize() only after every request has ended), else in finalize()."""
-        with self._drain_lock:
-            if self._drained:
-                return
-            self.draining = True
-            if not wait_until_idle(self.engine, self.drain_timeout_s):
-                _log.warning(
-                    f"streams still live after the {self.drain_timeout_s:g} s drain timeout; failing them"
-                )
-            self.engine.stop()
-            if self.prompts is not None:
-                self.prompts.stop()
-            self._drained = True
+        what is left gets the retry error and FINAL. Run once (``self.drain``): when the server is seen
+        stopping (Triton calls finalize() only after every request has ended), else in finalize()."""
+        self.draining = True
+        if not wait_until_idle(self.engine, self.drain_timeout_s):
+            _log.warning(f"streams still live after the {self.drain_timeout_s:g} s drain; failing them")
+        self.engine.stop()
+        if self.prompts is not None:
+            self.prompts.stop()
 
 
 def _session_id(request: Any) -> int:

@@ -41,7 +41,7 @@ from .contract import (
     model_parameters,
 )
 from .load_board import LoadBoard, board_path
-from .server_watch import ServerWatch, live_url
+from .server_watch import DrainOnce, ServerWatch, live_url
 
 _log = logging.getLogger(__name__)
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -193,9 +193,8 @@ class Front:
         self._running = True
         self._watcher = threading.Thread(target=self._watch_cancellations, name="cancel-watch", daemon=True)
         self._watcher.start()
-        self._drain_lock = threading.Lock()
-        self._drained = False
-        self._server_watch = ServerWatch(live_url(), self._drain_in_background).start()
+        self.drain = DrainOnce(self._drain)
+        self._server_watch = ServerWatch(live_url(), self.drain.in_background).start()
         _log.info(f"{self.name}: forwarding to {', '.join(names)}")
 
     # ---------------------------------------------------------------------------------------- placement
@@ -412,19 +411,10 @@ class Front:
         self._server_watch.end()
         self._running = False
 
-    def _drain_in_background(self) -> None:
-        threading.Thread(target=self.drain, name="drain", daemon=True).start()
-
-    def drain(self) -> None:
+    def _drain(self) -> None:
         """Refuse new streams, let live ones finish (up to ``drain_timeout_s``), then end what is left with
-        the retry error and FINAL. Once: when the server is seen stopping (its watch), else in finalize()."""
-        with self._drain_lock:
-            if self._drained:
-                return
-            self._drain_live()
-            self._drained = True
-
-    def _drain_live(self) -> None:
+        the retry error and FINAL. Run once (``self.drain``): when the server is seen stopping, else in
+        finalize()."""
         self.draining = True
         deadline = time.monotonic() + self.drain_timeout_s
         while self._live and time.monotonic() < deadline:
