@@ -76,10 +76,10 @@ def _stop(server: TritonServer, calls: StreamingCalls) -> tuple[float, float, in
 
 
 def _retryable_shutdown(errors: list[str]) -> bool:
-    # The front's words or the engine's, whichever ended it first: retryable (UNAVAILABLE) either way.
+    # The front and the engine word it alike (contract.SHUTTING_DOWN), whichever ended it first.
     return (
         len(errors) == 1
-        and "shutting down; retry" in errors[0]
+        and contract.SHUTTING_DOWN in errors[0]
         and contract.classify_error(errors[0]) is contract.ErrorKind.UNAVAILABLE
     )
 

@@ -277,3 +277,4 @@ def test_finalize_fails_what_outlives_the_drain_timeout(model) -> None:
     assert time.monotonic() - started < 30
     (error,) = live.sender.errors
     assert error.code == "UNAVAILABLE" and live.sender.closed
+    assert error.message == contract.SHUTTING_DOWN  # the fronts' words: one message for the one event

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..contract import SHUTTING_DOWN
 from . import graphs
 from .admission import OUT_OF_MEMORY, Admission, Refusal, prompt_length, release_cached_memory
 from .capacity import kv_bytes_per_slot
@@ -308,7 +309,7 @@ class StreamingEngine:
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self._fail_everything(EngineUnavailableError("the model is shutting down; retry"))
+        self._fail_everything(EngineUnavailableError(SHUTTING_DOWN))
 
     def _loop(self) -> None:
         while True:
