@@ -5,7 +5,8 @@ Client -> server (JSON text frames):
     "lookahead_tokens"?, sampling...}`` opens a session (``SessionStartMessage``);
   * ``{"type": "text", "text": "...", "flush"?: false}`` fragments of any size;
   * ``{"type": "flush"}`` commits a partial last word; ``{"type": "end", "text"?}`` closes the input;
-  * ``{"type": "cancel"}`` stops the session now.
+  * ``{"type": "cancel"}`` stops the session now (with no session open: a non-fatal ``error``, 422,
+    ``nothing_to_cancel``; the socket stays ready for a ``start``).
 
 Server -> client:
   * ``{"type": "started", "session_id", "sample_rate", "format", "stream_format", "voice"}``;
@@ -194,6 +195,12 @@ class AgentSessionSocket(ReceivingSocket):
         message = await self._next_message(self.idle_s)
         try:
             payload = self._payload(message)
+            if payload.get("type") == "cancel":
+                # Only that message is refused: a cancel that crossed the session's "done" (or came before
+                # any start) has nothing left to stop, and the socket is as ready for a start as before.
+                nothing = SessionRefusedError("nothing to cancel: no session is open", "nothing_to_cancel")
+                await self._send_error(nothing, fatal=False)
+                return None
             if payload.get("type") != "start":
                 raise SessionRefusedError('no open session: send {"type": "start", ...} first', "no_session")
             return validate_model(SessionStartMessage, payload)

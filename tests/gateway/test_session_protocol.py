@@ -206,6 +206,38 @@ def test_cancel(tmp_path: Path) -> None:
     assert "qwen3_tts_gateway_active_sessions 0.0" in metrics
 
 
+def test_cancel_with_no_session_open_is_refused_but_not_fatal(tmp_path: Path) -> None:
+    """Over a real socket (uvicorn), as on /ws/synthesize: a cancel with nothing to stop (before any start,
+    or one that crossed the session's "done") refuses that message only; the socket takes a start next."""
+    nothing_to_cancel = {
+        "type": "error",
+        "status": 422,
+        "message": "nothing to cancel: no session is open",
+        "reason": "nothing_to_cancel",
+        "fatal": False,
+        "error_type": "invalid_request_error",
+        "param": None,
+    }
+    engine = FakeEngine()
+    app = create_app(settings=make_settings(tmp_path), engine=engine)
+    with (
+        serve_in_thread(app) as url,
+        ws_connect(url.replace("http://", "ws://") + "/ws/session", open_timeout=10) as ws,
+    ):
+        ws.send(json.dumps({"type": "cancel"}))
+        assert json.loads(ws.recv(timeout=10)) == nothing_to_cancel
+        ws.send(json.dumps({**START, "stream_format": "json"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "started"
+        ws.send(json.dumps({"type": "end", "text": "Hi."}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "chunk"
+        assert json.loads(ws.recv(timeout=10))["finish_reason"] == "stop"
+        ws.send(json.dumps({"type": "cancel"}))  # after "done": too late, said so
+        assert json.loads(ws.recv(timeout=10)) == nothing_to_cancel
+        ws.send(json.dumps(START))
+        assert json.loads(ws.recv(timeout=10))["type"] == "started"
+    assert len(engine.sessions) == 2 and not engine.sessions[0].cancelled
+
+
 def test_a_disconnect_cancels_the_session(tmp_path: Path) -> None:
     """Over a real socket (uvicorn): the client just goes away in the middle of a session."""
     engine = FakeEngine()
