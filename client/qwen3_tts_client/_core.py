@@ -81,6 +81,19 @@ def resolve_timeout(timeout: TimeoutLike) -> httpx.Timeout:
     return httpx.Timeout(timeout, connect=min(timeout, DEFAULT_CONNECT_TIMEOUT_S))
 
 
+def resolve_retry_policy(retry_policy: RetryPolicy | None, max_retries: int | None) -> RetryPolicy:
+    """The client's policy: ``retry_policy``, else the default one with ``max_retries`` (default 2)."""
+    if retry_policy is None:
+        return RetryPolicy() if max_retries is None else RetryPolicy(max_retries=max_retries)
+    if max_retries is not None:
+        # Neither may silently win: a RetryPolicy has its own max_retries, which is where the count goes.
+        raise ValueError(
+            "give either retry_policy or max_retries, not both; set the count in the policy: "
+            "RetryPolicy(max_retries=...)"
+        )
+    return retry_policy
+
+
 class ClientCore:
     """Configuration plus the pure steps of a call, used by both clients."""
 
@@ -90,14 +103,14 @@ class ClientCore:
         base_url: str | None,
         api_key: str | None,
         timeout: TimeoutLike,
-        max_retries: int,
+        max_retries: int | None,
         retry_policy: RetryPolicy | None,
         headers: Mapping[str, str] | None,
     ) -> None:
         self.base_url = resolve_base_url(base_url)
         self.api_key = resolve_api_key(api_key)
         self.timeout = resolve_timeout(timeout)
-        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self.retry_policy = resolve_retry_policy(retry_policy, max_retries)
         self.headers = {"User-Agent": f"qwen3-tts-client/{__version__}", **(headers or {})}
         if self.api_key:
             self.headers["Authorization"] = f"Bearer {self.api_key}"

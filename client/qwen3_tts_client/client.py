@@ -56,9 +56,11 @@ class Qwen3TTSClient:
     """Talks to the gateway over HTTP; thread-safe (httpx.Client is), reuse one per process.
 
     ``base_url``/``api_key`` default to ``QWEN3_TTS_BASE_URL``/``QWEN3_TTS_API_KEY``. ``timeout`` is
-    seconds per request (or an ``httpx.Timeout``); ``max_retries`` retries 408/429/5xx and
-    connection errors with backoff, honouring Retry-After. ``http_client`` is an optional httpx client
-    of your own (proxies, transports); it is not closed by ``close()``.
+    seconds per request (or an ``httpx.Timeout``); ``max_retries`` (default 2) retries 408/429/5xx and
+    connection errors with backoff, honouring Retry-After. ``retry_policy`` (a :class:`~.retry.RetryPolicy`)
+    sets the count and the backoff together: give it or ``max_retries``, not both (``ValueError``).
+    ``http_client`` is an optional httpx client of your own (proxies, transports); it is not closed by
+    ``close()``.
     """
 
     def __init__(
@@ -67,7 +69,7 @@ class Qwen3TTSClient:
         base_url: str | None = None,
         api_key: str | None = None,
         timeout: TimeoutLike = DEFAULT_TIMEOUT_S,
-        max_retries: int = 2,
+        max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
         http_client: httpx.Client | None = None,

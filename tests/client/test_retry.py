@@ -147,6 +147,17 @@ def test_invalid_policies() -> None:
         RetryPolicy(jitter=2)
 
 
+@pytest.mark.parametrize("client_class", [Qwen3TTSClient, AsyncQwen3TTSClient])
+@pytest.mark.parametrize("max_retries", [0, 2, 5])
+def test_retry_policy_and_max_retries_together_are_refused(
+    client_class: type[Qwen3TTSClient] | type[AsyncQwen3TTSClient], max_retries: int, fast_retry: RetryPolicy
+) -> None:
+    # Before, the policy silently won and max_retries was dropped; even a count equal to the policy's is
+    # refused, so the rule does not depend on the numbers.
+    with pytest.raises(ValueError, match=r"give either retry_policy or max_retries, not both"):
+        client_class(base_url="http://127.0.0.1:9", retry_policy=fast_retry, max_retries=max_retries)
+
+
 # --------------------------------------------------------------------------------------- real HTTP, sync
 
 
@@ -193,6 +204,23 @@ def test_max_retries_zero_means_one_attempt(scripted: ScriptedServer) -> None:
     ):
         client.speakers()
     assert len(scripted.requests) == 1
+
+
+def test_default_is_two_retries_and_an_unset_max_retries_keeps_the_policys_count(
+    scripted: ScriptedServer, fast_retry: RetryPolicy
+) -> None:
+    scripted.script(*[error_reply(503, f"busy {i}") for i in range(3)])  # then the default 200
+    with Qwen3TTSClient(base_url=scripted.url) as client, pytest.raises(ServiceUnavailableError):
+        client.speakers()  # the default backoff: about 1.5 s in all
+    assert len(scripted.requests) == 3
+    scripted.script(*[error_reply(503, f"busy {i}") for i in range(2)])
+    one_retry = RetryPolicy(max_retries=1, backoff_base=0.001, max_backoff=0.01)
+    with (
+        Qwen3TTSClient(base_url=scripted.url, retry_policy=one_retry, max_retries=None) as client,
+        pytest.raises(ServiceUnavailableError),
+    ):
+        client.speakers()
+    assert len(scripted.requests) == 3 + 2
 
 
 def test_retry_after_seconds_is_honoured(scripted: ScriptedServer, fast_retry: RetryPolicy) -> None:
