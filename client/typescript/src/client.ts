@@ -60,8 +60,9 @@ export interface ClientOptions {
   /** Milliseconds per attempt (streams: until the response starts, then between reads; sessions: see
    * `SessionOptions.timeoutMs`). */
   timeoutMs?: number;
-  /** Retries of 408/429/5xx and connection failures (default 2). */
+  /** Retries of 408/429/5xx and connection failures (default 2). Give this or `retryPolicy`, not both. */
   maxRetries?: number;
+  /** The retry count and backoff together (its own `maxRetries`); giving `maxRetries` too is a `TypeError`. */
   retryPolicy?: RetryPolicy | RetryPolicyOptions;
   /** Sent with every request. */
   headers?: Record<string, string>;
@@ -87,6 +88,17 @@ function requestOptions(options: RequestOptions): RequestOptions {
   return { signal, timeoutMs, maxRetries, headers };
 }
 
+/** The client's policy: `retryPolicy`, else the default one with `maxRetries` (default 2). */
+function clientRetryPolicy({ maxRetries, retryPolicy }: ClientOptions): RetryPolicy {
+  // null as well as undefined means "not given" (plain JavaScript callers), as it did before.
+  if (retryPolicy == null) return new RetryPolicy({ maxRetries });
+  if (maxRetries != null) {
+    // Neither may silently win: a policy has its own maxRetries, which is where the count goes.
+    throw new TypeError("give either retryPolicy or maxRetries, not both; set the count in the policy: retryPolicy: { maxRetries }");
+  }
+  return retryPolicy instanceof RetryPolicy ? retryPolicy : new RetryPolicy(retryPolicy);
+}
+
 export class Qwen3TTSClient {
   readonly baseUrl: string;
   readonly apiKey: string | null;
@@ -98,10 +110,7 @@ export class Qwen3TTSClient {
     this.baseUrl = (options.baseUrl ?? env(ENV_BASE_URL) ?? DEFAULT_BASE_URL).replace(/\/+$/, "");
     this.apiKey = options.apiKey === undefined ? (env(ENV_API_KEY) ?? null) : options.apiKey;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const policy =
-      options.retryPolicy instanceof RetryPolicy
-        ? options.retryPolicy
-        : new RetryPolicy({ maxRetries: options.maxRetries, ...options.retryPolicy });
+    const policy = clientRetryPolicy(options);
     const fetchImpl = options.fetch ?? ((input: string, init: RequestInit) => globalThis.fetch(input, init));
     this.transport = new Transport({
       baseUrl: this.baseUrl,

@@ -14,6 +14,7 @@ import {
   APIUserAbortError,
   NotFoundError,
   Qwen3TTSClient,
+  Qwen3TTSProvider,
   RetryPolicy,
   ServiceUnavailableError,
   UnprocessableEntityError,
@@ -145,6 +146,45 @@ describe("client", () => {
     assert.equal(perCall.delayMs(0, null), 7);
     assert.equal(policy.maxRetries, 1);
     assert.throws(() => policy.withMaxRetries(-1), /maxRetries must be an integer >= 0, got -1/);
+  });
+
+  test("retryPolicy and maxRetries given together are refused; either alone, or null for one, is kept", async () => {
+    // Before, the policy silently won (or, as options, was merged with the count); even a count equal to
+    // the policy's is refused, so the rule does not depend on the numbers.
+    const refused = /give either retryPolicy or maxRetries, not both/;
+    for (const maxRetries of [0, 2, 5]) {
+      assert.throws(() => client({ maxRetries, retryPolicy: new RetryPolicy({ maxRetries: 2 }) }), (error: unknown) => {
+        assert.ok(error instanceof TypeError);
+        assert.match(error.message, refused);
+        return true;
+      });
+      assert.throws(() => client({ maxRetries, retryPolicy: { backoffBaseMs: 0 } }), refused);
+      assert.throws(() => new Qwen3TTSProvider({ baseUrl: server.url, maxRetries, retryPolicy: {} }), refused);
+    }
+
+    const down: ScriptedAnswer = { status: 503, body: errorBody(503, "down", "server_overloaded") };
+    const noRetryAfter = { maxRetryAfterMs: 0, backoffBaseMs: 0 };
+    // A policy alone (an unset or null maxRetries beside it): its own count.
+    for (const tts of [
+      client({ retryPolicy: { maxRetries: 1, ...noRetryAfter } }),
+      client({ maxRetries: undefined, retryPolicy: new RetryPolicy({ maxRetries: 1, ...noRetryAfter }) }),
+      client({ maxRetries: null as unknown as number, retryPolicy: { maxRetries: 1, ...noRetryAfter } }),
+    ]) {
+      server.reset();
+      server.answerInTurn(down, down, wavAnswer());
+      await assert.rejects(tts.speak("Hi.", { voice: "ryan" }), ServiceUnavailableError);
+      assert.equal(server.requests.length, 2);
+    }
+    // A count alone (a null policy beside it): that count; a per-call maxRetries still overrides it.
+    const counted = client({ maxRetries: 0, retryPolicy: null as unknown as RetryPolicy });
+    server.reset();
+    server.answerInTurn(down, wavAnswer());
+    await assert.rejects(counted.speak("Hi.", { voice: "ryan" }), ServiceUnavailableError);
+    assert.equal(server.requests.length, 1);
+    server.reset();
+    server.answerInTurn(down, wavAnswer());
+    assert.equal((await counted.speak("Hi.", { voice: "ryan", maxRetries: 1 })).finishReason, "stop");
+    assert.equal(server.requests.length, 2);
   });
 
   test("a timeout is an APITimeoutError, retried like a connection failure", async () => {
