@@ -32,8 +32,8 @@ _cut_on_purpose: ContextVar[bool] = ContextVar("qwen3_tts_response_cut_on_purpos
 
 class CutResponseLogFilter(logging.Filter):
     """Drops uvicorn's "returned without completing response" error for a raw audio stream this gateway cut
-    on purpose (its own warning, "audio stream ended early", already says why); any other incomplete
-    response, a bug, is still logged."""
+    on purpose (the stream's own warning, "stream failed after N chunks", already says why); any other
+    incomplete response, a bug, is still logged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.msg == UVICORN_INCOMPLETE_RESPONSE and _cut_on_purpose.get())
@@ -92,7 +92,10 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 class ClosingStreamingResponse(StreamingResponse):
     """A StreamingResponse that always closes its audio stream (cancelling Triton), also when the client
-    left before the body started, where the body generator never runs its ``finally``."""
+    left before the body started, where the body generator never runs its ``finally``.
+
+    Each early end is logged once: a failure by the stream itself (a warning with its reason), a client
+    that left here (info: not a fault of this gateway)."""
 
     def __init__(self, content: AsyncIterator[bytes], stream: AudioStream, **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
@@ -111,6 +114,12 @@ class ClosingStreamingResponse(StreamingResponse):
             if close is not None:
                 await close()
             await self._stream.aclose()
+        if self._stream.cancelled:  # the body ended without an error: the disconnect listener won
+            logger.info(
+                "client disconnected from %s after %d chunks; synthesis cancelled",
+                scope.get("path", "?"),
+                self._stream.chunks,
+            )
 
 
 def chunk_message(chunk: AudioChunk) -> dict[str, Any]:
@@ -161,10 +170,7 @@ async def _audio_bytes(stream: AudioStream, fmt: str) -> AsyncIterator[bytes]:
         if tail:
             yield tail
         logger.debug("audio stream finished: %s", stream.finish_reason)
-    except GatewayError as exc:
-        logger.warning("audio stream ended early: %s", exc.message)
-        raise  # ClosingStreamingResponse leaves the body unfinished
-    finally:
+    finally:  # a GatewayError (already logged by the stream) goes on to ClosingStreamingResponse
         await stream.aclose()
 
 

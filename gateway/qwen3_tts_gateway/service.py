@@ -88,11 +88,17 @@ class AudioStream:
         self._metrics = metrics
         self._closed = False
         self._failed = False
+        self._ended = False
         metrics.active_streams.inc()
 
     @property
     def duration_s(self) -> float:
         return self.samples / self.sample_rate if self.sample_rate else 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        """Closed before its end by its consumer (a client that left, a cancel), not by a failure."""
+        return self._closed and not self._ended and not self._failed
 
     def __aiter__(self) -> AsyncIterator[AudioChunk]:
         return self._iterate()
@@ -103,11 +109,14 @@ class AudioStream:
             while chunk is not None:
                 yield self._account(chunk)
                 chunk = await self._next()
+            self._ended = True
             self._finished()
         except GatewayError as exc:
             self._failed = True
             self._metrics.errors.labels(self._route, exc.error_type).inc()
-            logger.warning("stream failed after %d chunks: %s", self.chunks, exc.message)
+            # The one log line of a failure, whatever the response does with it next (an in-band error,
+            # an error event, or a raw audio body left incomplete): the consumers do not log it again.
+            logger.warning("%s: stream failed after %d chunks: %s", self._route, self.chunks, exc.message)
             raise
         finally:
             await self.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -212,25 +213,55 @@ async def _unfinished_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"partial", "more_body": True})
 
 
-def test_a_cut_audio_stream_is_logged_once_by_the_gateway(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+# The one record of each deliberate cut of a raw audio stream: (level, logger, message pattern).
+CUT_LOG_LINES = {
+    "backend_failure": (
+        logging.WARNING,
+        "qwen3_tts_gateway.service",
+        r"/v1/audio/speech: stream failed after 2 chunks: out of memory",
+    ),
+    "client_left": (
+        logging.INFO,
+        "qwen3_tts_gateway.responses",
+        r"client disconnected from /v1/audio/speech after \d+ chunks; synthesis cancelled",
+    ),
+}
+
+
+@pytest.mark.parametrize("cut", sorted(CUT_LOG_LINES))
+def test_a_cut_audio_stream_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, cut: str
 ) -> None:
-    """uvicorn's "returned without completing response" error is dropped for the gateway's deliberate cut
-    (its own warning says why), and only for it: another app's unfinished response is still logged."""
-    engine = FakeEngine(chunks=5, error=EngineUnavailableError("out of memory"), error_at_chunk=2)
+    """A raw audio stream cut on purpose is one log line: the backend's failure mid-stream a warning with its
+    reason, a client that went away an info (not a fault of the gateway); uvicorn's "returned without
+    completing response" error is dropped for the deliberate cut."""
+    if cut == "backend_failure":
+        engine = FakeEngine(chunks=5, error=EngineUnavailableError("out of memory"), error_at_chunk=2)
+    else:
+        engine = FakeEngine(chunks=500, delay_s=0.02)
     app = create_app(settings=make_settings(tmp_path), engine=engine)
     body = {"input": "Hi.", "voice": "ryan", "response_format": "pcm"}
-    with caplog.at_level(logging.WARNING, logger="qwen3_tts_gateway"):
+    with caplog.at_level(logging.DEBUG, logger="qwen3_tts_gateway"):
         with serve_in_thread(app) as url, uvicorn_errors() as logged, httpx.Client(base_url=url) as client:
-            for _ in range(2):
-                with client.stream("POST", "/v1/audio/speech", json=body) as response:
+            caplog.clear()  # the start-up lines
+            with client.stream("POST", "/v1/audio/speech", json=body) as response:
+                assert response.status_code == 200
+                if cut == "backend_failure":
                     with pytest.raises(httpx.RemoteProtocolError, match="incomplete"):
                         response.read()
-        # The server has stopped: every record of the two requests is in.
-        assert UVICORN_INCOMPLETE_RESPONSE not in logged
-    warnings = [r.getMessage() for r in caplog.records if r.name == "qwen3_tts_gateway.responses"]
-    assert warnings == ["audio stream ended early: out of memory"] * 2
+                else:
+                    next(response.iter_bytes())
+            if cut == "client_left":
+                assert wait_until(lambda: engine.cancelled == 1)
+        # The server has stopped: every record of the request is in.
+    assert logged == []
+    records = [record for record in caplog.records if record.name.startswith("qwen3_tts_gateway")]
+    assert [(record.levelno, record.name) for record in records] == [CUT_LOG_LINES[cut][:2]]
+    assert re.fullmatch(CUT_LOG_LINES[cut][2], records[0].getMessage())
 
+
+def test_an_unfinished_response_of_another_app_is_still_logged() -> None:
+    """uvicorn's error is dropped only for the gateway's deliberate cut."""
     with serve_in_thread(_unfinished_app) as url, uvicorn_errors() as logged:
         with pytest.raises(httpx.RemoteProtocolError):
             httpx.get(url, timeout=10)
