@@ -5,8 +5,10 @@ Client -> server (JSON text frames):
     "lookahead_tokens"?, sampling...}`` opens a session (``SessionStartMessage``);
   * ``{"type": "text", "text": "...", "flush"?: false}`` fragments of any size;
   * ``{"type": "flush"}`` commits a partial last word; ``{"type": "end", "text"?}`` closes the input;
-  * ``{"type": "cancel"}`` stops the session now (with no session open: a non-fatal ``error``, 422,
-    ``nothing_to_cancel``; the socket stays ready for a ``start``).
+  * ``{"type": "cancel"}`` stops the session now. Cancel is idempotent: with no session open it is ignored
+    once the socket has had a ``start`` (it crossed that session's ``done`` or fatal error); before any
+    ``start`` it gets a non-fatal ``error``, 422, ``nothing_to_cancel``. The socket stays ready for a
+    ``start``.
 
 Server -> client:
   * ``{"type": "started", "session_id", "sample_rate", "format", "stream_format", "voice"}``;
@@ -196,13 +198,15 @@ class AgentSessionSocket(ReceivingSocket):
         try:
             payload = self._payload(message)
             if payload.get("type") == "cancel":
-                # Only that message is refused: a cancel that crossed the session's "done" (or came before
-                # any start) has nothing left to stop, and the socket is as ready for a start as before.
-                nothing = SessionRefusedError("nothing to cancel: no session is open", "nothing_to_cancel")
-                await self._send_error(nothing, fatal=False)
+                if not self.late_cancel(ROUTE):  # before any start: only that message is refused
+                    refused = SessionRefusedError(
+                        "nothing to cancel: no session is open", "nothing_to_cancel"
+                    )
+                    await self._send_error(refused, fatal=False)
                 return None
             if payload.get("type") != "start":
                 raise SessionRefusedError('no open session: send {"type": "start", ...} first', "no_session")
+            self.had_request = True
             return validate_model(SessionStartMessage, payload)
         except RequestValidationError as exc:
             await self._send_invalid(exc, fatal=True)

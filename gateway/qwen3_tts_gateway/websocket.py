@@ -3,8 +3,10 @@
 Client -> server (text frames, JSON):
   * a request: the fields of ``WebSocketSynthesizeRequest`` (text, speaker or voice, language, instruct,
     sampling, ``stream_format`` "binary" | "json"); optional ``"type": "synthesize"``;
-  * ``{"type": "cancel"}`` while a request streams (with nothing streaming: an ``error``, 422, and the
-    socket stays open).
+  * ``{"type": "cancel"}`` while a request streams. Cancel is idempotent: with nothing streaming it is
+    ignored once the socket has had a request (it crossed that request's ``done`` or ``error``, so an error
+    here would be read as the answer to the next request); on a socket with no request yet it gets an
+    ``error`` (422, nothing to cancel). Either way the socket stays open.
 
 Server -> client, per request:
   * ``{"type": "start", "sample_rate": 24000, "format": "pcm_s16le", "channels": 1}`` once the first
@@ -87,6 +89,9 @@ class ReceivingSocket:
         self.metrics = metrics
         self.owner = owner
         self._receiver: asyncio.Future[Message] | None = None
+        # Set at the first request (or session start): from then on a cancel with nothing running crossed the
+        # end of what it targeted, and is ignored (see late_cancel).
+        self.had_request = False
 
     def _receive_task(self) -> asyncio.Future[Message]:
         if self._receiver is None:
@@ -99,6 +104,15 @@ class ReceivingSocket:
         if message["type"] == "websocket.disconnect":
             raise ClientDisconnected
         return message
+
+    def late_cancel(self, route: str) -> bool:
+        """Whether a cancel with nothing running is to be ignored: true once the socket has had a request,
+        since ended (its "done" or error crossed the cancel, or an earlier cancel stopped it). Cancel is
+        idempotent; an error here would reach a client that reuses the socket as the answer to its next
+        request. Only a socket that never ran anything is told there was nothing to cancel."""
+        if self.had_request:
+            logger.debug("%s: ignored a cancel that came after the last request ended", route)
+        return self.had_request
 
     def _stop_receiving(self) -> None:
         if self._receiver is not None and not self._receiver.done():
@@ -130,6 +144,8 @@ class WebSocketSession(ReceivingSocket):
     async def _handle(self, message: Message) -> None:
         try:
             body = self._parse(message)
+            if body is None:
+                return
             stream = await self._open(body)
         except RequestValidationError as exc:
             self._count(422)
@@ -140,7 +156,8 @@ class WebSocketSession(ReceivingSocket):
             return
         await self._stream(stream, binary=body.stream_format == "binary")
 
-    def _parse(self, message: Message) -> WebSocketSynthesizeRequest:
+    def _parse(self, message: Message) -> WebSocketSynthesizeRequest | None:
+        """The request; None for a late cancel, which is ignored."""
         text = message.get("text")
         if text is None:
             raise UnprocessableError("send requests as JSON text frames")
@@ -151,9 +168,10 @@ class WebSocketSession(ReceivingSocket):
         if not isinstance(payload, dict):
             raise UnprocessableError("the message must be a JSON object")
         if payload.get("type") == "cancel":
-            # Said, not ignored: a client that cancels expects an answer, here that there was nothing to stop
-            # (the request already ended with its "done", or never started).
+            if self.late_cancel(ROUTE):
+                return None
             raise UnprocessableError("nothing to cancel: no synthesis is running")
+        self.had_request = True
         return validate_model(WebSocketSynthesizeRequest, payload)
 
     async def _open(self, body: WebSocketSynthesizeRequest) -> AudioStream:

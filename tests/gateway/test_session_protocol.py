@@ -206,9 +206,9 @@ def test_cancel(tmp_path: Path) -> None:
     assert "qwen3_tts_gateway_active_sessions 0.0" in metrics
 
 
-def test_cancel_with_no_session_open_is_refused_but_not_fatal(tmp_path: Path) -> None:
-    """Over a real socket (uvicorn), as on /ws/synthesize: a cancel with nothing to stop (before any start,
-    or one that crossed the session's "done") refuses that message only; the socket takes a start next."""
+def test_cancel_before_any_start_is_refused_but_not_fatal(tmp_path: Path) -> None:
+    """Over a real socket (uvicorn), as on /ws/synthesize: a cancel on a socket that never had a start
+    refuses that message only; the socket takes a start next."""
     nothing_to_cancel = {
         "type": "error",
         "status": 422,
@@ -226,16 +226,47 @@ def test_cancel_with_no_session_open_is_refused_but_not_fatal(tmp_path: Path) ->
     ):
         ws.send(json.dumps({"type": "cancel"}))
         assert json.loads(ws.recv(timeout=10)) == nothing_to_cancel
-        ws.send(json.dumps({**START, "stream_format": "json"}))
-        assert json.loads(ws.recv(timeout=10))["type"] == "started"
-        ws.send(json.dumps({"type": "end", "text": "Hi."}))
-        assert json.loads(ws.recv(timeout=10))["type"] == "chunk"
-        assert json.loads(ws.recv(timeout=10))["finish_reason"] == "stop"
-        ws.send(json.dumps({"type": "cancel"}))  # after "done": too late, said so
-        assert json.loads(ws.recv(timeout=10)) == nothing_to_cancel
         ws.send(json.dumps(START))
         assert json.loads(ws.recv(timeout=10))["type"] == "started"
-    assert len(engine.sessions) == 2 and not engine.sessions[0].cancelled
+    assert len(engine.sessions) == 1
+
+
+def test_a_cancel_that_crossed_the_end_is_ignored(tmp_path: Path) -> None:
+    """Over a real socket (uvicorn). Cancel is idempotent: a cancel that reaches the gateway after its
+    session ended (it crossed the "done" or the fatal error, or a cancel before it already stopped the
+    session) gets no answer, so a client that sends its next start on the same socket at once reads
+    "started" first, not a stale error."""
+    engine = FakeEngine()
+    app = create_app(settings=make_settings(tmp_path), engine=engine)
+    cancel = json.dumps({"type": "cancel"})
+    with (
+        serve_in_thread(app) as url,
+        ws_connect(url.replace("http://", "ws://") + "/ws/session", open_timeout=10) as ws,
+    ):
+
+        def event() -> dict[str, Any]:
+            return json.loads(ws.recv(timeout=10))
+
+        ws.send(json.dumps({**START, "stream_format": "json"}))
+        assert event()["type"] == "started"
+        ws.send(json.dumps({"type": "end", "text": "Hi."}))
+        assert event()["type"] == "chunk"
+        assert event()["finish_reason"] == "stop"
+        # The user's stop crossed the "done" (the gateway cannot tell it from one sent after reading it);
+        # the next session starts at once on the same socket.
+        ws.send(cancel)
+        ws.send(json.dumps(START))
+        assert event()["type"] == "started"
+        ws.send(cancel)
+        ws.send(cancel)  # pressed twice: the first one stops the session, the second finds it stopped
+        assert event()["finish_reason"] == "cancelled"
+        ws.send(json.dumps({**START, "voice": "nobody"}))  # refused: its fatal error crosses the cancel
+        ws.send(cancel)
+        ws.send(json.dumps(START))
+        refused = event()
+        assert (refused["type"], refused["fatal"], refused["reason"]) == ("error", True, "invalid_request")
+        assert event()["type"] == "started"
+    assert len(engine.sessions) == 3 and engine.sessions[1].cancelled and not engine.sessions[0].cancelled
 
 
 def test_a_disconnect_cancels_the_session(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -115,9 +116,9 @@ def test_ws_cancel_and_disconnect_cancel_the_stream(tmp_path: Path) -> None:
     assert engine.completed == 0
 
 
-def test_ws_cancel_with_nothing_streaming_is_answered(tmp_path: Path) -> None:
-    """Over a real socket (uvicorn): a cancel with nothing to stop gets an error event, not silence, and the
-    socket stays usable."""
+def test_ws_cancel_before_any_request_is_answered(tmp_path: Path) -> None:
+    """Over a real socket (uvicorn): a cancel on a socket that never had a request gets an error event, not
+    silence, and the socket stays usable."""
     nothing_to_cancel = {
         "type": "error",
         "status": 422,
@@ -135,8 +136,56 @@ def test_ws_cancel_with_nothing_streaming_is_answered(tmp_path: Path) -> None:
         ws.send(json.dumps({**REQUEST, "stream_format": "json"}))
         messages = [json.loads(ws.recv(timeout=10)) for _ in range(5)]
         assert [m["type"] for m in messages] == ["start", "chunk", "chunk", "chunk", "done"]
-        ws.send(json.dumps({"type": "cancel"}))  # after "done": too late, said so
-        assert json.loads(ws.recv(timeout=10)) == nothing_to_cancel
+
+
+def test_ws_a_cancel_that_crossed_the_end_is_ignored(tmp_path: Path) -> None:
+    """Over a real socket (uvicorn). Cancel is idempotent: a cancel that reaches the gateway after its
+    request ended (it crossed the "done" or the error, or a cancel before it already stopped the request)
+    gets no answer, so a client that sends its next request on the same socket at once reads that
+    request's answer first, not a stale error."""
+    engine = FakeEngine()
+    app = create_app(settings=make_settings(tmp_path), engine=engine)
+    json_request = json.dumps({**REQUEST, "stream_format": "json"})
+    cancel = json.dumps({"type": "cancel"})
+    with (
+        serve_in_thread(app) as url,
+        ws_connect(url.replace("http://", "ws://") + "/ws/synthesize", open_timeout=10) as ws,
+    ):
+
+        def answer() -> list[dict[str, Any]]:
+            """One request's answer, through its done or error."""
+            messages = [json.loads(ws.recv(timeout=10))]
+            while messages[-1]["type"] not in ("done", "error"):
+                messages.append(json.loads(ws.recv(timeout=10)))
+            return messages
+
+        def types(messages: list[dict[str, Any]]) -> list[str]:
+            return [message["type"] for message in messages]
+
+        ws.send(json_request)
+        assert types(answer()) == ["start", "chunk", "chunk", "chunk", "done"]
+        # The user's stop crossed the "done" (the gateway cannot tell it from one sent after reading it);
+        # the next request follows at once on the same socket.
+        ws.send(cancel)
+        ws.send(json_request)
+        assert types(answer()) == ["start", "chunk", "chunk", "chunk", "done"]
+
+        ws.send(json.dumps({"text": "hi", "speaker": "alloy"}))  # refused: its error crosses the cancel
+        ws.send(cancel)
+        ws.send(json_request)
+        assert [(m["type"], m["status"]) for m in answer()] == [("error", 422)]
+        assert types(answer()) == ["start", "chunk", "chunk", "chunk", "done"]
+
+        engine.chunks, engine.delay_s = 200, 0.02
+        ws.send(json_request)
+        assert json.loads(ws.recv(timeout=10))["type"] == "start"
+        ws.send(cancel)
+        ws.send(cancel)  # pressed twice: the first one stops the stream, the second finds it stopped
+        assert answer()[-1]["finish_reason"] == "cancelled"
+        engine.chunks, engine.delay_s = 3, 0.0
+        ws.send(json_request)
+        assert types(answer()) == ["start", "chunk", "chunk", "chunk", "done"]
+    assert engine.cancelled == 1 and engine.completed == 4
 
 
 @pytest.mark.parametrize("path", ["/synthesize/stream", "/v1/audio/speech", "/synthesize"])
