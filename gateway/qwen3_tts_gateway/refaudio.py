@@ -16,6 +16,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from qwen3_tts_serving.sampling_ranges import REF_SAMPLE_RATES
+
 from .errors import BadRequestError, PayloadTooLargeError, reference_too_large
 
 logger = logging.getLogger(__name__)
@@ -84,8 +86,12 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int = TARGET_SA
 def _read(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            if f.samplerate <= 0:
-                raise BadRequestError("reference audio has no sample rate", param="ref_audio")
+            if not REF_SAMPLE_RATES.contains(f.samplerate):
+                raise BadRequestError(
+                    f"reference audio is sampled at {f.samplerate} Hz; supported: "
+                    f"{REF_SAMPLE_RATES.low:g} to {REF_SAMPLE_RATES.high:g} Hz",
+                    param="ref_audio",
+                )
             if f.frames > 0 and f.frames / f.samplerate > max_seconds:
                 raise PayloadTooLargeError(
                     f"reference audio is longer than {max_seconds:g} s", param="ref_audio"

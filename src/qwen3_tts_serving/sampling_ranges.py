@@ -56,6 +56,12 @@ SAMPLING_RANGES: dict[str, Range] = {
     "seed": Range(0, INT64_MAX, integer=True),
 }
 
+# The sample rates a reference clip may have: the engine's ``ref_sample_rate`` input and any clip the
+# gateway decodes. Below it is not speech audio; above it resampling to 24 kHz costs ever more (the
+# polyphase filter has 20 taps per Hz of a rate prime to 24 kHz: a 6 MB clip at 1 MHz took 1 GB and
+# seconds of CPU).
+REF_SAMPLE_RATES = Range(8000, 192_000, integer=True, meaning="Hz")
+
 # The code predictor's own values (not exposed as request inputs) follow the same rules.
 SUBTALKER_RANGES: dict[str, Range] = {
     "subtalker_temperature": SAMPLING_RANGES["temperature"],

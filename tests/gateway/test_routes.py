@@ -159,7 +159,11 @@ async def test_clone_json_and_multipart(client: httpx.AsyncClient, engine: FakeE
         (clip(31.0), 413, "longer than 30 s"),
         (b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk", 400, "could not decode"),
         (b"hello, not audio", 400, "unrecognised reference audio format"),
+        # The range of the engine's ref_sample_rate; above it resampling costs grow with the rate.
+        (clip(4.0, sample_rate=4000), 400, "sampled at 4000 Hz; supported: 8000 to 192000 Hz"),
+        (clip(4.0, sample_rate=384_000), 400, "sampled at 384000 Hz; supported: 8000 to 192000 Hz"),
     ],
+    ids=["short", "long", "broken-wav", "not-audio", "rate-4000", "rate-384000"],
 )
 async def test_clone_reference_errors(
     client: httpx.AsyncClient, engine: FakeEngine, audio: bytes, status: int, fragment: str

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..sampling_ranges import SAMPLING_RANGES, SUBTALKER_RANGES, check_sampling_value
+from ..sampling_ranges import REF_SAMPLE_RATES, SAMPLING_RANGES, SUBTALKER_RANGES, check_sampling_value
 
 NUM_CODE_GROUPS = 16
 CODEBOOK_SIZE = 2048
@@ -184,8 +184,8 @@ def _check_clone_inputs(request: SynthesisRequest, spec: ModelSpec, limits: Requ
 def _check_clip(request: SynthesisRequest, limits: RequestLimits) -> None:
     audio = request.ref_audio
     rate = request.ref_sample_rate
-    if rate is None or not 8000 <= rate <= 192000:
-        raise InvalidRequestError(f"ref_sample_rate must be between 8000 and 192000, got {rate}")
+    if rate is None or not REF_SAMPLE_RATES.contains(rate):
+        raise InvalidRequestError(REF_SAMPLE_RATES.error("ref_sample_rate", rate))
     if audio is None or audio.ndim != 1 or not np.all(np.isfinite(audio)):
         raise InvalidRequestError("ref_audio must be a 1-D array of finite float samples")
     seconds = audio.shape[0] / rate
