@@ -14,7 +14,9 @@ Built on the gateway's ``/ws/session`` WebSocket (gateway/README.md, "Voice-agen
 Sending and receiving are independent: one thread may send while another iterates (the sync session),
 or one task while another iterates (the async one). Iteration ends after the gateway's ``done``. A fatal
 ``error`` event raises the matching :class:`~.errors.Qwen3TTSError`; a refused message that leaves the
-session open (e.g. text over the limit) is logged and kept in ``session.refused``.
+session open (e.g. text over the limit) is logged and kept in ``session.refused``. ``cancel()`` is
+idempotent: once the session is over (its ``done`` or fatal error read, or the connection closed) it does
+nothing, so a barge-in that races the end of the speech is no error.
 
 ``timeout`` is a response timeout (:class:`ResponseClock`): how long the gateway may keep the client waiting
 for an answer it owes, never the client's own quiet time.
@@ -102,6 +104,12 @@ class SessionState:
     done: dict[str, Any] | None = None
     refused: list[Qwen3TTSError] = field(default_factory=list)
     sequence: int = 0
+    failed: bool = False  # a fatal error ended the session
+
+    @property
+    def over(self) -> bool:
+        """The session's ``done`` or fatal error was read: there is nothing left to cancel."""
+        return self.done is not None or self.failed
 
     @property
     def sample_rate(self) -> int:
@@ -132,6 +140,7 @@ class SessionState:
         if kind == "error" and event is not None:
             error = _event_error(event)
             if event.get("fatal", True):
+                self.failed = True
                 raise error
             logger.warning("the gateway refused a message: %s", error)
             self.refused.append(error)
@@ -338,7 +347,18 @@ class SpeechSession(_SessionBase):
         self._send(self._control("end", text))
 
     def cancel(self) -> None:
-        self._send(self._control("cancel"))
+        """Stop now: the gateway answers ``done`` with ``cancelled``. Once the session is over (its ``done``
+        or fatal error read, or the connection closed, which cancels it on the gateway) this does nothing."""
+        from websockets.exceptions import ConnectionClosed, WebSocketException
+
+        if self._ws is None or self.state.over:
+            return
+        try:
+            self._ws.send(self._control("cancel"))
+        except ConnectionClosed:
+            logger.debug("cancel: the session's connection is already closed")
+        except (OSError, WebSocketException) as exc:
+            raise _connection_error(self.url, exc) from exc
 
     def __iter__(self) -> Iterator[AudioChunk]:
         while self.state.done is None:
@@ -429,7 +449,17 @@ class AsyncSpeechSession(_SessionBase):
         await self._send(self._control("end", text))
 
     async def cancel(self) -> None:
-        await self._send(self._control("cancel"))
+        """Stop now; once the session is over this does nothing (see ``SpeechSession.cancel``)."""
+        from websockets.exceptions import ConnectionClosed, WebSocketException
+
+        if self._ws is None or self.state.over:
+            return
+        try:
+            await self._ws.send(self._control("cancel"))
+        except ConnectionClosed:
+            logger.debug("cancel: the session's connection is already closed")
+        except (OSError, WebSocketException) as exc:
+            raise _connection_error(self.url, exc) from exc
 
     async def __aiter__(self) -> AsyncIterator[AudioChunk]:
         while self.state.done is None:

@@ -179,6 +179,42 @@ async def test_async_session(url: str, engine: FakeEngine) -> None:
     assert len(audio) == 4 * SAMPLES_PER_CHAR
 
 
+def test_cancel_once_the_session_is_over_is_a_no_op(url: str, engine: FakeEngine) -> None:
+    """Cancel is idempotent: a barge-in that races the end of the speech is no error. Once the session is
+    over (its done read, or the connection closed) cancel() sends nothing and never raises; a second cancel
+    that crosses the first one's done is ignored by the gateway."""
+    with Qwen3TTSClient(base_url=url, api_key="key") as client:
+        with client.session(voice="ryan") as session:
+            session.end("Hi.")
+            assert session.collect()[2] == "stop"
+            session.cancel()  # the done was read
+        session.cancel()  # the connection is closed
+        with client.session(voice="ryan") as stopped:
+            stopped.send_text("Hello")
+            next(iter(stopped))
+            stopped.cancel()
+            stopped.cancel()  # before the done is read: sent, and it crosses the done
+            assert stopped.collect()[2] == "cancelled"
+    assert session.refused == stopped.refused == []
+    assert engine.sessions[1].cancelled and not engine.sessions[0].cancelled
+
+
+async def test_async_cancel_once_the_session_is_over_is_a_no_op(url: str, engine: FakeEngine) -> None:
+    async with AsyncQwen3TTSClient(base_url=url, api_key="key") as client:
+        async with client.session(voice="ryan") as session:
+            await session.end("Hi.")
+            assert (await session.collect())[2] == "stop"
+            await session.cancel()
+        await session.cancel()
+        async with client.session(voice="ryan") as stopped:
+            await stopped.send_text("Hello")
+            await stopped.__aiter__().__anext__()
+            await stopped.cancel()
+            await stopped.cancel()
+            assert (await stopped.collect())[2] == "cancelled"
+    assert session.refused == stopped.refused == []
+
+
 def response_timeout(seconds: float) -> httpx.Timeout:
     """The session's response timeout; the handshake keeps a roomy one (the CPUs here are shared)."""
     return httpx.Timeout(seconds, connect=10)
