@@ -31,6 +31,21 @@ def _invalid(loc: tuple[str, ...], message: str, error_type: str = "value_error"
     return RequestValidationError([{"loc": loc, "msg": message, "type": error_type}])
 
 
+def unreadable_json(exc: ValueError | RecursionError) -> RequestValidationError:
+    """The 422 for a body that ``json.loads`` could not read (syntax, not UTF-8, nested too deeply, a number
+    of too many digits), in the form FastAPI gives a syntax error; handlers.py words them all alike."""
+    if isinstance(exc, json.JSONDecodeError):
+        reason, loc = exc.msg, ("body", exc.pos)
+    elif isinstance(exc, UnicodeDecodeError):
+        reason, loc = "not UTF-8 text", ("body",)
+    elif isinstance(exc, RecursionError):
+        reason, loc = "nested too deeply", ("body",)
+    else:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"
+        reason, loc = _first_line(exc).split(";")[0], ("body",)
+    error = {"type": "json_invalid", "loc": loc, "msg": reason, "ctx": {"error": reason}}
+    return RequestValidationError([error])
+
+
 def validate_model(model: type[M], fields: dict[str, Any]) -> M:
     try:
         return model.model_validate(fields)
@@ -77,8 +92,8 @@ async def _from_multipart(request: Request, max_bytes: int) -> tuple[dict[str, A
 async def _from_json(request: Request, max_bytes: int) -> tuple[dict[str, Any], bytes]:
     try:
         payload = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid(("body",), "body is not valid JSON", "json_invalid") from None
+    except (ValueError, RecursionError) as exc:
+        raise unreadable_json(exc) from None
     if not isinstance(payload, dict):
         raise _invalid(("body",), "body must be a JSON object", "model_type")
     audio = payload.pop(AUDIO_FIELD, None)

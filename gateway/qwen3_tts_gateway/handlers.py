@@ -11,19 +11,38 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from .bodies import unreadable_json
 from .errors import AuthenticationError, EngineUnavailableError, GatewayError, error_body
 from .metrics import GatewayMetrics
 from .middleware import route_label
 
 logger = logging.getLogger(__name__)
 _VALUE_ERROR_PREFIXES = ("Value error, ", "Assertion failed, ")
+_MAX_REASON_CHARS = 100  # of the JSON parser's own words
 _HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error"}
+
+
+def _json_syntax_error(error: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI reports a body that is not JSON at ``("body", <character offset>)`` with "JSON decode error":
+    the offset is no field (it became ``param``), and the message hid the reason. One message for every
+    route, those that parse their bodies themselves (bodies.py) included."""
+    loc = tuple(error.get("loc", ()))
+    position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    reason = (error.get("ctx") or {}).get("error")
+    message = "not valid JSON"
+    if reason:
+        message += f": {str(reason)[:_MAX_REASON_CHARS]}"
+    if position is not None:
+        message += f" at character {position}"
+    return {**error, "loc": ("body",), "msg": message}
 
 
 def format_validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic/FastAPI errors as ``{"loc": "body.speaker", "message": ..., "type": ...}``."""
     formatted = []
     for error in errors:
+        if error.get("type") == "json_invalid":
+            error = _json_syntax_error(error)
         message = str(error.get("msg", "invalid value"))
         for prefix in _VALUE_ERROR_PREFIXES:
             message = message.removeprefix(prefix)
@@ -37,7 +56,7 @@ def validation_body(errors: Sequence[Any]) -> dict[str, Any]:
         {"loc": "body", "message": "invalid request", "type": ""}
     ]
     summary = "; ".join(f"{e['loc']}: {e['message']}" if e["loc"] else e["message"] for e in formatted[:3])
-    first_loc = errors[0].get("loc", ()) if errors else ()
+    first_loc = errors[0].get("loc", ()) if errors and errors[0].get("type") != "json_invalid" else ()
     param = str(first_loc[-1]) if len(first_loc) > 1 else None
     return error_body(422, summary, "invalid_request_error", param=param, errors=formatted)
 
@@ -63,6 +82,10 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int, metrics: Gateway
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI's bare "There was an error parsing the body" for what json.loads could not read
+            # (syntax errors alone got a 422): the 422 of every other body that is not JSON.
+            return await validation_error(request, unreadable_json(exc.__cause__))
         error_type = _HTTP_TYPES.get(
             exc.status_code, "invalid_request_error" if exc.status_code < 500 else ""
         )

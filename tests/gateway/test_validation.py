@@ -81,6 +81,27 @@ def test_non_finite_numbers(http: TestClient, raw: str) -> None:
     assert error_of(response)["errors"][0]["loc"] == "body.temperature"
 
 
+JSON_BODY_ROUTES = ["/synthesize", "/synthesize/stream", "/design", "/v1/audio/speech", "/clone", "/voices"]
+UNREADABLE_JSON = {
+    "syntax": (b'{"text": "hi",', "Expecting property name enclosed in double quotes at character 14"),
+    "not utf-8": (b'{"text": "\xff"}', "not UTF-8 text"),  # was a bare 400 "error parsing the body"
+    "deep": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # was a 500 on /clone and /voices
+    "long number": (b'{"seed": ' + b"9" * 5000 + b"}", "Exceeds the limit (4300 digits)"),
+}
+
+
+@pytest.mark.parametrize("path", JSON_BODY_ROUTES)
+@pytest.mark.parametrize(("body", "reason"), list(UNREADABLE_JSON.values()), ids=list(UNREADABLE_JSON))
+def test_a_body_that_is_not_json_is_one_422_on_every_route(
+    http: TestClient, path: str, body: bytes, reason: str
+) -> None:
+    """Why the body is not JSON, the same on every route; the parser's character offset is no field."""
+    response = http.post(path, content=body, headers={"content-type": "application/json"})
+    error = error_of(response)
+    assert error["message"].startswith("body: not valid JSON: ") and reason in error["message"], error
+    assert error["param"] is None and error["errors"][0]["loc"] == "body"
+
+
 def test_text_length_limit(http: TestClient) -> None:
     limit = http.app.state.settings.max_text_length
     assert http.post("/synthesize", json={"text": "a" * limit, "speaker": "ryan"}).status_code == 200
