@@ -95,6 +95,8 @@ def _checked(base: type, constraints: list[Any], message: Callable[[object], str
     rejected value gets ``message(value)`` instead of pydantic's partial one ("less than or equal to 10")."""
 
     def check(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        if isinstance(value, bool):  # JSON true is no number (pydantic took it as 1; Range.contains does not)
+            raise ValueError(message(value))
         try:
             return handler(value)
         except ValidationError:

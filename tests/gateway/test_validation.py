@@ -240,6 +240,9 @@ OUT_OF_RANGE = [
     ("seed", INT64_MAX + 1),
     ("seed", -1),
     ("temperature", "hot"),
+    ("temperature", True),  # JSON booleans are no numbers (pydantic took true as 1)
+    ("top_k", True),
+    ("seed", False),
 ]
 SAY = {"text": "Hello there.", "speaker": "ryan"}
 # Every REST body that carries sampling values, as the smallest valid body of its route.
@@ -316,6 +319,8 @@ def test_session_lookahead_names_its_range(http: TestClient) -> None:
 def test_speed_only_one(http: TestClient) -> None:
     body = SAMPLING_BODIES["/v1/audio/speech"]
     error = error_of(http.post("/v1/audio/speech", json={**body, "speed": 1e39}))
+    assert error["param"] == "speed" and "speed must be 1.0" in error["message"]
+    error = error_of(http.post("/v1/audio/speech", json={**body, "speed": True}))
     assert error["param"] == "speed" and "speed must be 1.0" in error["message"]
     assert http.post("/v1/audio/speech", json={**body, "speed": 1}).status_code == 200
 
