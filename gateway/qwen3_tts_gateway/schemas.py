@@ -83,11 +83,14 @@ def _enum_schema(values: object, description: str) -> WithJsonSchema:
 
 
 def _shown(value: object) -> object:
-    """A rejected value as an error message quotes it: numbers as they are, anything else cut short."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    """A rejected value for an error message to quote (``!r``, once): numbers, booleans and short values as
+    they are, a long string cut short, anything else long as its cut ``repr``."""
+    if isinstance(value, int | float):
         return value
+    if isinstance(value, str):
+        return value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "..."
     text = repr(value)
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+    return value if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
 
 
 def _checked(base: type, constraints: list[Any], message: Callable[[object], str]) -> Any:

@@ -283,6 +283,21 @@ def test_overflowing_sampling_values_rejected_before_the_engine(tmp_path: Path) 
     assert engine.requests == []
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("temperature", "hot", "got 'hot'"),  # was "got \"'hot'\"": quoted twice
+        ("top_k", [1, 2], "got [1, 2]"),
+        ("seed", "9" * 40, "got '" + "9" * 32 + "...'"),
+        ("speed", "fast", "got 'fast'"),
+    ],
+)
+def test_a_rejected_value_is_quoted_once(http: TestClient, field: str, value: object, shown: str) -> None:
+    body = {**SAMPLING_BODIES["/v1/audio/speech"], field: value}
+    error = error_of(http.post("/v1/audio/speech", json=body))
+    assert error["message"].endswith(shown), error["message"]
+
+
 @pytest.mark.parametrize(("name", "spec"), list(SAMPLING_RANGES.items()))
 def test_range_edges_accepted(http: TestClient, name: str, spec: object) -> None:
     high = http.post("/synthesize", json={**SAY, name: spec.high})  # type: ignore[attr-defined]
