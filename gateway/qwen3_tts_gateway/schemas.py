@@ -8,6 +8,7 @@ app fills in ``settings.max_text_length``, see openapi.py).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
@@ -16,6 +17,7 @@ import annotated_types
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
@@ -78,6 +80,17 @@ def _output_format(value: str) -> str:
     return fmt
 
 
+def _named_choice(parse: Callable[[str], str]) -> BeforeValidator:
+    """A non-string (``"speaker": 5``) gets the parser's error, which lists the choices, not pydantic's "Input
+    should be a valid string"; the value is shown as JSON (``null``, ``5``), which no choice is, so ``parse``
+    raises."""
+
+    def check(value: object) -> object:
+        return value if isinstance(value, str) else parse(json.dumps(value, default=str)[:_SHOWN_CHARS])
+
+    return BeforeValidator(check)
+
+
 def _enum_schema(values: object, description: str) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "enum": list(values), "description": description})  # type: ignore[call-overload]
 
@@ -129,10 +142,14 @@ CLONE_VOICE_SCHEMA = {"type": "string", "pattern": f"^{CLONE_VOICE_PREFIX}[0-9a-
 VOICE_ID_SCHEMA = {"pattern": f"^({CLONE_VOICE_PREFIX})?[0-9a-f]{{16}}$"}
 
 SpeakerName = Annotated[
-    str, AfterValidator(parse_speaker), _enum_schema(SPEAKERS, "A built-in timbre (case-insensitive).")
+    str,
+    _named_choice(parse_speaker),
+    AfterValidator(parse_speaker),
+    _enum_schema(SPEAKERS, "A built-in timbre (case-insensitive)."),
 ]
 LanguageCode = Annotated[
     str,
+    _named_choice(parse_language),
     AfterValidator(parse_language),
     _enum_schema(
         _LANGUAGE_CHOICES, "A language (case-insensitive; ISO 639-1 codes such as 'en' also accepted)."
@@ -140,6 +157,7 @@ LanguageCode = Annotated[
 ]
 VoiceName = Annotated[
     str,
+    _named_choice(parse_voice),
     AfterValidator(_valid_unicode),
     AfterValidator(parse_voice),
     WithJsonSchema(
@@ -151,7 +169,10 @@ VoiceName = Annotated[
     ),
 ]
 OutputFormatName = Annotated[
-    str, AfterValidator(_output_format), _enum_schema(OUTPUT_FORMATS, "Audio format.")
+    str,
+    _named_choice(_output_format),
+    AfterValidator(_output_format),
+    _enum_schema(OUTPUT_FORMATS, "Audio format."),
 ]
 # Limited by settings.max_text_length (checked by bodies.check_text_lengths, shown by openapi.py).
 UnicodeText = Annotated[str, AfterValidator(_valid_unicode)]
@@ -324,7 +345,10 @@ def _stream_encoding(value: str) -> str:
 
 
 StreamEncodingName = Annotated[
-    str, AfterValidator(_stream_encoding), _enum_schema(STREAMABLE_FORMATS, "Streamed audio encoding.")
+    str,
+    _named_choice(_stream_encoding),
+    AfterValidator(_stream_encoding),
+    _enum_schema(STREAMABLE_FORMATS, "Streamed audio encoding."),
 ]
 MAX_LOOKAHEAD_TOKENS = 64  # the session models' limit (docs/triton-io-contract.md)
 LOOKAHEAD_RANGE = Range(0, MAX_LOOKAHEAD_TOKENS, integer=True)

@@ -118,6 +118,27 @@ def test_unsupported_format_lists_supported(http: TestClient) -> None:
     assert "supported: wav, flac, mp3, opus, pcm" in error["message"]
 
 
+@pytest.mark.parametrize("value", [5, True, ["ryan"], {"name": "ryan"}])
+@pytest.mark.parametrize(
+    ("path", "field", "choices"),
+    [
+        ("/synthesize", "speaker", SPEAKER_NAMES),
+        ("/synthesize", "voice", SPEAKER_NAMES),
+        ("/synthesize", "language", LANGUAGE_CODES),
+        ("/synthesize", "response_format", ["wav", "flac", "mp3", "opus", "pcm"]),
+        ("/v1/audio/speech", "voice", SPEAKER_NAMES),
+        ("/v1/audio/speech", "response_format", ["wav", "flac", "mp3", "opus", "pcm"]),
+    ],
+)
+def test_a_choice_of_the_wrong_type_names_the_choices(
+    http: TestClient, path: str, field: str, choices: list[str], value: object
+) -> None:
+    """Not "Input should be a valid string": the choices, as for an unknown string."""
+    body = {"input": "hi", "voice": "ryan"} if path.startswith("/v1") else {"text": "hi", "speaker": "ryan"}
+    error = error_of(http.post(path, json={**body, field: value}))
+    assert error["param"] == field and all(choice in error["message"] for choice in choices), error
+
+
 non_speakers = st.text(min_size=0, max_size=30).filter(
     lambda s: s.strip().lower() not in SPEAKERS and not s.strip().lower().startswith("qwen3-clone-")
 )
