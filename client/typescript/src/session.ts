@@ -283,8 +283,13 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
     this.send(text ? { type: "end", text } : { type: "end" });
   }
 
-  /** Stop now: the gateway answers `done` with `cancelled`. */
+  /**
+   * Stop now: the gateway answers `done` with `cancelled`. Idempotent: once the session is over (its `done`
+   * or fatal error read, or the connection closed, which cancels it on the gateway) this does nothing, so a
+   * barge-in that races the end of the speech never throws.
+   */
   cancel(): void {
+    if (this.finished || this.closed || this.socket.readyState !== 1) return;
     this.send({ type: "cancel" });
   }
 

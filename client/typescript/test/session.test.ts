@@ -124,6 +124,33 @@ describe("sessions", () => {
     assert.throws(() => session.sendText("more"), /closed/);
   });
 
+  test("cancel once the session is over sends nothing and never throws", async () => {
+    received.length = 0;
+    let serverSideClosed: Promise<void> = Promise.resolve();
+    handler = (socket, message) => {
+      if (message.type === "start") {
+        serverSideClosed = new Promise((resolve) => socket.once("close", () => resolve()));
+        started(socket);
+      }
+      if (message.type === "end") {
+        socket.send(JSON.stringify({ type: "done", session_id: "s1", finish_reason: "stop", duration: 0, chunks: 0, sample_rate: 24000, text_chars: 3 }));
+      }
+      if (message.type === "cancel") {
+        // What a gateway without idempotent cancel answers to a cancel that crossed the done.
+        socket.send(JSON.stringify({ type: "error", status: 422, message: "nothing to cancel: no session is open", reason: "nothing_to_cancel", fatal: false, error_type: "invalid_request_error", param: null }));
+      }
+    };
+    const session = await new Qwen3TTSClient({ baseUrl: url }).session({ voice: "ryan" });
+    session.end("Hi.");
+    assert.equal((await session.collect()).finishReason, "stop");
+    session.cancel(); // the done was read: a barge-in that raced the end
+    session.close();
+    session.cancel(); // the connection is closed
+    await serverSideClosed; // every message the client sent has arrived
+    assert.deepEqual(received.map((message) => message.type), ["start", "end"]);
+    assert.deepEqual(session.refused, []);
+  });
+
   test("aborting closes the socket and rejects the read", async () => {
     handler = (socket, message) => {
       if (message.type === "start") started(socket);
