@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from python_multipart.exceptions import FormParserError
@@ -13,11 +13,13 @@ from starlette.datastructures import UploadFile
 
 from qwen3_tts_serving.settings import Settings
 
-from .errors import BadRequestError, reference_too_large
+from .errors import BadRequestError, UnsupportedMediaTypeError, reference_too_large
 from .refaudio import AudioLimits, decode_base64
 
 M = TypeVar("M", bound=BaseModel)
 AUDIO_FIELD = "ref_audio"
+JSON_MEDIA_TYPE = "application/json"
+FORM_MEDIA_TYPE = "multipart/form-data"
 _MAX_FORM_FIELDS = 64
 _MAX_MESSAGE_CHARS = 200
 
@@ -29,6 +31,35 @@ def _first_line(exc: Exception) -> str:
 
 def _invalid(loc: tuple[str, ...], message: str, error_type: str = "value_error") -> RequestValidationError:
     return RequestValidationError([{"loc": loc, "msg": message, "type": error_type}])
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _is_json(media_type: str) -> bool:
+    """What FastAPI reads as JSON: no Content-Type, application/json or application/<anything>+json."""
+    return (
+        not media_type
+        or media_type == JSON_MEDIA_TYPE
+        or (media_type.startswith("application/") and media_type.endswith("+json"))
+    )
+
+
+def _unsupported(media_type: str, accepted: tuple[str, ...]) -> UnsupportedMediaTypeError:
+    return UnsupportedMediaTypeError(f"Content-Type must be {' or '.join(accepted)}, got {media_type[:64]!r}")
+
+
+def require_json_body(request: Request) -> None:
+    """Dependency of the routes with a JSON body: any other Content-Type is a 415 naming application/json
+    (FastAPI passed such a body on unread, and the 422 said it "should be a valid dictionary")."""
+    media_type = _media_type(request)
+    if not _is_json(media_type):
+        raise _unsupported(media_type, (JSON_MEDIA_TYPE,))
+
+
+# ``dependencies=`` of a route with a JSON body.
+JSON_BODY = [Depends(require_json_body)]
 
 
 def unreadable_json(exc: ValueError | RecursionError) -> RequestValidationError:
@@ -104,11 +135,13 @@ async def _from_json(request: Request, max_bytes: int) -> tuple[dict[str, Any], 
 
 async def read_audio_body(request: Request, model: type[M], max_bytes: int) -> tuple[M, bytes]:
     """Parse the non-audio fields into ``model`` and return them with the raw reference audio bytes."""
-    content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith("multipart/form-data"):
+    media_type = _media_type(request)
+    if media_type == FORM_MEDIA_TYPE:
         fields, audio = await _from_multipart(request, max_bytes)
-    else:
+    elif _is_json(media_type):
         fields, audio = await _from_json(request, max_bytes)
+    else:
+        raise _unsupported(media_type, (JSON_MEDIA_TYPE, FORM_MEDIA_TYPE))
     return validate_model(model, fields), audio
 
 

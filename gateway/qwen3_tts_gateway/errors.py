@@ -50,6 +50,11 @@ class PayloadTooLargeError(GatewayError):
     error_type = "invalid_request_error"
 
 
+class UnsupportedMediaTypeError(GatewayError):
+    status_code = 415
+    error_type = "invalid_request_error"
+
+
 class UnprocessableError(GatewayError):
     status_code = 422
     error_type = "invalid_request_error"

@@ -102,6 +102,39 @@ def test_a_body_that_is_not_json_is_one_422_on_every_route(
     assert error["param"] is None and error["errors"][0]["loc"] == "body"
 
 
+NOT_JSON_TYPES = ["text/plain", "application/x-www-form-urlencoded", "application/xml", "multipart/form-data"]
+JSON_TYPES = [None, "application/json", "Application/JSON", "application/merge+json"]
+
+
+@pytest.mark.parametrize("path", JSON_BODY_ROUTES)
+@pytest.mark.parametrize("content_type", NOT_JSON_TYPES)
+def test_a_body_of_another_content_type_is_415_naming_the_accepted_ones(
+    http: TestClient, path: str, content_type: str
+) -> None:
+    """Was a 422 "Input should be a valid dictionary" (or, on /clone and /voices, read as JSON anyway)."""
+    uploads = path in ("/clone", "/voices")
+    if uploads and content_type == "multipart/form-data":
+        return  # an upload's other encoding (test_malformed_multipart_is_400)
+    body = json.dumps(SAMPLING_BODIES.get(path, {"ref_audio": SAMPLING_BODIES["/clone"]["ref_audio"]}))
+    response = http.post(path, content=body, headers={"content-type": f"{content_type}; charset=utf-8"})
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    accepted = "application/json or multipart/form-data" if uploads else "application/json"
+    assert error["message"] == f"Content-Type must be {accepted}, got {content_type!r}", error
+    assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path", JSON_BODY_ROUTES)
+@pytest.mark.parametrize("content_type", JSON_TYPES)
+def test_json_is_read_with_no_content_type_or_any_json_one(
+    http: TestClient, path: str, content_type: str | None
+) -> None:
+    body = json.dumps(SAMPLING_BODIES.get(path, {"ref_audio": SAMPLING_BODIES["/clone"]["ref_audio"]}))
+    headers = {"content-type": content_type} if content_type else {}
+    response = http.post(path, content=body, headers=headers)
+    assert response.status_code in (200, 201), response.text
+
+
 def test_text_length_limit(http: TestClient) -> None:
     limit = http.app.state.settings.max_text_length
     assert http.post("/synthesize", json={"text": "a" * limit, "speaker": "ryan"}).status_code == 200

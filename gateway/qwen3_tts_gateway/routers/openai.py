@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..auth import OwnerDep
+from ..bodies import JSON_BODY
 from ..deps import ServiceDep, SettingsDep
 from ..encoding import STREAMABLE_FORMATS
 from ..middleware import route_label
@@ -18,7 +19,13 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 _PROGRESSIVE_FORMATS = STREAMABLE_FORMATS
 
 
-@router.post("/audio/speech", response_class=Response, responses=AUDIO_RESPONSES, summary="OpenAI speech")
+@router.post(
+    "/audio/speech",
+    response_class=Response,
+    responses=AUDIO_RESPONSES,
+    summary="OpenAI speech",
+    dependencies=JSON_BODY,
+)
 async def create_speech(
     body: SpeechRequest, request: Request, owner: OwnerDep, service: ServiceDep, settings: SettingsDep
 ) -> Response:

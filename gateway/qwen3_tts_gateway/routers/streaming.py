@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import StreamingResponse
 
 from ..auth import OwnerDep, websocket_owner
+from ..bodies import JSON_BODY
 from ..deps import ServiceDep, SettingsDep
 from ..errors import AuthenticationError, GatewayError
 from ..middleware import route_label
@@ -49,6 +50,7 @@ _STREAM_RESPONSES = {
     response_class=StreamingResponse,
     responses=_STREAM_RESPONSES,
     summary="Stream speech in a timbre as it is generated",
+    dependencies=JSON_BODY,
 )
 async def synthesize_stream(
     body: StreamSynthesizeRequest,

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from ..auth import OwnerDep
 from ..backend import SynthesisRequest
-from ..bodies import audio_body_openapi, audio_limits, check_text_lengths, read_audio_body
+from ..bodies import JSON_BODY, audio_body_openapi, audio_limits, check_text_lengths, read_audio_body
 from ..deps import ServiceDep, SettingsDep
 from ..encoding import CONTENT_TYPES
 from ..middleware import route_label
@@ -29,7 +29,13 @@ AUDIO_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/synthesize", response_class=Response, responses=AUDIO_RESPONSES, summary="Speak in a timbre")
+@router.post(
+    "/synthesize",
+    response_class=Response,
+    responses=AUDIO_RESPONSES,
+    summary="Speak in a timbre",
+    dependencies=JSON_BODY,
+)
 async def synthesize(
     body: SynthesizeRequest, request: Request, owner: OwnerDep, service: ServiceDep, settings: SettingsDep
 ) -> Response:
@@ -39,7 +45,11 @@ async def synthesize(
 
 
 @router.post(
-    "/design", response_class=Response, responses=AUDIO_RESPONSES, summary="Speak in a described voice"
+    "/design",
+    response_class=Response,
+    responses=AUDIO_RESPONSES,
+    summary="Speak in a described voice",
+    dependencies=JSON_BODY,
 )
 async def design(
     body: DesignRequest, request: Request, service: ServiceDep, settings: SettingsDep
