@@ -32,6 +32,13 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
     return sf.read(io.BytesIO(data), dtype="float32")
 
 
+def float_wav(samples: np.ndarray, sample_rate: int = 24_000) -> bytes:
+    """A 32-bit float WAV: it carries any float, NaN included (an integer WAV would clip it)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, sample_rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
 async def test_health_and_docs(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
     assert (await client.get("/docs")).status_code == 200
@@ -162,8 +169,10 @@ async def test_clone_json_and_multipart(client: httpx.AsyncClient, engine: FakeE
         # The range of the engine's ref_sample_rate; above it resampling costs grow with the rate.
         (clip(4.0, sample_rate=4000), 400, "sampled at 4000 Hz; supported: 8000 to 192000 Hz"),
         (clip(4.0, sample_rate=384_000), 400, "sampled at 384000 Hz; supported: 8000 to 192000 Hz"),
+        (clip(0.0), 400, "reference audio is 0.00 s; the minimum is 3 s"),  # was "could not decode"
+        (float_wav(np.full(96_000, np.nan, np.float32)), 400, "NaN or infinite samples"),
     ],
-    ids=["short", "long", "broken-wav", "not-audio", "rate-4000", "rate-384000"],
+    ids=["short", "long", "broken-wav", "not-audio", "rate-4000", "rate-384000", "empty", "nan"],
 )
 async def test_clone_reference_errors(
     client: httpx.AsyncClient, engine: FakeEngine, audio: bytes, status: int, fragment: str
