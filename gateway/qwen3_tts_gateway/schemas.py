@@ -9,6 +9,7 @@ app fills in ``settings.max_text_length``, see openapi.py).
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
@@ -65,10 +66,44 @@ def _valid_unicode(value: str) -> str:
     return value
 
 
+# Characters that show nothing: controls (Cc) and format characters (Cf: zero-width space, joiners, word
+# joiner, BOM, soft hyphen, bidi marks...). Among visible ones they shape them (an emoji's ZWJ, an RTL mark);
+# a text of only these and white space has nothing to speak.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf"})
+_SHOWN_INVISIBLES = 3  # code points a blank text's error names
+
+
+def _is_invisible(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+
+
+def is_blank(value: str) -> bool:
+    """True when ``value`` has no visible character: the one meaning of "blank" of every text field."""
+    return all(_is_invisible(char) for char in value)
+
+
 def _non_blank(value: str) -> str:
-    if not value.strip():
+    if not is_blank(value):
+        return value
+    invisible = sorted({char for char in value if not char.isspace()})
+    if not invisible:
         raise ValueError("must not be empty")
-    return value
+    named = ", ".join(f"U+{ord(char):04X}" for char in invisible[:_SHOWN_INVISIBLES])
+    more = ", ..." if len(invisible) > _SHOWN_INVISIBLES else ""
+    raise ValueError(f"must not be empty: it has only white space and invisible characters ({named}{more})")
+
+
+def _invisible_class() -> str:
+    """The invisible characters that are not white space, as ranges of a regex character class. Only the
+    BMP: no escape of a character beyond it reads the same in ECMA-262 (JSON Schema) and Python regexes."""
+    ranges: list[list[int]] = []
+    for code in range(0x10000):
+        if _is_invisible(chr(code)) and not chr(code).isspace():
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return "".join(f"\\u{low:04x}" if low == high else f"\\u{low:04x}-\\u{high:04x}" for low, high in ranges)
 
 
 def _output_format(value: str) -> str:
@@ -180,12 +215,15 @@ LimitedText = Annotated[UnicodeText, _JsonSchemaHint({TEXT_LIMIT_KEY: True})]
 # The length bound before the validator, so that pydantic checks and reports it as a string's ("at most 100
 # characters"); after a validator it counts generic "items".
 VoiceLabel = Annotated[str, StringConstraints(max_length=100), AfterValidator(_valid_unicode)]
-# Text that must say something: at least one character that is not white space. Anchored, so that schema
-# tools combine it with maxLength (schemathesis rewrites an unanchored "\S" and drops the length).
+# Text that must say something: at least one character that is neither white space nor invisible
+# (``is_blank``). The pattern says so up to the invisible characters beyond the BMP; anchored, so that schema
+# tools combine it with maxLength (schemathesis rewrites an unanchored one and drops the length).
+_BLANK_CLASS = f"\\s{_invisible_class()}"
+NON_BLANK_PATTERN = f"^[{_BLANK_CLASS}]*[^{_BLANK_CLASS}][\\s\\S]*$"
 Text = Annotated[
     UnicodeText,
     AfterValidator(_non_blank),
-    _JsonSchemaHint({TEXT_LIMIT_KEY: True, "minLength": 1, "pattern": r"^\s*\S[\s\S]*$"}),
+    _JsonSchemaHint({TEXT_LIMIT_KEY: True, "minLength": 1, "pattern": NON_BLANK_PATTERN}),
 ]
 # Base64 (standard alphabet, padded, not empty), optionally as a data: URL (refaudio.decode_base64 reads it).
 _BASE64_TAIL = "[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}="

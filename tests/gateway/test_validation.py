@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qwen3_tts_gateway import create_app
 from qwen3_tts_gateway.catalog import LANGUAGES, SPEAKERS, parse_language, parse_speaker, parse_voice
+from qwen3_tts_gateway.schemas import NON_BLANK_PATTERN
 
 from qwen3_tts_serving.sampling_ranges import INT64_MAX, SAMPLING_RANGES
 
@@ -394,6 +396,92 @@ def test_speed_only_one(http: TestClient) -> None:
     assert http.post("/v1/audio/speech", json={**body, "speed": 1}).status_code == 200
 
 
+# --- blank text: nothing but white space and invisible characters (schemas.is_blank) ----------------------
+
+# Zero-width space, ZWNJ, ZWJ, word joiner, BOM, soft hyphen, an RTL mark, a tag character, NUL.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u200f\U000e0041\x00"
+BLANK_TEXTS = {
+    "zero-width space": "\u200b",
+    "invisible and white space": f" {INVISIBLE}\n\u3000",
+    "BOM": "\ufeff",
+}
+# Invisible characters among visible ones shape them: kept.
+TEXTS_WITH_INVISIBLES = {
+    "emoji ZWJ sequence": "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+    "RTL mark in Hebrew": "\u200f\u05e9\u05dc\u05d5\u05dd",
+    "Arabic letter mark": "\u061c\u0645\u0631\u062d\u0628\u0627",
+    "soft hyphen in a word": "hyphen\u00adation",
+    "zero-width space around a word": "\u200bhi\u200b",
+}
+# Every text field that must not be blank: (route, body with the blank value in place of "{}", field).
+NON_BLANK_FIELDS = [
+    ("/synthesize", {**SAY, "text": "{}"}, "text"),
+    ("/synthesize/stream", {**SAY, "text": "{}"}, "text"),
+    ("/design", {**SAMPLING_BODIES["/design"], "text": "{}"}, "text"),
+    ("/design", {**SAMPLING_BODIES["/design"], "instruct": "{}"}, "instruct"),
+    ("/v1/audio/speech", {**SAMPLING_BODIES["/v1/audio/speech"], "input": "{}"}, "input"),
+    ("/clone", {**SAMPLING_BODIES["/clone"], "text": "{}"}, "text"),
+]
+
+
+def _with(body: dict, value: str) -> dict:
+    return {key: value if item == "{}" else item for key, item in body.items()}
+
+
+@pytest.mark.parametrize("text", list(BLANK_TEXTS.values()), ids=list(BLANK_TEXTS))
+@pytest.mark.parametrize(
+    ("path", "body", "field"), NON_BLANK_FIELDS, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_a_text_of_only_invisible_characters_is_blank(
+    http: TestClient, path: str, body: dict, field: str, text: str
+) -> None:
+    """Was a 200: the zero-width space passed the "not blank" check (str.strip keeps it) and was spoken."""
+    error = error_of(http.post(path, json=_with(body, text)))
+    assert error["param"] == field and error["errors"][0]["loc"] == f"body.{field}", error
+    blank_message = f"body.{field}: must not be empty: it has only white space and invisible characters ("
+    assert error["message"].startswith(blank_message), error
+    assert "U+200B" in error["message"] or "U+FEFF" in error["message"], error
+
+
+def test_a_blank_text_is_refused_in_a_multipart_upload_and_on_the_websocket(http: TestClient) -> None:
+    files = {"ref_audio": ("ref.wav", encode(np.zeros(24_000 * 4), 24_000), "audio/wav")}
+    error = error_of(http.post("/clone", data={"text": "\u200b\u2060"}, files=files))
+    blank_message = "body.text: must not be empty: it has only white space and invisible characters"
+    assert error["message"] == f"{blank_message} (U+200B, U+2060)", error
+    with http.websocket_connect("/ws/synthesize") as ws:
+        ws.send_json({**SAY, "text": INVISIBLE})
+        error = ws.receive_json()
+    assert error["type"] == "error" and error["status"] == 422, error
+    assert f"{blank_message.removeprefix('body.')} (U+0000, U+00AD, U+200B, ...)" in error["message"], error
+    with http.websocket_connect("/ws/session") as ws:  # a session's first fragment may be empty: not checked
+        ws.send_json({"type": "start", "voice": "ryan", "text": "\u200b"})
+        assert ws.receive_json()["type"] == "started"
+
+
+def test_white_space_alone_keeps_its_message(http: TestClient) -> None:
+    error = error_of(http.post("/synthesize", json={**SAY, "text": " \t\n"}))
+    assert error["message"] == "body.text: must not be empty", error
+
+
+@pytest.mark.parametrize("text", list(TEXTS_WITH_INVISIBLES.values()), ids=list(TEXTS_WITH_INVISIBLES))
+@pytest.mark.parametrize(
+    ("path", "body", "field"), NON_BLANK_FIELDS, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_invisible_characters_among_visible_ones_are_kept(
+    http: TestClient, path: str, body: dict, field: str, text: str
+) -> None:
+    response = http.post(path, json=_with(body, text))
+    assert response.status_code == 200, response.text
+
+
+def test_the_schema_pattern_of_a_text_refuses_a_blank_one(http: TestClient) -> None:
+    pattern = _property(http.app.openapi()["components"]["schemas"]["SynthesizeRequest"], "text")["pattern"]
+    for text in [*BLANK_TEXTS.values(), "", " \n"]:
+        assert re.fullmatch(pattern, text.replace("\U000e0041", "")) is None, ascii(text)
+    for text in [*TEXTS_WITH_INVISIBLES.values(), "hi", " \u200b.\n"]:
+        assert re.fullmatch(pattern, text), ascii(text)
+
+
 # --- input no route may turn into a 5xx -----------------------------------------------------------------
 
 
@@ -476,7 +564,7 @@ def test_openapi_shows_the_ranges_enums_and_lengths(tmp_path: Path) -> None:
         "type": "string",
         "minLength": 1,
         "maxLength": 123,
-        "pattern": r"^\s*\S[\s\S]*$",
+        "pattern": NON_BLANK_PATTERN,
         "title": "",
     }
     assert _property(synthesize, "instruct")["maxLength"] == 123
