@@ -12,9 +12,19 @@ from typing import Any, ClassVar
 from qwen3_tts_serving.contract import ErrorKind
 from qwen3_tts_serving.settings import Settings
 
-# Every upload-size limit comes from this setting; its 413s name it, so whoever runs the gateway knows what
-# to raise.
-UPLOAD_LIMIT_SETTING = f"max_upload_bytes, env {Settings.model_config['env_prefix']}MAX_UPLOAD_BYTES"
+
+def setting_name(field: str) -> str:
+    """How an error names the setting ``field`` (``Settings``), so that whoever runs the gateway knows what to
+    change: "max_upload_bytes, env QWEN3_TTS_MAX_UPLOAD_BYTES"."""
+    if field not in Settings.model_fields:
+        raise KeyError(f"no setting {field!r}")
+    return f"{field}, env {Settings.model_config['env_prefix']}{field.upper()}"
+
+
+# The limits an error names: every upload size, the reference clip's shortest and longest duration.
+UPLOAD_LIMIT_SETTING = setting_name("max_upload_bytes")
+MIN_REF_AUDIO_SETTING = setting_name("min_ref_audio_seconds")
+MAX_REF_AUDIO_SETTING = setting_name("max_ref_audio_seconds")
 
 
 class GatewayError(Exception):

@@ -18,7 +18,13 @@ from scipy.signal import resample_poly
 
 from qwen3_tts_serving.sampling_ranges import REF_SAMPLE_RATES
 
-from .errors import BadRequestError, PayloadTooLargeError, reference_too_large
+from .errors import (
+    MAX_REF_AUDIO_SETTING,
+    MIN_REF_AUDIO_SETTING,
+    BadRequestError,
+    PayloadTooLargeError,
+    reference_too_large,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +89,12 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int = TARGET_SA
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def _too_long(max_seconds: float) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"reference audio is longer than {max_seconds:g} s ({MAX_REF_AUDIO_SETTING})", param="ref_audio"
+    )
+
+
 def _read(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
@@ -93,9 +105,7 @@ def _read(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
                     param="ref_audio",
                 )
             if f.frames > 0 and f.frames / f.samplerate > max_seconds:
-                raise PayloadTooLargeError(
-                    f"reference audio is longer than {max_seconds:g} s", param="ref_audio"
-                )
+                raise _too_long(max_seconds)
             return f.read(dtype="float32", always_2d=True), f.samplerate
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         logger.info("undecodable reference audio: %s", exc)
@@ -118,11 +128,11 @@ def decode_reference(data: bytes, limits: AudioLimits) -> ReferenceAudio:
         raise BadRequestError("reference audio has NaN or infinite samples", param="ref_audio")
     duration = mono.size / rate
     if duration > limits.max_seconds:
-        raise PayloadTooLargeError(
-            f"reference audio is longer than {limits.max_seconds:g} s", param="ref_audio"
-        )
+        raise _too_long(limits.max_seconds)
     if duration < limits.min_seconds:
         raise BadRequestError(
-            f"reference audio is {duration:.2f} s; the minimum is {limits.min_seconds:g} s", param="ref_audio"
+            f"reference audio is {duration:.2f} s; the minimum is {limits.min_seconds:g} s "
+            f"({MIN_REF_AUDIO_SETTING})",
+            param="ref_audio",
         )
     return ReferenceAudio(resample(mono, rate), TARGET_SAMPLE_RATE, fmt)

@@ -56,9 +56,13 @@ def test_stereo_is_mixed() -> None:
 
 
 def test_too_short_too_long_too_big() -> None:
-    with pytest.raises(BadRequestError, match="minimum is 3 s"):
+    with pytest.raises(
+        BadRequestError, match=r"minimum is 3 s \(min_ref_audio_seconds, env QWEN3_TTS_MIN_REF_"
+    ):
         decode_reference(clip(2.5), LIMITS)
-    with pytest.raises(PayloadTooLargeError, match="longer than 30 s"):
+    with pytest.raises(
+        PayloadTooLargeError, match=r"longer than 30 s \(max_ref_audio_seconds, env QWEN3_TTS_MAX_"
+    ):
         decode_reference(clip(30.5, "flac"), LIMITS)
     with pytest.raises(PayloadTooLargeError, match="exceeds 1000 bytes"):
         decode_reference(clip(4.0), AudioLimits(3.0, 30.0, 1000))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -393,6 +395,40 @@ def test_size_limits_name_the_limit_and_its_setting(tmp_path) -> None:
         response = http.post("/clone", data={"text": "Hi."}, files=files)
         assert response.status_code == 413
         assert response.json()["error"]["message"] == f"reference audio exceeds 384 KiB {setting}"
+
+
+@pytest.mark.parametrize("as_form", [False, True], ids=["json", "multipart"])
+@pytest.mark.parametrize("path", ["/clone", "/voices"])
+async def test_duration_limits_name_the_limit_and_its_setting(
+    tmp_path: Path, client_factory: Callable[..., httpx.AsyncClient], path: str, as_form: bool
+) -> None:
+    """Like the size 413: a clip too short or too long names the limit and the setting that changes it."""
+    settings = make_settings(tmp_path, min_ref_audio_seconds=2.5, max_ref_audio_seconds=5.0)
+    expected = {
+        1.0: (
+            400,
+            "reference audio is 1.00 s; the minimum is 2.5 s "
+            "(min_ref_audio_seconds, env QWEN3_TTS_MIN_REF_AUDIO_SECONDS)",
+        ),
+        6.0: (
+            413,
+            "reference audio is longer than 5 s (max_ref_audio_seconds, env QWEN3_TTS_MAX_REF_AUDIO_SECONDS)",
+        ),
+    }
+    async with client_factory(settings, FakeEngine()) as http:
+        for seconds, (status, message) in expected.items():
+            audio = clip(seconds)
+            fields = {"text": "Hi."} if path == "/clone" else {}
+            if as_form:
+                response = await http.post(
+                    path, data=fields, files={"ref_audio": ("ref.wav", audio, "audio/wav")}
+                )
+            else:
+                response = await http.post(
+                    path, json={**fields, "ref_audio": base64.b64encode(audio).decode()}
+                )
+            error = response.json()["error"]
+            assert (response.status_code, error["message"], error["param"]) == (status, message, "ref_audio")
 
 
 async def test_metrics(client: httpx.AsyncClient, engine: FakeEngine) -> None:
