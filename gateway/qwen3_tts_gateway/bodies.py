@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any, TypeVar
 
 from fastapi import Depends, Request
@@ -21,6 +22,9 @@ AUDIO_FIELD = "ref_audio"
 JSON_MEDIA_TYPE = "application/json"
 FORM_MEDIA_TYPE = "multipart/form-data"
 _MAX_FORM_FIELDS = 64
+# Parts that are files: only ref_audio is one, but every file part is parsed so that a repeated ref_audio
+# or a file under another field gets its 422 (the request-body limit bounds their bytes).
+_MAX_FORM_FILES = _MAX_FORM_FIELDS
 _MAX_MESSAGE_CHARS = 200
 
 
@@ -103,18 +107,38 @@ async def _read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     return data
 
 
+def _check_form_parts(parts: list[tuple[str, str | UploadFile]]) -> None:
+    """422 for a field given more than once (a form keeps its last value, the first would be lost) and for a
+    file under any field but ``ref_audio`` (it would be dropped, or read as a missing field)."""
+    counts = Counter(name for name, _ in parts)
+    errors = [
+        {"loc": ("body", name), "msg": f"{name} given {count} times; give it once", "type": "value_error"}
+        for name, count in counts.items()
+        if count > 1
+    ]
+    errors += [
+        {"loc": ("body", name), "msg": f"{name} is a file; only {AUDIO_FIELD} is one", "type": "string_type"}
+        for name in dict.fromkeys(name for name, value in parts if not isinstance(value, str))
+        if name != AUDIO_FIELD and counts[name] == 1
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
 async def _from_multipart(request: Request, max_bytes: int) -> tuple[dict[str, Any], bytes]:
     try:
-        form = await request.form(max_files=1, max_fields=_MAX_FORM_FIELDS)
+        form = await request.form(max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS)
     except FormParserError as exc:
         # Starlette turns its own multipart errors into a 400; the parser's (a bad header line, a wrong
         # boundary) would otherwise surface as a 500.
         raise BadRequestError(f"malformed multipart/form-data body: {_first_line(exc)}") from None
     try:
+        parts = form.multi_items()
+        _check_form_parts(parts)
         upload = form.get(AUDIO_FIELD)
         if not isinstance(upload, UploadFile):
             raise _invalid(("body", AUDIO_FIELD), "a ref_audio file is required", "missing")
-        fields = {k: v for k, v in form.multi_items() if k != AUDIO_FIELD and isinstance(v, str)}
+        fields = {name: value for name, value in parts if name != AUDIO_FIELD}
         return fields, await _read_upload(upload, max_bytes)
     finally:
         await form.close()

@@ -532,6 +532,49 @@ def test_malformed_multipart_is_400(http: TestClient, path: str, body: bytes) ->
     assert response.status_code == 400 and "boundary" in response.json()["error"]["message"]
 
 
+# --- multipart: each field once, one file (ref_audio) ------------------------------------------------------
+
+WAV_FILE = ("ref.wav", encode(np.zeros(24_000 * 4), 24_000), "audio/wav")
+# Each upload route's smallest valid text fields, and one of them to repeat.
+FORM_FIELDS = {"/clone": ({"text": "Hello."}, "text"), "/voices": ({"name": "mine"}, "name")}
+
+
+@pytest.mark.parametrize("path", list(FORM_FIELDS))
+def test_a_form_field_given_twice_is_refused(http: TestClient, path: str) -> None:
+    """Was a 200 with the last value kept: the first was lost without a word."""
+    fields, repeated = FORM_FIELDS[path]
+    data = {**fields, repeated: ["first", "second"], "x_vector_only": ["true", "false", "true"]}
+    error = error_of(http.post(path, data=data, files={"ref_audio": WAV_FILE}))
+    assert error["param"] == repeated, error
+    assert [(e["loc"], e["message"]) for e in error["errors"]] == [
+        (f"body.{repeated}", f"{repeated} given 2 times; give it once"),
+        ("body.x_vector_only", "x_vector_only given 3 times; give it once"),
+    ]
+    assert http.post(path, data=fields, files={"ref_audio": WAV_FILE}).status_code in (200, 201)
+
+
+@pytest.mark.parametrize("path", list(FORM_FIELDS))
+def test_one_file_is_ref_audio_and_no_other(http: TestClient, path: str) -> None:
+    """Two ref_audio files were a 400 "Too many files. Maximum number of files is 1." naming no field."""
+    fields, field = FORM_FIELDS[path]
+    cases = {
+        "ref_audio given 2 times; give it once": (fields, [("ref_audio", WAV_FILE), ("ref_audio", WAV_FILE)]),
+        "ref_audio given 3 times; give it once": (
+            {**fields, "ref_audio": "x"},
+            [("ref_audio", WAV_FILE)] * 2,
+        ),
+        "extra is a file; only ref_audio is one": (fields, [("ref_audio", WAV_FILE), ("extra", WAV_FILE)]),
+        f"{field} is a file; only ref_audio is one": (
+            {},
+            [(field, ("t.txt", b"Hi.")), ("ref_audio", WAV_FILE)],
+        ),
+    }
+    for message, (data, files) in cases.items():
+        error = error_of(http.post(path, data=data, files=files))
+        assert error["message"] == f"body.{message.split()[0]}: {message}", error
+        assert error["param"] == message.split()[0] and len(error["errors"]) == 1, error
+
+
 # --- the OpenAPI schema states the real constraints -----------------------------------------------------
 
 
