@@ -2,8 +2,8 @@
 # Check, here on the CPU, that the carried wheels (.whl/) make the GPU machines' image run the benchmark:
 # builds a stand-in of that image (CPython 3.12 with torch 2.11, numpy 2, transformers 5 and the other
 # packages it is known to have, benchmarks/gpu/wheels.txt's header) in $IMAGE, then runs
-# `run.sh --quick` and a short `run.sh prompt-stall` with it (tiny checkpoints, CPU). A wheel the image
-# lacks shows as a ModuleNotFoundError. ENGINE_TESTS=1 also runs tests/engine under the image's torch, numpy and
+# `run.sh all --quick` with it (the engine benchmark, then a short prompt-stall one; tiny checkpoints, CPU).
+# A wheel the image lacks shows as a ModuleNotFoundError. ENGINE_TESTS=1 also runs tests/engine under the image's torch, numpy and
 # Python (pytest and httpx installed beside it, not into it).
 # Needs PyPI and python3.12; the first build downloads about 3 GB (torch's CUDA libraries).
 set -euo pipefail
@@ -19,9 +19,9 @@ fi
     "numpy", numpy.__version__, "transformers", transformers.__version__)'
 rm -rf "$IMAGE-site"
 export PYTHON="$IMAGE/bin/python" SITE="$IMAGE-site" OUT="${OUT:-$IMAGE-out}"
-bash benchmarks/gpu/run.sh --quick "$@"
+# The device call's own mode: the engine benchmark, then the prompt-stall one (on the CPU, small).
 DEVICE=cpu PRESET=tiny CHECKPOINTS=.cache/checkpoints/tiny \
-    bash benchmarks/gpu/run.sh prompt-stall --streams 2 --clip-seconds 3 --repeats 1
+    PROMPT_STALL_ARGS="--streams 2 --clip-seconds 3 --repeats 1" bash benchmarks/gpu/run.sh all --quick "$@"
 if [[ "${ENGINE_TESTS:-0}" == 1 ]]; then
     "$PYTHON" -m pip install -q --upgrade --target "$IMAGE-testdeps" pytest hypothesis httpx
     PYTHONPATH="$IMAGE-testdeps:$SITE:$PWD/src:$PWD:$PWD/tests" "$PYTHON" -m pytest -q tests/engine \
