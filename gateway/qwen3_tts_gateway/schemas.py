@@ -9,7 +9,6 @@ app fills in ``settings.max_text_length``, see openapi.py).
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
@@ -33,6 +32,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from qwen3_tts_serving.sampling_ranges import SAMPLING_RANGES, Range
+from qwen3_tts_serving.text_rules import is_blank, is_invisible
 
 from .catalog import CLONE_VOICE_PREFIX, LANGUAGES, SPEAKERS, parse_language, parse_speaker, parse_voice
 from .encoding import OUTPUT_FORMATS, STREAMABLE_FORMATS
@@ -69,17 +69,7 @@ def _valid_unicode(value: str) -> str:
 # Characters that show nothing: controls (Cc) and format characters (Cf: zero-width space, joiners, word
 # joiner, BOM, soft hyphen, bidi marks...). Among visible ones they shape them (an emoji's ZWJ, an RTL mark);
 # a text of only these and white space has nothing to speak.
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf"})
 _SHOWN_INVISIBLES = 3  # code points a blank text's error names
-
-
-def _is_invisible(char: str) -> bool:
-    return char.isspace() or unicodedata.category(char) in _INVISIBLE_CATEGORIES
-
-
-def is_blank(value: str) -> bool:
-    """True when ``value`` has no visible character: the one meaning of "blank" of every text field."""
-    return all(_is_invisible(char) for char in value)
 
 
 def _non_blank(value: str) -> str:
@@ -98,7 +88,7 @@ def _invisible_class() -> str:
     BMP: no escape of a character beyond it reads the same in ECMA-262 (JSON Schema) and Python regexes."""
     ranges: list[list[int]] = []
     for code in range(0x10000):
-        if _is_invisible(chr(code)) and not chr(code).isspace():
+        if is_invisible(chr(code)) and not chr(code).isspace():
             if ranges and ranges[-1][1] == code - 1:
                 ranges[-1][1] = code
             else:

@@ -201,6 +201,11 @@ def test_invalid_requests_name_the_valid_choices(make_engine):
         engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text="x", speaker="ryan", language="xx"))
     with pytest.raises(InvalidRequestError, match="empty"):
         engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text="  ", speaker="ryan"))
+    # Nothing visible is blank too, as at the gateway (text_rules.is_blank): zero-width space, word joiner.
+    with pytest.raises(InvalidRequestError, match="empty"):
+        engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text="\u200b \u2060", speaker="ryan"))
+    joined = "\U0001f469\u200d\U0001f4bb"  # an emoji sequence joined by U+200D is visible
+    engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text=joined, speaker="ryan"))
     with pytest.raises(InvalidRequestError, match="limit"):
         engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text="x" * 5000, speaker="ryan"))
     with pytest.raises(InvalidRequestError, match="top_p"):

@@ -396,7 +396,7 @@ def test_speed_only_one(http: TestClient) -> None:
     assert http.post("/v1/audio/speech", json={**body, "speed": 1}).status_code == 200
 
 
-# --- blank text: nothing but white space and invisible characters (schemas.is_blank) ----------------------
+# --- blank text: nothing but white space and invisible characters (text_rules.is_blank) ---------------
 
 # Zero-width space, ZWNJ, ZWJ, word joiner, BOM, soft hyphen, an RTL mark, a tag character, NUL.
 INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u200f\U000e0041\x00"

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..sampling_ranges import REF_SAMPLE_RATES, SAMPLING_RANGES, SUBTALKER_RANGES, check_sampling_value
+from ..text_rules import is_blank
 
 NUM_CODE_GROUPS = 16
 CODEBOOK_SIZE = 2048
@@ -145,7 +146,7 @@ def validate(request: SynthesisRequest, spec: ModelSpec, limits: RequestLimits) 
     speaker = request.speaker
     if spec.capability is Capability.CUSTOM_VOICE:
         speaker = _check_choice("speaker", speaker or "", spec.speakers)
-    if spec.capability is Capability.VOICE_DESIGN and not (request.instruct or "").strip():
+    if spec.capability is Capability.VOICE_DESIGN and is_blank(request.instruct or ""):
         raise InvalidRequestError("instruct (the voice description) is required for voice_design")
     if request.instruct is not None and len(request.instruct) > limits.max_text_length:
         raise InvalidRequestError(f"instruct is longer than {limits.max_text_length} characters")
@@ -155,8 +156,8 @@ def validate(request: SynthesisRequest, spec: ModelSpec, limits: RequestLimits) 
 
 
 def _check_text(text: str, limits: RequestLimits, *, allow_empty: bool) -> None:
-    if not text.strip() and not allow_empty:
-        raise InvalidRequestError("text is empty")
+    if is_blank(text) and not allow_empty:
+        raise InvalidRequestError("text is empty (white space and invisible characters alone are blank)")
     if len(text) > limits.max_text_length:
         raise InvalidRequestError(f"text has {len(text)} characters; the limit is {limits.max_text_length}")
 
