@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import sysinfo, targets
+from benchmarks.kernels import kernels_lines, profile_steps
 from benchmarks.profile import StageTimers, breakdown, instrument
 from benchmarks.profile import _request as custom_voice_request
 from benchmarks.report import _f, _jsonable
@@ -57,7 +58,7 @@ from qwen3_tts_serving.settings import PROJECT_ROOT
 
 logger = logging.getLogger("benchmarks.gpu_engine")
 
-SECTIONS = ("graphs", "batches", "load", "baseline", "breakdown", "sync")
+SECTIONS = ("graphs", "batches", "load", "baseline", "breakdown", "sync", "kernels")
 # Graphed and eager steps run the same kernels, but cuBLAS may reduce in another order inside a graph: a
 # bf16 step near full scale is 3.9e-3, and a capture bug gives garbage, far above this.
 GRAPH_AUDIO_ATOL = 1e-2
@@ -86,6 +87,7 @@ class Plan:
     breakdown_steps: int
     sync_batch: int
     sync_steps: int
+    kernel_steps: int
     budget_s: float
 
     @property
@@ -120,6 +122,7 @@ PLAN_HELP = {
     "breakdown_steps": "steps timed per breakdown batch (B = the smallest and largest of --batches)",
     "sync_batch": "streams running during the sync check",
     "sync_steps": "steady-state steps under set_sync_debug_mode('error')",
+    "kernel_steps": "steady-state steps under torch.profiler, fresh engine, B = the largest of --batches",
     "budget_s": "the whole run from the checkpoint on: levels and sections that would not fit are skipped",
 }
 
@@ -143,6 +146,7 @@ GPU = Plan(
     breakdown_steps=12,
     sync_batch=8,
     sync_steps=8,
+    kernel_steps=6,
     budget_s=420.0,
 )
 QUICK = Plan(
@@ -163,6 +167,7 @@ QUICK = Plan(
     breakdown_steps=3,
     sync_batch=1,
     sync_steps=2,
+    kernel_steps=2,
     budget_s=120.0,
 )
 
@@ -577,6 +582,29 @@ def run_sync_check(bench: Bench, make_engine: Callable[[], tuple[Any, StepRecord
     }
 
 
+def run_kernel_profile(
+    bench: Bench, engine: Any, recorder: StepRecorder, batch: int, out_dir: Path
+) -> dict[str, Any]:
+    """``batch`` streams, warmed up, then ``kernel_steps`` steps under torch.profiler (benchmarks.kernels)."""
+    plan = bench.plan
+    box_end = time.monotonic() + plan.batch_box_s
+    sinks = [TimelineSink() for _ in range(batch)]
+    engine.submit(bench.streams(engine, sinks, plan.warmup_steps + plan.kernel_steps + 8))
+    try:
+        _warm_up(engine, recorder, sinks, plan.warmup_steps, box_end)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        profiled = profile_steps(
+            engine.step,
+            plan.kernel_steps,
+            on_gpu=plan.device.startswith("cuda"),
+            synchronize=bench.synchronize,
+            trace_path=out_dir / f"kernels-B{batch}.trace.json.gz",
+        )
+    finally:
+        _settle(engine, sinks)
+    return {"batch": batch, **profiled}
+
+
 def run_graph_check(bench: Bench, streams: int = 4, frames: int = 24) -> dict[str, Any]:
     """The same greedy streams on a graph-captured engine and on an eager one: their audio must agree."""
     from qwen3_tts_serving.engine.config import EngineConfig
@@ -866,6 +894,17 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
         budget,
         plan.batch_box_s / 2,
     )
+
+    def kernel_profile() -> dict[str, Any]:
+        # A fresh engine: the sync check's streams are still in the last one, which its check may have left
+        # half-stepped; and no stage timers around this one's stages.
+        second.clear()
+        _release_memory()
+        batch = max(plan.breakdown_batches)
+        recorder = StepRecorder()
+        return run_kernel_profile(bench, bench.engine(recorder, batch), recorder, batch, out.out_dir)
+
+    out.section("kernels", kernel_profile, args.skip, budget, plan.batch_box_s)
     return out
 
 
@@ -1001,6 +1040,7 @@ TITLES = {
     "baseline": ("The package's own generate_custom_voice (non-streaming)", _baseline_table),
     "breakdown": ("Stage times per step (synchronising timers, ms)", _breakdown_table),
     "sync": ('Host synchronisation in a steady-state step (set_sync_debug_mode("error"))', _sync_lines),
+    "kernels": ("Where a steady-state step goes (torch.profiler)", kernels_lines),
 }
 
 

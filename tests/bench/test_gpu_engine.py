@@ -3,16 +3,18 @@ on the tiny checkpoints, and the pieces whose arithmetic decides a target (under
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from benchmarks import gpu_engine, targets
+from benchmarks import gpu_engine, kernels, targets
 from benchmarks.stats import summarize_level
 
 
@@ -181,6 +183,14 @@ def test_tiny_cpu_run_end_to_end_writes_every_section_with_sane_figures(
     # On the CPU the guard stands in for the sync debug mode: the steady state reads the host only where
     # designed.
     assert results["sync"]["status"] == "pass" and results["sync"]["check"] == "HostSyncGuard"
+    # The profiled steps on a fresh engine at the largest B: host operations only on a CPU, and the trace.
+    profiled = results["kernels"]
+    assert profiled["batch"] == 2 and profiled["steps"] == 2 and profiled["wall_ms_per_step"] > 0
+    assert profiled["kernels_per_step"] == 0 and profiled["top_kernels"] == []
+    assert profiled["top_host_ops"] and all(row["cpu_ms_per_step"] >= 0 for row in profiled["top_host_ops"])
+    assert "aten::mm" in {row["name"] for row in profiled["top_host_ops"]}
+    with gzip.open(out / profiled["trace"]) as trace:
+        assert json.load(trace)["traceEvents"]
     assert {r["status"] for r in results["targets"]} == {targets.NOT_MEASURED}
     assert results["meta"]["plan"]["preset"] == "tiny" and results["meta"]["load_s"] > 0
     for title in (
@@ -188,6 +198,7 @@ def test_tiny_cpu_run_end_to_end_writes_every_section_with_sane_figures(
         "## Closed-loop load",
         "## The package's own",
         "## Stage times",
+        "## Where a steady-state step goes",
         "## Targets",
     ):
         assert title in markdown
@@ -211,3 +222,38 @@ def test_graph_check_fails_on_any_difference_beyond_bf16_noise():
     assert gpu_engine.compare_audio(same, [same[0], same[1] + 0.02])["status"] == "fail"
     assert gpu_engine.compare_audio(same, [same[0], same[1][:2]])["status"] == "fail"  # a shorter stream
     assert gpu_engine.compare_audio([np.zeros(0)], [np.zeros(0)])["status"] == "fail"  # no audio at all
+
+
+@dataclass
+class _ProfiledEvent:
+    """What benchmarks.kernels reads of a torch.profiler key average."""
+
+    key: str
+    count: int
+    self_cpu_time_total: float  # microseconds
+    self_device_time_total: float
+    device_type: str
+
+
+def test_the_kernel_summary_splits_device_time_from_host_calls_per_step():
+    steps = 4
+    events = [
+        _ProfiledEvent("gemm_bf16", 4 * 56, 0.0, 4 * 3000.0, "DeviceType.CUDA"),
+        _ProfiledEvent("flash_fwd", 4 * 28, 0.0, 4 * 1000.0, "DeviceType.CUDA"),
+        _ProfiledEvent("cudaGraphLaunch", 4 * 2, 4 * 40.0, 0.0, "DeviceType.CPU"),
+        _ProfiledEvent("cudaLaunchKernel", 4 * 30, 4 * 150.0, 0.0, "DeviceType.CPU"),
+        _ProfiledEvent("aten::copy_", 4 * 3, 4 * 60.0, 4 * 20.0, "DeviceType.CPU"),
+    ]
+    summary = kernels.summarise(events, steps, wall_s=steps * 0.010)
+    assert summary["wall_ms_per_step"] == pytest.approx(10.0)
+    # Only the kernels' own time is the device's: the CPU op's share of a kernel is not counted twice.
+    assert summary["device_busy_ms_per_step"] == pytest.approx(4.0)
+    assert summary["kernels_per_step"] == pytest.approx(84)
+    assert [row["name"] for row in summary["top_kernels"]] == ["gemm_bf16", "flash_fwd"]
+    assert summary["top_kernels"][0]["device_ms_per_step"] == pytest.approx(3.0)
+    assert summary["runtime_calls_per_step"]["cudaGraphLaunch"] == 2
+    assert summary["runtime_calls_per_step"]["cudaLaunchKernel"] == 30
+    assert summary["runtime_calls_per_step"]["cudaStreamSynchronize"] == 0
+    assert summary["top_host_ops"][0]["name"] == "cudaLaunchKernel"
+    lines = "\n".join(kernels.kernels_lines({"batch": 64, **summary}))
+    assert "device busy 4.00 ms, 84 kernels per step" in lines and "cudaGraphLaunch 2.0" in lines
