@@ -358,7 +358,33 @@ class StreamSynthesizeRequest(VoiceFields):
         return self
 
 
-class WebSocketSynthesizeRequest(VoiceFields):
+# A client's own id of a WebSocket message, echoed on the events that answer it (gateway/README.md, "Message
+# ids"); a token, never a path, URL or format string.
+MESSAGE_ID_MAX_CHARS = 64
+MESSAGE_ID_PATTERN = f"^[A-Za-z0-9._:-]{{1,{MESSAGE_ID_MAX_CHARS}}}$"
+MessageId = _checked(
+    str,
+    [StringConstraints(min_length=1, max_length=MESSAGE_ID_MAX_CHARS, pattern=MESSAGE_ID_PATTERN)],
+    lambda value: (
+        f"id must be 1 to {MESSAGE_ID_MAX_CHARS} characters, each a letter, digit, '.', '_', ':' or '-', "
+        f"got {_shown(value)!r}"
+    ),
+)
+
+
+class ClientMessage(BaseModel):
+    """What every client message of both WebSockets may carry: ``id``, echoed on the events that answer it."""
+
+    id: MessageId | None = Field(
+        None,
+        description=(
+            f"Your id of this message (1 to {MESSAGE_ID_MAX_CHARS} of A-Z a-z 0-9 . _ : -), echoed as 'id' "
+            "on every event that answers it."
+        ),
+    )
+
+
+class WebSocketSynthesizeRequest(VoiceFields, ClientMessage):
     type: Literal["synthesize"] = "synthesize"
     stream_format: Literal["binary", "json"] = Field(
         "binary", description="binary: PCM s16le frames; json: chunk messages with base64 PCM."
@@ -383,7 +409,7 @@ LOOKAHEAD_RANGE = Range(0, MAX_LOOKAHEAD_TOKENS, integer=True)
 LookaheadTokens = in_range("lookahead_tokens", LOOKAHEAD_RANGE)
 
 
-class SessionStartMessage(SpeechBody):
+class SessionStartMessage(SpeechBody, ClientMessage):
     """``/ws/session``: opens a voice-agent session (see gateway/README.md, "Voice-agent sessions")."""
 
     type: Literal["start"]
@@ -408,7 +434,7 @@ class SessionStartMessage(SpeechBody):
         return SpeechInput(self.text, self.voice, self.language, self.instruct, limited)
 
 
-class SessionTextMessage(BaseModel):
+class SessionTextMessage(ClientMessage):
     """A fragment of text (any size, also a single token); ``flush`` commits a partial last word now."""
 
     model_config = ConfigDict(extra="forbid")
@@ -418,7 +444,7 @@ class SessionTextMessage(BaseModel):
     flush: bool = False
 
 
-class SessionControlMessage(BaseModel):
+class SessionControlMessage(ClientMessage):
     """``flush`` (commit a partial last word), ``end`` (the text is complete; optional last fragment)
     or ``cancel`` (stop now)."""
 

@@ -19,6 +19,13 @@ Server -> client:
   * ``{"type": "error", "status", "message", "reason", "fatal", "error_type", "param"}``: ``fatal`` true
     means the session is over (no ``done`` follows); false means only that message was refused.
 
+Ids: any client message may carry ``"id"`` (``schemas.ClientMessage``: 1 to 64 of ``A-Za-z0-9._:-``). The
+``start``'s id is the session's: ``started``, ``chunk``, ``done`` and the session's own errors (a refused
+start, an engine failure) carry it as ``"id"``. An error that answers another message (a refused ``text``,
+``no_session``, ``nothing_to_cancel``, ``session_open``) carries that message's id as ``"id"`` and, while a
+session is open, the session's as ``"start_id"``. A bad id refuses its message alone (422, ``fatal: false``,
+nothing started or ended; the bad id is not echoed). No ids sent, no such keys.
+
 One session at a time per socket; after ``done`` (or a fatal error) another ``start`` may follow. A session
 with no traffic either way for ``session_idle_timeout_s`` (no message from the client, no audio to it) is
 cancelled with ``done``/``idle_timeout``; a socket with no session and no message for as long gets an
@@ -47,7 +54,14 @@ from .encoding import stream_encoder
 from .errors import GatewayError, UnprocessableError
 from .handlers import validation_body
 from .schemas import SessionControlMessage, SessionStartMessage, SessionTextMessage
-from .websocket import ClientDisconnected, ReceivingSocket, error_message
+from .websocket import (
+    ClientDisconnected,
+    InvalidMessageIdError,
+    ReceivingSocket,
+    error_message,
+    message_id,
+    with_ids,
+)
 
 logger = logging.getLogger(__name__)
 ROUTE = "/ws/session"
@@ -95,6 +109,7 @@ def validation_event(exc: RequestValidationError, *, fatal: bool) -> dict[str, A
 @dataclass
 class SessionStats:
     session_id: str
+    start_id: str | None = None  # the client's id of the start: every event of the session carries it
     started: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     first_text_at: float | None = None
@@ -113,7 +128,7 @@ class SessionStats:
             self.first_text_at = time.monotonic()
 
     def done(self) -> dict[str, Any]:
-        return {
+        done = {
             "type": "done",
             "session_id": self.session_id,
             "finish_reason": self.finish_reason or "unknown",
@@ -122,6 +137,7 @@ class SessionStats:
             "sample_rate": SESSION_SAMPLE_RATE,
             "text_chars": self.text_chars,
         }
+        return with_ids(done, self.start_id)
 
 
 class AgentSessionSocket(ReceivingSocket):
@@ -171,17 +187,27 @@ class AgentSessionSocket(ReceivingSocket):
     def _count(self, status: int) -> None:
         self.metrics.requests.labels(ROUTE, "WS", str(status)).inc()
 
-    async def _send_error(self, exc: GatewayError, *, fatal: bool) -> None:
+    async def _send_error(
+        self, exc: GatewayError, *, fatal: bool, answers: str | None = None, start_id: str | None = None
+    ) -> None:
+        """``answers``: the id of the message refused; ``start_id``: the open session's (see ``with_ids``)."""
         self.metrics.errors.labels(ROUTE, exc.error_type).inc()
         if fatal:
             self._count(exc.status_code)
-        await self.ws.send_json(error_event(exc, fatal=fatal))
+        await self.ws.send_json(with_ids(error_event(exc, fatal=fatal), answers, start_id))
 
-    async def _send_invalid(self, exc: RequestValidationError, *, fatal: bool) -> None:
+    async def _send_invalid(
+        self,
+        exc: RequestValidationError,
+        *,
+        fatal: bool,
+        answers: str | None = None,
+        start_id: str | None = None,
+    ) -> None:
         self.metrics.errors.labels(ROUTE, "invalid_request_error").inc()
         if fatal:
             self._count(422)
-        await self.ws.send_json(validation_event(exc, fatal=fatal))
+        await self.ws.send_json(with_ids(validation_event(exc, fatal=fatal), answers, start_id))
 
     async def _close_idle(self) -> None:
         error = IdleConnectionError(f"no message for {self.idle_s:g} s; closing the connection")
@@ -195,23 +221,29 @@ class AgentSessionSocket(ReceivingSocket):
 
     async def _await_start(self) -> SessionStartMessage | None:
         message = await self._next_message(self.idle_s)
+        answers: str | None = None  # the client's id of this message, once read
         try:
             payload = self._payload(message)
-            if payload.get("type") == "cancel":
+            kind = payload.get("type")
+            if kind == "start":
+                self.had_request = True
+            answers = message_id(payload)
+            if kind == "cancel":
                 if not self.late_cancel(ROUTE):  # before any start: only that message is refused
                     refused = SessionRefusedError(
                         "nothing to cancel: no session is open", "nothing_to_cancel"
                     )
-                    await self._send_error(refused, fatal=False)
+                    await self._send_error(refused, fatal=False, answers=answers)
                 return None
-            if payload.get("type") != "start":
+            if kind != "start":
                 raise SessionRefusedError('no open session: send {"type": "start", ...} first', "no_session")
-            self.had_request = True
             return validate_model(SessionStartMessage, payload)
+        except InvalidMessageIdError as exc:  # that message alone is refused: nothing started or ended
+            await self._send_invalid(exc, fatal=False)
         except RequestValidationError as exc:
-            await self._send_invalid(exc, fatal=True)
+            await self._send_invalid(exc, fatal=True, answers=answers)
         except GatewayError as exc:
-            await self._send_error(exc, fatal=True)
+            await self._send_error(exc, fatal=True, answers=answers)
         return None
 
     async def _open(self, start: SessionStartMessage) -> EngineSession | None:
@@ -219,30 +251,29 @@ class AgentSessionSocket(ReceivingSocket):
             synthesis = await self.service.speech_request(self.owner, start)
             return await self.service.open_session(SessionRequest(synthesis, start.lookahead_tokens))
         except RequestValidationError as exc:
-            await self._send_invalid(exc, fatal=True)
+            await self._send_invalid(exc, fatal=True, answers=start.id)
         except GatewayError as exc:
-            await self._send_error(exc, fatal=True)
+            await self._send_error(exc, fatal=True, answers=start.id)
         return None
 
     # ---------------------------------------------------------------------------------- a session
 
     async def _serve(self, session: EngineSession, start: SessionStartMessage) -> None:
-        stats = SessionStats(session.session_id)
+        stats = SessionStats(session.session_id, start.id)
         self._add_text(stats, start.text)
         self.metrics.active_sessions.inc()
         logger.info("session %s opened (voice %s, %s)", session.session_id, start.voice, start.format)
         sender: asyncio.Future[None] | None = None
         try:
-            await self.ws.send_json(
-                {
-                    "type": "started",
-                    "session_id": session.session_id,
-                    "sample_rate": SESSION_SAMPLE_RATE,
-                    "format": start.format,
-                    "stream_format": start.stream_format,
-                    "voice": start.voice,
-                }
-            )
+            started = {
+                "type": "started",
+                "session_id": session.session_id,
+                "sample_rate": SESSION_SAMPLE_RATE,
+                "format": start.format,
+                "stream_format": start.stream_format,
+                "voice": start.voice,
+            }
+            await self.ws.send_json(with_ids(started, start.id))
             sender = asyncio.ensure_future(self._send_audio(session, start, stats))
             if await self._converse(session, sender, stats) and sender.done():
                 await self._finish(sender, stats)
@@ -294,12 +325,16 @@ class AgentSessionSocket(ReceivingSocket):
         await self.ws.send_json(stats.done())
 
     async def _on_message(self, message: Message, session: EngineSession, stats: SessionStats) -> Outcome:
+        """Apply one message; a refusal carries its id (``id``) and the session's (``start_id``)."""
+        answers: str | None = None
         try:
-            return await self._apply(self._payload(message), session, stats)
+            payload = self._payload(message)
+            answers = message_id(payload)
+            return await self._apply(payload, session, stats)
         except RequestValidationError as exc:
-            await self._send_invalid(exc, fatal=False)
+            await self._send_invalid(exc, fatal=False, answers=answers, start_id=stats.start_id)
         except GatewayError as exc:
-            await self._send_error(exc, fatal=False)
+            await self._send_error(exc, fatal=False, answers=answers, start_id=stats.start_id)
         return "continue"
 
     async def _apply(self, payload: dict[str, Any], session: EngineSession, stats: SessionStats) -> Outcome:
@@ -364,9 +399,8 @@ class AgentSessionSocket(ReceivingSocket):
             await self.ws.send_bytes(data)
         else:
             audio = base64.b64encode(data).decode("ascii")
-            await self.ws.send_json(
-                {"type": "chunk", "sequence": stats.messages, "format": start.format, "audio": audio}
-            )
+            chunk = {"type": "chunk", "sequence": stats.messages, "format": start.format, "audio": audio}
+            await self.ws.send_json(with_ids(chunk, start.id))
         stats.messages += 1
         stats.touch()
 
@@ -378,7 +412,7 @@ class AgentSessionSocket(ReceivingSocket):
             await self.ws.send_json(stats.done())
         elif isinstance(error, GatewayError):
             stats.finish_reason = ""
-            await self._send_error(error, fatal=True)
+            await self._send_error(error, fatal=True, answers=stats.start_id)
         else:
             raise error
 

@@ -8,6 +8,10 @@ Client -> server (text frames, JSON):
     here would be read as the answer to the next request); on a socket with no request yet it gets an
     ``error`` (422, nothing to cancel). Either way the socket stays open.
 
+Any message may carry ``"id"`` (``schemas.ClientMessage``: 1 to 64 of ``A-Za-z0-9._:-``): every JSON event
+of that request (start, chunk, done, error) carries it back as ``"id"``, as does the error a cancel may get;
+binary frames cannot. A bad id refuses its message (422, no id echoed); no id, no ``id`` key.
+
 Server -> client, per request:
   * ``{"type": "start", "sample_rate": 24000, "format": "pcm_s16le", "channels": 1}`` once the first
     chunk exists (so every error status is known before any audio);
@@ -39,7 +43,7 @@ from .errors import GatewayError, UnprocessableError
 from .handlers import validation_body
 from .metrics import GatewayMetrics
 from .responses import chunk_message
-from .schemas import WebSocketSynthesizeRequest
+from .schemas import ClientMessage, WebSocketSynthesizeRequest
 from .service import AudioStream, SynthesisService
 
 logger = logging.getLogger(__name__)
@@ -57,6 +61,40 @@ def _ws_error(error: dict[str, Any]) -> dict[str, Any]:
 
 def error_message(exc: GatewayError) -> dict[str, Any]:
     return _ws_error(exc.body()["error"])
+
+
+class InvalidMessageIdError(RequestValidationError):
+    """A message's ``id`` breaks ``schemas.MessageId``'s rule: the message is refused before anything else of
+    it is read, and the bad id is not echoed."""
+
+
+def message_id(payload: dict[str, Any]) -> str | None:
+    """The client's ``id`` of a message (None when it has none); InvalidMessageIdError for a bad one."""
+    try:
+        return validate_model(ClientMessage, {"id": payload.get("id")}).id
+    except RequestValidationError as exc:
+        raise InvalidMessageIdError(exc.errors()) from None
+
+
+def with_ids(event: dict[str, Any], answers: str | None, start_id: str | None = None) -> dict[str, Any]:
+    """``event`` plus the client's ids that are set: ``id`` of the message it answers, ``start_id`` of the
+    session's ``start`` (/ws/session). A client that sends no ids gets the event as it was."""
+    ids = {"id": answers, "start_id": start_id}
+    return {**event, **{key: value for key, value in ids.items() if value is not None}}
+
+
+def json_object(message: Message) -> dict[str, Any]:
+    """A client message as the JSON object it must be (UnprocessableError otherwise)."""
+    text = message.get("text")
+    if text is None:
+        raise UnprocessableError("send requests as JSON text frames")
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        raise UnprocessableError("the message is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise UnprocessableError("the message must be a JSON object")
+    return payload
 
 
 async def reject_websocket(websocket: WebSocket, event: dict[str, Any]) -> None:
@@ -136,37 +174,35 @@ class WebSocketSession(ReceivingSocket):
     def _count(self, status: int) -> None:
         self.metrics.requests.labels(ROUTE, "WS", str(status)).inc()
 
-    async def _send_error(self, exc: GatewayError) -> None:
+    async def _send_error(self, exc: GatewayError, request_id: str | None) -> None:
         self._count(exc.status_code)
         self.metrics.errors.labels(ROUTE, exc.error_type).inc()
-        await self.ws.send_json(error_message(exc))
+        await self.ws.send_json(with_ids(error_message(exc), request_id))
+
+    @staticmethod
+    def _invalid(exc: RequestValidationError, request_id: str | None) -> dict[str, Any]:
+        return with_ids(_ws_error(validation_body(exc.errors())["error"]), request_id)
 
     async def _handle(self, message: Message) -> None:
+        request_id: str | None = None  # the client's id of this message, once read
         try:
-            body = self._parse(message)
+            payload = json_object(message)
+            request_id = message_id(payload)
+            body = self._parse(payload)
             if body is None:
                 return
             stream = await self._open(body)
         except RequestValidationError as exc:
             self._count(422)
-            await self.ws.send_json(_ws_error(validation_body(exc.errors())["error"]))
+            await self.ws.send_json(self._invalid(exc, request_id))
             return
         except GatewayError as exc:
-            await self._send_error(exc)
+            await self._send_error(exc, request_id)
             return
-        await self._stream(stream, binary=body.stream_format == "binary")
+        await self._stream(stream, binary=body.stream_format == "binary", request_id=request_id)
 
-    def _parse(self, message: Message) -> WebSocketSynthesizeRequest | None:
+    def _parse(self, payload: dict[str, Any]) -> WebSocketSynthesizeRequest | None:
         """The request; None for a late cancel, which is ignored."""
-        text = message.get("text")
-        if text is None:
-            raise UnprocessableError("send requests as JSON text frames")
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            raise UnprocessableError("the message is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise UnprocessableError("the message must be a JSON object")
         if payload.get("type") == "cancel":
             if self.late_cancel(ROUTE):
                 return None
@@ -178,29 +214,27 @@ class WebSocketSession(ReceivingSocket):
         synthesis = await self.service.speech_request(self.owner, body)
         return await self.service.open_stream(synthesis, ROUTE)
 
-    async def _send_chunks(self, stream: AudioStream, binary: bool) -> None:
-        await self.ws.send_json(
-            {"type": "start", "sample_rate": stream.sample_rate, "format": "pcm_s16le", "channels": 1}
-        )
+    async def _send_chunks(self, stream: AudioStream, binary: bool, request_id: str | None) -> None:
+        start = {"type": "start", "sample_rate": stream.sample_rate, "format": "pcm_s16le", "channels": 1}
+        await self.ws.send_json(with_ids(start, request_id))
         async for chunk in stream:
             if not binary:
-                await self.ws.send_json({"type": "chunk", **chunk_message(chunk)})
+                await self.ws.send_json(with_ids({"type": "chunk", **chunk_message(chunk)}, request_id))
             elif len(chunk.audio):
-                await self.ws.send_bytes(pcm16(chunk.audio))
+                await self.ws.send_bytes(pcm16(chunk.audio))  # a binary frame has no room for the id
 
-    async def _send_done(self, stream: AudioStream, finish_reason: str) -> None:
-        await self.ws.send_json(
-            {
-                "type": "done",
-                "finish_reason": finish_reason,
-                "sample_rate": stream.sample_rate,
-                "duration": round(stream.duration_s, 3),
-                "chunks": stream.chunks,
-            }
-        )
+    async def _send_done(self, stream: AudioStream, finish_reason: str, request_id: str | None) -> None:
+        done = {
+            "type": "done",
+            "finish_reason": finish_reason,
+            "sample_rate": stream.sample_rate,
+            "duration": round(stream.duration_s, 3),
+            "chunks": stream.chunks,
+        }
+        await self.ws.send_json(with_ids(done, request_id))
 
-    async def _stream(self, stream: AudioStream, binary: bool) -> None:
-        sender = asyncio.ensure_future(self._send_chunks(stream, binary))
+    async def _stream(self, stream: AudioStream, binary: bool, request_id: str | None) -> None:
+        sender = asyncio.ensure_future(self._send_chunks(stream, binary, request_id))
         try:
             while True:
                 receiver = self._receive_task()
@@ -211,9 +245,9 @@ class WebSocketSession(ReceivingSocket):
                     sender.cancel()
                     await asyncio.gather(sender, return_exceptions=True)
                     self._count(499)
-                    await self._send_done(stream, "cancelled")
+                    await self._send_done(stream, "cancelled", request_id)
                     return
-            await self._finish(sender, stream)
+            await self._finish(sender, stream, request_id)
         finally:
             if not sender.done():
                 sender.cancel()
@@ -221,24 +255,34 @@ class WebSocketSession(ReceivingSocket):
             await stream.aclose()
 
     async def _on_message_while_streaming(self) -> bool:
-        """True when the client asked to cancel; raises ClientDisconnected when it left."""
+        """True when the client asked to cancel; raises ClientDisconnected when it left. Anything else is
+        refused, the error carrying that message's id (not the streaming request's)."""
         message = self._take_message()
         try:
             payload = json.loads(message.get("text") or "null")
         except ValueError:
             payload = None
-        if isinstance(payload, dict) and payload.get("type") == "cancel":
-            return True
+        answers = None
+        if isinstance(payload, dict):
+            try:
+                answers = message_id(payload)
+            except InvalidMessageIdError as exc:
+                await self.ws.send_json(self._invalid(exc, None))
+                return False
+            if payload.get("type") == "cancel":
+                return True
         busy = UnprocessableError('a request is already streaming; send {"type": "cancel"} first')
-        await self.ws.send_json(error_message(busy))
+        await self.ws.send_json(with_ids(error_message(busy), answers))
         return False
 
-    async def _finish(self, sender: asyncio.Future[None], stream: AudioStream) -> None:
+    async def _finish(
+        self, sender: asyncio.Future[None], stream: AudioStream, request_id: str | None
+    ) -> None:
         error = sender.exception()
         if error is None:
             self._count(200)
-            await self._send_done(stream, stream.finish_reason or "unknown")
+            await self._send_done(stream, stream.finish_reason or "unknown", request_id)
         elif isinstance(error, GatewayError):
-            await self._send_error(error)
+            await self._send_error(error, request_id)
         else:
             raise error

@@ -10,6 +10,8 @@ import base64
 import io
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +269,177 @@ def test_a_cancel_that_crossed_the_end_is_ignored(tmp_path: Path) -> None:
         assert (refused["type"], refused["fatal"], refused["reason"]) == ("error", True, "invalid_request")
         assert event()["type"] == "started"
     assert len(engine.sessions) == 3 and engine.sessions[1].cancelled and not engine.sessions[0].cancelled
+
+
+@contextmanager
+def session_socket(engine: FakeEngine, tmp_path: Path, **overrides: Any) -> Iterator[Any]:
+    """A real /ws/session connection to the gateway under uvicorn."""
+    app = create_app(settings=make_settings(tmp_path, **overrides), engine=engine)
+    with (
+        serve_in_thread(app) as url,
+        ws_connect(url.replace("http://", "ws://") + "/ws/session", open_timeout=10) as ws,
+    ):
+        yield ws
+
+
+def events_of(ws: Any, count: int) -> list[dict[str, Any]]:
+    return [json.loads(ws.recv(timeout=10)) for _ in range(count)]
+
+
+def ids_of(event: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """(type or reason of an error, id, start_id)."""
+    return (event.get("reason", event["type"]), event.get("id"), event.get("start_id"))
+
+
+def test_the_start_id_is_echoed_on_every_event_of_its_session(tmp_path: Path) -> None:
+    """Over a real socket (uvicorn). A refusal answers the message it refuses (its ``id``) and names the open
+    session (``start_id``): a client tells it from an event of its session."""
+    engine = FakeEngine()
+    with session_socket(engine, tmp_path, max_text_length=10) as ws:
+        ws.send(json.dumps({**START, "stream_format": "json", "text": "Hi. ", "id": "s-1"}))
+        started, chunk = events_of(ws, 2)
+        assert (started["type"], started["id"], chunk["type"], chunk["id"]) == (
+            "started",
+            "s-1",
+            "chunk",
+            "s-1",
+        )
+        assert "start_id" not in started and "start_id" not in chunk
+        ws.send(json.dumps({"type": "text", "text": "1234567", "id": "t-1"}))  # over the limit of 10
+        ws.send(json.dumps({**START, "id": "s-2"}))  # a session is open
+        ws.send(json.dumps({"type": "shout", "id": "x-1"}))
+        ws.send(json.dumps({"type": "flush", "flush": True, "id": "f-1"}))  # invalid field
+        ws.send(json.dumps({"type": "text", "text": 5}))  # no id of its own: the session's alone
+        refusals = events_of(ws, 5)
+        assert [ids_of(event) for event in refusals] == [
+            ("text_too_long", "t-1", "s-1"),
+            ("session_open", "s-2", "s-1"),
+            ("protocol", "x-1", "s-1"),
+            ("invalid_request", "f-1", "s-1"),
+            ("invalid_request", None, "s-1"),
+        ]
+        assert not any(event["fatal"] for event in refusals)
+        ws.send(
+            json.dumps({"type": "text", "text": "OK", "id": "t-2"})
+        )  # accepted: its audio is the session's
+        ws.send(json.dumps({"type": "cancel", "id": "c-1"}))
+        chunk, cancelled = events_of(ws, 2)
+        assert [ids_of(chunk), ids_of(cancelled)] == [("chunk", "s-1", None), ("done", "s-1", None)]
+        assert cancelled["finish_reason"] == "cancelled"
+        ws.send(json.dumps({**START, "voice": "nobody", "id": "s-3"}))  # refused start: its own id
+        ws.send(json.dumps({**START, "voice": "qwen3-clone-0123456789abcdef", "id": "s-4"}))  # 404
+        ws.send(json.dumps({**START, "text": "Done.", "id": "s-5"}))
+        ws.send(json.dumps({"type": "end", "id": "e-5"}))
+        refused, not_found, started = events_of(ws, 3)
+        binary = ws.recv(timeout=10)  # binary frames cannot carry the id
+        done = json.loads(ws.recv(timeout=10))
+    assert [ids_of(event) for event in (refused, not_found, started, done)] == [
+        ("invalid_request", "s-3", None),
+        ("not_found_error", "s-4", None),
+        ("started", "s-5", None),
+        ("done", "s-5", None),
+    ]
+    assert refused["fatal"] and not_found["fatal"] and isinstance(binary, bytes)
+    assert done["finish_reason"] == "stop"
+    assert [session.fragments for session in engine.sessions] == [[("OK", False)], [("", False)]]
+
+
+def test_an_engine_failure_carries_the_start_id(tmp_path: Path) -> None:
+    engine = FakeEngine(session_error=EngineFailureError("synthesis failed in the model server"))
+    with session_socket(engine, tmp_path) as ws:
+        ws.send(json.dumps({**START, "id": "s-1"}))
+        started, error = events_of(ws, 2)
+        assert (ids_of(started), ids_of(error), error["fatal"]) == (
+            ("started", "s-1", None),
+            ("server_error", "s-1", None),
+            True,
+        )
+
+
+def test_messages_pipelined_after_a_refused_start_are_answered_under_their_own_ids(tmp_path: Path) -> None:
+    """A client that sends start, text and end at once, the start refused: each error names the message it
+    answers, so none of them reads as the answer to the client's next start."""
+    engine = FakeEngine()
+    with session_socket(engine, tmp_path) as ws:
+        ws.send(json.dumps({"type": "cancel", "id": "c-0"}))  # before any start: refused, not fatal
+        assert [(ids_of(event), event["fatal"]) for event in events_of(ws, 1)] == [
+            (("nothing_to_cancel", "c-0", None), False)
+        ]
+        for message in [
+            {**START, "voice": "nobody", "id": "s-1"},
+            {"type": "text", "text": "Hello", "id": "t-1"},
+            {"type": "flush", "id": "f-1"},
+            {"type": "end", "text": " there.", "id": "e-1"},
+            {"type": "cancel", "id": "c-1"},  # crossed the start's error: ignored
+            {**START, "id": "s-2"},
+        ]:
+            ws.send(json.dumps(message))
+        events = events_of(ws, 5)
+    assert [(ids_of(event), event.get("fatal")) for event in events] == [
+        (("invalid_request", "s-1", None), True),
+        (("no_session", "t-1", None), True),
+        (("no_session", "f-1", None), True),
+        (("no_session", "e-1", None), True),
+        (("started", "s-2", None), None),
+    ]
+    assert len(engine.sessions) == 1 and engine.sessions[0].fragments == []
+
+
+@pytest.mark.parametrize("bad_id", ["", "x" * 65, "two words", "a/b", "{}", "\u00e9", 42, False, {"a": 1}])
+def test_a_bad_id_refuses_that_message_only(tmp_path: Path, bad_id: object) -> None:
+    """Before a start (the start itself included) and during a session: a 422 naming the rule, not fatal
+    (nothing started, nothing ended), without the bad id."""
+    rule = "id must be 1 to 64 characters, each a letter, digit, '.', '_', ':' or '-', got "
+    engine = FakeEngine()
+    with session_socket(engine, tmp_path) as ws:
+        ws.send(json.dumps({**START, "id": bad_id}))
+        ws.send(json.dumps({**START, "stream_format": "json", "id": "s-1"}))
+        refused, started = events_of(ws, 2)
+        ws.send(json.dumps({"type": "text", "text": "Not this", "id": bad_id}))
+        ws.send(json.dumps({"type": "end", "text": "Hi.", "id": "e-1"}))
+        refused_text, chunk, done = events_of(ws, 3)
+    for error in (refused, refused_text):
+        assert (error["type"], error["status"], error["reason"], error["fatal"], error["param"]) == (
+            "error",
+            422,
+            "invalid_request",
+            False,
+            "id",
+        ), error
+        assert error["message"].startswith(f"body.id: {rule}") and "id" not in error, error
+    assert "start_id" not in refused and refused_text["start_id"] == "s-1"
+    assert [ids_of(event) for event in (started, chunk, done)] == [
+        ("started", "s-1", None),
+        ("chunk", "s-1", None),
+        ("done", "s-1", None),
+    ]
+    assert len(engine.sessions) == 1 and engine.sessions[0].fragments == [("Hi.", False)]
+
+
+def test_without_ids_the_events_have_no_ids(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    with session_socket(engine, tmp_path, max_text_length=10) as ws:
+        ws.send(json.dumps({"type": "cancel"}))
+        ws.send(json.dumps({"type": "text", "text": "early"}))
+        ws.send(json.dumps({**START, "voice": "nobody"}))
+        ws.send(json.dumps({**START, "stream_format": "json", "text": "Hi. ", "id": None}))  # null: no id
+        events = events_of(ws, 5)
+        ws.send(json.dumps({"type": "text", "text": "x" * 20}))
+        ws.send(json.dumps(START))
+        ws.send(json.dumps({"type": "end", "text": "Bye."}))
+        events += events_of(ws, 4)
+    assert [event.get("reason", event["type"]) for event in events] == [
+        "nothing_to_cancel",
+        "no_session",
+        "invalid_request",
+        "started",
+        "chunk",
+        "text_too_long",
+        "session_open",
+        "chunk",
+        "done",
+    ]
+    assert all("id" not in event and "start_id" not in event for event in events), events
 
 
 def test_a_disconnect_cancels_the_session(tmp_path: Path) -> None:

@@ -188,6 +188,111 @@ def test_ws_a_cancel_that_crossed_the_end_is_ignored(tmp_path: Path) -> None:
     assert engine.cancelled == 1 and engine.completed == 4
 
 
+@contextmanager
+def synthesize_socket(engine: FakeEngine, tmp_path: Path) -> Iterator[Any]:
+    """A real /ws/synthesize connection to the gateway under uvicorn."""
+    app = create_app(settings=make_settings(tmp_path), engine=engine)
+    with (
+        serve_in_thread(app) as url,
+        ws_connect(url.replace("http://", "ws://") + "/ws/synthesize", open_timeout=10) as ws,
+    ):
+        yield ws
+
+
+def answer_of(ws: Any) -> list[dict[str, Any] | bytes]:
+    """One request's answer through its done or error: JSON events as dicts, binary frames as bytes."""
+    messages: list[dict[str, Any] | bytes] = []
+    while True:
+        message = ws.recv(timeout=10)
+        messages.append(message if isinstance(message, bytes) else json.loads(message))
+        if isinstance(messages[-1], dict) and messages[-1]["type"] in ("done", "error"):
+            return messages
+
+
+def ids_of(messages: list[dict[str, Any] | bytes]) -> list[tuple[str, str | None]]:
+    """(type, id) of each message; a binary frame is ("binary", None): it cannot carry one."""
+    return [
+        ("binary", None) if isinstance(m, bytes) else (m["type"], m.get("id", "<none>")) for m in messages
+    ]
+
+
+def test_ws_a_request_id_is_echoed_on_every_event_of_that_request(tmp_path: Path) -> None:
+    """Over a real socket (uvicorn): a client that pipelines requests, or reuses the socket, matches every
+    event to the message it answers by the id it gave."""
+    engine = FakeEngine()
+    with synthesize_socket(engine, tmp_path) as ws:
+        # Pipelined: none of these streams, so each is answered in turn.
+        ws.send(json.dumps({"type": "cancel", "id": "stop-0"}))  # nothing to cancel: the cancel's own id
+        ws.send(json.dumps({"text": "hi", "speaker": "alloy", "id": "req:1"}))  # 422
+        ws.send(json.dumps({**REQUEST, "voice": "qwen3-clone-0123456789abcdef", "id": "req.2"}))  # 404
+        errors = [answer_of(ws) for _ in range(3)]
+        assert [ids_of(error) for error in errors] == [
+            [("error", "stop-0")],
+            [("error", "req:1")],
+            [("error", "req.2")],
+        ]
+        assert [error[0]["status"] for error in errors] == [422, 422, 404]  # type: ignore[index]
+        ws.send(json.dumps({**REQUEST, "stream_format": "json", "id": "req-3"}))
+        assert ids_of(answer_of(ws)) == [("start", "req-3")] + [("chunk", "req-3")] * 3 + [("done", "req-3")]
+        ws.send(json.dumps({**REQUEST, "id": "req-4"}))  # binary frames cannot carry it; the events do
+        assert ids_of(answer_of(ws)) == [("start", "req-4")] + [("binary", None)] * 3 + [("done", "req-4")]
+        engine.error, engine.error_at_chunk = EngineUnavailableError("out of memory"), 1  # after "start"
+        ws.send(json.dumps({**REQUEST, "stream_format": "json", "id": "req_5"}))
+        failed = answer_of(ws)
+        assert ids_of(failed) == [("start", "req_5"), ("chunk", "req_5"), ("error", "req_5")]
+        assert failed[-1]["status"] == 503  # type: ignore[index]
+
+
+def test_ws_a_message_during_a_stream_is_answered_under_its_own_id(tmp_path: Path) -> None:
+    engine = FakeEngine(chunks=200, delay_s=0.02)
+    with synthesize_socket(engine, tmp_path) as ws:
+        ws.send(json.dumps({**REQUEST, "stream_format": "json", "id": "long"}))
+        assert json.loads(ws.recv(timeout=10))["id"] == "long"
+        ws.send(json.dumps({**REQUEST, "id": "next"}))  # refused: one request streams at a time
+        ws.send(json.dumps({"type": "cancel", "id": "no spaces"}))  # refused for its id: the stream goes on
+        ws.send(json.dumps({"type": "cancel", "id": "stop"}))
+        busy: Any = answer_of(ws)  # chunks of "long", then the refusal of "next"
+        assert {event["id"] for event in busy[:-1]} == {"long"}
+        assert busy[-1]["id"] == "next" and "already streaming" in busy[-1]["message"]
+        bad_cancel: Any = answer_of(ws)[-1]
+        assert (bad_cancel["type"], bad_cancel["param"], "id" in bad_cancel) == ("error", "id", False)
+        done: Any = answer_of(ws)[-1]
+        assert (done["type"], done["finish_reason"]) == ("done", "cancelled")
+        assert done["id"] == "long"  # the request's done, not the cancel's
+
+
+@pytest.mark.parametrize("bad_id", ["", "x" * 65, "a b", "../etc", "%s", 7, True, ["a"]])
+def test_ws_a_bad_id_refuses_that_message_only(tmp_path: Path, bad_id: object) -> None:
+    engine = FakeEngine()
+    with synthesize_socket(engine, tmp_path) as ws:
+        ws.send(json.dumps({**REQUEST, "id": bad_id}))
+        error = json.loads(ws.recv(timeout=10))
+        assert (error["type"], error["status"], error["param"]) == ("error", 422, "id"), error
+        rule = "id must be 1 to 64 characters, each a letter, digit, '.', '_', ':' or '-', got "
+        assert error["message"].startswith(f"body.id: {rule}"), error
+        assert "id" not in error  # the bad id is not echoed
+        ws.send(json.dumps({**REQUEST, "stream_format": "json", "id": "A-z_0.9:" + "x" * 56}))  # 64: fine
+        assert {event["type"] for event in answer_of(ws)} == {"start", "chunk", "done"}  # type: ignore[index]
+    assert len(engine.requests) == 1
+
+
+def test_ws_without_ids_the_events_have_no_id(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    with synthesize_socket(engine, tmp_path) as ws:
+        events: list[Any] = []
+        for message in [
+            {"type": "cancel"},
+            {**REQUEST, "stream_format": "json"},
+            {**REQUEST, "id": None},  # null: no id
+            {"text": "hi", "speaker": "alloy"},
+        ]:
+            ws.send(json.dumps(message))
+            events += [event for event in answer_of(ws) if isinstance(event, dict)]
+    json_answer = ["start", "chunk", "chunk", "chunk", "done"]
+    assert [event["type"] for event in events] == ["error", *json_answer, "start", "done", "error"]
+    assert all("id" not in event for event in events), events
+
+
 @pytest.mark.parametrize("path", ["/synthesize/stream", "/v1/audio/speech", "/synthesize"])
 def test_http_disconnect_cancels_the_stream(tmp_path: Path, path: str) -> None:
     engine = FakeEngine(chunks=500, delay_s=0.02)
