@@ -20,6 +20,10 @@ nothing, so a barge-in that races the end of the speech is no error.
 
 ``timeout`` is a response timeout (:class:`ResponseClock`): how long the gateway may keep the client waiting
 for an answer it owes, never the client's own quiet time.
+
+Every ``start`` carries an id (``session.start_id``, a random hex string unless the start message has one);
+the gateway marks the session's events with it (gateway/README.md, "Message ids on WebSockets"), and an event
+marked for another start (a stale answer on a reused socket) is ignored.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -100,6 +105,7 @@ class SessionState:
     """The protocol's bookkeeping, shared by the sync and async sessions (no I/O here)."""
 
     format: str
+    start_id: str | None = None  # the id sent with ``start``; events marked for another one are not ours
     started: dict[str, Any] | None = None
     done: dict[str, Any] | None = None
     refused: list[Qwen3TTSError] = field(default_factory=list)
@@ -115,9 +121,25 @@ class SessionState:
     def sample_rate(self) -> int:
         return int((self.started or {}).get("sample_rate", 24000))
 
-    def on_open(self, message: str | bytes) -> None:
-        """The answer to ``start``: ``started``, or an error to raise."""
+    def ours(self, event: Mapping[str, Any]) -> bool:
+        """Whether ``event`` belongs to this session: the start id it is marked with (``start_id``, else
+        ``id``) is this session's, or it has none (a gateway that sends no ids, or an answer to a message
+        sent without one)."""
+        mark = event.get("start_id", event.get("id"))
+        return mark is None or self.start_id is None or mark == self.start_id
+
+    def _ignored(self, event: Mapping[str, Any]) -> bool:
+        if self.ours(event):
+            return False
+        logger.debug("ignored a %s event marked for another start", str(event.get("type"))[:32])
+        return True
+
+    def on_open(self, message: str | bytes) -> bool:
+        """The answer to ``start``: ``started`` (True), or an error to raise; False for an event marked for
+        another start, which is ignored (the answer is still to come)."""
         event = self._event(message)
+        if event is not None and self._ignored(event):
+            return False
         if event is None or event.get("type") != "started":
             raise (
                 _event_error(event)
@@ -125,12 +147,16 @@ class SessionState:
                 else Qwen3TTSError(f"the gateway answered start with {str(message)[:120]!r}")
             )
         self.started = dict(event)
+        return True
 
     def on_message(self, message: str | bytes) -> AudioChunk | None:
-        """A chunk for audio; None for ``done`` (then ``self.done`` is set) or a refused message."""
+        """A chunk for audio; None for ``done`` (then ``self.done`` is set), a refused message, or an event
+        marked for another start (ignored)."""
         if isinstance(message, bytes):
             return self._chunk(message)
         event = self._event(message)
+        if event is not None and self._ignored(event):
+            return None
         kind = event.get("type") if event else None
         if kind == "chunk" and event is not None:
             return self._chunk(base64.b64decode(event.get("audio") or ""))
@@ -237,11 +263,13 @@ class _SessionBase:
         timeout: float | None = 120.0,
     ) -> None:
         self.url = url
-        self._start = start
+        # The id of this session's start, which the gateway echoes on every event of the session.
+        self.start_id = str(start.get("id") or uuid.uuid4().hex)
+        self._start = {**start, "id": self.start_id}
         self._headers = dict(headers or {})
         self._open_timeout = open_timeout
         self._timeout = timeout
-        self.state = SessionState(str(start.get("format", "pcm")))
+        self.state = SessionState(str(start.get("format", "pcm")), start_id=self.start_id)
         self._clock = ResponseClock(timeout, start_has_text=bool(start.get("text")))
 
     @property
@@ -298,7 +326,8 @@ class SpeechSession(_SessionBase):
             )
             with contextlib.suppress(ConnectionClosed):  # refused (401): its error event is still to be read
                 self._ws.send(self._outgoing(self._start))
-            self.state.on_open(self._recv())
+            while not self.state.on_open(self._recv()):
+                pass  # an event for another start: the answer to ours is still to come
         except (OSError, TimeoutError, WebSocketException) as exc:
             self.close()
             raise _connection_error(self.url, exc) from exc
@@ -401,7 +430,8 @@ class AsyncSpeechSession(_SessionBase):
             )
             with contextlib.suppress(ConnectionClosed):  # refused (401): its error event is still to be read
                 await self._ws.send(self._outgoing(self._start))
-            self.state.on_open(await self._recv())
+            while not self.state.on_open(await self._recv()):
+                pass  # an event for another start: the answer to ours is still to come
         except (OSError, TimeoutError, asyncio.TimeoutError, WebSocketException) as exc:
             await self.aclose()
             raise _connection_error(self.url, exc) from exc

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from qwen3_tts_client.cli import main
 from qwen3_tts_gateway.backend import SessionRequest
 from qwen3_tts_gateway.embedded import serve_in_thread
 from qwen3_tts_gateway.errors import EngineInvalidRequestError
+from websockets.sync.server import serve as ws_serve
 
 from gateway.fakes import SAMPLES_PER_CHAR, FakeEngine, FakeSession
 from qwen3_tts_serving.settings import Settings
@@ -213,6 +216,107 @@ async def test_async_cancel_once_the_session_is_over_is_a_no_op(url: str, engine
             await stopped.cancel()
             assert (await stopped.collect())[2] == "cancelled"
     assert session.refused == stopped.refused == []
+
+
+def test_the_start_carries_an_id_that_the_session_events_echo(url: str) -> None:
+    with Qwen3TTSClient(base_url=url, api_key="key") as client:
+        with client.session(voice="ryan", json_chunks=True) as session:
+            session.end("Hi.")
+            chunks = list(session)
+        with client.session(voice="ryan") as other:
+            pass
+    assert re.fullmatch(r"[0-9a-f]{32}", session.start_id) and other.start_id != session.start_id
+    assert session.state.started is not None and session.state.started["id"] == session.start_id
+    assert session.state.done is not None and session.state.done["id"] == session.start_id
+    assert len(chunks) == 1 and session.finish_reason == "stop"
+
+
+class ScriptedGateway:
+    """A real WebSocket server (``websockets``) playing the gateway's side of /ws/session: after the start it
+    sends ``before_started`` then ``started`` (under the start's id); after ``end``, ``after_end`` then
+    ``done``. ``{start}`` in an event stands for the start's id. Records what it received."""
+
+    def __init__(self, before_started: list[Any], after_end: list[Any]) -> None:
+        self.before_started = before_started
+        self.after_end = after_end
+        self.received: list[dict[str, Any]] = []
+
+    def _send(self, ws: Any, events: list[Any], start_id: str | None) -> None:
+        for event in events:
+            if isinstance(event, bytes):
+                ws.send(event)
+            else:
+                ws.send(json.dumps({k: start_id if v == "{start}" else v for k, v in event.items()}))
+
+    def handle(self, ws: Any) -> None:
+        start_id = None
+        for text in ws:
+            message = json.loads(text)
+            self.received.append(message)
+            if message["type"] == "start":
+                start_id = message.get("id")
+                self._send(ws, self.before_started, start_id)
+                started = {"type": "started", "session_id": "s", "sample_rate": 24_000, "id": start_id}
+                self._send(ws, [started], start_id)
+            if message["type"] == "end":
+                self._send(ws, self.after_end, start_id)
+                done = {"type": "done", "session_id": "s", "finish_reason": "stop", "id": start_id}
+                self._send(ws, [done], start_id)
+
+
+STALE = {"type": "error", "status": 422, "message": "stale", "reason": "no_session", "fatal": True}
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, ScriptedGateway]]:
+    """Events for other starts around this session's (stale answers on a reused socket, as a gateway or a
+    proxy multiplexing sockets could send): every one of them must be ignored."""
+    gateway = ScriptedGateway(
+        before_started=[{**STALE, "id": "another-start"}],
+        after_end=[
+            {"type": "chunk", "sequence": 9, "format": "pcm", "audio": "AAAAAA==", "id": "another-start"},
+            {**STALE, "reason": "text_too_long", "fatal": False, "id": "t-1", "start_id": "another-start"},
+            {"type": "done", "session_id": "x", "finish_reason": "cancelled", "id": "another-start"},
+            b"\x00\x40\x00\xc0",  # binary frames carry no id: this session's
+            {**STALE, "reason": "text_too_long", "fatal": False, "start_id": "{start}"},  # ours: refused
+            {**STALE, "reason": "protocol", "fatal": False},  # no mark (a gateway without ids): ours
+        ],
+    )
+    with ws_serve(gateway.handle, "127.0.0.1", 0) as server:
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        try:
+            yield f"http://127.0.0.1:{server.socket.getsockname()[1]}", gateway
+        finally:
+            server.shutdown()
+            serving.join(timeout=10)
+
+
+def test_events_marked_for_another_start_are_ignored(scripted: tuple[str, ScriptedGateway]) -> None:
+    url, gateway = scripted
+    with (
+        Qwen3TTSClient(base_url=url, timeout=response_timeout(5)) as client,
+        client.session(voice="ryan", format="pcm") as session,
+    ):
+        session.end("Hi.")
+        audio, _, reason = session.collect()
+    assert gateway.received[0]["id"] == session.start_id and session.session_id == "s"
+    assert reason == "stop" and audio.tolist() == [0.5, -0.5]
+    assert [error.status_code for error in session.refused] == [422, 422]
+
+
+async def test_async_events_marked_for_another_start_are_ignored(
+    scripted: tuple[str, ScriptedGateway],
+) -> None:
+    url, gateway = scripted
+    async with (
+        AsyncQwen3TTSClient(base_url=url, timeout=response_timeout(5)) as client,
+        client.session(voice="ryan") as session,
+    ):
+        await session.end("Hi.")
+        audio, _, reason = await session.collect()
+    assert gateway.received[0]["id"] == session.start_id
+    assert reason == "stop" and audio.tolist() == [0.5, -0.5] and len(session.refused) == 2
 
 
 def response_timeout(seconds: float) -> httpx.Timeout:
