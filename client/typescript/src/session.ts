@@ -8,6 +8,9 @@
  * `stream_format` is `json`), then `done` (finish_reason, duration, chunks, sample_rate, text_chars) or
  * an `error` event — `fatal: true` ends the session, `fatal: false` refuses one message only.
  *
+ * Every `start` carries an id (`session.startId`, random) that the gateway echoes on the session's events
+ * (gateway/README.md, "Message ids on WebSockets"); an event marked for another start is ignored.
+ *
  * WebSocket: the global `WebSocket` (browsers, React Native, Node 22+; the API key then goes in
  * `?api_key=`, as browsers cannot set headers) or, on Node, the `ws` package with an `Authorization`
  * header. A `webSocketFactory` option replaces both.
@@ -175,6 +178,19 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 }
 
 /**
+ * A random id for a session's `start`: 32 hex digits (the gateway takes 1-64 of `A-Za-z0-9._:-`). From
+ * `crypto.getRandomValues` where there is one (browsers, also outside secure contexts, and Node), else
+ * `Math.random`: the id only tells this client's sessions apart, it guards nothing.
+ */
+function newStartId(): string {
+  const bytes = new Uint8Array(16);
+  const crypto = (globalThis as { crypto?: { getRandomValues?: (array: Uint8Array) => Uint8Array } }).crypto;
+  if (typeof crypto?.getRandomValues === "function") crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/**
  * One session. Open it with `client.session({...})`; send with `sendText` / `flush` / `end` / `cancel`
  * while another task reads `for await (const chunk of session)` (audio chunks, then an empty last chunk
  * with `isLast` and the `finishReason`) or `session.events()` (audio, refused messages, done).
@@ -212,6 +228,8 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
     private readonly options: SessionOptions,
     readonly url: string,
     private readonly timeoutMs: number,
+    /** The id sent with `start`, which the gateway echoes on every event of this session. */
+    readonly startId: string,
   ) {
     this.samples = new StreamSamples(options.format ?? "pcm");
     this.request = { operation: "session", method: "WS", url: url.replace(/api_key=[^&]*/, "api_key=***"), attempt: 0 };
@@ -239,13 +257,16 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
     factory: WebSocketFactory,
     timeoutMs: number,
   ): Promise<SpeechSession> {
-    const start = sessionStartMessage(options);
+    const startId = newStartId();
+    const start = { ...sessionStartMessage(options), id: startId };
     if (options.signal?.aborted) throw new APIUserAbortError("the session was aborted before it opened");
-    const session = new SpeechSession(await factory(url, headers), options, url, timeoutMs);
+    const session = new SpeechSession(await factory(url, headers), options, url, timeoutMs, startId);
     try {
       await session.waitOpen();
       session.send(start);
-      session.onStarted(await session.next());
+      while (!session.onStarted(await session.next())) {
+        // an event for another start: the answer to ours is still to come
+      }
       return session;
     } catch (error) {
       session.close();
@@ -472,7 +493,19 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
     });
   }
 
-  private onStarted(message: Record<string, unknown> | Uint8Array): void {
+  /**
+   * Whether an event belongs to this session: the start id it is marked with (`start_id`, else `id`) is
+   * this session's, or it has none (a gateway that sends no ids, or an answer to a message sent without one).
+   * Stale answers on a reused socket are marked for another start.
+   */
+  private ours(message: Record<string, unknown>): boolean {
+    const mark = message.start_id ?? message.id;
+    return mark === undefined || mark === null || mark === this.startId;
+  }
+
+  /** The answer to `start`: true for `started`, false for an event of another start (ignored); throws otherwise. */
+  private onStarted(message: Record<string, unknown> | Uint8Array): boolean {
+    if (!(message instanceof Uint8Array) && !this.ours(message)) return false;
     if (message instanceof Uint8Array || message.type !== "started") {
       if (!(message instanceof Uint8Array) && message.type === "error") throw errorFromEvent(message, this.request);
       throw new Qwen3TTSError("the gateway did not answer start with started", { request: this.request });
@@ -486,6 +519,7 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
       streamFormat: message.stream_format === "json" ? "json" : "binary",
       voice: String(message.voice ?? this.options.voice),
     };
+    return true;
   }
 
   private chunk(data: Uint8Array, finishReason: FinishReason | null): AudioChunk {
@@ -503,6 +537,7 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
 
   private onMessage(message: Record<string, unknown> | Uint8Array): SessionEvent | null {
     if (message instanceof Uint8Array) return { type: "audio", chunk: this.chunk(message, null) };
+    if (!this.ours(message)) return null; // an event of another start
     switch (message.type) {
       case "chunk":
         return { type: "audio", chunk: this.chunk(base64ToBytes(String(message.audio ?? "")), null) };

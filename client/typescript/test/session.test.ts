@@ -78,8 +78,9 @@ describe("sessions", () => {
     const chunks = [];
     for await (const chunk of session) chunks.push(chunk);
     session.close();
+    assert.match(session.startId, /^[0-9a-f]{32}$/);
     assert.deepEqual(received, [
-      { type: "start", voice: "ryan", format: "pcm", language: "english", lookahead_tokens: 3, do_sample: false, seed: 4 },
+      { type: "start", voice: "ryan", format: "pcm", language: "english", lookahead_tokens: 3, do_sample: false, seed: 4, id: session.startId },
       { type: "text", text: "Hel" },
       { type: "text", text: "lo", flush: true },
       { type: "text", text: "x".repeat(20) },
@@ -97,6 +98,43 @@ describe("sessions", () => {
     assert.ok(session.refused[0] instanceof UnprocessableEntityError);
     assert.equal(session.refused[0]?.param, "text");
     assert.equal(session.summary?.textChars, 5);
+  });
+
+  test("events marked for another start are ignored; unmarked ones and binary frames are the session's", async () => {
+    const stale = { type: "error", status: 422, message: "stale", reason: "no_session", fatal: true, error_type: "invalid_request_error", param: null };
+    const starts: string[] = [];
+    const startOf = new Map<WebSocket, string>();
+    handler = (socket, message) => {
+      if (message.type === "start") startOf.set(socket, String(message.id));
+      const id = startOf.get(socket);
+      if (message.type === "start") {
+        starts.push(String(id));
+        socket.send(JSON.stringify({ ...stale, id: "another-start" })); // a stale answer on a reused socket
+        socket.send(JSON.stringify({ type: "started", session_id: "s1", sample_rate: 24000, format: "pcm", stream_format: "binary", voice: "ryan", id }));
+      }
+      if (message.type === "end") {
+        socket.send(JSON.stringify({ type: "chunk", sequence: 9, format: "pcm", audio: "AAAAAA==", id: "another-start" }));
+        socket.send(JSON.stringify({ ...stale, reason: "text_too_long", fatal: false, id: "t-1", start_id: "another-start" }));
+        socket.send(JSON.stringify({ type: "done", session_id: "x", finish_reason: "cancelled", duration: 0, chunks: 0, sample_rate: 24000, text_chars: 0, id: "another-start" }));
+        socket.send(Buffer.from([0, 64, 0, 192])); // binary frames carry no id: this session's
+        socket.send(JSON.stringify({ ...stale, reason: "text_too_long", fatal: false, start_id: id })); // refused, ours
+        socket.send(JSON.stringify({ ...stale, reason: "protocol", fatal: false })); // unmarked (a gateway without ids): ours
+        socket.send(JSON.stringify({ type: "done", session_id: "s1", finish_reason: "stop", duration: 0, chunks: 1, sample_rate: 24000, text_chars: 3, id }));
+      }
+    };
+    const client = new Qwen3TTSClient({ baseUrl: url, timeoutMs: 5000 });
+    const session = await client.session({ voice: "ryan" });
+    const other = await client.session({ voice: "ryan" });
+    other.close();
+    assert.deepEqual(starts, [session.startId, other.startId]);
+    assert.notEqual(session.startId, other.startId);
+    session.end("Hi.");
+    const result = await session.collect();
+    session.close();
+    assert.equal(session.sessionId, "s1");
+    assert.equal(result.finishReason, "stop");
+    assert.deepEqual([...result.samples], [0.5, -0.5]);
+    assert.deepEqual(session.refused.map((error) => error.message), ["stale", "stale"]);
   });
 
   test("a refused start is its typed error", async () => {
