@@ -9,24 +9,19 @@ Node's output is shown when anything fails.
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import soundfile as sf
-
-from qwen3_tts_serving.settings import PROJECT_ROOT
+from node_runs import install_dependencies, npm, run_node
 
 from .conftest import running_gateway
 from .test_python_client import reference
 
 pytestmark = pytest.mark.e2e
 
-TS_DIR = PROJECT_ROOT / "client" / "typescript"
 API_KEY = "ts-e2e-key"
 NODE_TIMEOUT_S = 1200
 # The tests in test/e2e/gateway.e2e.test.ts; fewer passing means some did not run.
@@ -47,37 +42,17 @@ def reference_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _node_output(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\n--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
-
-
-def _count(output: str, name: str) -> int:
-    match = re.search(rf"^# {name} (\d+)$", output, re.MULTILINE)
-    return int(match.group(1)) if match else -1
-
-
 def test_typescript_client_against_the_real_gateway(ts_gateway: str, reference_wav: Path) -> None:
-    npm = shutil.which("npm")
-    assert npm, "npm is not installed: the TypeScript client needs Node.js 20+ with npm"
-    # The same stamped `npm ci` as `make typescript-check` (nothing to do when the lock file is unchanged).
-    subprocess.run(["make", "--no-print-directory", "typescript-deps"], cwd=PROJECT_ROOT, check=True)
+    npm_binary = npm()
+    install_dependencies()
     env = {
         **os.environ,
         "QWEN3_TTS_E2E_BASE_URL": ts_gateway,
         "QWEN3_TTS_E2E_API_KEY": API_KEY,
         "QWEN3_TTS_E2E_REFERENCE": str(reference_wav),
     }
-    result = subprocess.run(
-        [npm, "run", "--silent", "test:e2e"],
-        cwd=TS_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=NODE_TIMEOUT_S,
-        check=False,
-    )
-    output = _node_output(result)
-    assert result.returncode == 0, output
-    assert _count(result.stdout, "fail") == 0, output
-    assert _count(result.stdout, "skipped") == 0, output
-    assert _count(result.stdout, "pass") == EXPECTED_TESTS, output
+    run = run_node([npm_binary, "run", "--silent", "test:e2e"], env, NODE_TIMEOUT_S)
+    assert run.returncode == 0, run.output
+    assert run.count("fail") == 0, run.output
+    assert run.count("skipped") == 0, run.output
+    assert run.count("pass") == EXPECTED_TESTS, run.output
