@@ -10,6 +10,7 @@ from .errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    BadGatewayError,
     BadRequestError,
     CircuitOpenError,
     GatewayTimeoutError,
@@ -22,6 +23,7 @@ from .errors import (
     RequestTimeoutError,
     ServiceUnavailableError,
     UnprocessableEntityError,
+    UnsupportedMediaTypeError,
 )
 from .retry import RetryPolicy
 from .routing import UnknownVoiceError, VoiceRoute, route_voice
@@ -39,6 +41,7 @@ __all__ = [
     "AsyncSpeechSession",
     "AudioChunk",
     "AuthenticationError",
+    "BadGatewayError",
     "BadRequestError",
     "ChunkStream",
     "CircuitBreaker",
@@ -63,6 +66,7 @@ __all__ = [
     "SpeechSession",
     "UnknownVoiceError",
     "UnprocessableEntityError",
+    "UnsupportedMediaTypeError",
     "Voice",
     "VoiceRoute",
     "__version__",

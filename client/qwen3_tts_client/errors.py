@@ -17,6 +17,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
+    "BadGatewayError",
     "BadRequestError",
     "CircuitOpenError",
     "GatewayTimeoutError",
@@ -29,6 +30,7 @@ __all__ = [
     "RequestTimeoutError",
     "ServiceUnavailableError",
     "UnprocessableEntityError",
+    "UnsupportedMediaTypeError",
     "error_for_status",
     "error_from_response",
     "message_from_body",
@@ -95,6 +97,12 @@ class PayloadTooLargeError(APIStatusError):
     status_code = 413
 
 
+class UnsupportedMediaTypeError(APIStatusError):
+    """415: the body's Content-Type is neither JSON nor, where a route takes one, multipart/form-data."""
+
+    status_code = 415
+
+
 class UnprocessableEntityError(APIStatusError):
     status_code = 422
 
@@ -107,6 +115,12 @@ class InternalServerError(APIStatusError):
     """500, and any other 5xx without its own class (the real status stays in ``status_code``)."""
 
     status_code = 500
+
+
+class BadGatewayError(InternalServerError):
+    """502: the model failed (or a proxy in front of the gateway could not reach it)."""
+
+    status_code = 502
 
 
 class ServiceUnavailableError(APIStatusError):
@@ -142,9 +156,11 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
         NotFoundError,
         RequestTimeoutError,
         PayloadTooLargeError,
+        UnsupportedMediaTypeError,
         UnprocessableEntityError,
         RateLimitError,
         InternalServerError,
+        BadGatewayError,
         ServiceUnavailableError,
         GatewayTimeoutError,
     )

@@ -13,6 +13,7 @@ from qwen3_tts_client import (
     APIStatusError,
     AsyncQwen3TTSClient,
     AuthenticationError,
+    BadGatewayError,
     BadRequestError,
     GatewayTimeoutError,
     InternalServerError,
@@ -26,6 +27,7 @@ from qwen3_tts_client import (
     RetryPolicy,
     ServiceUnavailableError,
     UnprocessableEntityError,
+    UnsupportedMediaTypeError,
 )
 from qwen3_tts_client.errors import error_for_status, error_from_response, message_from_body
 
@@ -38,9 +40,11 @@ EXPECTED = {
     404: NotFoundError,
     408: RequestTimeoutError,
     413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
     422: UnprocessableEntityError,
     429: RateLimitError,
     500: InternalServerError,
+    502: BadGatewayError,
     503: ServiceUnavailableError,
     504: GatewayTimeoutError,
 }
@@ -52,7 +56,8 @@ def test_status_classes(status: int, cls: type[Exception]) -> None:
 
 
 def test_unknown_statuses() -> None:
-    assert error_for_status(502) is InternalServerError
+    assert error_for_status(501) is InternalServerError
+    assert issubclass(BadGatewayError, InternalServerError)  # an `except InternalServerError` still takes 502
     assert error_for_status(409) is APIStatusError
     assert issubclass(APIStatusError, Qwen3TTSError)
     assert not issubclass(APIConnectionError, APIStatusError)
@@ -105,6 +110,40 @@ def test_failed_request_keeps_status_and_message(scripted: ScriptedServer, statu
     assert error.status_code == status
     assert error.message == message
     assert isinstance(error, error_for_status(status))
+
+
+# Every status the gateway answers (gateway/README.md, "Errors"; 408/429 from a proxy in front of it): its
+# class, the server's message and Retry-After kept, retried (3 attempts with 2 retries) only if 408/429/5xx.
+RETRIED = {408, 429, 500, 502, 503, 504}
+
+
+@pytest.mark.parametrize(("status", "cls"), sorted(EXPECTED.items()))
+def test_each_gateway_status_over_http(
+    scripted: ScriptedServer, fast_retry: RetryPolicy, status: int, cls: type[Qwen3TTSError]
+) -> None:
+    scripted.script(*[error_reply(status, f"refused with {status}", **{"Retry-After": "0"})] * 3)
+    with (
+        Qwen3TTSClient(base_url=scripted.url, retry_policy=fast_retry) as client,
+        pytest.raises(cls) as caught,
+    ):
+        client.speakers()
+    assert type(caught.value) is cls
+    assert (caught.value.status_code, caught.value.message) == (status, f"refused with {status}")
+    assert caught.value.retry_after == 0.0
+    assert len(scripted.requests) == (3 if status in RETRIED else 1)
+
+
+@pytest.mark.parametrize(("status", "cls"), sorted(EXPECTED.items()))
+async def test_each_gateway_status_over_http_async(
+    scripted: ScriptedServer, fast_retry: RetryPolicy, status: int, cls: type[Qwen3TTSError]
+) -> None:
+    scripted.script(*[error_reply(status, f"refused with {status}")] * 3)
+    async with AsyncQwen3TTSClient(base_url=scripted.url, retry_policy=fast_retry) as client:
+        with pytest.raises(cls) as caught:
+            await client.speakers()
+    assert type(caught.value) is cls
+    assert (caught.value.status_code, caught.value.message) == (status, f"refused with {status}")
+    assert len(scripted.requests) == (3 if status in RETRIED else 1)
 
 
 def test_fastapi_style_detail_over_http(scripted: ScriptedServer) -> None:

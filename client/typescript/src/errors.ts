@@ -80,6 +80,8 @@ export class PermissionDeniedError extends APIStatusError {}
 export class NotFoundError extends APIStatusError {}
 export class RequestTimeoutError extends APIStatusError {}
 export class PayloadTooLargeError extends APIStatusError {}
+/** 415: the body's Content-Type is neither JSON nor, where a route takes one, multipart/form-data. */
+export class UnsupportedMediaTypeError extends APIStatusError {}
 export class UnprocessableEntityError extends APIStatusError {}
 export class RateLimitError extends APIStatusError {}
 /** 500, and any other 5xx without its own class (the real status stays in `status`). */
@@ -106,6 +108,7 @@ const BY_STATUS: ReadonlyMap<number, StatusErrorClass> = new Map<number, StatusE
   [404, NotFoundError],
   [408, RequestTimeoutError],
   [413, PayloadTooLargeError],
+  [415, UnsupportedMediaTypeError],
   [422, UnprocessableEntityError],
   [429, RateLimitError],
   [500, InternalServerError],

@@ -13,6 +13,7 @@ import fc from "fast-check";
 import {
   APIStatusError,
   AuthenticationError,
+  BadGatewayError,
   BadRequestError,
   GatewayTimeoutError,
   InternalServerError,
@@ -27,6 +28,7 @@ import {
   RetryPolicy,
   ServiceUnavailableError,
   UnprocessableEntityError,
+  UnsupportedMediaTypeError,
   errorClassForStatus,
   isRetryableStatus,
 } from "../src/index.js";
@@ -42,9 +44,11 @@ const EXPECTED: Record<number, new (...args: never[]) => Qwen3TTSError> = {
   404: NotFoundError,
   408: RequestTimeoutError,
   413: PayloadTooLargeError,
+  415: UnsupportedMediaTypeError,
   422: UnprocessableEntityError,
   429: RateLimitError,
   500: InternalServerError,
+  502: BadGatewayError,
   503: ServiceUnavailableError,
   504: GatewayTimeoutError,
 };
@@ -104,6 +108,21 @@ describe("error propagation", () => {
       }),
       RUNS,
     );
+  });
+
+  test("each status the gateway answers is its own class (exactly), with its message; retried only if 408/429/5xx", async () => {
+    const client = new Qwen3TTSClient({ baseUrl: server.url, retryPolicy: new RetryPolicy({ maxRetries: 2, backoffBaseMs: 0, maxRetryAfterMs: 0 }) });
+    for (const [code, ErrorClass] of Object.entries(EXPECTED).map(([key, cls]) => [Number(key), cls] as const)) {
+      server.reset();
+      server.script = () => ({ status: code, headers: { "retry-after": "0" }, body: JSON.stringify({ error: { status: code, message: `refused with ${code}` } }) });
+      await assert.rejects(client.speakers(), (error: unknown) => {
+        assert.equal((error as object).constructor, ErrorClass, `${code} gave ${String(error)}`);
+        assert.ok(error instanceof Qwen3TTSError);
+        assert.deepEqual([error.status, error.message, error.retryAfter], [code, `refused with ${code}`, 0]);
+        return true;
+      });
+      assert.equal(server.requests.length, [408, 429, 500, 502, 503, 504].includes(code) ? 3 : 1, `requests for ${code}`);
+    }
   });
 
   test("every status 400-599 is retried exactly when it is 408, 429 or 5xx", async () => {
