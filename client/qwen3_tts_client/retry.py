@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 # 5xx is handled by range; these are the 4xx that mean "not now" rather than "not like this".
 RETRYABLE_STATUSES = frozenset({408, 429})
+# Retry-After's delta-seconds (RFC 9110 10.2.3: digits; a fraction is taken too); any other value that
+# starts like a number is malformed, not a date.
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_NUMBER_START = re.compile(r"[+-]?[0-9.]")
 # The answers that say the request was not carried out at all (timed out waiting for it, rate limited,
 # not served now): the only statuses after which a non-idempotent call is sent again.
 REFUSED_STATUSES = frozenset({408, 429, 503})
@@ -78,29 +83,29 @@ def header_value(headers: Mapping[str, str] | None, name: str) -> str | None:
 
 
 def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent/bad."""
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent/bad.
+
+    Delta-seconds are digits (a fraction is taken too), as in the TypeScript client: "-1", "inf", "1e3"
+    or "nan" are no delay at all, so the backoff applies (a negative one must not mean "retry at once").
+    """
     if value is None:
         return None
     value = value.strip()
-    if not value:
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(value)
+    if not value or _NUMBER_START.match(value):
         return None
     try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        if when.tzinfo is None:
-            # "-0000" gives a naive datetime, which timestamp() would read as local time; an HTTP date
-            # is always GMT (RFC 9110 5.6.7).
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - now()
-    if seconds != seconds:  # NaN
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
-    return max(0.0, seconds)
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        # "-0000" gives a naive datetime, which timestamp() would read as local time; an HTTP date
+        # is always GMT (RFC 9110 5.6.7).
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now())
 
 
 @dataclass(frozen=True)

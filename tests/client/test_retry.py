@@ -40,11 +40,25 @@ def test_final_statuses(status: int) -> None:
 def test_parse_retry_after_seconds_and_garbage() -> None:
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(" 1.5 ") == 1.5
-    assert parse_retry_after("-4") == 0.0
     assert parse_retry_after(None) is None
     assert parse_retry_after("") is None
     assert parse_retry_after("soon") is None
-    assert parse_retry_after("nan") is None
+
+
+@pytest.mark.parametrize("value", ["-4", "-0.5", "+3", "inf", "Infinity", "1e3", "nan", ".5", "2 s", "May 1"])
+def test_parse_retry_after_malformed_is_no_delay(value: str) -> None:
+    # As in the TypeScript client: the backoff applies; a negative value must not mean "retry at once".
+    assert parse_retry_after(value) is None
+
+
+def test_parse_retry_after_every_http_date_form() -> None:
+    now = 1_445_412_480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    for header in (
+        "Wed, 21 Oct 2015 07:28:30 GMT",
+        "Wednesday, 21-Oct-15 07:28:30 GMT",
+        "Wed Oct 21 07:28:30 2015",
+    ):
+        assert parse_retry_after(header, now=lambda: now) == pytest.approx(30.0), header
 
 
 def test_parse_retry_after_http_date() -> None:
@@ -249,6 +263,15 @@ def test_exhausted_rate_limit_reports_retry_after(scripted: ScriptedServer) -> N
     ):
         client.speakers()
     assert caught.value.retry_after == 0.0
+
+
+def test_a_negative_retry_after_gets_the_backoff_not_an_instant_retry(scripted: ScriptedServer) -> None:
+    scripted.script(error_reply(503, "busy", **{"Retry-After": "-1"}), Reply(200, {"languages": []}))
+    policy = RetryPolicy(max_retries=1, backoff_base=0.2, jitter=0.0)
+    with Qwen3TTSClient(base_url=scripted.url, retry_policy=policy) as client:
+        assert client.languages() == []
+    first, second = scripted.requests
+    assert second.at - first.at >= 0.2
 
 
 def test_connection_refused_is_retried_then_raised(fast_retry: RetryPolicy) -> None:

@@ -35,14 +35,19 @@ export function isRetryableError(error: unknown): boolean {
   return error instanceof Qwen3TTSError && error.status !== null && isRetryableStatus(error.status);
 }
 
-/** Seconds from a `Retry-After` value: delta-seconds or an HTTP date; null when absent or invalid. */
+/**
+ * Seconds from a `Retry-After` value: delta-seconds or an HTTP date; null when absent or invalid (then the
+ * backoff applies), as in the Python client. An HTTP date has a time of day (RFC 9110 5.6.7, all three
+ * forms): `Date.parse` alone would read "May 1" or "x 2020" as a past date, a retry at once.
+ */
 export function parseRetryAfter(value: string | null | undefined, now: () => number = Date.now): number | null {
   if (value === null || value === undefined) return null;
   const trimmed = value.trim();
   if (!trimmed) return null;
   if (/^\d+(\.\d+)?$/.test(trimmed)) return Number(trimmed);
-  if (/^[+-]?\d/.test(trimmed)) return null; // negative or malformed numbers
-  const when = Date.parse(trimmed);
+  if (/^[+-]?[\d.]/.test(trimmed) || !/\b\d{1,2}:\d{2}:\d{2}\b/.test(trimmed)) return null;
+  // asctime's form has no zone, and an HTTP date is always GMT: Date.parse would read it as local time.
+  const when = Date.parse(/(GMT|UTC|[+-]\d{4})$/i.test(trimmed) ? trimmed : `${trimmed} GMT`);
   if (Number.isNaN(when)) return null;
   return Math.max(0, (when - now()) / 1000);
 }

@@ -379,9 +379,15 @@ describe("audio and headers", () => {
     assert.equal(parseRetryAfter("-1"), null);
     assert.equal(parseRetryAfter("soon"), null);
     assert.equal(parseRetryAfter(null), null);
+    // Malformed values are no delay (the backoff applies), as in the Python client: never "retry at once".
+    for (const junk of ["inf", "1e3", "+3", ".5", "nan", "May 1", "x 2020", "2 s"]) assert.equal(parseRetryAfter(junk), null, junk);
     const now = Date.parse("Wed, 21 Oct 2015 07:28:00 GMT");
     assert.equal(parseRetryAfter("Wed, 21 Oct 2015 07:28:30 GMT", () => now), 30);
     assert.equal(parseRetryAfter("Wed, 21 Oct 2015 07:27:00 GMT", () => now), 0);
+    // The other two HTTP-date forms (RFC 850, asctime: no zone, always GMT) and a numeric zone.
+    assert.equal(parseRetryAfter("Wednesday, 21-Oct-15 07:28:30 GMT", () => now), 30);
+    assert.equal(parseRetryAfter("Wed Oct 21 07:28:30 2015", () => now), 30);
+    assert.equal(parseRetryAfter("Wed, 21 Oct 2015 07:28:30 -0000", () => now), 30);
     const policy = new RetryPolicy({ maxRetryAfterMs: 10_000, jitter: 0, backoffBaseMs: 100 });
     assert.equal(policy.delayMs(0, 3), 3000);
     assert.equal(policy.delayMs(0, 3600), 10_000);
