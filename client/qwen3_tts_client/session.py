@@ -45,6 +45,7 @@ import numpy as np
 
 from .audio import pcm16_to_float
 from .errors import APIConnectionError, APITimeoutError, Qwen3TTSError, error_from_response
+from .retry import header_value, parse_retry_after
 from .types import AudioChunk
 
 __all__ = ["AsyncSpeechSession", "SessionState", "SpeechSession", "session_start", "websocket_url"]
@@ -242,9 +243,17 @@ class ResponseClock:
 def _connection_error(url: str, exc: BaseException) -> Qwen3TTSError:
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return APITimeoutError(f"timed out talking to {url}")
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(status, int):  # the HTTP upgrade was refused
-        return error_from_response(status, getattr(exc.response, "body", b"") or b"")  # type: ignore[attr-defined]
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):  # the HTTP upgrade was refused: its status, message and Retry-After
+        headers = dict(getattr(response, "headers", None) or {})
+        return error_from_response(
+            status,
+            getattr(response, "body", b"") or b"",
+            headers,
+            reason=getattr(response, "reason_phrase", "") or "",
+            retry_after=parse_retry_after(header_value(headers, "retry-after")),
+        )
     return APIConnectionError(f"could not reach the gateway at {url}: {exc or type(exc).__name__}")
 
 

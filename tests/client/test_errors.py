@@ -227,3 +227,31 @@ def test_stream_error_body_cut_short_is_retried(scripted: ScriptedServer, fast_r
     with Qwen3TTSClient(base_url=scripted.url, retry_policy=fast_retry) as client:
         assert [chunk.is_last for chunk in client.stream("hello", voice="vivian")] == [True]
     assert len(scripted.requests) == 2
+
+
+# A session's WebSocket handshake refused with an HTTP status (the draining gateway's 503, a proxy's 429):
+# the status's error, the server's message, its headers and Retry-After, as for any HTTP call.
+
+
+@pytest.mark.parametrize(("status", "cls"), [(503, ServiceUnavailableError), (429, RateLimitError)])
+def test_session_handshake_refused_keeps_status_message_and_retry_after(
+    scripted: ScriptedServer, status: int, cls: type[Qwen3TTSError]
+) -> None:
+    scripted.script(error_reply(status, "the gateway is shutting down; retry", **{"Retry-After": "7"}))
+    with Qwen3TTSClient(base_url=scripted.url) as client, pytest.raises(cls) as caught:
+        with client.session(voice="ryan"):
+            pass
+    assert scripted.requests[0].path == "/ws/session"
+    assert (caught.value.status_code, caught.value.message) == (status, "the gateway is shutting down; retry")
+    assert caught.value.retry_after == 7.0
+    assert caught.value.headers["retry-after"] == "7"
+
+
+async def test_async_session_handshake_refused_keeps_retry_after(scripted: ScriptedServer) -> None:
+    scripted.script(error_reply(503, "the gateway is shutting down; retry", **{"Retry-After": "7"}))
+    async with AsyncQwen3TTSClient(base_url=scripted.url) as client:
+        with pytest.raises(ServiceUnavailableError) as caught:
+            async with client.session(voice="ryan"):
+                pass
+    assert caught.value.message == "the gateway is shutting down; retry"
+    assert caught.value.retry_after == 7.0

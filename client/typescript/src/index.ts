@@ -21,6 +21,7 @@ export {
   type ProviderVoice,
 } from "./provider.js";
 export {
+  HandshakeRefusal,
   SpeechSession,
   defaultWebSocketFactory,
   sessionStartMessage,

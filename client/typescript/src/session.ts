@@ -23,8 +23,10 @@ import {
   APIUserAbortError,
   Qwen3TTSError,
   errorFromEvent,
+  errorFromResponse,
   type RequestContext,
 } from "./errors.js";
+import { parseRetryAfter } from "./retry.js";
 import { samplingFields } from "./wire.js";
 import { StreamSamples } from "./streams.js";
 import type { AudioChunk, FinishReason, SamplingOptions, StreamFormat } from "./types.js";
@@ -102,7 +104,25 @@ type Incoming =
   | { kind: "message"; data: unknown }
   | { kind: "close"; code: number; reason: string }
   | { kind: "error"; message: string }
+  | { kind: "refused"; error: Qwen3TTSError }
   | { kind: "abort" };
+
+/**
+ * The HTTP answer a server gave instead of the WebSocket upgrade (the draining gateway's 503 with
+ * `Retry-After`, a proxy's 429 or 502), which a factory reports as the socket's `error` event; the session
+ * raises that status's typed error, as an HTTP call would. Browsers do not show it: there it is a bare error.
+ */
+export class HandshakeRefusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+    readonly headers: Record<string, string>,
+    readonly statusText = "",
+  ) {
+    super(`the server refused the WebSocket upgrade with HTTP ${status}`);
+    this.name = "HandshakeRefusal";
+  }
+}
 
 /** `http(s)://host/prefix` -> `ws(s)://host/prefix/ws/session` (plus `?api_key=` when given). */
 export function websocketUrl(baseUrl: string, apiKey: string | null, path: string = SESSION_PATH): string {
@@ -144,7 +164,28 @@ export const defaultWebSocketFactory: WebSocketFactory = async (url, headers) =>
     // The header carries the key here: keep it out of the URL, which servers and proxies write to their logs.
     const target = new URL(url);
     if (headers.authorization) target.searchParams.delete("api_key");
-    return new NodeWebSocket(target.toString(), { headers, maxPayload: 0 }) as unknown as WebSocketLike;
+    const socket = new NodeWebSocket(target.toString(), { headers, maxPayload: 0 });
+    // Read the answer that came instead of the upgrade (ws would report only "Unexpected server response").
+    socket.on("unexpected-response", (_request, response) => {
+      const parts: Buffer[] = [];
+      let reported = false;
+      const report = (): void => {
+        if (reported) return;
+        reported = true;
+        const answer: Record<string, string> = {};
+        for (const [name, value] of Object.entries(response.headers)) {
+          if (value !== undefined) answer[name] = Array.isArray(value) ? value.join(", ") : value;
+        }
+        const body = Buffer.concat(parts).toString("utf8");
+        const refusal = new HandshakeRefusal(response.statusCode ?? 0, body, answer, response.statusMessage ?? "");
+        if (socket.listenerCount("error") > 0) socket.emit("error", refusal);
+        socket.terminate(); // CONNECTING: aborts the request; then the usual error and close follow
+      };
+      response.on("data", (part: Buffer) => parts.push(part));
+      response.on("end", report);
+      response.on("error", report);
+    });
+    return socket as unknown as WebSocketLike;
   }
   const Global = (globalThis as { WebSocket?: new (url: string) => WebSocketLike }).WebSocket;
   if (!Global) throw new Qwen3TTSError("no WebSocket implementation here; pass webSocketFactory");
@@ -243,6 +284,10 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
       this.push({ kind: "close", code: event.code ?? 1006, reason: event.reason ?? "" });
     });
     socket.addEventListener("error", (event: { message?: string; error?: unknown }) => {
+      if (event.error instanceof HandshakeRefusal) {
+        this.push({ kind: "refused", error: this.refusalError(event.error) });
+        return;
+      }
       const cause = event.error instanceof Error ? event.error.message : event.message;
       this.push({ kind: "error", message: cause || "WebSocket error" });
     });
@@ -425,7 +470,20 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
         throw new APIConnectionError(`could not talk to the gateway at ${this.request.url}: ${item.message}`, {
           request: this.request,
         });
+      case "refused":
+        this.close();
+        throw item.error;
     }
+  }
+
+  /** The typed error of the HTTP status that refused the upgrade, with its message and Retry-After. */
+  private refusalError(refusal: HandshakeRefusal): Qwen3TTSError {
+    return errorFromResponse(refusal.status, refusal.body, {
+      headers: refusal.headers,
+      retryAfter: parseRetryAfter(refusal.headers["retry-after"]),
+      request: this.request,
+      statusText: refusal.statusText,
+    });
   }
 
   private wait(): Promise<Incoming> {
@@ -479,7 +537,9 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
         if (!item) return;
         this.queue.splice(this.queue.indexOf(item), 1);
         settle(
-          item.kind === "abort"
+          item.kind === "refused"
+            ? item.error
+            : item.kind === "abort"
             ? new APIUserAbortError("the session was aborted before it opened", { request: this.request })
             : new APIConnectionError(
                 `could not open ${this.request.url}: ${item.kind === "error" ? item.message : `closed (code ${item.code})`}`,

@@ -17,11 +17,13 @@ import {
   APIUserAbortError,
   NotFoundError,
   Qwen3TTSClient,
+  RateLimitError,
+  ServiceUnavailableError,
   UnprocessableEntityError,
   sessionStartMessage,
   websocketUrl,
 } from "../src/index.js";
-import { sleep } from "./scripted-server.js";
+import { ScriptedServer, errorBody, sleep } from "./scripted-server.js";
 
 type Handler = (socket: WebSocket, message: Record<string, unknown>) => void;
 
@@ -338,6 +340,30 @@ describe("sessions", () => {
     await assert.rejects(new Qwen3TTSClient({ baseUrl: "http://127.0.0.1:9" }).session({ voice: "ryan" }), (error: unknown) =>
       error instanceof APIConnectionError && !(error instanceof APITimeoutError),
     );
+  });
+
+  test("an upgrade refused with an HTTP status is that status's typed error, with the message and Retry-After", async () => {
+    // The draining gateway answers the handshake 503 + Retry-After; a proxy may answer 429: real HTTP here.
+    const http = await ScriptedServer.start();
+    try {
+      for (const [status, ErrorClass] of [[503, ServiceUnavailableError], [429, RateLimitError]] as const) {
+        http.script = () => ({
+          status,
+          headers: { "retry-after": "7" },
+          body: errorBody(status, "the gateway is shutting down; retry", "server_overloaded"),
+        });
+        await assert.rejects(new Qwen3TTSClient({ baseUrl: http.url, apiKey: "k" }).session({ voice: "ryan" }), (error: unknown) => {
+          assert.ok(error instanceof ErrorClass, String(error));
+          assert.deepEqual([error.status, error.message, error.type], [status, "the gateway is shutting down; retry", "server_overloaded"]);
+          assert.equal(error.retryAfter, 7);
+          assert.equal(error.request?.operation, "session");
+          return true;
+        });
+      }
+      assert.deepEqual(http.requests.map((request) => request.path), ["/ws/session", "/ws/session"]);
+    } finally {
+      await http.close();
+    }
   });
 
   test("start messages and URLs", () => {
