@@ -265,7 +265,8 @@ export class Qwen3TTSClient {
       name: options.name,
       x_vector_only: options.xVectorOnly,
     });
-    const whole = await this.transport.call({ name: "createVoice", method: "POST", path: "/voices", json }, requestOptions(options));
+    const op: Operation = { name: "createVoice", method: "POST", path: "/voices", json, idempotent: false };
+    const whole = await this.transport.call(op, requestOptions(options));
     return parseVoice(parseJson(whole.body, whole.request), whole.request);
   }
 

@@ -91,7 +91,18 @@ export class ServiceUnavailableError extends APIStatusError {}
 export class GatewayTimeoutError extends APIStatusError {}
 
 /** No HTTP answer: connection refused, DNS failure, connection reset, a stream cut short. */
-export class APIConnectionError extends Qwen3TTSError {}
+export class APIConnectionError extends Qwen3TTSError {
+  /**
+   * False when the request never left this machine (no connection was made: refused, unknown host): then
+   * the server cannot have acted on it, and even a call that is not idempotent may be sent again.
+   */
+  readonly requestSent: boolean;
+
+  constructor(message: string, options: Qwen3TTSErrorOptions & { requestSent?: boolean } = {}) {
+    super(message, options);
+    this.requestSent = options.requestSent ?? true;
+  }
+}
 /** The client gave up waiting (`timeoutMs`) before an answer came. */
 export class APITimeoutError extends APIConnectionError {}
 /** The caller's `AbortSignal` fired. Never retried, never counted against the gateway. */

@@ -13,7 +13,7 @@ import {
   errorFromResponse,
   type RequestContext,
 } from "./errors.js";
-import { RetryPolicy, parseRetryAfter } from "./retry.js";
+import { RetryPolicy, isSafeToResend, parseRetryAfter } from "./retry.js";
 import type { RequestOptions } from "./types.js";
 
 export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
@@ -30,6 +30,9 @@ export interface Operation {
   okStatuses?: readonly number[];
   /** Probes report the present state; retrying them only delays the answer. */
   retry?: boolean;
+  /** False for a call with a lasting effect (storing a voice): it is sent again only when it cannot have
+   * been carried out (`isSafeToResend`), never after a timeout or a 5xx that may have stored it. */
+  idempotent?: boolean;
 }
 
 export interface TransportConfig {
@@ -135,8 +138,23 @@ class AttemptControl {
       return new APITimeoutError(`no answer within ${this.timeoutMs} ms (${what})`, { request, cause });
     }
     const reason = cause instanceof Error ? describeCause(cause) : String(cause);
-    return new APIConnectionError(`could not reach the gateway at ${request.url}: ${reason}`, { request, cause });
+    const requestSent = !UNSENT_CODES.has(causeCode(cause) ?? "");
+    return new APIConnectionError(`could not reach the gateway at ${request.url}: ${reason}`, { request, cause, requestSent });
   }
+}
+
+/** Failures to connect at all (refused, unknown host, unreachable): the request never left this machine. A
+ * timeout is not one of them: it cannot tell a connect that hung from an answer that did not come. */
+const UNSENT_CODES: ReadonlySet<string> = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/** The system error code of a fetch failure (undici puts the socket's error in `cause`). */
+function causeCode(error: unknown): string | undefined {
+  for (let current = error, depth = 0; current instanceof Error && depth < 4; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === "string") return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 function describeCause(error: Error): string {
@@ -247,6 +265,7 @@ export class Transport {
         return await attempt(request);
       } catch (error) {
         if (!policy.shouldRetry(error, retryIndex)) throw error;
+        if (op.idempotent === false && !isSafeToResend(error)) throw error;
         const retryAfter = error instanceof Qwen3TTSError ? error.retryAfter : null;
         await sleep(policy.delayMs(retryIndex, retryAfter), options.signal, request);
       }

@@ -37,7 +37,14 @@ export {
 } from "./session.js";
 export { ChunkStream, type CollectedAudio } from "./streams.js";
 export * from "./errors.js";
-export { RetryPolicy, isRetryableError, isRetryableStatus, parseRetryAfter, type RetryPolicyOptions } from "./retry.js";
+export {
+  RetryPolicy,
+  isRetryableError,
+  isRetryableStatus,
+  isSafeToResend,
+  parseRetryAfter,
+  type RetryPolicyOptions,
+} from "./retry.js";
 export { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from "./breaker.js";
 export { ProviderMetrics, LATENCY_BUCKETS_MS, type LatencySnapshot, type MetricsSnapshot } from "./metrics.js";
 export {

@@ -23,6 +23,9 @@ export interface RetryPolicyOptions {
 }
 
 const RETRYABLE_4XX: ReadonlySet<number> = new Set([408, 429]);
+/** The answers that say the request was not carried out at all: the only statuses after which a call that
+ * is not idempotent (`createVoice` stores a voice) is sent again. */
+const REFUSED_STATUSES: ReadonlySet<number> = new Set([408, 429, 503]);
 
 export function isRetryableStatus(status: number): boolean {
   return RETRYABLE_4XX.has(status) || (status >= 500 && status <= 599);
@@ -33,6 +36,16 @@ export function isRetryableError(error: unknown): boolean {
   if (error instanceof APIUserAbortError) return false;
   if (error instanceof APIConnectionError) return true;
   return error instanceof Qwen3TTSError && error.status !== null && isRetryableStatus(error.status);
+}
+
+/**
+ * True when the failed request cannot have been carried out, so even a call that is not idempotent may be
+ * sent again: it never reached the server, or the server refused it (408, 429, 503). After a timeout or a
+ * 500 the voice may be stored already, and a second attempt would store it twice.
+ */
+export function isSafeToResend(error: unknown): boolean {
+  if (error instanceof APIConnectionError) return !error.requestSent;
+  return error instanceof Qwen3TTSError && error.status !== null && REFUSED_STATUSES.has(error.status);
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   APIConnectionError,
   APITimeoutError,
   APIUserAbortError,
+  InternalServerError,
   NotFoundError,
   Qwen3TTSClient,
   Qwen3TTSProvider,
@@ -22,6 +23,7 @@ import {
   bytesToBase64,
   encodeWav,
   float32ToPcm16,
+  isSafeToResend,
   parseRetryAfter,
   pcm16ToFloat32,
 } from "../src/index.js";
@@ -265,6 +267,45 @@ describe("client", () => {
       assert.ok(Date.now() - started < 1000, `cancel took ${Date.now() - started} ms`);
       assert.deepEqual(received, answer.delayMs ? [] : [0]);
     }
+  });
+
+  test("createVoice is sent again only when it cannot have been carried out (as in the Python client)", async () => {
+    const voice: ScriptedAnswer = { status: 201, body: JSON.stringify({ id: "0123456789abcdef", name: "v" }) };
+    const create = (options: { timeoutMs?: number } = {}): Promise<unknown> =>
+      client({ retryPolicy: new RetryPolicy({ maxRetries: 2, backoffBaseMs: 0 }), ...options }).createVoice({
+        referenceAudio: new Uint8Array([82, 73, 70, 70]),
+        refText: "ref",
+      });
+    // A 500 or a timeout may have stored the voice already: a second POST would store it twice.
+    server.reset();
+    server.answerInTurn({ status: 500, body: errorBody(500, "internal error", "server_error") }, voice);
+    await assert.rejects(create(), InternalServerError);
+    assert.equal(server.requests.length, 1);
+    server.reset();
+    server.answerInTurn({ ...voice, delayMs: 300 }, voice);
+    await assert.rejects(create({ timeoutMs: 100 }), APITimeoutError);
+    assert.equal(server.requests.length, 1);
+    // 408, 429 and 503 refuse it: sent again.
+    for (const status of [408, 429, 503]) {
+      server.reset();
+      server.answerInTurn({ status, headers: { "retry-after": "0" }, body: errorBody(status, "not now") }, voice);
+      await create();
+      assert.equal(server.requests.length, 2, `requests after ${status}`);
+    }
+    // Nothing listening: the request never left, so it is retried (attempt 2 is the last retry).
+    const spare = await ScriptedServer.start(); // a port just freed: connections to it are refused
+    const refusedUrl = spare.url;
+    await spare.close();
+    const dead = new Qwen3TTSClient({ baseUrl: refusedUrl, retryPolicy: new RetryPolicy({ maxRetries: 2, backoffBaseMs: 0 }) });
+    await assert.rejects(dead.createVoice({ referenceAudio: new Uint8Array([1]) }), (error: unknown) => {
+      assert.ok(error instanceof APIConnectionError && !error.requestSent, String(error));
+      assert.equal(error.request?.attempt, 2);
+      return true;
+    });
+    assert.ok(isSafeToResend(new ServiceUnavailableError("busy", { status: 503 })));
+    assert.ok(!isSafeToResend(new InternalServerError("bad gateway", { status: 502 })));
+    assert.ok(!isSafeToResend(new APITimeoutError("read timeout")));
+    assert.ok(!isSafeToResend(new APIConnectionError("reset")));
   });
 
   test("no server is an APIConnectionError naming the URL", async () => {
