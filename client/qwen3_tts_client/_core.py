@@ -21,7 +21,14 @@ import numpy as np
 
 from ._version import __version__
 from .audio import CONTENT_TYPES, encode_audio, pcm16_to_float
-from .errors import APIConnectionError, APIStatusError, APITimeoutError, Qwen3TTSError, error_from_response
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    Qwen3TTSError,
+    RequestInfo,
+    error_from_response,
+)
 from .retry import RetryPolicy, RetryState, header_value, parse_retry_after
 from .routing import CLONE_PREFIX
 from .types import AudioChunk, HealthStatus, Language, SamplingOptions, Speaker, SpeechResult, Voice
@@ -145,6 +152,12 @@ class ClientCore:
             reason = str(exc) or type(exc).__name__
             error = APIConnectionError(f"could not reach the gateway at {self.base_url}: {reason}")
         error.request_sent = not isinstance(exc, _UNSENT_ERRORS)
+        return error
+
+    def tag(self, error: Qwen3TTSError, op: Operation[Any], attempt: int) -> Qwen3TTSError:
+        """``error`` naming the call it belongs to (kept if it names one already)."""
+        if error.request is None:
+            error.request = RequestInfo(op.name, op.method, self.base_url + op.path, attempt)
         return error
 
     def retry_state(self, op: Operation[Any]) -> RetryState:

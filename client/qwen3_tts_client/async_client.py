@@ -34,7 +34,7 @@ from ._core import (
     stream_op,
 )
 from .errors import APIStatusError, Qwen3TTSError
-from .retry import RetryPolicy
+from .retry import RetryPolicy, RetryState
 from .session import AsyncSpeechSession, session_start, websocket_url
 from .streams import AsyncChunkStream
 from .types import AudioChunk, HealthStatus, Language, Speaker, SpeechResult, Voice
@@ -113,19 +113,26 @@ class AsyncQwen3TTSClient:
             await response.aclose()
         return self._core.status_error(response, bytes(body))
 
-    async def _send(self, op: Operation[Any], *, stream: bool = False) -> httpx.Response:
-        state = self._core.retry_state(op)
+    async def _send(self, op: Operation[Any], state: RetryState, *, stream: bool = False) -> httpx.Response:
         while True:
             try:
                 return await self._send_once(op, stream=stream)
             except Qwen3TTSError as error:
+                self._core.tag(error, op, state.retries)
                 await asyncio.sleep(state.next_delay(error))
 
     async def _call(self, op: Operation[T]) -> T:
-        return op.parse(await self._send(op))
+        state = self._core.retry_state(op)
+        response = await self._send(op, state)
+        try:
+            return op.parse(response)
+        except Qwen3TTSError as error:
+            self._core.tag(error, op, state.retries)
+            raise
 
     async def _chunks(self, op: Operation[Any]) -> AsyncGenerator[AudioChunk, None]:
-        response = await self._send(op, stream=True)
+        retries = self._core.retry_state(op)
+        response = await self._send(op, retries, stream=True)
         state = StreamState()
         try:
             async for line in response.aiter_lines():
@@ -133,7 +140,10 @@ class AsyncQwen3TTSClient:
                     yield chunk
             state.finish()
         except httpx.TransportError as exc:
-            raise self._core.connection_error(exc) from exc
+            raise self._core.tag(self._core.connection_error(exc), op, retries.retries) from exc
+        except Qwen3TTSError as error:
+            self._core.tag(error, op, retries.retries)
+            raise
         finally:
             await response.aclose()
 

@@ -36,7 +36,7 @@ from ._core import (
     stream_op,
 )
 from .errors import APIStatusError, Qwen3TTSError
-from .retry import RetryPolicy
+from .retry import RetryPolicy, RetryState
 from .session import SpeechSession, session_start, websocket_url
 from .streams import ChunkStream
 from .types import AudioChunk, HealthStatus, Language, Speaker, SpeechResult, Voice
@@ -115,25 +115,35 @@ class Qwen3TTSClient:
             response.close()
         return self._core.status_error(response, bytes(body))
 
-    def _send(self, op: Operation[Any], *, stream: bool = False) -> httpx.Response:
-        state = self._core.retry_state(op)
+    def _send(self, op: Operation[Any], state: RetryState, *, stream: bool = False) -> httpx.Response:
         while True:
             try:
                 return self._send_once(op, stream=stream)
             except Qwen3TTSError as error:
+                self._core.tag(error, op, state.retries)
                 time.sleep(state.next_delay(error))
 
     def _call(self, op: Operation[T]) -> T:
-        return op.parse(self._send(op))
+        state = self._core.retry_state(op)
+        response = self._send(op, state)
+        try:
+            return op.parse(response)
+        except Qwen3TTSError as error:
+            self._core.tag(error, op, state.retries)
+            raise
 
     def _chunks(self, op: Operation[Any]) -> Generator[AudioChunk, None, None]:
-        response = self._send(op, stream=True)
+        retries = self._core.retry_state(op)
+        response = self._send(op, retries, stream=True)
         state = StreamState()
         try:
             yield from state.feed(response.iter_lines())
             state.finish()
         except httpx.TransportError as exc:
-            raise self._core.connection_error(exc) from exc
+            raise self._core.tag(self._core.connection_error(exc), op, retries.retries) from exc
+        except Qwen3TTSError as error:
+            self._core.tag(error, op, retries.retries)
+            raise
         finally:
             response.close()
 

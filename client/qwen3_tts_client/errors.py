@@ -1,7 +1,8 @@
 """Exceptions raised by the clients, one class per HTTP status the gateway answers with.
 
-Every error carries the HTTP ``status_code`` (``None`` when no response arrived) and the server's
-``message`` unchanged, so callers can show it to a person or branch on the class. The mapping from a
+Every error carries the HTTP ``status_code`` (``None`` when no response arrived), the server's
+``message`` unchanged, and ``request``: which call failed (operation, method, URL, attempt), so callers can
+show it to a person or branch on the class. The mapping from a
 response to an exception lives here (not in the clients) so the sync client, the async client and the
 provider raise exactly the same thing for the same answer.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "PermissionDeniedError",
     "Qwen3TTSError",
     "RateLimitError",
+    "RequestInfo",
     "RequestTimeoutError",
     "ServiceUnavailableError",
     "UnprocessableEntityError",
@@ -37,10 +40,22 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class RequestInfo:
+    """Which call an error belongs to (the TypeScript client's ``RequestContext``)."""
+
+    operation: str  # the client method: speak, stream, create_voice, session, ...
+    method: str  # GET, POST, DELETE; WS for a session
+    url: str
+    attempt: int = 0  # 0 for the first try, n for the n-th retry
+
+
 class Qwen3TTSError(Exception):
-    """Base class: ``status_code`` (``None`` without a response), ``message``, raw ``detail``."""
+    """Base class: ``status_code`` (``None`` without a response), ``message``, raw ``detail``, ``request``
+    (the failed call; ``None`` for an error raised outside a call)."""
 
     status_code: int | None = None
+    request: RequestInfo | None = None
 
     def __init__(
         self,
@@ -50,8 +65,10 @@ class Qwen3TTSError(Exception):
         detail: Any = None,
         headers: Mapping[str, str] | None = None,
         retry_after: float | None = None,
+        request: RequestInfo | None = None,
     ) -> None:
         super().__init__(message)
+        self.request = request
         self.message = message
         if status_code is not None:
             self.status_code = status_code

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .audio import pcm16_to_float
-from .errors import APIConnectionError, APITimeoutError, Qwen3TTSError, error_from_response
+from .errors import APIConnectionError, APITimeoutError, Qwen3TTSError, RequestInfo, error_from_response
 from .retry import header_value, parse_retry_after
 from .types import AudioChunk
 
@@ -95,10 +95,12 @@ def session_start(
     return message
 
 
-def _event_error(event: Mapping[str, Any]) -> Qwen3TTSError:
+def _event_error(event: Mapping[str, Any], request: RequestInfo | None) -> Qwen3TTSError:
     status = event.get("status")
     status_code = status if isinstance(status, int) else 500
-    return error_from_response(status_code, json.dumps({"error": dict(event)}))
+    error = error_from_response(status_code, json.dumps({"error": dict(event)}))
+    error.request = request
+    return error
 
 
 @dataclass
@@ -112,6 +114,7 @@ class SessionState:
     refused: list[Qwen3TTSError] = field(default_factory=list)
     sequence: int = 0
     failed: bool = False  # a fatal error ended the session
+    request: RequestInfo | None = None  # what the session's errors name as their call
 
     @property
     def over(self) -> bool:
@@ -143,9 +146,11 @@ class SessionState:
             return False
         if event is None or event.get("type") != "started":
             raise (
-                _event_error(event)
+                _event_error(event, self.request)
                 if event and event.get("type") == "error"
-                else Qwen3TTSError(f"the gateway answered start with {str(message)[:120]!r}")
+                else Qwen3TTSError(
+                    f"the gateway answered start with {str(message)[:120]!r}", request=self.request
+                )
             )
         self.started = dict(event)
         return True
@@ -165,14 +170,14 @@ class SessionState:
             self.done = dict(event)
             return None
         if kind == "error" and event is not None:
-            error = _event_error(event)
+            error = _event_error(event, self.request)
             if event.get("fatal", True):
                 self.failed = True
                 raise error
             logger.warning("the gateway refused a message: %s", error)
             self.refused.append(error)
             return None
-        raise Qwen3TTSError(f"unexpected session message {str(message)[:120]!r}")
+        raise Qwen3TTSError(f"unexpected session message {str(message)[:120]!r}", request=self.request)
 
     def _chunk(self, data: bytes) -> AudioChunk:
         audio = pcm16_to_float(data) if self.format == "pcm" else np.zeros(0, np.float32)
@@ -180,14 +185,15 @@ class SessionState:
         self.sequence += 1
         return chunk
 
-    @staticmethod
-    def _event(message: str | bytes) -> dict[str, Any] | None:
+    def _event(self, message: str | bytes) -> dict[str, Any] | None:
         if isinstance(message, bytes):
             return None
         try:
             event = json.loads(message)
         except ValueError:
-            raise Qwen3TTSError(f"the gateway sent a malformed message: {message[:80]!r}") from None
+            raise Qwen3TTSError(
+                f"the gateway sent a malformed message: {message[:80]!r}", request=self.request
+            ) from None
         return event if isinstance(event, dict) else None
 
 
@@ -240,21 +246,26 @@ class ResponseClock:
         return APITimeoutError(f"no answer from the gateway within {self.timeout:g} s")
 
 
-def _connection_error(url: str, exc: BaseException) -> Qwen3TTSError:
+def _connection_error(request: RequestInfo, exc: BaseException) -> Qwen3TTSError:
+    url = request.url
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return APITimeoutError(f"timed out talking to {url}")
+        return APITimeoutError(f"timed out talking to {url}", request=request)
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     if isinstance(status, int):  # the HTTP upgrade was refused: its status, message and Retry-After
         headers = dict(getattr(response, "headers", None) or {})
-        return error_from_response(
+        error = error_from_response(
             status,
             getattr(response, "body", b"") or b"",
             headers,
             reason=getattr(response, "reason_phrase", "") or "",
             retry_after=parse_retry_after(header_value(headers, "retry-after")),
         )
-    return APIConnectionError(f"could not reach the gateway at {url}: {exc or type(exc).__name__}")
+        error.request = request
+        return error
+    return APIConnectionError(
+        f"could not reach the gateway at {url}: {exc or type(exc).__name__}", request=request
+    )
 
 
 class _SessionBase:
@@ -272,13 +283,16 @@ class _SessionBase:
         timeout: float | None = 120.0,
     ) -> None:
         self.url = url
+        self.request = RequestInfo("session", "WS", url)
         # The id of this session's start, which the gateway echoes on every event of the session.
         self.start_id = str(start.get("id") or uuid.uuid4().hex)
         self._start = {**start, "id": self.start_id}
         self._headers = dict(headers or {})
         self._open_timeout = open_timeout
         self._timeout = timeout
-        self.state = SessionState(str(start.get("format", "pcm")), start_id=self.start_id)
+        self.state = SessionState(
+            str(start.get("format", "pcm")), start_id=self.start_id, request=self.request
+        )
         self._clock = ResponseClock(timeout, start_has_text=bool(start.get("text")))
 
     @property
@@ -339,7 +353,7 @@ class SpeechSession(_SessionBase):
                 pass  # an event for another start: the answer to ours is still to come
         except (OSError, TimeoutError, WebSocketException) as exc:
             self.close()
-            raise _connection_error(self.url, exc) from exc
+            raise _connection_error(self.request, exc) from exc
         except BaseException:
             self.close()
             raise
@@ -358,9 +372,10 @@ class SpeechSession(_SessionBase):
                 if late is None:
                     continue
                 self.close()
+                late.request = self.request
                 raise late from None
             except (OSError, WebSocketException) as exc:
-                raise _connection_error(self.url, exc) from exc
+                raise _connection_error(self.request, exc) from exc
             self._clock.on_message()
             return message
 
@@ -370,7 +385,7 @@ class SpeechSession(_SessionBase):
         try:
             self._ws.send(message)
         except (OSError, WebSocketException) as exc:
-            raise _connection_error(self.url, exc) from exc
+            raise _connection_error(self.request, exc) from exc
 
     def send_text(self, fragment: str) -> None:
         """Any fragment: a token, a word, a sentence."""
@@ -396,7 +411,7 @@ class SpeechSession(_SessionBase):
         except ConnectionClosed:
             logger.debug("cancel: the session's connection is already closed")
         except (OSError, WebSocketException) as exc:
-            raise _connection_error(self.url, exc) from exc
+            raise _connection_error(self.request, exc) from exc
 
     def __iter__(self) -> Iterator[AudioChunk]:
         while self.state.done is None:
@@ -443,7 +458,7 @@ class AsyncSpeechSession(_SessionBase):
                 pass  # an event for another start: the answer to ours is still to come
         except (OSError, TimeoutError, asyncio.TimeoutError, WebSocketException) as exc:
             await self.aclose()
-            raise _connection_error(self.url, exc) from exc
+            raise _connection_error(self.request, exc) from exc
         except BaseException:
             await self.aclose()
             raise
@@ -464,9 +479,10 @@ class AsyncSpeechSession(_SessionBase):
                 if late is None:
                     continue
                 await self.aclose()
+                late.request = self.request
                 raise late from None
             except (OSError, WebSocketException) as exc:
-                raise _connection_error(self.url, exc) from exc
+                raise _connection_error(self.request, exc) from exc
             self._clock.on_message()
             return message
 
@@ -476,7 +492,7 @@ class AsyncSpeechSession(_SessionBase):
         try:
             await self._ws.send(message)
         except (OSError, WebSocketException) as exc:
-            raise _connection_error(self.url, exc) from exc
+            raise _connection_error(self.request, exc) from exc
 
     async def send_text(self, fragment: str) -> None:
         await self._send(self._text(fragment))
@@ -498,7 +514,7 @@ class AsyncSpeechSession(_SessionBase):
         except ConnectionClosed:
             logger.debug("cancel: the session's connection is already closed")
         except (OSError, WebSocketException) as exc:
-            raise _connection_error(self.url, exc) from exc
+            raise _connection_error(self.request, exc) from exc
 
     async def __aiter__(self) -> AsyncIterator[AudioChunk]:
         while self.state.done is None:

@@ -23,6 +23,7 @@ from qwen3_tts_client import (
     Qwen3TTSClient,
     Qwen3TTSError,
     RateLimitError,
+    RequestInfo,
     RequestTimeoutError,
     RetryPolicy,
     ServiceUnavailableError,
@@ -31,7 +32,7 @@ from qwen3_tts_client import (
 )
 from qwen3_tts_client.errors import error_for_status, error_from_response, message_from_body
 
-from .servers import Reply, ScriptedServer, error_reply, ndjson_reply
+from .servers import Reply, ScriptedServer, error_reply, ndjson_reply, refused_url
 
 EXPECTED = {
     400: BadRequestError,
@@ -131,6 +132,8 @@ def test_each_gateway_status_over_http(
     assert (caught.value.status_code, caught.value.message) == (status, f"refused with {status}")
     assert caught.value.retry_after == 0.0
     assert len(scripted.requests) == (3 if status in RETRIED else 1)
+    attempt = 2 if status in RETRIED else 0
+    assert caught.value.request == RequestInfo("speakers", "GET", f"{scripted.url}/speakers", attempt)
 
 
 @pytest.mark.parametrize(("status", "cls"), sorted(EXPECTED.items()))
@@ -144,6 +147,17 @@ async def test_each_gateway_status_over_http_async(
     assert type(caught.value) is cls
     assert (caught.value.status_code, caught.value.message) == (status, f"refused with {status}")
     assert len(scripted.requests) == (3 if status in RETRIED else 1)
+    assert caught.value.request is not None and caught.value.request.operation == "speakers"
+
+
+def test_no_answer_names_the_call_too(fast_retry: RetryPolicy) -> None:
+    url = refused_url()
+    with (
+        Qwen3TTSClient(base_url=url, retry_policy=fast_retry) as client,
+        pytest.raises(APIConnectionError) as caught,
+    ):
+        client.create_voice(b"RIFF....", ref_text="hi")
+    assert caught.value.request == RequestInfo("create_voice", "POST", f"{url}/voices", 2)
 
 
 def test_fastapi_style_detail_over_http(scripted: ScriptedServer) -> None:
@@ -169,6 +183,7 @@ def test_error_line_inside_a_stream(scripted: ScriptedServer) -> None:
         with pytest.raises(GatewayTimeoutError) as caught:
             next(chunks)
     assert caught.value.message == "synthesis did not finish"
+    assert caught.value.request == RequestInfo("stream", "POST", f"{scripted.url}/synthesize/stream", 0)
 
 
 def test_truncated_stream_is_a_connection_error(scripted: ScriptedServer) -> None:
@@ -177,9 +192,10 @@ def test_truncated_stream_is_a_connection_error(scripted: ScriptedServer) -> Non
     scripted.script(ndjson_reply([np.zeros(240, np.float32)] * 2, last=False))
     with (
         Qwen3TTSClient(base_url=scripted.url) as client,
-        pytest.raises(APIConnectionError, match="without the last"),
+        pytest.raises(APIConnectionError, match="without the last") as caught,
     ):
         list(client.stream("hello", voice="vivian"))
+    assert caught.value.request is not None and caught.value.request.operation == "stream"
 
 
 async def test_async_client_maps_the_same(scripted: ScriptedServer) -> None:
@@ -245,6 +261,8 @@ def test_session_handshake_refused_keeps_status_message_and_retry_after(
     assert (caught.value.status_code, caught.value.message) == (status, "the gateway is shutting down; retry")
     assert caught.value.retry_after == 7.0
     assert caught.value.headers["retry-after"] == "7"
+    ws_url = "ws://" + scripted.url.removeprefix("http://") + "/ws/session"
+    assert caught.value.request == RequestInfo("session", "WS", ws_url)
 
 
 async def test_async_session_handshake_refused_keeps_retry_after(scripted: ScriptedServer) -> None:
