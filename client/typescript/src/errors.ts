@@ -204,11 +204,19 @@ export function parseErrorBody(text: string, fallback: string): ParsedErrorBody 
 export function errorFromResponse(
   status: number,
   bodyText: string,
-  options: { headers?: Record<string, string>; retryAfter?: number | null; request?: RequestContext | null; statusText?: string } = {},
+  options: {
+    headers?: Record<string, string>;
+    retryAfter?: number | null;
+    request?: RequestContext | null;
+    statusText?: string;
+    /** The connection dropped while the body was read; `bodyText` is the part that came. */
+    cutShort?: boolean;
+  } = {},
 ): APIStatusError {
   const parsed = parseErrorBody(bodyText, options.statusText || `HTTP ${status}`);
   const ErrorClass = errorClassForStatus(status);
-  return new ErrorClass(parsed.message, {
+  const message = options.cutShort ? `${parsed.message} (the connection dropped while the error was read)` : parsed.message;
+  return new ErrorClass(message, {
     status,
     type: parsed.type,
     param: parsed.param,

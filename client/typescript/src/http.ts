@@ -232,6 +232,23 @@ export class StreamBody {
   }
 }
 
+/** An error response's body as text; when the connection drops mid-body, the part that came (`cutShort`). */
+async function errorBodyText(response: Response): Promise<{ text: string; cutShort: boolean }> {
+  if (!response.body) return { text: "", cutShort: false };
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return { text: text + decoder.decode(), cutShort: false };
+      text += decoder.decode(value, { stream: true });
+    }
+  } catch {
+    return { text: text + decoder.decode(), cutShort: true };
+  }
+}
+
 export class Transport {
   constructor(readonly config: TransportConfig) {}
 
@@ -288,14 +305,13 @@ export class Transport {
       throw control.failure(error, request, "waiting for the response");
     }
     if (response.ok || op.okStatuses?.includes(response.status)) return response;
-    let text = "";
-    try {
-      text = await response.text();
-    } catch (error) {
-      throw control.failure(error, request, "reading the error body");
-    }
+    const { text, cutShort } = await errorBodyText(response);
+    // A connection dropped (or a timeout) mid-body must not hide the status behind a connection error; an
+    // abort is the caller's and stays one.
+    if (cutShort && control.userAborted) throw abortError(request);
     const headers = headersRecord(response.headers);
     throw errorFromResponse(response.status, text, {
+      cutShort,
       headers,
       retryAfter: parseRetryAfter(response.headers.get("retry-after")),
       request,

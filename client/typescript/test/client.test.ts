@@ -318,6 +318,26 @@ describe("client", () => {
     });
   });
 
+  test("an error body cut short keeps its status and the part of the message that came, and is retried as that status", async () => {
+    // As in the Python client: a connection dropped mid-body must not hide the 503 behind a connection error.
+    const part = errorBody(503, "engine busy, try again", "server_overloaded").slice(0, 20);
+    const cut: ScriptedAnswer = { status: 503, headers: { "retry-after": "0" }, body: [part], pieceDelayMs: 20, dropAfterBody: true };
+    server.reset();
+    server.answerInTurn(cut);
+    await assert.rejects(client({ maxRetries: 0 }).speakers(), (error: unknown) => {
+      assert.ok(error instanceof ServiceUnavailableError, String(error));
+      assert.equal(error.status, 503);
+      assert.equal(error.retryAfter, 0);
+      assert.equal(error.message, `${part} (the connection dropped while the error was read)`);
+      return true;
+    });
+    server.reset();
+    server.answerInTurn(cut, ndjsonAnswer(1));
+    const collected = await client({ retryPolicy: new RetryPolicy({ maxRetries: 1, backoffBaseMs: 0 }) }).stream("Hi.", { voice: "ryan" }).collect();
+    assert.equal(collected.chunks, 1);
+    assert.equal(server.requests.length, 2);
+  });
+
   test("a stream cut before its last chunk is an APIConnectionError", async () => {
     const lines = ndjsonAnswer(3).body as string[];
     server.script = () => ({ status: 200, body: lines.slice(0, 2) });

@@ -26,6 +26,8 @@ export interface ScriptedAnswer {
   pieceDelayMs?: number;
   /** Drop the connection instead of answering. */
   destroy?: boolean;
+  /** Drop the connection after the body's pieces instead of ending the body (a body cut short). */
+  dropAfterBody?: boolean;
 }
 
 export type Script = (request: RecordedRequest) => ScriptedAnswer;
@@ -91,7 +93,8 @@ export class ScriptedServer {
       res.write(piece);
       if (answer.pieceDelayMs) await sleep(answer.pieceDelayMs);
     }
-    res.end();
+    if (answer.dropAfterBody) req.socket.destroy();
+    else res.end();
   }
 
   async close(): Promise<void> {
