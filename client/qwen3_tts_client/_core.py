@@ -154,6 +154,20 @@ class ClientCore:
         error.request_sent = not isinstance(exc, _UNSENT_ERRORS)
         return error
 
+    def stream_cut_error(self, exc: httpx.TransportError, chunks: int) -> APIConnectionError:
+        """The error for a stream whose connection failed after its 200: the gateway was reached, so the
+        message says where it broke rather than "could not reach"."""
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(
+                f"the gateway at {self.base_url} stopped sending mid-stream, after {chunks} chunk(s) "
+                f"({type(exc).__name__})"
+            )
+        reason = str(exc) or type(exc).__name__
+        return APIConnectionError(
+            f"the connection to the gateway at {self.base_url} dropped mid-stream, after {chunks} "
+            f"chunk(s): {reason}"
+        )
+
     def tag(self, error: Qwen3TTSError, op: Operation[Any], attempt: int) -> Qwen3TTSError:
         """``error`` naming the call it belongs to (kept if it names one already)."""
         if error.request is None:

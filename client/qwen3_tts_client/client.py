@@ -140,7 +140,7 @@ class Qwen3TTSClient:
             yield from state.feed(response.iter_lines())
             state.finish()
         except httpx.TransportError as exc:
-            raise self._core.tag(self._core.connection_error(exc), op, retries.retries) from exc
+            raise self._core.tag(self._core.stream_cut_error(exc, state.count), op, retries.retries) from exc
         except Qwen3TTSError as error:
             self._core.tag(error, op, retries.retries)
             raise

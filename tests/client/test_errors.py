@@ -273,3 +273,43 @@ async def test_async_session_handshake_refused_keeps_retry_after(scripted: Scrip
                 pass
     assert caught.value.message == "the gateway is shutting down; retry"
     assert caught.value.retry_after == 7.0
+
+
+# A stream's connection that drops after its 200 and some audio: never sent again (the audio already given
+# would come twice), and the message says where it broke, not "could not reach the gateway".
+
+
+def _cut_stream(scripted: ScriptedServer) -> None:
+    import numpy as np
+
+    whole = ndjson_reply([np.zeros(240, np.float32)] * 3)
+    first_line = whole.body.index(b"\n") + 1
+    scripted.script(replace(whole, cut_body_at=first_line + 10), whole)
+
+
+def test_a_stream_cut_after_audio_is_not_sent_again(
+    scripted: ScriptedServer, fast_retry: RetryPolicy
+) -> None:
+    _cut_stream(scripted)
+    received = []
+    with Qwen3TTSClient(base_url=scripted.url, retry_policy=fast_retry) as client:
+        with pytest.raises(APIConnectionError) as caught:
+            for chunk in client.stream("hello", voice="vivian"):
+                received.append(chunk.sequence)
+    assert received == [0]
+    assert len(scripted.requests) == 1
+    assert "dropped mid-stream, after 1 chunk(s)" in caught.value.message
+    assert caught.value.request == RequestInfo("stream", "POST", f"{scripted.url}/synthesize/stream", 0)
+
+
+async def test_async_stream_cut_after_audio_is_not_sent_again(
+    scripted: ScriptedServer, fast_retry: RetryPolicy
+) -> None:
+    _cut_stream(scripted)
+    received = []
+    async with AsyncQwen3TTSClient(base_url=scripted.url, retry_policy=fast_retry) as client:
+        with pytest.raises(APIConnectionError, match="dropped mid-stream, after 1 chunk"):
+            async for chunk in client.stream("hello", voice="vivian"):
+                received.append(chunk.sequence)
+    assert received == [0]
+    assert len(scripted.requests) == 1

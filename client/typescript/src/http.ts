@@ -82,6 +82,9 @@ export function sleep(ms: number, signal?: AbortSignal, request: RequestContext 
   });
 }
 
+/** What a request was doing when it failed before any answer came. */
+const WAITING = "waiting for the response";
+
 /**
  * One attempt's cancellation: the caller's signal and our timeout both abort the same controller, and
  * afterwards we can tell which of them did it.
@@ -138,6 +141,10 @@ class AttemptControl {
       return new APITimeoutError(`no answer within ${this.timeoutMs} ms (${what})`, { request, cause });
     }
     const reason = cause instanceof Error ? describeCause(cause) : String(cause);
+    if (what !== WAITING) {
+      // The gateway answered: say where the connection broke, not "could not reach".
+      return new APIConnectionError(`the connection to the gateway at ${request.url} dropped ${what}: ${reason}`, { request, cause });
+    }
     const requestSent = !UNSENT_CODES.has(causeCode(cause) ?? "");
     return new APIConnectionError(`could not reach the gateway at ${request.url}: ${reason}`, { request, cause, requestSent });
   }
@@ -302,7 +309,7 @@ export class Transport {
         signal: control.signal,
       });
     } catch (error) {
-      throw control.failure(error, request, "waiting for the response");
+      throw control.failure(error, request, WAITING);
     }
     if (response.ok || op.okStatuses?.includes(response.status)) return response;
     const { text, cutShort } = await errorBodyText(response);
@@ -329,7 +336,7 @@ export class Transport {
         try {
           body = new Uint8Array(await response.arrayBuffer());
         } catch (error) {
-          throw control.failure(error, request, "reading the response");
+          throw control.failure(error, request, "while reading the response");
         }
         return { response, body, headers: headersRecord(response.headers), request };
       } finally {

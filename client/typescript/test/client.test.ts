@@ -338,6 +338,26 @@ describe("client", () => {
     assert.equal(server.requests.length, 2);
   });
 
+  test("a stream whose connection drops after audio is not sent again, and says where it broke", async () => {
+    const lines = ndjsonAnswer(3).body as string[];
+    server.reset();
+    server.answerInTurn({ status: 200, body: lines.slice(0, 1), pieceDelayMs: 20, dropAfterBody: true }, ndjsonAnswer(3));
+    const received: number[] = [];
+    const stream = client({ retryPolicy: new RetryPolicy({ maxRetries: 2, backoffBaseMs: 0 }) }).stream("Hi.", { voice: "ryan" });
+    await assert.rejects(
+      (async () => {
+        for await (const chunk of stream) received.push(chunk.sequence);
+      })(),
+      (error: unknown) => {
+        assert.ok(error instanceof APIConnectionError && !(error instanceof APITimeoutError), String(error));
+        assert.match(error.message, /^the connection to the gateway at \S+\/synthesize\/stream dropped while reading the stream: /);
+        return true;
+      },
+    );
+    assert.deepEqual(received, [0]);
+    assert.equal(server.requests.length, 1);
+  });
+
   test("a stream cut before its last chunk is an APIConnectionError", async () => {
     const lines = ndjsonAnswer(3).body as string[];
     server.script = () => ({ status: 200, body: lines.slice(0, 2) });
