@@ -4,7 +4,8 @@ Each synthesis opens its own gRPC stream (``start_stream`` → ``async_stream_in
 FINAL response enabled → read until the FINAL flag → ``stop_stream``): a tritonclient stream carries
 one callback, and one stream per request keeps concurrent calls from different threads independent.
 Errors are raised as the same exception classes the gateway client uses, with the status the gateway
-would have answered (INVALID_ARG → 422, out of memory/overload → 503, deadline → 504).
+would have answered (INVALID_ARG → 422; out of memory, overload, shutting down or a model not loaded →
+503; deadline → 504; the model failed → 502).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from .audio import decode_audio
 from .errors import (
     APIConnectionError,
     APITimeoutError,
+    BadGatewayError,
     GatewayTimeoutError,
     InternalServerError,
-    NotFoundError,
     Qwen3TTSError,
     ServiceUnavailableError,
     UnprocessableEntityError,
@@ -111,11 +112,13 @@ def triton_error(error: BaseException) -> Qwen3TTSError:
         return UnprocessableEntityError(message, status_code=422)
     if kind is ErrorKind.TIMEOUT:
         return GatewayTimeoutError(message, status_code=504)
-    if kind is ErrorKind.NOT_FOUND:
-        return NotFoundError(message, status_code=404)
-    if kind in contract.RETRYABLE:
+    if kind in contract.RETRYABLE or kind is ErrorKind.NOT_FOUND:
+        # NOT_FOUND: the model is not loaded on that server (being unloaded, or never), as the gateway reads
+        # it; the model names are the contract's, never the caller's.
         return ServiceUnavailableError(message, status_code=503)
-    return InternalServerError(message, status_code=500)  # INTERNAL, CANCELLED
+    if kind is ErrorKind.INTERNAL:
+        return BadGatewayError(message, status_code=502)
+    return InternalServerError(message, status_code=500)  # CANCELLED by the server
 
 
 def _decoded(reference_audio: AudioInput) -> tuple[np.ndarray, int]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from qwen3_tts_client import (
     APIConnectionError,
+    BadGatewayError,
     GatewayTimeoutError,
     InternalServerError,
-    NotFoundError,
     ServiceUnavailableError,
     UnprocessableEntityError,
 )
@@ -129,8 +129,10 @@ def test_empty_finish_reason_is_none() -> None:
         ("unknown speaker 'bob'; valid: vivian", None, UnprocessableEntityError, 422),  # in a stream: no code
         ("CUDA out of memory; retry later", None, ServiceUnavailableError, 503),
         ("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED", GatewayTimeoutError, 504),
-        ("Request for unknown model: 'x' is not found", "StatusCode.NOT_FOUND", NotFoundError, 404),
-        ("boom", "StatusCode.INTERNAL", InternalServerError, 500),
+        # A model not loaded there, as the gateway reads it: 503, retry later (the names are the contract's).
+        ("Request for unknown model: 'x' is not found", "StatusCode.NOT_FOUND", ServiceUnavailableError, 503),
+        ("boom", "StatusCode.INTERNAL", BadGatewayError, 502),  # the model failed: the gateway's 502
+        ("request cancelled", "StatusCode.CANCELLED", InternalServerError, 500),
         ("failed to connect to all addresses", "StatusCode.UNAVAILABLE", APIConnectionError, None),
     ],
 )  # fmt: skip
