@@ -91,6 +91,7 @@ def test_a_batch_equals_each_clip_alone_in_both_modes(base) -> None:
         (_request(np.full(90000, np.nan, np.float32)), "finite"),
         (_request(np.zeros((2, 90000), np.float32)), "1-D"),
         (SynthesisRequest(capability=Capability.VOICE_CLONE, text=""), "ref_audio is required"),
+        (_request(_clip(3.5), ref_text="x" * 2001), "ref_text has 2001 characters; the limit is 2000"),
     ],
 )
 def test_clips_are_checked_like_clone_references(base, request_, message) -> None:
