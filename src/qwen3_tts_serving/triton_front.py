@@ -15,10 +15,9 @@ Only numpy, the contract and ``triton_python_backend_utils`` are imported: a fro
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import queue
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -186,8 +185,6 @@ class Front:
         ]
         self.drain_timeout_s = float(parameters.get("drain_timeout_s", self.drain_timeout_s))
         self._lock = threading.Lock()
-        self._keys = itertools.count()
-        self._key_prefix = f"{self.name}:{os.getpid()}:"
         self._live: dict[str, LiveStream] = {}
         self._responses_thread = OneThread("relay-responses")
         self._running = True
@@ -324,7 +321,9 @@ class Front:
         **routing: Any,
     ) -> bool:
         """Forward and relay one stream on ``engine`` (just placed); False when it could not start."""
-        key = f"{self._key_prefix}{next(self._keys)}"
+        # 128 random bits, not a counter: an engine model is reachable by any client of the server (Triton
+        # has no private models), and a ``cancel`` naming a guessable key would stop another client's stream.
+        key = f"{self.name}:{secrets.token_hex(16)}"
         try:
             responses = self.send_to_engine(
                 engine, request, kind, [*CHUNK_OUTPUTS, *ERROR_OUTPUTS], stream_key=key, **routing

@@ -192,6 +192,23 @@ def test_chunks_are_relayed_and_the_last_carries_final(front_module, tmp_path):
     assert all(engine.placing == 0 for engine in front.engines)  # confirmed by the acknowledgement
 
 
+def test_stream_keys_cannot_be_guessed(front_module, tmp_path):
+    """Any client can call an engine model directly (Triton has no private models), so a ``cancel`` naming a
+    key stops that stream: keys carry 128 random bits, not the front's pid and a counter."""
+    _boards(tmp_path, [0, 0])
+    ENGINES.scripts["speech"] = [Response([]), _chunk(0, True)]
+    front = _front(front_module, "SpeechFront", tmp_path)
+    requests = [Request(text=f"Stream {n}.", speaker="ryan") for n in range(2)]
+    front.execute(requests)
+    for request in requests:
+        _wait_closed(request.sender)
+    keys = [values["stream_key"].decode() for _, values in ENGINES.requests]
+    for key in keys:
+        prefix, _, token = key.rpartition(":")
+        assert prefix == "custom_voice" and len(token) == 32 and int(token, 16) >= 0, key
+    assert keys[0] != keys[1]
+
+
 def test_an_engine_error_sent_as_tensors_is_the_clients_error_with_its_code(front_module, tmp_path):
     _boards(tmp_path, [0, 0])
     ENGINES.scripts["speech"] = [
