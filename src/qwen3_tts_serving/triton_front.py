@@ -198,9 +198,12 @@ class Front:
     def place(self) -> Engine:
         """The least loaded engine (streams held and queued); ties go to the lowest index."""
         with self._lock:
-            engine = min(self.engines, key=lambda e: (e.load(), e.index))
+            engine = self._least_loaded()
             engine.placing += 1
         return engine
+
+    def _least_loaded(self) -> Engine:
+        return min(self.engines, key=lambda e: (e.load(), e.index))
 
     def _placed(self, engine: Engine) -> None:
         with self._lock:
@@ -441,13 +444,23 @@ class SpeechFront(Front):
         return None
 
 
+@dataclass
+class OpenSession:
+    """Where a session's requests go, while any START of its ID is live."""
+
+    engine: Engine
+    # STARTs of this ID forwarded and not yet ended. A second START while the first session lives is refused
+    # by the engine ("already running"); its end must not forget where the live one is.
+    starts: int = 0
+
+
 class SessionFront(Front):
     """``*_session``: Triton's sequence batcher hands over START (open, on the least loaded engine), the
     session's text requests (to the engine that holds it, acknowledged with an empty FINAL) and END."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         super().initialize(args)
-        self._sessions: dict[int, Engine] = {}
+        self._sessions: dict[int, OpenSession] = {}
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -462,11 +475,12 @@ class SessionFront(Front):
                 self._open(sender, request, session_id, end)
                 continue
             with self._lock:
-                engine = self._sessions.get(session_id)
-            if engine is None:
+                session = self._sessions.get(session_id)
+            if session is None:
                 message = f"no open session {session_id}: it finished, timed out or never started"
                 self.fail(sender, message, "INVALID_ARG")
                 continue
+            engine = session.engine
             try:
                 responses = self.send_to_engine(
                     engine,
@@ -487,13 +501,19 @@ class SessionFront(Front):
         if self.draining:
             self.fail(sender, SHUTTING_DOWN)
             return
-        engine = self.place()
         with self._lock:
-            self._sessions[session_id] = engine
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = self._sessions[session_id] = OpenSession(self._least_loaded())
+            # A START for a live session goes to the engine that holds it, which refuses it.
+            session.starts += 1
+            engine = session.engine
+            engine.placing += 1
 
         def forget() -> None:
             with self._lock:
-                if self._sessions.get(session_id) is engine:
+                session.starts -= 1
+                if not session.starts and self._sessions.get(session_id) is session:
                     del self._sessions[session_id]
 
         started = self.start_stream(

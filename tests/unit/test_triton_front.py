@@ -269,16 +269,64 @@ def test_a_client_that_went_away_gets_its_engine_stream_cancelled(front_module, 
         front._running = False
 
 
+def _session_request(session_id: int, *, start: bool, **fields: Any) -> Request:
+    request = Request(**fields)
+    request.tensors["CORRID"] = Tensor("CORRID", np.array([[session_id]], dtype=np.uint64))
+    request.tensors["START"] = Tensor("START", np.array([[int(start)]], dtype=np.int32))
+    return request
+
+
 def test_session_text_for_an_unknown_session_is_refused_by_the_front(front_module, tmp_path):
     _boards(tmp_path, [0, 0])
     front = _front(front_module, "SessionFront", tmp_path)
-    request = Request(text="more")
-    request.tensors["CORRID"] = Tensor("CORRID", np.array([[77]], dtype=np.uint64))
-    request.tensors["START"] = Tensor("START", np.array([[0]], dtype=np.int32))
+    request = _session_request(77, start=False, text="more")
     front.execute([request])
     (response, flags) = request.sender.sent[-1]
     assert flags == FINAL and "no open session 77" in response.error().message()
     assert response.error().code() == "INVALID_ARG" and not ENGINES.requests
+
+
+def test_a_second_start_of_a_live_session_is_refused_and_the_session_goes_on(
+    front_module, tmp_path, never_ending_streams
+):
+    """The engine that holds the session refuses the second START ("already running"); the front sent it
+    there (not to the least loaded engine, which would open a second session of that ID) and, once the
+    refusal ended it, still knows where the live session is: its text and END reach it (they were refused
+    with "no open session")."""
+    boards = _boards(tmp_path, [0, 0])
+    original = ENGINES.exec
+
+    def engines(model: str, inputs: list[Tensor]) -> Iterator[Response]:
+        starts = sum(v["request_kind"] == b"session_start" for _, v in ENGINES.requests)
+        answer = original(model, inputs)  # recorded; a never-ending stream (the fixture)
+        if starts and ENGINES.requests[-1][1]["request_kind"] == b"session_start":
+            return iter([Response([]), _error("session 7 is already running", "INVALID_ARG")])
+        return answer
+
+    ENGINES.exec = engines  # type: ignore[method-assign]
+    front = _front(front_module, "SessionFront", tmp_path)
+    try:
+        first = _session_request(7, start=True, text="Hello", speaker="ryan")
+        front.execute([first])
+        boards[0].publish(1)  # the first session holds engine 0: the least loaded is now engine 1
+        second = _session_request(7, start=True, text="Again", speaker="ryan")
+        front.execute([second])
+        _wait_closed(second.sender)
+        (response, flags) = second.sender.sent[-1]
+        assert flags == FINAL and response.error().message() == "session 7 is already running"
+        time.sleep(0.2)  # the refused START's end has been handled
+        text = _session_request(7, start=False, text=" there.")
+        front.execute([text])
+        assert not text.sender.sent, text.sender.sent[-1][0].error().message()  # forwarded, not refused
+        assert [(model, v["request_kind"]) for model, v in ENGINES.requests] == [
+            ("custom_voice_engine_0", b"session_start"),
+            ("custom_voice_engine_0", b"session_start"),
+            ("custom_voice_engine_0", b"session_text"),
+        ]
+        assert not first.sender.closed
+    finally:
+        ENGINES.exec = original  # type: ignore[method-assign]
+        front._running = False
 
 
 def test_every_stream_is_sent_on_from_one_thread(front_module, tmp_path):
