@@ -114,6 +114,21 @@ def _scalar(request: Any, name: str) -> Any:
     return array.reshape(-1)[0] if array.size == 1 else None
 
 
+def batch_error(request: Any) -> str | None:
+    """Why ``request`` is not one stream (an input with another batch size than 1), or None. Forwarded as it
+    is, a batch of 2 failed at the engine with Triton's "input 'speaker' batch size does not match other
+    inputs for 'custom_voice_engine_0'": the routing inputs the front adds have a batch of 1."""
+    for tensor in request.inputs():
+        shape = tensor.as_numpy().shape
+        if tensor.name() in ENGINE_INPUTS and (not shape or shape[0] != 1):
+            size = shape[0] if shape else 0
+            return (
+                f"a request is one stream: input {tensor.name()!r} has a batch of {size}; "
+                "send every input with batch size 1 (shape [1, ...])"
+            )
+    return None
+
+
 def _routing(**values: Any) -> list[Any]:
     return [
         pb_utils.Tensor(name, ROUTING_INPUTS[name].array(value))
@@ -440,6 +455,9 @@ class SpeechFront(Front):
             if self.draining:
                 self.fail(sender, SHUTTING_DOWN)
                 continue
+            if (refusal := batch_error(request)) is not None:
+                self.fail(sender, refusal, "INVALID_ARG")
+                continue
             self.start_stream(sender, request, EngineRequestKind.SPEECH, self.place())
         return None
 
@@ -465,6 +483,9 @@ class SessionFront(Front):
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
             sender = request.get_response_sender()
+            if (refusal := batch_error(request)) is not None:
+                self.fail(sender, refusal, "INVALID_ARG")
+                continue
             try:
                 session_id = int(_scalar(request, "CORRID"))
             except (TypeError, ValueError):
@@ -545,6 +566,10 @@ class VoicePromptFront(Front):
         if self.draining:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(SHUTTING_DOWN, pb_utils.TritonError.UNAVAILABLE)
+            )
+        if (refusal := batch_error(request)) is not None:
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(refusal, pb_utils.TritonError.INVALID_ARG)
             )
         engine = self.place()
         answer = None

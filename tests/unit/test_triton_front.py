@@ -209,6 +209,34 @@ def test_stream_keys_cannot_be_guessed(front_module, tmp_path):
     assert keys[0] != keys[1]
 
 
+def _batch_of_two(request: Request) -> Request:
+    for name, tensor in request.tensors.items():
+        request.tensors[name] = Tensor(name, np.concatenate([tensor.as_numpy()] * 2))
+    return request
+
+
+@pytest.mark.parametrize("cls", ["SpeechFront", "SessionFront", "VoicePromptFront"])
+def test_a_request_carrying_a_batch_is_refused_naming_the_batch_size(front_module, tmp_path, cls):
+    """A request is one stream. Forwarded, a batch of 2 failed at the engine with Triton's "input 'speaker'
+    batch size does not match other inputs for 'custom_voice_engine_0'" (the routing inputs have 1)."""
+    _boards(tmp_path, [0, 0])
+    front = _front(front_module, cls, tmp_path)
+    try:
+        request = _batch_of_two(Request(text="Hello.", speaker="ryan"))
+        request.tensors["CORRID"] = Tensor("CORRID", np.array([[7]], dtype=np.uint64))
+        request.tensors["START"] = Tensor("START", np.array([[1]], dtype=np.int32))
+        answers = front.execute([request])  # voice_prompt answers in a list; the others on the sender
+        (response, flags) = (answers[0], FINAL) if answers else request.sender.sent[-1]
+        assert flags == FINAL and response.error().code() == "INVALID_ARG"
+        assert response.error().message() == (
+            "a request is one stream: input 'text' has a batch of 2; "
+            "send every input with batch size 1 (shape [1, ...])"
+        )
+        assert not ENGINES.requests
+    finally:
+        front._running = False
+
+
 def test_an_engine_error_sent_as_tensors_is_the_clients_error_with_its_code(front_module, tmp_path):
     _boards(tmp_path, [0, 0])
     ENGINES.scripts["speech"] = [
