@@ -31,6 +31,7 @@ from .contract import (
     CHUNK_OUTPUTS,
     ENGINE_INPUTS,
     ERROR_OUTPUTS,
+    INPUTS,
     PROMPT_OUTPUTS,
     ROUTING_INPUTS,
     SHUTTING_DOWN,
@@ -462,6 +463,10 @@ class SpeechFront(Front):
         return None
 
 
+# What only a session's START may carry: its later requests take text and flush.
+START_ONLY_INPUTS = frozenset(INPUTS) - {"text", "flush"}
+
+
 @dataclass
 class OpenSession:
     """Where a session's requests go, while any START of its ID is live."""
@@ -502,6 +507,12 @@ class SessionFront(Front):
                 self.fail(sender, message, "INVALID_ARG")
                 continue
             engine = session.engine
+            start_only = [t.name() for t in request.inputs() if t.name() in START_ONLY_INPUTS]
+            if start_only:  # the engine takes text and flush here: the rest was ignored without a word
+                names = ", ".join(start_only)
+                message = f"{names}: only a session's START takes them; later requests take text and flush"
+                self.fail(sender, message, "INVALID_ARG")
+                continue
             try:
                 responses = self.send_to_engine(
                     engine,

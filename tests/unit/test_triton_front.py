@@ -357,6 +357,30 @@ def test_a_second_start_of_a_live_session_is_refused_and_the_session_goes_on(
         front._running = False
 
 
+def test_session_text_carrying_start_inputs_is_refused_naming_them(
+    front_module, tmp_path, never_ending_streams
+):
+    """A session's voice and sampling are set by its START; the engine reads only text and flush from later
+    requests, so a speaker sent with more text was ignored without a word."""
+    _boards(tmp_path, [0, 0])
+    front = _front(front_module, "SessionFront", tmp_path)
+    try:
+        front.execute([_session_request(7, start=True, text="Hello", speaker="ryan")])
+        request = _session_request(7, start=False, text=" there.", speaker="aiden", temperature=0.5)
+        front.execute([request])
+        (response, flags) = request.sender.sent[-1]
+        assert flags == FINAL and response.error().code() == "INVALID_ARG"
+        assert response.error().message() == (
+            "speaker, temperature: only a session's START takes them; later requests take text and flush"
+        )
+        fine = _session_request(7, start=False, text=" there.", flush=True)
+        front.execute([fine])
+        assert not fine.sender.sent
+        assert [v["request_kind"] for _, v in ENGINES.requests] == [b"session_start", b"session_text"]
+    finally:
+        front._running = False
+
+
 def test_every_stream_is_sent_on_from_one_thread(front_module, tmp_path):
     """Triton 2.51's stub corrupts its heap when several threads handle responses at once (see
     triton_front.OneThread): however many streams relay together, one thread sends on all of them."""
