@@ -40,7 +40,9 @@ from .contract import (
     classify_error,
     model_parameters,
 )
+from .engine.requests import clip_too_long
 from .load_board import LoadBoard, board_path
+from .sampling_ranges import REF_SAMPLE_RATES
 from .server_watch import DrainOnce, ServerWatch, live_url
 
 _log = logging.getLogger(__name__)
@@ -130,6 +132,18 @@ def batch_error(request: Any) -> str | None:
     return None
 
 
+def clip_error(request: Any, max_seconds: float | None) -> str | None:
+    """Why ``request``'s reference clip is refused before it is forwarded (longer than ``max_seconds``), or
+    None; the engine checks the rest (its rate, its samples). Forwarded, a 400 MB clip was copied into the
+    engine's shared memory, which grew to hold it and never shrank."""
+    tensor = pb_utils.get_input_tensor_by_name(request, "ref_audio")
+    rate = _scalar(request, "ref_sample_rate")
+    if tensor is None or max_seconds is None or rate is None or not REF_SAMPLE_RATES.contains(int(rate)):
+        return None
+    seconds = tensor.as_numpy().size / int(rate)
+    return clip_too_long(seconds, max_seconds) if seconds > max_seconds else None
+
+
 def _routing(**values: Any) -> list[Any]:
     return [
         pb_utils.Tensor(name, ROUTING_INPUTS[name].array(value))
@@ -188,6 +202,7 @@ class Front:
 
     draining = False
     drain_timeout_s = 30.0
+    max_ref_audio_seconds: float | None = None
 
     def initialize(self, args: dict[str, Any]) -> None:
         self.parameters = parameters = model_parameters(args)
@@ -200,6 +215,8 @@ class Front:
             Engine(name, index, LoadBoard(board_path(repository / name))) for index, name in enumerate(names)
         ]
         self.drain_timeout_s = float(parameters.get("drain_timeout_s", self.drain_timeout_s))
+        limit = parameters.get("max_ref_audio_seconds")  # models that take a reference clip
+        self.max_ref_audio_seconds = float(limit) if limit else None
         self._lock = threading.Lock()
         self._live: dict[str, LiveStream] = {}
         self._responses_thread = OneThread("relay-responses")
@@ -209,6 +226,10 @@ class Front:
         self.drain = DrainOnce(self._drain)
         self._server_watch = ServerWatch(live_url(), self.drain.in_background).start()
         _log.info(f"{self.name}: forwarding to {', '.join(names)}")
+
+    def refusal(self, request: Any) -> str | None:
+        """Why the front refuses ``request`` itself (INVALID_ARG) rather than forward it, or None."""
+        return batch_error(request) or clip_error(request, self.max_ref_audio_seconds)
 
     # ---------------------------------------------------------------------------------------- placement
     def place(self) -> Engine:
@@ -456,7 +477,7 @@ class SpeechFront(Front):
             if self.draining:
                 self.fail(sender, SHUTTING_DOWN)
                 continue
-            if (refusal := batch_error(request)) is not None:
+            if (refusal := self.refusal(request)) is not None:
                 self.fail(sender, refusal, "INVALID_ARG")
                 continue
             self.start_stream(sender, request, EngineRequestKind.SPEECH, self.place())
@@ -488,7 +509,7 @@ class SessionFront(Front):
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
             sender = request.get_response_sender()
-            if (refusal := batch_error(request)) is not None:
+            if (refusal := self.refusal(request)) is not None:
                 self.fail(sender, refusal, "INVALID_ARG")
                 continue
             try:
@@ -578,7 +599,7 @@ class VoicePromptFront(Front):
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(SHUTTING_DOWN, pb_utils.TritonError.UNAVAILABLE)
             )
-        if (refusal := batch_error(request)) is not None:
+        if (refusal := self.refusal(request)) is not None:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(refusal, pb_utils.TritonError.INVALID_ARG)
             )

@@ -89,6 +89,8 @@ def test_a_batch_equals_each_clip_alone_in_both_modes(base) -> None:
         (_request(_clip(31.0)), "at most 30 s"),
         (_request(_clip(3.5), rate=4000), "ref_sample_rate must be an integer between 8000 and 192000"),
         (_request(np.full(90000, np.nan, np.float32)), "finite"),
+        # The length is checked first: an over-long clip is refused without reading its samples.
+        (_request(np.full(31 * 24000, np.nan, np.float32)), "at most 30 s"),
         (_request(np.zeros((2, 90000), np.float32)), "1-D"),
         (SynthesisRequest(capability=Capability.VOICE_CLONE, text=""), "ref_audio is required"),
         (_request(_clip(3.5), ref_text="x" * 2001), "ref_text has 2001 characters; the limit is 2000"),

@@ -13,7 +13,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 from unit.repository_helpers import ALL_MODELS, ENGINE_PARAMETERS, TEMPLATES, _parse, _settings
 
-from qwen3_tts_serving.contract import CHECKPOINTS, MODEL_CHECKPOINTS
+from qwen3_tts_serving.contract import CHECKPOINTS, MODEL_CHECKPOINTS, MODEL_INPUTS
 from qwen3_tts_serving.launcher import repository
 from qwen3_tts_serving.launcher.repository import (
     BUILD_MARKER,
@@ -123,6 +123,9 @@ def test_every_template_fills_and_parses(tmp_path: Path, checkpoints: Path, sour
         else:  # a front: no weights, only where its engines are (voice_prompt: how many it forwards at once)
             assert parameters["engines"] == f"{MODEL_CHECKPOINTS[model]}_engine_0"
             extra = {"voice_prompt_batch"} if model == "voice_prompt" else set()
+            if "ref_audio" in MODEL_INPUTS[model]:  # it refuses an over-long clip before forwarding it
+                extra.add("max_ref_audio_seconds")
+                assert parameters["max_ref_audio_seconds"] == str(settings.max_ref_audio_seconds)
             assert set(parameters) == {"engines", "drain_timeout_s", *extra}
 
 

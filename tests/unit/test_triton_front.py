@@ -115,9 +115,10 @@ def never_ending_streams() -> Iterator[threading.Event]:
         never.set()
 
 
-def _front(module: types.ModuleType, cls: str, repository: Path, engines: int = 2) -> Any:
+def _front(module: types.ModuleType, cls: str, repository: Path, engines: int = 2, **parameters: str) -> Any:
     names = [f"custom_voice_engine_{i}" for i in range(engines)]
-    config = {"parameters": {"engines": {"string_value": ",".join(names)}}}
+    values = {"engines": ",".join(names), **parameters}
+    config = {"parameters": {key: {"string_value": value} for key, value in values.items()}}
     front = getattr(module, cls)()
     front.initialize(
         {"model_name": "custom_voice", "model_repository": str(repository / "custom_voice"),
@@ -233,6 +234,32 @@ def test_a_request_carrying_a_batch_is_refused_naming_the_batch_size(front_modul
             "send every input with batch size 1 (shape [1, ...])"
         )
         assert not ENGINES.requests
+    finally:
+        front._running = False
+
+
+@pytest.mark.parametrize("cls", ["SpeechFront", "SessionFront", "VoicePromptFront"])
+def test_a_clip_over_the_limit_is_refused_before_it_reaches_an_engine(front_module, tmp_path, cls):
+    """Forwarded, a 400 MB clip was copied into the engine's shared memory, which grew to hold it and never
+    shrank; the front refuses it with the engine's own words. A clip within the limit goes on."""
+    _boards(tmp_path, [0, 0])
+    ENGINES.scripts["speech"] = [Response([]), _chunk(0, True)]
+    front = _front(front_module, cls, tmp_path, max_ref_audio_seconds="30.0")
+    try:
+        requests = [
+            Request(text="Hi.", ref_audio=np.zeros(seconds * 16000, np.float32), ref_sample_rate=16000)
+            for seconds in (31, 4)
+        ]
+        for request in requests:
+            request.tensors["CORRID"] = Tensor("CORRID", np.array([[7]], dtype=np.uint64))
+            request.tensors["START"] = Tensor("START", np.array([[1]], dtype=np.int32))
+        answers = front.execute(requests[:1])  # voice_prompt answers in a list; the others on the sender
+        (response, flags) = (answers[0], FINAL) if answers else requests[0].sender.sent[-1]
+        assert flags == FINAL and response.error().code() == "INVALID_ARG"
+        assert response.error().message() == "ref_audio is 31.0 s; at most 30 s is accepted"
+        assert not ENGINES.requests
+        front.execute(requests[1:])
+        assert len(ENGINES.requests) == 1
     finally:
         front._running = False
 

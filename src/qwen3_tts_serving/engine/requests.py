@@ -188,22 +188,28 @@ def _check_clone_inputs(request: SynthesisRequest, spec: ModelSpec, limits: Requ
         _check_prompt(request, spec, limits)
 
 
+def clip_too_long(seconds: float, max_seconds: float) -> str:
+    """The error for a reference clip over ``max_seconds`` (the engine's, and a front's before forwarding)."""
+    return f"ref_audio is {seconds:.1f} s; at most {max_seconds:g} s is accepted"
+
+
 def _check_clip(request: SynthesisRequest, limits: RequestLimits) -> None:
     audio = request.ref_audio
     rate = request.ref_sample_rate
     if rate is None or not REF_SAMPLE_RATES.contains(rate):
         raise InvalidRequestError(REF_SAMPLE_RATES.error("ref_sample_rate", rate))
-    if audio is None or audio.ndim != 1 or not np.all(np.isfinite(audio)):
+    if audio is None or audio.ndim != 1:
         raise InvalidRequestError("ref_audio must be a 1-D array of finite float samples")
+    # The length before the samples: an over-long clip is refused without reading its (maybe 100 M) values.
     seconds = audio.shape[0] / rate
     if seconds < limits.min_ref_audio_seconds:
         raise InvalidRequestError(
             f"ref_audio is {seconds:.2f} s; at least {limits.min_ref_audio_seconds:g} s is needed"
         )
     if seconds > limits.max_ref_audio_seconds:
-        raise InvalidRequestError(
-            f"ref_audio is {seconds:.1f} s; at most {limits.max_ref_audio_seconds:g} s is accepted"
-        )
+        raise InvalidRequestError(clip_too_long(seconds, limits.max_ref_audio_seconds))
+    if not np.all(np.isfinite(audio)):
+        raise InvalidRequestError("ref_audio must be a 1-D array of finite float samples")
 
 
 def _check_prompt(request: SynthesisRequest, spec: ModelSpec, limits: RequestLimits) -> None:

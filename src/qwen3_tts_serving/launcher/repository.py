@@ -25,6 +25,7 @@ from pathlib import Path
 from qwen3_tts_serving.contract import (
     ENGINE_TEMPLATE,
     MODEL_CHECKPOINTS,
+    MODEL_INPUTS,
     VOICE_PROMPT,
     engine_model_name,
 )
@@ -110,6 +111,13 @@ def template_values(settings: Settings, model: str, device: str, engines: int = 
                 "engines": ",".join(engine_model_name(checkpoint, index) for index in range(engines)),
                 "drain_timeout_s": str(settings.triton_drain_timeout_s),
                 **({"voice_prompt_batch": str(settings.voice_prompt_batch)} if model == VOICE_PROMPT else {}),
+                # The front refuses an over-long clip itself: forwarded, its samples are copied into the
+                # engine's shared memory, which grows to hold them and never shrinks.
+                **(
+                    {"max_ref_audio_seconds": str(settings.max_ref_audio_seconds)}
+                    if "ref_audio" in MODEL_INPUTS[model]
+                    else {}
+                ),
             }
         ),
     }
