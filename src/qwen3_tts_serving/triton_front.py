@@ -488,6 +488,11 @@ class SpeechFront(Front):
 START_ONLY_INPUTS = frozenset(INPUTS) - {"text", "flush"}
 
 
+# The request id of a session front's own END for a sequence (``SessionFront._release``): answered, never
+# forwarded, so it cannot close the input of a session that reopened the ID meanwhile.
+_RELEASE_ID = "qwen3-tts-release-sequence"
+
+
 @dataclass
 class OpenSession:
     """Where a session's requests go, while any START of its ID is live."""
@@ -496,6 +501,7 @@ class OpenSession:
     # STARTs of this ID forwarded and not yet ended. A second START while the first session lives is refused
     # by the engine ("already running"); its end must not forget where the live one is.
     starts: int = 0
+    input_closed: bool = False  # the client's END came
 
 
 class SessionFront(Front):
@@ -505,6 +511,8 @@ class SessionFront(Front):
     def initialize(self, args: dict[str, Any]) -> None:
         super().initialize(args)
         self._sessions: dict[int, OpenSession] = {}
+        self._releases: queue.Queue[int] = queue.Queue()  # sequences to END (``_release``)
+        threading.Thread(target=self._release_sequences, name="release", daemon=True).start()
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -520,6 +528,9 @@ class SessionFront(Front):
             end = bool(_scalar(request, "END"))
             if _scalar(request, "START"):
                 self._open(sender, request, session_id, end)
+                continue
+            if end and request.request_id() == _RELEASE_ID:  # this front's own END (``_release``)
+                self._send(sender, None, final=True)
                 continue
             with self._lock:
                 session = self._sessions.get(session_id)
@@ -547,12 +558,15 @@ class SessionFront(Front):
                 _log.warning(f"{self.name}: session text not forwarded: {error}")
                 self.fail(sender, f"the engine {engine.name} is not available; retry")
                 continue
+            session.input_closed = session.input_closed or end
             threading.Thread(target=self.relay, args=(responses, sender), daemon=True).start()
         return None
 
     def _open(self, sender: Any, request: Any, session_id: int, end: bool) -> None:
         if self.draining:
             self.fail(sender, SHUTTING_DOWN)
+            if not end:
+                self._release(session_id)
             return
         with self._lock:
             session = self._sessions.get(session_id)
@@ -560,14 +574,18 @@ class SessionFront(Front):
                 session = self._sessions[session_id] = OpenSession(self._least_loaded())
             # A START for a live session goes to the engine that holds it, which refuses it.
             session.starts += 1
+            session.input_closed = session.input_closed or end
             engine = session.engine
             engine.placing += 1
 
         def forget() -> None:
             with self._lock:
                 session.starts -= 1
-                if not session.starts and self._sessions.get(session_id) is session:
+                ended = not session.starts and self._sessions.get(session_id) is session
+                if ended:
                     del self._sessions[session_id]
+            if ended and not session.input_closed:
+                self._release(session_id)
 
         started = self.start_stream(
             sender,
@@ -580,6 +598,36 @@ class SessionFront(Front):
         )
         if not started:
             forget()
+
+    def _release(self, session_id: int) -> None:
+        """End Triton's sequence of a session that ended before its client's END: a refused START, an idle
+        timeout, a failure. Triton keeps a sequence until its END or ``max_sequence_idle_microseconds``,
+        whatever the model answered, and the model's ``max_candidate_sequences`` are all it has: 64 refused
+        STARTs (say an unknown speaker) held every slot, and every new session waited a minute. The END is
+        sent to this model itself (the sequence batcher sees it), comes back here marked, and is answered.
+        (A client that STARTs the same ID again at once may see that new sequence ended by it: rare, and
+        Triton then says so, 'must specify the START flag'.)"""
+        self._releases.put(session_id)
+
+    def _release_sequences(self) -> None:
+        """One END at a time: each holds one of the Python backend's BLS threads until this model's own
+        execute() answers it, so ENDs sent side by side (one thread each) took them all and deadlocked the
+        model (its execute() waited for one to reach an engine)."""
+        while True:
+            session_id = self._releases.get()
+            request = pb_utils.InferenceRequest(
+                model_name=self.name,
+                inputs=[pb_utils.Tensor("text", INPUTS["text"].array(""))],
+                requested_output_names=[],
+                request_id=_RELEASE_ID,
+                correlation_id=session_id,
+                flags=pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END,
+            )
+            try:
+                for response in request.exec(decoupled=True):
+                    del response
+            except Exception as error:  # the client's own END came first, or the server is stopping
+                _log.debug(f"{self.name}: sequence {session_id} not released: {error}")
 
 
 class VoicePromptFront(Front):

@@ -27,11 +27,13 @@ from qwen3_tts_serving.load_board import LoadBoard, board_path
 
 
 class Engines:
-    """What the fake BLS calls reach: each request recorded, each answered by the script for its kind."""
+    """What the fake BLS calls reach: each request recorded, each answered by the script for its kind; a
+    session front's own END of a sequence (``_release``) is recorded apart, with its options."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.scripts: dict[str, list[Response]] = {}
+        self.releases: list[dict[str, Any]] = []
 
     def exec(self, model: str, inputs: list[Tensor]) -> Iterator[Response]:
         values = {t.name(): t.as_numpy().reshape(-1)[0] for t in inputs}
@@ -46,10 +48,15 @@ ENGINES = Engines()
 class InferenceRequest:
     """The BLS request: ``exec`` hands it to the scripted engines."""
 
-    def __init__(self, model_name: str, inputs: list[Tensor], requested_output_names: list[str]) -> None:
-        self.model, self.inputs = model_name, inputs
+    def __init__(
+        self, model_name: str, inputs: list[Tensor], requested_output_names: list[str], **options: Any
+    ) -> None:
+        self.model, self.inputs, self.options = model_name, inputs, options
 
     def exec(self, decoupled: bool = False) -> Iterator[Response]:
+        if self.options.get("flags"):
+            ENGINES.releases.append({"model": self.model, **self.options})
+            return iter([Response([])])
         return ENGINES.exec(self.model, self.inputs)
 
 
@@ -75,9 +82,13 @@ class Sender:
 
 
 class Request:
-    def __init__(self, **fields: Any) -> None:
+    def __init__(self, request_id: str = "", **fields: Any) -> None:
         self.tensors = {name: Tensor(name, array) for name, _, array in contract.request_arrays(fields)}
         self.sender = Sender()
+        self.id = request_id
+
+    def request_id(self) -> str:
+        return self.id
 
     def inputs(self) -> list[Tensor]:
         return list(self.tensors.values())
@@ -91,6 +102,7 @@ def front_module() -> Iterator[types.ModuleType]:
     sys.modules["triton_python_backend_utils"] = fake_pb_utils.module(InferenceRequest=InferenceRequest)
     ENGINES.requests.clear()
     ENGINES.scripts.clear()
+    ENGINES.releases.clear()
     try:
         yield importlib.reload(importlib.import_module("qwen3_tts_serving.triton_front"))
     finally:
@@ -324,10 +336,11 @@ def test_a_client_that_went_away_gets_its_engine_stream_cancelled(front_module, 
         front._running = False
 
 
-def _session_request(session_id: int, *, start: bool, **fields: Any) -> Request:
+def _session_request(session_id: int, *, start: bool, end: bool = False, **fields: Any) -> Request:
     request = Request(**fields)
     request.tensors["CORRID"] = Tensor("CORRID", np.array([[session_id]], dtype=np.uint64))
     request.tensors["START"] = Tensor("START", np.array([[int(start)]], dtype=np.int32))
+    request.tensors["END"] = Tensor("END", np.array([[int(end)]], dtype=np.int32))
     return request
 
 
@@ -405,6 +418,73 @@ def test_session_text_carrying_start_inputs_is_refused_naming_them(
         assert not fine.sender.sent
         assert [v["request_kind"] for _, v in ENGINES.requests] == [b"session_start", b"session_text"]
     finally:
+        front._running = False
+
+
+def _releases(*sequences: int) -> list[dict[str, Any]]:
+    """The releases of these sequences (other tests' sessions may still be ending), once there is one."""
+    deadline = time.monotonic() + 5
+    while not any(r["correlation_id"] in sequences for r in ENGINES.releases):
+        assert time.monotonic() < deadline, ENGINES.releases
+        time.sleep(0.005)
+    time.sleep(0.1)  # and no more
+    return [r for r in ENGINES.releases if r["correlation_id"] in sequences]
+
+
+def test_a_session_that_ends_before_its_clients_end_has_its_sequence_released(front_module, tmp_path):
+    """Triton keeps a sequence until its END (or the sequence idle timeout) whatever the model answered, and
+    a session model has max_candidate_sequences of them: 64 STARTs refused for an unknown speaker held them
+    all, and every new session waited a minute. The front ENDs such a sequence itself (a request to its own
+    model, marked), and answers that END when it comes back without forwarding it."""
+    _boards(tmp_path, [0, 0])
+    ENGINES.scripts["session_start"] = [
+        Response([]),
+        _error("unknown speaker 'zed'; valid: ryan", "INVALID_ARG"),
+    ]
+    front = _front(front_module, "SessionFront", tmp_path)
+    original = ENGINES.exec
+    try:
+        refused = _session_request(4001, start=True, text="Hello", speaker="zed")
+        front.execute([refused])
+        _wait_closed(refused.sender)
+        (release,) = _releases(4001)
+        assert release == {
+            "model": "custom_voice",
+            "request_id": front_module._RELEASE_ID,
+            "correlation_id": 4001,
+            "flags": fake_pb_utils.SEQUENCE_END,
+        }
+        # The release comes back as a request of that sequence: answered, not forwarded.
+        back = _session_request(4001, start=False, end=True, text="", request_id=front_module._RELEASE_ID)
+        front.execute([back])
+        assert back.sender.sent == [(None, FINAL)] and len(ENGINES.requests) == 1
+
+        # A START that carried END, and a session whose client sent END, need no release.
+        closed = _session_request(4002, start=True, end=True, text="Hello", speaker="zed")
+        front.execute([closed])
+        _wait_closed(closed.sender)
+        ended = threading.Event()
+
+        def speaks_until_its_end() -> Iterator[Response]:
+            yield Response([])
+            ended.wait(5)  # as an engine: the last chunk follows the session's END
+            yield _chunk(0, True)
+
+        def engines(model: str, inputs: list[Tensor]) -> Iterator[Response]:
+            answer = original(model, inputs)  # recorded
+            starts = ENGINES.requests[-1][1]["request_kind"] == b"session_start"
+            return speaks_until_its_end() if starts else answer
+
+        ENGINES.exec = engines  # type: ignore[method-assign]
+        ENGINES.scripts["session_text"] = [Response([])]
+        spoken = _session_request(4003, start=True, text="Hello", speaker="ryan")
+        front.execute([spoken])
+        front.execute([_session_request(4003, start=False, end=True, text=" there.")])
+        ended.set()
+        _wait_closed(spoken.sender)
+        assert len(_releases(4001, 4002, 4003)) == 1
+    finally:
+        ENGINES.exec = original  # type: ignore[method-assign]
         front._running = False
 
 
