@@ -655,3 +655,88 @@ def test_perf_analyzer_drives_every_capability(triton_server, tmp_path, model):
     run = subprocess.run(command, env=perf_analyzer_env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "Concurrency: 2" in run.stdout and "throughput" in run.stdout.lower()
+
+
+# ------------------------------------------------------------------------- bad input from direct clients
+def _next_error(calls: StreamingCalls, timeout: float = 60) -> str:
+    """The next error on the stream (tritonclient passes them without the request's id)."""
+    seen = len(calls.errors)
+    deadline = time.monotonic() + timeout
+    while len(calls.errors) == seen:
+        calls._record(*calls.events.get(timeout=max(0.1, deadline - time.monotonic())))
+    return calls.errors[-1]
+
+
+def test_bad_input_from_a_direct_client_is_refused_alone_and_leaves_nothing_held(calls, triton_server):
+    """What a client calling the models directly (no gateway) could get wrong, each refused with a short
+    reason naming the rule, and the server left as it was: a request carrying a batch (it reached an engine
+    and failed with Triton's words about another input), an over-long ref_text (it was tokenized into the
+    prompt, pausing the batch) or clip (copied into the engine's shared memory for good), a second START of
+    a live session (the live one lost its text and END), voice inputs on a session's later request (ignored
+    without a word), and many refused STARTs (each held a sequence slot until the sequence idle timeout:
+    every later session waited for one)."""
+    batch = grpcclient.InferInput("text", [2, 1], "BYTES")
+    batch.set_data_from_numpy(np.array([[b"One."], [b"Two."]], dtype=np.object_))
+    speakers = grpcclient.InferInput("speaker", [2, 1], "BYTES")
+    speakers.set_data_from_numpy(np.array([[b"ryan"], [b"ryan"]], dtype=np.object_))
+    calls.results["batch"] = StreamResult()
+    calls.client.async_stream_infer("custom_voice", [batch, speakers], request_id="batch")
+    assert _next_error(calls) == (
+        "a request is one stream: input 'text' has a batch of 2; "
+        "send every input with batch size 1 (shape [1, ...])"
+    )
+    calls.send(
+        "voice_clone", "ref-text", text="Hi.", ref_audio=_clip(), ref_sample_rate=24000, ref_text="x" * 2001
+    )
+    assert _next_error(calls) == "ref_text has 2001 characters; the limit is 2000"
+    calls.send("voice_clone", "long-clip", text="Hi.", ref_audio=_clip(31.0), ref_sample_rate=24000)
+    assert _next_error(calls) == "ref_audio is 31.0 s; at most 30 s is accepted"
+
+    model = "custom_voice_session"
+    _open_session(calls, model, 8801, "A session that is", speaker="ryan", do_sample=False)
+    calls.results["again"] = StreamResult()
+    calls.client.async_stream_infer(
+        model,
+        _session_inputs("Again", speaker="ryan"),
+        request_id="again",
+        sequence_id=8801,
+        sequence_start=True,
+    )
+    assert _next_error(calls) == "session 8801 is already running"
+    calls.results["voice-later"] = StreamResult()
+    calls.client.async_stream_infer(
+        model, _session_inputs(" still", speaker="aiden"), request_id="voice-later", sequence_id=8801
+    )
+    assert (
+        _next_error(calls) == "speaker: only a session's START takes them; later requests take text and flush"
+    )
+    calls.results["end"] = StreamResult()
+    calls.client.async_stream_infer(
+        model, _session_inputs(" going."), request_id="end", sequence_id=8801, sequence_end=True,
+        enable_empty_final_response=True,
+    )  # fmt: skip
+    calls.wait()
+    assert calls.results["s8801"].chunks[-1]["finish_reason"] == "stop", calls.errors
+    assert len(calls.errors) == 5
+
+    # More refused STARTs than the model has sequence slots, then a good session: it starts at once.
+    slots = triton_server.settings.max_active_streams
+    for index in range(slots + 6):
+        calls.results[f"refused-{index}"] = StreamResult()
+        calls.client.async_stream_infer(
+            model, _session_inputs("", speaker="nobody"), request_id=f"refused-{index}",
+            sequence_id=9000 + index, sequence_start=True,
+        )  # fmt: skip
+    try:
+        calls.wait(timeout=30)
+    except queue.Empty:
+        pytest.fail(
+            f"{len(calls.errors) - 5} of {slots + 6} STARTs answered: the refused ones hold the slots"
+        )
+    assert len(calls.errors) == 5 + slots + 6 and "unknown speaker 'nobody'" in calls.errors[-1]
+    started = time.monotonic()
+    _open_session(calls, model, 9900, "Heard at once.", speaker="ryan", do_sample=False)
+    _end_session(calls, model, 9900)
+    calls.wait(timeout=120)
+    assert calls.results["s9900"].chunks[-1]["is_last"]
+    assert calls.results["s9900"].times[0] - started < 15  # the sequence idle timeout is 60 s here
