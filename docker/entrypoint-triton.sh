@@ -7,7 +7,7 @@
 #   2. QWEN3_TTS_CHECKPOINT_DIR set: a mounted model cache, used as is (must not be empty).
 #   3. neither: the project's tiny random checkpoints (qwen3-tts-checkpoints), for a smoke run.
 # Nothing is cloned or pip-installed here: everything ran at image build.
-# Extra arguments are passed on to tritonserver. *_BIN variables exist so tests can stand in fakes.
+# Extra arguments are passed on to tritonserver. *_BIN variables (and SHM_DIR) exist so tests can stand in fakes.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,6 +52,16 @@ done
 # It prints the flags the settings decide (the exit timeout that covers the models' drain).
 settings_flags="$("$python_bin" "$here/render_repository.py" "$repo_dir" --check-checkpoints)"
 read -r -a settings_args <<< "$settings_flags"
+
+# This container runs one tritonserver, so Python-backend regions already in /dev/shm are a dead one's: a
+# server killed (SIGKILL, OOM, the exit timeout) cannot remove them, and in a pod the /dev/shm volume
+# outlives the container's restarts, so each crash would take its share of the volume for good.
+shm_dir="${SHM_DIR:-/dev/shm}"
+stale=("$shm_dir"/triton_python_backend_shm_region_*)
+if [[ -e "${stale[0]}" ]]; then
+  log "removing ${#stale[@]} shared-memory regions left in $shm_dir by a server that did not stop cleanly"
+  rm -f -- "${stale[@]}"
+fi
 
 log "starting tritonserver on ${QWEN3_TTS_TRITON_HTTP_PORT:-8000}/${QWEN3_TTS_TRITON_GRPC_PORT:-8001}"
 exec "$tritonserver_bin" \

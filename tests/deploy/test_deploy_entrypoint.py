@@ -43,6 +43,7 @@ def start(tmp_path: Path):
             "CHECKPOINTS_BIN": str(tmp_path / "checkpoints"),
             "TRITON_MODEL_REPOSITORY": str(tmp_path / "repo"),
             "QWEN3_TTS_CACHE_DIR": str(tmp_path / "cache"),
+            "SHM_DIR": str(tmp_path / "shm"),
         }
         proc = run(["bash", str(ENTRYPOINT), *args], env={**base, **env}, timeout=30)
         calls = log.read_text().splitlines() if log.exists() else []
@@ -122,3 +123,19 @@ def test_port_zero_is_rejected(start) -> None:
     code, err, calls = start(QWEN3_TTS_TRITON_GRPC_PORT="0")
     assert code == 64 and "QWEN3_TTS_TRITON_GRPC_PORT" in err
     assert not any(c.startswith("tritonserver") for c in calls)
+
+
+def test_shared_memory_a_dead_server_left_is_removed_before_triton_starts(start, tmp_path: Path) -> None:
+    """In a pod /dev/shm outlives the container's restarts: a killed server's regions would pile up there."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    stale = [shm / f"triton_python_backend_shm_region_{n}" for n in range(3)]
+    other = shm / "someone-elses-segment"
+    for path in (*stale, other):
+        path.write_bytes(b"x")
+    code, err, calls = start()
+    assert code == 0, err
+    assert not any(path.exists() for path in stale) and other.exists()
+    assert "removing 3 shared-memory regions" in err
+    code, err, _ = start()  # none left: nothing to say
+    assert code == 0 and "shared-memory" not in err, err

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from qwen3_tts_serving.launcher.process import free_ports
+from qwen3_tts_serving.launcher.triton import SHARED_MEMORY_DIR
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +69,14 @@ def _children(parent: int) -> dict[int, tuple[str, list[str]]]:
         if int(ppid) == parent and state != "Z":
             children[int(stat.parent.name)] = (head.partition("(")[2], cmdline)
     return children
+
+
+def _shared_memory_regions(pid: int) -> list[Path]:
+    """The Python backend's regions of the tritonserver ``pid`` (its prefix is on its command line)."""
+    command = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode().split("\0")
+    flag = "--backend-config=python,shm-region-prefix-name="
+    (prefix,) = [argument.removeprefix(flag) for argument in command if argument.startswith(flag)]
+    return sorted(SHARED_MEMORY_DIR.glob(f"{prefix}*"))
 
 
 def _alive(pid: int) -> bool:
@@ -149,6 +158,9 @@ def test_a_killed_tritonserver_is_restarted_while_the_gateway_stays_up(served: S
     reader = threading.Thread(target=stream)
     reader.start()
     assert first_line.wait(120), "the long stream sent nothing"
+    # The killed server cannot remove its shared-memory regions; the launcher does before the restart.
+    killed_regions = _shared_memory_regions(triton)
+    assert killed_regions, "no shared-memory regions found for the server"
     os.kill(triton, signal.SIGKILL)
     reader.join(120)
     assert not reader.is_alive(), "the stream did not end when the server was killed"
@@ -174,6 +186,7 @@ def test_a_killed_tritonserver_is_restarted_while_the_gateway_stays_up(served: S
     _wait_for(synthesizes, START_TIMEOUT_S, "no 200 after the restart", served)
     assert served.child("gateway") == gateway and _alive(gateway)
     assert served.child("tritonserver") != triton
+    assert not [region for region in killed_regions if region.exists()], "the killed server's regions remain"
     ready = httpx.get(f"{served.url}/ready", timeout=30)
     assert ready.status_code == 200 and ready.json()["server"] is True
     log = served.log()

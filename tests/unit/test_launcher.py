@@ -103,6 +103,14 @@ def test_command_binds_loopback_on_the_chosen_ports(tmp_path: Path) -> None:
         _ = server.http_url
 
 
+def test_each_server_names_its_own_shared_memory_regions(tmp_path: Path) -> None:
+    """So that the regions a killed server leaves in /dev/shm can be removed without touching another's."""
+    first, second = (TritonServer(tmp_path, _settings(tmp_path)) for _ in range(2))
+    assert first.shm_prefix != second.shm_prefix
+    command = first.command(tmp_path / "backends", TritonPorts(http=1, grpc=2, metrics=3))
+    assert f"--backend-config=python,shm-region-prefix-name={first.shm_prefix}" in command
+
+
 def test_triton_waits_out_the_models_drain_and_their_unloading_before_it_gives_up(tmp_path: Path) -> None:
     """The models end what is still live when their drain ends; Triton's exit timeout must leave them the
     time to do so and unload, or tritonserver gives up with status 1 at the very moment they would."""

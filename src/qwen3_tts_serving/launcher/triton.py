@@ -18,6 +18,7 @@ import sys
 import sysconfig
 import time
 import types
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ _TABLE_BORDER = re.compile(r"^\+-+")
 _MAX_LINE_CHARS = 600
 # After its exit timeout Triton exits at once; this covers the stubs' exit.
 STOP_MARGIN_S = 15.0
+# Where the Python backend keeps its shared-memory regions (POSIX shm_open).
+SHARED_MEMORY_DIR = Path("/dev/shm")
 
 
 class TritonNotInstalledError(RuntimeError):
@@ -234,6 +237,10 @@ class TritonServer:
         self.log_path = log_path or self._default_log_path()
         self.ports: TritonPorts | None = None
         self._process: ManagedProcess | None = None
+        # The Python backend's shared-memory regions are files in /dev/shm that a server killed (SIGKILL, a
+        # crash, the exit timeout) leaves behind: a prefix of this server's own lets them be removed once it
+        # has ended, before a restart and after a stop, without touching another server's.
+        self.shm_prefix = f"qwen3_tts_{uuid.uuid4().hex[:12]}_"
 
     def _default_log_path(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -290,6 +297,7 @@ class TritonServer:
             f"--metrics-port={ports.metrics}",
             # On SIGTERM live streams get the drain timeout to finish, the models a margin to unload.
             f"--exit-timeout-secs={self.settings.triton_exit_timeout_s}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *self.extra_args,
         ]
 
@@ -340,6 +348,7 @@ class TritonServer:
             process.wait_until(self._ready, self.settings.triton_startup_timeout_s)
         except BaseException:  # also Ctrl-C while waiting: never leave a half-started server behind
             process.stop()
+            self._remove_shared_memory()
             raise
 
     def restart(self) -> None:
@@ -347,6 +356,8 @@ class TritonServer:
         last one is stopped; returns once it is ready, raises :class:`StartupError` like :meth:`start`."""
         if self._process is None:
             raise RuntimeError("the server has not been started")
+        self._process.stop()  # what is left of the last one (its stubs), so that its regions can go
+        self._remove_shared_memory()
         self._launch(self._process, again=True)
 
     def _picked_port_was_taken(self, exc: StartupError) -> bool:
@@ -370,7 +381,18 @@ class TritonServer:
             return None
         code = self._process.stop()
         logger.debug("tritonserver exited with %s", code)
+        self._remove_shared_memory()
         return code
+
+    def _remove_shared_memory(self) -> None:
+        """Remove this server's shared-memory regions; call only once its process group has ended."""
+        for region in SHARED_MEMORY_DIR.glob(f"{self.shm_prefix}*"):
+            try:
+                region.unlink()
+            except FileNotFoundError:
+                pass
+            else:
+                logger.debug("removed %s, left by the stopped server", region)
 
     def log_tail(self) -> str:
         """Error lines and last lines of the server log."""
