@@ -7,7 +7,7 @@
 #   2. QWEN3_TTS_CHECKPOINT_DIR set: a mounted model cache, used as is (must not be empty).
 #   3. neither: the project's tiny random checkpoints (qwen3-tts-checkpoints), for a smoke run.
 # Nothing is cloned or pip-installed here: everything ran at image build.
-# Extra arguments are passed on to tritonserver. *_BIN variables (and SHM_DIR) exist so tests can stand in fakes.
+# Extra arguments are passed on to tritonserver. *_BIN variables and SHM_DIR let tests stand in fakes.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
