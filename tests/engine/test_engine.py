@@ -208,6 +208,9 @@ def test_invalid_requests_name_the_valid_choices(make_engine):
     engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text=joined, speaker="ryan"))
     with pytest.raises(InvalidRequestError, match="limit"):
         engine.validate(SynthesisRequest(Capability.CUSTOM_VOICE, text="x" * 5000, speaker="ryan"))
+    long_instruct = SynthesisRequest(Capability.CUSTOM_VOICE, text="x", speaker="ryan", instruct="y" * 5000)
+    with pytest.raises(InvalidRequestError, match="instruct has 5000 characters; the limit is"):
+        engine.validate(long_instruct)
     with pytest.raises(InvalidRequestError, match="top_p"):
         engine.make_stream(_custom("x", top_p=1.5), CollectingSink())
 

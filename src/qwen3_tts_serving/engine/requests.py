@@ -148,14 +148,10 @@ def validate(request: SynthesisRequest, spec: ModelSpec, limits: RequestLimits) 
         speaker = _check_choice("speaker", speaker or "", spec.speakers)
     if spec.capability is Capability.VOICE_DESIGN and is_blank(request.instruct or ""):
         raise InvalidRequestError("instruct (the voice description) is required for voice_design")
-    if request.instruct is not None and len(request.instruct) > limits.max_text_length:
-        raise InvalidRequestError(f"instruct is longer than {limits.max_text_length} characters")
+    _check_length("instruct", request.instruct, limits)
     # The transcript is tokenized into the prompt like the text: unbounded, one request's tokenizing held up
     # the batch it joined (2 M characters paused the other streams for 4 s).
-    if request.ref_text is not None and len(request.ref_text) > limits.max_text_length:
-        raise InvalidRequestError(
-            f"ref_text has {len(request.ref_text)} characters; the limit is {limits.max_text_length}"
-        )
+    _check_length("ref_text", request.ref_text, limits)
     if spec.capability is Capability.VOICE_CLONE:
         _check_clone_inputs(request, spec, limits)
     return replace(request, language=language, speaker=speaker)
@@ -164,8 +160,14 @@ def validate(request: SynthesisRequest, spec: ModelSpec, limits: RequestLimits) 
 def _check_text(text: str, limits: RequestLimits, *, allow_empty: bool) -> None:
     if is_blank(text) and not allow_empty:
         raise InvalidRequestError("text is empty (white space and invisible characters alone are blank)")
-    if len(text) > limits.max_text_length:
-        raise InvalidRequestError(f"text has {len(text)} characters; the limit is {limits.max_text_length}")
+    _check_length("text", text, limits)
+
+
+def _check_length(name: str, value: str | None, limits: RequestLimits) -> None:
+    """Every text the model reads (text, instruct, ref_text) has the one limit, ``max_text_length``."""
+    limit = limits.max_text_length
+    if value is not None and len(value) > limit:
+        raise InvalidRequestError(f"{name} has {len(value)} characters; the limit is {limit}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
