@@ -51,6 +51,13 @@ def server(tiny_checkpoints: Path, tmp_path: Path) -> Iterator[TritonServer]:
         yield started
 
 
+@pytest.fixture
+def calls(server: TritonServer) -> Iterator[StreamingCalls]:
+    streaming = StreamingCalls(server.grpc_url)
+    yield streaming
+    streaming.close()  # again, when the test got that far: closing twice is harmless
+
+
 def _first_audio(calls: StreamingCalls, request_id: str) -> None:
     deadline = time.monotonic() + 120
     while not calls.results[request_id].chunks:
@@ -84,14 +91,9 @@ def _retryable_shutdown(errors: list[str]) -> bool:
     )
 
 
-def test_a_stream_that_outlives_the_drain_gets_the_retry_error_when_the_drain_ends(server):
-    calls = StreamingCalls(server.grpc_url)
-    try:
-        calls.send("custom_voice", "long", text=LONG_TEXT, speaker="ryan", max_new_tokens=4000)
-        _first_audio(calls, "long")
-    except BaseException:
-        calls.close()
-        raise
+def test_a_stream_that_outlives_the_drain_gets_the_retry_error_when_the_drain_ends(server, calls):
+    calls.send("custom_voice", "long", text=LONG_TEXT, speaker="ryan", max_new_tokens=4000)
+    _first_audio(calls, "long")
     ended_after_s, stopped_after_s, exit_code = _stop(server, calls)
     assert _retryable_shutdown(calls.errors), calls.errors
     assert DRAIN_S - 0.5 <= ended_after_s < DRAIN_S + 5, ended_after_s
@@ -101,16 +103,11 @@ def test_a_stream_that_outlives_the_drain_gets_the_retry_error_when_the_drain_en
     assert exit_code == 0 and stopped_after_s < exit_timeout_s, (exit_code, stopped_after_s)
 
 
-def test_a_session_left_open_gets_the_retry_error_when_the_drain_ends_not_at_the_kill(server):
-    calls = StreamingCalls(server.grpc_url)
-    try:
-        # A text that never ends: the session speaks what it has, then waits for more.
-        opening = "Agents speak while they think, one word after another, and this one goes on and on"
-        _open_session(calls, contract.CUSTOM_VOICE_SESSION, 7, opening, speaker="ryan")
-        _first_audio(calls, "s7")
-    except BaseException:
-        calls.close()
-        raise
+def test_a_session_left_open_gets_the_retry_error_when_the_drain_ends_not_at_the_kill(server, calls):
+    # A text that never ends: the session speaks what it has, then waits for more.
+    opening = "Agents speak while they think, one word after another, and this one goes on and on"
+    _open_session(calls, contract.CUSTOM_VOICE_SESSION, 7, opening, speaker="ryan")
+    _first_audio(calls, "s7")
     ended_after_s, _, _ = _stop(server, calls)
     assert _retryable_shutdown(calls.errors), calls.errors
     assert DRAIN_S - 0.5 <= ended_after_s < DRAIN_S + 5, ended_after_s
