@@ -693,15 +693,26 @@ function setClip(blob, filename, duration) {
   $("clone-save").disabled = tooShort(duration) || tooLong(duration) || blob.size > config.max_upload_bytes;
 }
 
+let fileChoice = 0;  // counts choices, so a slow decode of an earlier file cannot overwrite a later one
+
 async function onFileChosen() {
   const file = $("clone-file").files[0];
   if (!file) return;
+  const choice = ++fileChoice;
+  // The previous clip's verdict must not stand while this one is read (decoding a large file takes seconds).
+  showError("clone", null);
+  $("clone-save").disabled = true;
   let duration = null;
-  try {
-    duration = (await decodeClip(file)).duration;
-  } catch {
-    // a format this browser cannot decode: upload it anyway and let the gateway judge it
+  // A file over the upload limit is refused whatever it holds: no reason to decode it first.
+  if (file.size <= config.max_upload_bytes) {
+    setStatus("clone", "reading", `Reading ${file.name}…`);
+    try {
+      duration = (await decodeClip(file)).duration;
+    } catch {
+      // a format this browser cannot decode: upload it anyway and let the gateway judge it
+    }
   }
+  if (choice !== fileChoice) return;
   setClip(file, file.name, duration);
 }
 
