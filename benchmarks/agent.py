@@ -1,6 +1,6 @@
 """Voice-agent scenario: sessions that take their text while they speak, as an LLM agent would feed them.
 
-Each session is one Triton sequence on ``custom_voice_session`` (docs/triton-io-contract.md, "Voice-agent
+Each session is one ``session_id`` on ``custom_voice_session`` (docs/triton-io-contract.md, "Voice-agent
 sessions") over one gRPC bidirectional stream (``tritonclient.grpc.aio``): the START request carries the
 first word and the voice, then every following word is sent at ``words_per_s`` (the agent's token rate),
 the last one with END. The START request's responses carry all the audio; each later request is
@@ -69,7 +69,7 @@ class AgentConfig:
 
 
 class _Ids:
-    """Sequence (correlation) ids unlikely to meet another client's on the same server."""
+    """Session ids unlikely to meet another client's on the same server."""
 
     def __init__(self) -> None:
         self._next = itertools.count(random.randrange(1 << 40, 1 << 52))
@@ -79,7 +79,7 @@ class _Ids:
 
 
 async def run_session(
-    client: Any, config: AgentConfig, text: str, record: SessionRecord, sequence_id: int, seed: int
+    client: Any, config: AgentConfig, text: str, record: SessionRecord, session_id: int, seed: int
 ) -> None:
     """Stream ``text`` word by word into one session and follow its audio to the end (fills ``record``)."""
     from qwen3_tts_client.triton import build_inputs
@@ -109,11 +109,16 @@ async def run_session(
                     await asyncio.sleep(delay)
             request = {
                 "model_name": config.model,
-                "inputs": build_inputs({"text": part, **(voice if index == 0 else {})}),
+                "inputs": build_inputs(
+                    {
+                        "session_id": session_id,
+                        "session_start": index == 0,
+                        "session_end": last,
+                        "text": part,
+                        **(voice if index == 0 else {}),
+                    }
+                ),
                 "request_id": start_id if index == 0 else f"{prefix}-{index}",
-                "sequence_id": sequence_id,
-                "sequence_start": index == 0,
-                "sequence_end": last,
                 "parameters": parameters,
             }
             now = time.perf_counter()
@@ -167,12 +172,12 @@ async def measure_session(
     concurrency: int,
     index: int,
     level_start: float,
-    sequence_id: int,
+    session_id: int,
 ) -> SessionRecord:
     record = SessionRecord(concurrency=concurrency, index=index, start_s=time.perf_counter() - level_start)
     try:
         await asyncio.wait_for(
-            run_session(client, config, text, record, sequence_id, config.seed + index), config.timeout_s
+            run_session(client, config, text, record, session_id, config.seed + index), config.timeout_s
         )
     except asyncio.TimeoutError:
         record.error = f"no end of session within {config.timeout_s:g} s"
@@ -201,7 +206,7 @@ async def run_agent_level(client: Any, config: AgentConfig, concurrency: int, id
                     concurrency=concurrency,
                     index=index,
                     level_start=start,
-                    sequence_id=ids(),
+                    session_id=ids(),
                 )
             )
 
@@ -244,7 +249,7 @@ async def run_agent(config: AgentConfig) -> dict[str, Any]:
                 concurrency=1,
                 index=index,
                 level_start=0.0,
-                sequence_id=ids(),
+                session_id=ids(),
             )
             if record.error:
                 raise AgentError(f"warm-up session failed: {record.error}")

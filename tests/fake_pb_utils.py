@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 FINAL = 1
-SEQUENCE_END = 2  # TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
 
 
 class Tensor:
@@ -64,7 +63,6 @@ def module(**extra: Any) -> types.ModuleType:
     fake.TritonError = TritonError
     fake.TritonModelException = type("TritonModelException", (Exception,), {})
     fake.TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL
-    fake.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = SEQUENCE_END
     fake.InferenceResponse = Response
     fake.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
     fake.using_decoupled_model_transaction_policy = lambda config: True

@@ -122,6 +122,14 @@ PROMPT_INPUTS = _specs(
     TensorSpec("speaker_embedding", "FP32", "vector"), TensorSpec("ref_codes", "INT64", "codes")
 )
 SESSION_INPUTS = _specs(TensorSpec("flush", "BOOL"), TensorSpec("lookahead_tokens", "INT32"))
+# Which session a request of a session model belongs to, and whether it opens or closes it. Plain inputs,
+# not Triton's sequence batcher: a sequence left open (a client gone without END) held a stopping server
+# for its whole exit timeout, and a stopping server refuses the END a model would send itself.
+SESSION_CONTROL_INPUTS = _specs(
+    TensorSpec("session_id", "UINT64"),  # the client's name for its session (random, unique per server)
+    TensorSpec("session_start", "BOOL"),  # opens the session: the voice, sampling and first text
+    TensorSpec("session_end", "BOOL"),  # the session's input is complete
+)
 # false: the whole audio in one response instead of a stream of chunks (plain synthesis models only).
 STREAM_INPUT = TensorSpec("stream", "BOOL")
 TEXT_INPUTS = _specs(
@@ -137,6 +145,7 @@ INPUTS = {
     **PROMPT_INPUTS,
     **SAMPLING_INPUTS,
     **SESSION_INPUTS,
+    **SESSION_CONTROL_INPUTS,
     STREAM_INPUT.name: STREAM_INPUT,
 }
 
@@ -147,8 +156,14 @@ MODEL_INPUTS: dict[str, tuple[str, ...]] = {
     VOICE_DESIGN: (*_SYNTHESIS_COMMON, "instruct", "stream"),
     VOICE_CLONE: (*_SYNTHESIS_COMMON, *_CLONE, "stream"),
     VOICE_PROMPT: ("ref_audio", "ref_sample_rate", "ref_text", "x_vector_only"),
-    CUSTOM_VOICE_SESSION: (*_SYNTHESIS_COMMON, "speaker", "instruct", *SESSION_INPUTS),
-    VOICE_CLONE_SESSION: (*_SYNTHESIS_COMMON, *_CLONE, *SESSION_INPUTS),
+    CUSTOM_VOICE_SESSION: (
+        *SESSION_CONTROL_INPUTS,
+        *_SYNTHESIS_COMMON,
+        "speaker",
+        "instruct",
+        *SESSION_INPUTS,
+    ),
+    VOICE_CLONE_SESSION: (*SESSION_CONTROL_INPUTS, *_SYNTHESIS_COMMON, *_CLONE, *SESSION_INPUTS),
 }
 
 # Inputs a request must carry (the rest are optional); a session's text may come later.
@@ -157,8 +172,8 @@ REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
     VOICE_DESIGN: ("text", "instruct"),
     VOICE_CLONE: ("text",),
     VOICE_PROMPT: ("ref_audio", "ref_sample_rate"),
-    CUSTOM_VOICE_SESSION: (),
-    VOICE_CLONE_SESSION: (),
+    CUSTOM_VOICE_SESSION: ("session_id",),
+    VOICE_CLONE_SESSION: ("session_id",),
 }
 
 CHUNK_OUTPUTS = _specs(
@@ -190,10 +205,12 @@ class EngineRequestKind(str, enum.Enum):
 ROUTING_INPUTS = _specs(
     TensorSpec("request_kind", "BYTES"),
     TensorSpec("stream_key", "BYTES"),  # a front's name for one stream, unique on the server
-    TensorSpec("session_id", "UINT64"),  # the session's Triton correlation ID
-    TensorSpec("session_end", "BOOL"),  # the session's input is complete (Triton's END)
+    SESSION_CONTROL_INPUTS["session_id"],
+    SESSION_CONTROL_INPUTS["session_end"],
 )
-ENGINE_INPUTS = {**ROUTING_INPUTS, **INPUTS}
+# What a front passes on from its client's request; the routing inputs it adds itself.
+FORWARDED_INPUTS = {name: spec for name, spec in INPUTS.items() if name not in SESSION_CONTROL_INPUTS}
+ENGINE_INPUTS = {**ROUTING_INPUTS, **FORWARDED_INPUTS}
 # An engine's error travels as tensors on a FINAL response: Triton 2.51 drops an error response that follows
 # other responses of a BLS stream (the caller would wait forever). The code is a pb_utils.TritonError name.
 ERROR_OUTPUTS = _specs(TensorSpec("error", "BYTES"), TensorSpec("error_code", "BYTES"))

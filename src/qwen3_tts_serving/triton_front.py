@@ -29,8 +29,8 @@ import triton_python_backend_utils as pb_utils
 
 from .contract import (
     CHUNK_OUTPUTS,
-    ENGINE_INPUTS,
     ERROR_OUTPUTS,
+    FORWARDED_INPUTS,
     INPUTS,
     PROMPT_OUTPUTS,
     ROUTING_INPUTS,
@@ -123,7 +123,7 @@ def batch_error(request: Any) -> str | None:
     inputs for 'custom_voice_engine_0'": the routing inputs the front adds have a batch of 1."""
     for tensor in request.inputs():
         shape = tensor.as_numpy().shape
-        if tensor.name() in ENGINE_INPUTS and (not shape or shape[0] != 1):
+        if tensor.name() in INPUTS and (not shape or shape[0] != 1):
             size = shape[0] if shape else 0
             return (
                 f"a request is one stream: input {tensor.name()!r} has a batch of {size}; "
@@ -251,7 +251,7 @@ class Front:
         self, engine: Engine, request: Any | None, kind: EngineRequestKind, outputs: list[str], **routing: Any
     ) -> Any:
         """The engine's responses to ``request``'s inputs plus the routing ones (a BLS stream)."""
-        inputs = [] if request is None else [t for t in request.inputs() if t.name() in ENGINE_INPUTS]
+        inputs = [] if request is None else [t for t in request.inputs() if t.name() in FORWARDED_INPUTS]
         bls = pb_utils.InferenceRequest(
             model_name=engine.name,
             inputs=inputs + _routing(request_kind=kind.value, **routing),
@@ -485,12 +485,7 @@ class SpeechFront(Front):
 
 
 # What only a session's START may carry: its later requests take text and flush.
-START_ONLY_INPUTS = frozenset(INPUTS) - {"text", "flush"}
-
-
-# The request id of a session front's own END for a sequence (``SessionFront._release``): answered, never
-# forwarded, so it cannot close the input of a session that reopened the ID meanwhile.
-_RELEASE_ID = "qwen3-tts-release-sequence"
+START_ONLY_INPUTS = frozenset(FORWARDED_INPUTS) - {"text", "flush"}
 
 
 @dataclass
@@ -501,18 +496,21 @@ class OpenSession:
     # STARTs of this ID forwarded and not yet ended. A second START while the first session lives is refused
     # by the engine ("already running"); its end must not forget where the live one is.
     starts: int = 0
-    input_closed: bool = False  # the client's END came
 
 
 class SessionFront(Front):
-    """``*_session``: Triton's sequence batcher hands over START (open, on the least loaded engine), the
-    session's text requests (to the engine that holds it, acknowledged with an empty FINAL) and END."""
+    """``*_session``: the request with ``session_start`` opens a session on the least loaded engine and
+    answers with all its audio; the session's later requests (its ``session_id``) go to the engine that
+    holds it and are acknowledged with an empty FINAL; ``session_end`` closes its input.
+
+    Sessions are plain inputs, not Triton's sequence batcher: a sequence counts as in flight until its END
+    or its idle timeout, so one session left open (a client gone without END) held a stopping server for
+    its whole exit timeout (exit status 1), and a refused START held one of its sequence slots for a
+    minute. Here a session is only what the front and its engine hold, and both end it at their drain."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         super().initialize(args)
         self._sessions: dict[int, OpenSession] = {}
-        self._releases: queue.Queue[int] = queue.Queue()  # sequences to END (``_release``)
-        threading.Thread(target=self._release_sequences, name="release", daemon=True).start()
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -520,22 +518,18 @@ class SessionFront(Front):
             if (refusal := self.refusal(request)) is not None:
                 self.fail(sender, refusal, "INVALID_ARG")
                 continue
-            try:
-                session_id = int(_scalar(request, "CORRID"))
-            except (TypeError, ValueError):
-                self.fail(sender, "a session request needs its sequence ID (CORRID)", "INVALID_ARG")
-                continue
-            end = bool(_scalar(request, "END"))
-            if _scalar(request, "START"):
+            session_id = int(_scalar(request, "session_id"))  # required by the model's config
+            end = bool(_scalar(request, "session_end"))
+            if _scalar(request, "session_start"):
                 self._open(sender, request, session_id, end)
-                continue
-            if end and request.request_id() == _RELEASE_ID:  # this front's own END (``_release``)
-                self._send(sender, None, final=True)
                 continue
             with self._lock:
                 session = self._sessions.get(session_id)
             if session is None:
-                message = f"no open session {session_id}: it finished, timed out or never started"
+                message = (
+                    f"no open session {session_id}: it finished, timed out or never started "
+                    "(a session's first request carries session_start)"
+                )
                 self.fail(sender, message, "INVALID_ARG")
                 continue
             engine = session.engine
@@ -558,15 +552,12 @@ class SessionFront(Front):
                 _log.warning(f"{self.name}: session text not forwarded: {error}")
                 self.fail(sender, f"the engine {engine.name} is not available; retry")
                 continue
-            session.input_closed = session.input_closed or end
             threading.Thread(target=self.relay, args=(responses, sender), daemon=True).start()
         return None
 
     def _open(self, sender: Any, request: Any, session_id: int, end: bool) -> None:
         if self.draining:
             self.fail(sender, SHUTTING_DOWN)
-            if not end:
-                self._release(session_id)
             return
         with self._lock:
             session = self._sessions.get(session_id)
@@ -574,18 +565,14 @@ class SessionFront(Front):
                 session = self._sessions[session_id] = OpenSession(self._least_loaded())
             # A START for a live session goes to the engine that holds it, which refuses it.
             session.starts += 1
-            session.input_closed = session.input_closed or end
             engine = session.engine
             engine.placing += 1
 
         def forget() -> None:
             with self._lock:
                 session.starts -= 1
-                ended = not session.starts and self._sessions.get(session_id) is session
-                if ended:
+                if not session.starts and self._sessions.get(session_id) is session:
                     del self._sessions[session_id]
-            if ended and not session.input_closed:
-                self._release(session_id)
 
         started = self.start_stream(
             sender,
@@ -598,36 +585,6 @@ class SessionFront(Front):
         )
         if not started:
             forget()
-
-    def _release(self, session_id: int) -> None:
-        """End Triton's sequence of a session that ended before its client's END: a refused START, an idle
-        timeout, a failure. Triton keeps a sequence until its END or ``max_sequence_idle_microseconds``,
-        whatever the model answered, and the model's ``max_candidate_sequences`` are all it has: 64 refused
-        STARTs (say an unknown speaker) held every slot, and every new session waited a minute. The END is
-        sent to this model itself (the sequence batcher sees it), comes back here marked, and is answered.
-        (A client that STARTs the same ID again at once may see that new sequence ended by it: rare, and
-        Triton then says so, 'must specify the START flag'.)"""
-        self._releases.put(session_id)
-
-    def _release_sequences(self) -> None:
-        """One END at a time: each holds one of the Python backend's BLS threads until this model's own
-        execute() answers it, so ENDs sent side by side (one thread each) took them all and deadlocked the
-        model (its execute() waited for one to reach an engine)."""
-        while True:
-            session_id = self._releases.get()
-            request = pb_utils.InferenceRequest(
-                model_name=self.name,
-                inputs=[pb_utils.Tensor("text", INPUTS["text"].array(""))],
-                requested_output_names=[],
-                request_id=_RELEASE_ID,
-                correlation_id=session_id,
-                flags=pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END,
-            )
-            try:
-                for response in request.exec(decoupled=True):
-                    del response
-            except Exception as error:  # the client's own END came first, or the server is stopping
-                _log.debug(f"{self.name}: sequence {session_id} not released: {error}")
 
 
 class VoicePromptFront(Front):

@@ -1,16 +1,17 @@
 """A tritonserver stopped (SIGTERM) while a stream or a voice-agent session outlives its drain: the client
 gets the retryable "shutting down" error when the drain ends, not a bare "stream removed" when the server
-is killed at its exit timeout.
+is killed at its exit timeout, and the server then exits cleanly (status 0) well before its exit timeout.
 
-Triton 2.51 closes its endpoints on SIGTERM and, while a session's sequence is open (its batcher counts it
-as in flight until END or the sequence idle timeout), calls no model's finalize(): the drain there never
-ran. The models now also see the stop themselves (server_watch).
+Triton 2.51 closes its endpoints on SIGTERM and calls a model's finalize() only once nothing is in flight:
+the models see the stop themselves (server_watch) and drain then.
 
 A client that keeps its gRPC stream open after its last FINAL (tritonclient's ``start_stream``) keeps the
 model it called loaded: Triton 2.51 closes its listeners on SIGTERM but not the streams already open, and
-the stream holds its model. So these clients close their stream once they have their answer, as ours do;
-then the server exits well within its exit timeout. A session's sequence still counts as in flight until
-its END or the sequence idle timeout, so with a session open the server waits out its exit timeout."""
+the stream holds its model. So these clients close their stream once they have their answer, as ours do.
+
+Sessions are plain inputs (``session_id``), not Triton's sequence batcher: a sequence counted as in flight
+until its END or its idle timeout, and a stopping server refuses the END a model sends itself, so one
+session left open held the server for its whole exit timeout (status 1)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,9 @@ def test_a_session_left_open_gets_the_retry_error_when_the_drain_ends_not_at_the
     opening = "Agents speak while they think, one word after another, and this one goes on and on"
     _open_session(calls, contract.CUSTOM_VOICE_SESSION, 7, opening, speaker="ryan")
     _first_audio(calls, "s7")
-    ended_after_s, _, _ = _stop(server, calls)
+    ended_after_s, stopped_after_s, exit_code = _stop(server, calls)
     assert _retryable_shutdown(calls.errors), calls.errors
     assert DRAIN_S - 0.5 <= ended_after_s < DRAIN_S + 5, ended_after_s
+    # The session's client never sent its END: nothing on the server waits for it.
+    exit_timeout_s = server.settings.triton_exit_timeout_s
+    assert exit_code == 0 and stopped_after_s < exit_timeout_s, (exit_code, stopped_after_s)

@@ -29,7 +29,7 @@ AUDIO_ATOL = 1e-4
 
 
 def _input(name: str, value: Any) -> grpcclient.InferInput:
-    """One input as the contract types it (START/END of sessions are sequence controls, not inputs)."""
+    """One input as the contract types it."""
     ((_, datatype, array),) = contract.request_arrays({name: value})
     tensor = grpcclient.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
@@ -347,8 +347,14 @@ def test_perf_analyzer_streams_against_custom_voice(triton_server, tmp_path):
     assert "throughput" in run.stdout.lower()
 
 
-def _session_inputs(text: str, **extra: Any) -> list[grpcclient.InferInput]:
-    return [_input("text", text), *(_input(name, value) for name, value in extra.items())]
+def _session_inputs(
+    text: str, session_id: int, *, start: bool = False, end: bool = False, **extra: Any
+) -> list[grpcclient.InferInput]:
+    """A request of session ``session_id``: ``start`` opens it (voice and sampling in ``extra``), ``end``
+    closes its input."""
+    controls = {"session_id": np.uint64(session_id), "session_start": start, "session_end": end}
+    fields = {**controls, "text": text, **extra}
+    return [_input(name, value) for name, value in fields.items()]
 
 
 def test_a_session_speaks_before_its_text_is_complete_and_matches_the_whole_text(triton_server):
@@ -356,14 +362,9 @@ def test_a_session_speaks_before_its_text_is_complete_and_matches_the_whole_text
     fragments = [words[0]] + [" " + w for w in words[1:]]
     streaming = StreamingCalls(triton_server.grpc_url)
     streaming.results["session"] = StreamResult()
-    start = _session_inputs("", speaker="ryan", do_sample=False)
+    start = _session_inputs("", 4242, start=True, speaker="ryan", do_sample=False)
     streaming.client.async_stream_infer(
-        "custom_voice_session",
-        start,
-        request_id="session",
-        sequence_id=4242,
-        sequence_start=True,
-        enable_empty_final_response=True,
+        "custom_voice_session", start, request_id="session", enable_empty_final_response=True
     )
     audio_before_end = False
     for index, fragment in enumerate(fragments):
@@ -372,10 +373,8 @@ def test_a_session_speaks_before_its_text_is_complete_and_matches_the_whole_text
         streaming.results[f"text-{index}"] = StreamResult()
         streaming.client.async_stream_infer(
             "custom_voice_session",
-            _session_inputs(fragment),
+            _session_inputs(fragment, 4242, end=last),
             request_id=f"text-{index}",
-            sequence_id=4242,
-            sequence_end=last,
             enable_empty_final_response=True,
         )
         deadline = time.monotonic() + 0.4
@@ -394,11 +393,8 @@ def test_a_session_speaks_before_its_text_is_complete_and_matches_the_whole_text
     whole.results["whole"] = StreamResult()
     whole.client.async_stream_infer(
         "custom_voice_session",
-        _session_inputs(" ".join(words), speaker="ryan", do_sample=False),
+        _session_inputs(" ".join(words), 4343, start=True, end=True, speaker="ryan", do_sample=False),
         request_id="whole",
-        sequence_id=4343,
-        sequence_start=True,
-        sequence_end=True,
         enable_empty_final_response=True,
     )
     at_once = whole.wait()["whole"]
@@ -410,16 +406,17 @@ def test_text_for_an_unknown_session_is_refused(calls):
     calls.results["orphan"] = StreamResult()
     calls.client.async_stream_infer(
         "custom_voice_session",
-        _session_inputs("hello"),
+        _session_inputs("hello", 999),
         request_id="orphan",
-        sequence_id=999,
-        sequence_start=False,
         enable_empty_final_response=True,
     )
     calls.wait()
-    # Triton's sequence batcher refuses it before it reaches the model (the engine's own "no open session"
-    # answer covers sessions that ended on the model side: tests/engine/test_sessions.py)
-    assert calls.errors and "must specify the START flag" in calls.errors[0]
+    # The front refuses it and says how to open a session (Triton's sequence batcher refused such a request
+    # before any model, without the FINAL flag).
+    assert calls.errors == [
+        "no open session 999: it finished, timed out or never started "
+        "(a session's first request carries session_start)"
+    ]
 
 
 def test_a_model_with_a_setting_it_cannot_run_fails_to_load_with_a_short_reason(serving_settings, tmp_path):
@@ -472,27 +469,23 @@ def test_the_engine_reports_its_figures_on_tritons_metrics_endpoint(calls, trito
 
 
 # ------------------------------------------------------------------ one engine per checkpoint per GPU
-def _open_session(calls: StreamingCalls, model: str, sequence_id: int, text: str, **extra: Any) -> None:
-    """START a session (its request id is ``s<sequence_id>``) and leave its input open."""
-    calls.results[f"s{sequence_id}"] = StreamResult()
+def _open_session(calls: StreamingCalls, model: str, session_id: int, text: str, **extra: Any) -> None:
+    """START a session (its request id is ``s<session_id>``) and leave its input open."""
+    calls.results[f"s{session_id}"] = StreamResult()
     calls.client.async_stream_infer(
         model,
-        _session_inputs(text, **extra),
-        request_id=f"s{sequence_id}",
-        sequence_id=sequence_id,
-        sequence_start=True,
+        _session_inputs(text, session_id, start=True, **extra),
+        request_id=f"s{session_id}",
         enable_empty_final_response=True,
     )
 
 
-def _end_session(calls: StreamingCalls, model: str, sequence_id: int) -> None:
-    calls.results[f"end{sequence_id}"] = StreamResult()
+def _end_session(calls: StreamingCalls, model: str, session_id: int) -> None:
+    calls.results[f"end{session_id}"] = StreamResult()
     calls.client.async_stream_infer(
         model,
-        _session_inputs(""),
-        request_id=f"end{sequence_id}",
-        sequence_id=sequence_id,
-        sequence_end=True,
+        _session_inputs("", session_id, end=True),
+        request_id=f"end{session_id}",
         enable_empty_final_response=True,
     )
 
@@ -569,8 +562,8 @@ def test_new_streams_go_to_the_least_loaded_engine(two_engine_server, package_mo
 
         text = "Placed on the engine with room."
         calls.send("custom_voice", "plain", text=text, speaker="ryan", language="english", do_sample=False)
-        for sequence_id in (11, 12):
-            _end_session(calls, "custom_voice_session", sequence_id)
+        for session_id in (11, 12):
+            _end_session(calls, "custom_voice_session", session_id)
         results = calls.wait()
         assert not calls.errors, calls.errors
         wavs, _ = package_model(Capability.CUSTOM_VOICE, "custom_voice").generate_custom_voice(
@@ -697,36 +690,35 @@ def test_bad_input_from_a_direct_client_is_refused_alone_and_leaves_nothing_held
     calls.results["again"] = StreamResult()
     calls.client.async_stream_infer(
         model,
-        _session_inputs("Again", speaker="ryan"),
+        _session_inputs("Again", 8801, start=True, speaker="ryan"),
         request_id="again",
-        sequence_id=8801,
-        sequence_start=True,
     )
     assert _next_error(calls) == "session 8801 is already running"
     calls.results["voice-later"] = StreamResult()
     calls.client.async_stream_infer(
-        model, _session_inputs(" still", speaker="aiden"), request_id="voice-later", sequence_id=8801
+        model, _session_inputs(" still", 8801, speaker="aiden"), request_id="voice-later"
     )
     assert (
         _next_error(calls) == "speaker: only a session's START takes them; later requests take text and flush"
     )
     calls.results["end"] = StreamResult()
     calls.client.async_stream_infer(
-        model, _session_inputs(" going."), request_id="end", sequence_id=8801, sequence_end=True,
-        enable_empty_final_response=True,
-    )  # fmt: skip
+        model, _session_inputs(" going.", 8801, end=True), request_id="end", enable_empty_final_response=True
+    )
     calls.wait()
     assert calls.results["s8801"].chunks[-1]["finish_reason"] == "stop", calls.errors
     assert len(calls.errors) == 5
 
-    # More refused STARTs than the model has sequence slots, then a good session: it starts at once.
+    # More refused STARTs than the engine has slots (under Triton's sequence batcher each held a sequence slot
+    # for its idle timeout), then a good session: it starts at once.
     slots = triton_server.settings.max_active_streams
     for index in range(slots + 6):
         calls.results[f"refused-{index}"] = StreamResult()
         calls.client.async_stream_infer(
-            model, _session_inputs("", speaker="nobody"), request_id=f"refused-{index}",
-            sequence_id=9000 + index, sequence_start=True,
-        )  # fmt: skip
+            model,
+            _session_inputs("", 9000 + index, start=True, speaker="nobody"),
+            request_id=f"refused-{index}",
+        )
     try:
         calls.wait(timeout=30)
     except queue.Empty:
@@ -739,4 +731,4 @@ def test_bad_input_from_a_direct_client_is_refused_alone_and_leaves_nothing_held
     _end_session(calls, model, 9900)
     calls.wait(timeout=120)
     assert calls.results["s9900"].chunks[-1]["is_last"]
-    assert calls.results["s9900"].times[0] - started < 15  # the sequence idle timeout is 60 s here
+    assert calls.results["s9900"].times[0] - started < 15

@@ -109,6 +109,21 @@ def _inputs(request: dict[str, Any]) -> dict[str, Any]:
     return {tensor.name(): tensor for tensor in request["inputs"]}
 
 
+def _control(request: dict[str, Any]) -> tuple[int, bool, bool]:
+    """``(session_id, session_start, session_end)`` as sent (an absent flag is false)."""
+    tensors = _inputs(request)
+
+    def value(name: str, dtype: Any) -> Any:
+        tensor = tensors.get(name)
+        return None if tensor is None else np.frombuffer(tensor._get_content(), dtype)[0].item()
+
+    return (
+        value("session_id", np.uint64),
+        bool(value("session_start", np.bool_)),
+        bool(value("session_end", np.bool_)),
+    )
+
+
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -126,12 +141,10 @@ async def test_start_then_one_text_request_in_flight_the_rest_joined() -> None:
     session, stream = _open()
     await _settle()
     start = stream.sent[0]
-    assert (start["model_name"], start["sequence_start"], start["sequence_end"]) == (
-        "custom_voice_session",
-        True,
-        False,
-    )
-    assert 0 < start["sequence_id"] < 2**63 and f"{start['sequence_id']:016x}" == session.session_id
+    session_id, opens, closes = _control(start)
+    assert (start["model_name"], opens, closes) == ("custom_voice_session", True, False)
+    assert 0 < session_id < 2**63 and f"{session_id:016x}" == session.session_id
+    assert not {"sequence_id", "sequence_start", "sequence_end"} & set(start)  # no Triton sequence
     assert {"text", "speaker", "language", "lookahead_tokens"} <= set(_inputs(start))
     assert start["parameters"] == {"triton_enable_empty_final_response": True}
 
@@ -139,13 +152,9 @@ async def test_start_then_one_text_request_in_flight_the_rest_joined() -> None:
     await session.send_text("lo")  # waits: "Hel" is not acknowledged yet
     await session.send_text(" wor", flush=True)
     await _settle()
-    assert len(stream.sent) == 2 and not {"START", "flush"} & set(_inputs(stream.sent[1]))
+    assert len(stream.sent) == 2 and not {"session_start", "flush"} & set(_inputs(stream.sent[1]))
     first = stream.sent[1]
-    assert (
-        first["sequence_id"] == start["sequence_id"]
-        and not first["sequence_start"]
-        and not first["sequence_end"]
-    )
+    assert _control(first) == (session_id, False, False)
 
     audio = session.__aiter__()
     pending = asyncio.ensure_future(anext(audio))
@@ -161,7 +170,8 @@ async def test_start_then_one_text_request_in_flight_the_rest_joined() -> None:
     pending = asyncio.ensure_future(anext(audio))  # responses are read while the audio is iterated
     stream.answer(_final(stream.sent[2]["request_id"]))
     await _settle()
-    assert stream.sent[3]["sequence_end"] and stream.half_closed  # END sent, then the stream half-closed
+    assert _control(stream.sent[3]) == (session_id, False, True)
+    assert stream.half_closed  # END sent, then the stream half-closed
     assert _text(stream.sent[3]) == "ld."
     with pytest.raises(EngineInvalidRequestError, match="input is closed"):
         await session.send_text("more")

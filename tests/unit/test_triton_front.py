@@ -27,13 +27,11 @@ from qwen3_tts_serving.load_board import LoadBoard, board_path
 
 
 class Engines:
-    """What the fake BLS calls reach: each request recorded, each answered by the script for its kind; a
-    session front's own END of a sequence (``_release``) is recorded apart, with its options."""
+    """What the fake BLS calls reach: each request recorded, each answered by the script for its kind."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.scripts: dict[str, list[Response]] = {}
-        self.releases: list[dict[str, Any]] = []
 
     def exec(self, model: str, inputs: list[Tensor]) -> Iterator[Response]:
         values = {t.name(): t.as_numpy().reshape(-1)[0] for t in inputs}
@@ -54,9 +52,6 @@ class InferenceRequest:
         self.model, self.inputs, self.options = model_name, inputs, options
 
     def exec(self, decoupled: bool = False) -> Iterator[Response]:
-        if self.options.get("flags"):
-            ENGINES.releases.append({"model": self.model, **self.options})
-            return iter([Response([])])
         return ENGINES.exec(self.model, self.inputs)
 
 
@@ -102,7 +97,6 @@ def front_module() -> Iterator[types.ModuleType]:
     sys.modules["triton_python_backend_utils"] = fake_pb_utils.module(InferenceRequest=InferenceRequest)
     ENGINES.requests.clear()
     ENGINES.scripts.clear()
-    ENGINES.releases.clear()
     try:
         yield importlib.reload(importlib.import_module("qwen3_tts_serving.triton_front"))
     finally:
@@ -235,9 +229,7 @@ def test_a_request_carrying_a_batch_is_refused_naming_the_batch_size(front_modul
     _boards(tmp_path, [0, 0])
     front = _front(front_module, cls, tmp_path)
     try:
-        request = _batch_of_two(Request(text="Hello.", speaker="ryan"))
-        request.tensors["CORRID"] = Tensor("CORRID", np.array([[7]], dtype=np.uint64))
-        request.tensors["START"] = Tensor("START", np.array([[1]], dtype=np.int32))
+        request = _batch_of_two(Request(text="Hello.", speaker="ryan", session_id=7, session_start=True))
         answers = front.execute([request])  # voice_prompt answers in a list; the others on the sender
         (response, flags) = (answers[0], FINAL) if answers else request.sender.sent[-1]
         assert flags == FINAL and response.error().code() == "INVALID_ARG"
@@ -259,12 +251,15 @@ def test_a_clip_over_the_limit_is_refused_before_it_reaches_an_engine(front_modu
     front = _front(front_module, cls, tmp_path, max_ref_audio_seconds="30.0")
     try:
         requests = [
-            Request(text="Hi.", ref_audio=np.zeros(seconds * 16000, np.float32), ref_sample_rate=16000)
+            Request(
+                session_id=7 + seconds,
+                session_start=True,
+                text="Hi.",
+                ref_audio=np.zeros(seconds * 16000, np.float32),
+                ref_sample_rate=16000,
+            )
             for seconds in (31, 4)
         ]
-        for request in requests:
-            request.tensors["CORRID"] = Tensor("CORRID", np.array([[7]], dtype=np.uint64))
-            request.tensors["START"] = Tensor("START", np.array([[1]], dtype=np.int32))
         answers = front.execute(requests[:1])  # voice_prompt answers in a list; the others on the sender
         (response, flags) = (answers[0], FINAL) if answers else requests[0].sender.sent[-1]
         assert flags == FINAL and response.error().code() == "INVALID_ARG"
@@ -337,11 +332,7 @@ def test_a_client_that_went_away_gets_its_engine_stream_cancelled(front_module, 
 
 
 def _session_request(session_id: int, *, start: bool, end: bool = False, **fields: Any) -> Request:
-    request = Request(**fields)
-    request.tensors["CORRID"] = Tensor("CORRID", np.array([[session_id]], dtype=np.uint64))
-    request.tensors["START"] = Tensor("START", np.array([[int(start)]], dtype=np.int32))
-    request.tensors["END"] = Tensor("END", np.array([[int(end)]], dtype=np.int32))
-    return request
+    return Request(session_id=session_id, session_start=start, session_end=end, **fields)
 
 
 def test_session_text_for_an_unknown_session_is_refused_by_the_front(front_module, tmp_path):
@@ -421,68 +412,64 @@ def test_session_text_carrying_start_inputs_is_refused_naming_them(
         front._running = False
 
 
-def _releases(*sequences: int) -> list[dict[str, Any]]:
-    """The releases of these sequences (other tests' sessions may still be ending), once there is one."""
-    deadline = time.monotonic() + 5
-    while not any(r["correlation_id"] in sequences for r in ENGINES.releases):
-        assert time.monotonic() < deadline, ENGINES.releases
-        time.sleep(0.005)
-    time.sleep(0.1)  # and no more
-    return [r for r in ENGINES.releases if r["correlation_id"] in sequences]
-
-
-def test_a_session_that_ends_before_its_clients_end_has_its_sequence_released(front_module, tmp_path):
-    """Triton keeps a sequence until its END (or the sequence idle timeout) whatever the model answered, and
-    a session model has max_candidate_sequences of them: 64 STARTs refused for an unknown speaker held them
-    all, and every new session waited a minute. The front ENDs such a sequence itself (a request to its own
-    model, marked), and answers that END when it comes back without forwarding it."""
+def test_a_session_that_ends_before_its_clients_end_leaves_nothing_held(front_module, tmp_path):
+    """A session is only what the front and its engine hold (no Triton sequence): once a START is refused
+    (say for an unknown speaker), its ID is free at once, later text for it is refused by name, and nothing
+    else is sent anywhere. Under Triton's sequence batcher 64 such STARTs held every sequence slot for a
+    minute, and one session left open held a stopping server for its whole exit timeout."""
     _boards(tmp_path, [0, 0])
     ENGINES.scripts["session_start"] = [
         Response([]),
         _error("unknown speaker 'zed'; valid: ryan", "INVALID_ARG"),
     ]
     front = _front(front_module, "SessionFront", tmp_path)
-    original = ENGINES.exec
     try:
         refused = _session_request(4001, start=True, text="Hello", speaker="zed")
         front.execute([refused])
         _wait_closed(refused.sender)
-        (release,) = _releases(4001)
-        assert release == {
-            "model": "custom_voice",
-            "request_id": front_module._RELEASE_ID,
-            "correlation_id": 4001,
-            "flags": fake_pb_utils.SEQUENCE_END,
-        }
-        # The release comes back as a request of that sequence: answered, not forwarded.
-        back = _session_request(4001, start=False, end=True, text="", request_id=front_module._RELEASE_ID)
-        front.execute([back])
-        assert back.sender.sent == [(None, FINAL)] and len(ENGINES.requests) == 1
+        time.sleep(0.1)  # the relay's end has been handled
+        text = _session_request(4001, start=False, end=True, text=" there.")
+        front.execute([text])
+        (response, flags) = text.sender.sent[-1]
+        assert flags == FINAL and "no open session 4001" in response.error().message()
+        assert "session_start" in response.error().message()  # how to open one
 
-        # A START that carried END, and a session whose client sent END, need no release.
-        closed = _session_request(4002, start=True, end=True, text="Hello", speaker="zed")
-        front.execute([closed])
-        _wait_closed(closed.sender)
-        ended = threading.Event()
+        ENGINES.scripts["session_start"] = [Response([]), _chunk(0, True)]
+        again = _session_request(4001, start=True, text="Hello", speaker="ryan")
+        front.execute([again])
+        _wait_closed(again.sender)
+        assert again.sender.sent[-1][1] == FINAL and again.sender.sent[-1][0].error() is None
+        assert [v["request_kind"] for _, v in ENGINES.requests] == [b"session_start", b"session_start"]
+    finally:
+        front._running = False
 
-        def speaks_until_its_end() -> Iterator[Response]:
-            yield Response([])
-            ended.wait(5)  # as an engine: the last chunk follows the session's END
-            yield _chunk(0, True)
 
-        def engines(model: str, inputs: list[Tensor]) -> Iterator[Response]:
-            answer = original(model, inputs)  # recorded
-            starts = ENGINES.requests[-1][1]["request_kind"] == b"session_start"
-            return speaks_until_its_end() if starts else answer
+def test_a_session_request_reaches_the_engine_with_the_routing_inputs_only(
+    front_module, tmp_path, never_ending_streams
+):
+    """The client's session controls become the engine's routing inputs (``request_kind``, ``session_id``,
+    ``session_end``): ``session_start`` is not passed on, and no input is sent twice."""
+    _boards(tmp_path, [0, 0])
+    front = _front(front_module, "SessionFront", tmp_path)
+    captured: list[list[str]] = []
+    original = ENGINES.exec
 
-        ENGINES.exec = engines  # type: ignore[method-assign]
-        ENGINES.scripts["session_text"] = [Response([])]
-        spoken = _session_request(4003, start=True, text="Hello", speaker="ryan")
-        front.execute([spoken])
-        front.execute([_session_request(4003, start=False, end=True, text=" there.")])
-        ended.set()
-        _wait_closed(spoken.sender)
-        assert len(_releases(4001, 4002, 4003)) == 1
+    def engines(model: str, inputs: list[Tensor]) -> Iterator[Response]:
+        captured.append([t.name() for t in inputs])
+        return original(model, inputs)
+
+    ENGINES.exec = engines  # type: ignore[method-assign]
+    try:
+        front.execute([_session_request(2**63 + 5, start=True, text="Hello", speaker="ryan")])
+        front.execute([_session_request(2**63 + 5, start=False, end=True, text=" there.")])
+        assert [sorted(names) for names in captured] == [
+            ["request_kind", "session_end", "session_id", "speaker", "stream_key", "text"],
+            ["request_kind", "session_end", "session_id", "text"],
+        ]
+        assert [(v["session_id"], v["session_end"]) for _, v in ENGINES.requests] == [
+            (2**63 + 5, False),
+            (2**63 + 5, True),
+        ]
     finally:
         ENGINES.exec = original  # type: ignore[method-assign]
         front._running = False

@@ -5,11 +5,12 @@ enabled); closing the async iterator returned by :meth:`TritonEngine.stream` can
 cancels the request inside Triton. Errors are mapped by :func:`classify_error`: errors inside a stream
 carry only a message (no status code), so the message is inspected too.
 
-Sessions (:class:`TritonSession`) use one gRPC stream per session on the ``*_session`` models (Triton's
-sequence batcher): the START request carries the voice and answers with all the session's audio; each
-later request carries a text fragment and is acknowledged by one empty FINAL response. At most one text
-request is in flight: fragments that arrive meanwhile are joined into the next request, so a fast token
-stream costs the server a request per round trip rather than one per token.
+Sessions (:class:`TritonSession`) use one gRPC stream per session on the ``*_session`` models, every
+request naming its session (``session_id``): the START request (``session_start``) carries the voice and
+answers with all the session's audio; each later request carries a text fragment and is acknowledged by one
+empty FINAL response. At most one text request is in flight: fragments that arrive meanwhile are joined into
+the next request, so a fast token stream costs the server a request per round trip rather than one per
+token.
 """
 
 from __future__ import annotations
@@ -147,18 +148,33 @@ def build_inputs(request: SynthesisRequest) -> list[InferInput]:
     return _inputs(synthesis_fields(request))
 
 
-def session_start_inputs(request: SessionRequest) -> list[InferInput]:
+def session_fields(session_id: int, *, start: bool = False, end: bool = False) -> dict[str, Any]:
+    """Which session a request belongs to and whether it opens or closes it (absent flags: false)."""
+    return {
+        "session_id": session_id,
+        "session_start": True if start else None,
+        "session_end": True if end else None,
+    }
+
+
+def session_start_inputs(request: SessionRequest, session_id: int) -> list[InferInput]:
     """The START request of a session: a streaming request's inputs (text may be empty) + lookahead."""
-    return _inputs({**synthesis_fields(request.synthesis), "lookahead_tokens": request.lookahead_tokens})
+    return _inputs(
+        {
+            **session_fields(session_id, start=True),
+            **synthesis_fields(request.synthesis),
+            "lookahead_tokens": request.lookahead_tokens,
+        }
+    )
 
 
-def session_text_inputs(text: str, flush: bool) -> list[InferInput]:
-    return _inputs({"text": text, "flush": True if flush else None})
+def session_text_inputs(session_id: int, text: str, flush: bool, *, end: bool) -> list[InferInput]:
+    return _inputs({**session_fields(session_id, end=end), "text": text, "flush": True if flush else None})
 
 
-def new_sequence_id() -> int:
-    """A random non-zero uint64 correlation id (63 bits: also safe where it is read as signed);
-    random rather than counted, so that several gateways can share one Triton."""
+def new_session_id() -> int:
+    """A random non-zero uint64 session id (63 bits: also safe where it is read as signed); random rather
+    than counted, so that several gateways can share one Triton and no client can guess another's."""
     return secrets.randbelow(2**63 - 1) + 1
 
 
@@ -189,10 +205,10 @@ class TritonSession:
     """
 
     def __init__(self, client: grpcclient.InferenceServerClient, request: SessionRequest) -> None:
-        sequence_id = new_sequence_id()
-        self.session_id = f"{sequence_id:016x}"
+        session_number = new_session_id()
+        self.session_id = f"{session_number:016x}"
         self._model = request.model
-        self._sequence_id = sequence_id
+        self._session_number = session_number
         self._start_id = f"{self.session_id}-0"
         self._requests = 0
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -204,22 +220,17 @@ class TritonSession:
         self._stream_done = False
         self._closed = False
         self._iterated = False
-        self._send(session_start_inputs(request), self._start_id, start=True)
+        self._send(session_start_inputs(request, session_number), self._start_id)
         self._responses = client.stream_infer(self._request_iterator(), stream_timeout=None)
 
     # -------------------------------------------------------------------------------------- input
 
-    def _send(
-        self, inputs: list[InferInput], request_id: str, *, start: bool = False, end: bool = False
-    ) -> None:
+    def _send(self, inputs: list[InferInput], request_id: str) -> None:
         self._outbox.put_nowait(
             {
                 "model_name": self._model,
                 "inputs": inputs,
                 "request_id": request_id,
-                "sequence_id": self._sequence_id,
-                "sequence_start": start,
-                "sequence_end": end,
                 "parameters": {"triton_enable_empty_final_response": True},
             }
         )
@@ -254,7 +265,10 @@ class TritonSession:
             return
         self._requests += 1
         self._in_flight = f"{self.session_id}-{self._requests}"
-        self._send(session_text_inputs(self._pending, self._pending_flush), self._in_flight, end=self._ending)
+        inputs = session_text_inputs(
+            self._session_number, self._pending, self._pending_flush, end=self._ending
+        )
+        self._send(inputs, self._in_flight)
         if self._ending:
             self._outbox.put_nowait(None)  # END sent: half-close the stream, responses keep coming
         self._pending, self._pending_flush = "", False

@@ -102,10 +102,6 @@ def template_values(settings: Settings, model: str, device: str, engines: int = 
     values: dict[str, object] = {
         "max_batch_size": settings.max_entry_batch,
         "max_queue_delay_microseconds": settings.batch_delay_us,
-        # The session models' sequence batcher holds as many sessions as the engines have slots.
-        "max_sessions": settings.max_active_streams * engines,
-        # Triton forgets an idle sequence a little after the engine has ended it.
-        "max_sequence_idle_microseconds": int((settings.session_idle_timeout_s + 30) * 1_000_000),
         "front_parameters": _parameter_lines(
             {
                 "engines": ",".join(engine_model_name(checkpoint, index) for index in range(engines)),
