@@ -1,5 +1,5 @@
 """Voice-agent sessions end to end: the Python client (and raw WebSockets) -> the gateway's /ws/session under
-uvicorn -> one gRPC stream per session -> Triton's sequence batcher -> the real session models.
+uvicorn -> one gRPC stream per session (its requests name it: session_id) -> the real session models.
 
 No fakes. Run with ``QWEN3_TTS_CHECKPOINT_DIR=/tmp/ckpt-engine pytest tests/e2e/test_agent_sessions.py``.
 """

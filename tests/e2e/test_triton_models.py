@@ -666,8 +666,8 @@ def test_bad_input_from_a_direct_client_is_refused_alone_and_leaves_nothing_held
     and failed with Triton's words about another input), an over-long ref_text (it was tokenized into the
     prompt, pausing the batch) or clip (copied into the engine's shared memory for good), a second START of
     a live session (the live one lost its text and END), voice inputs on a session's later request (ignored
-    without a word), and many refused STARTs (each held a sequence slot until the sequence idle timeout:
-    every later session waited for one)."""
+    without a word), and many refused STARTs (under Triton's sequence batcher each held a sequence slot
+    until its idle timeout: every later session waited for one)."""
     batch = grpcclient.InferInput("text", [2, 1], "BYTES")
     batch.set_data_from_numpy(np.array([[b"One."], [b"Two."]], dtype=np.object_))
     speakers = grpcclient.InferInput("speaker", [2, 1], "BYTES")

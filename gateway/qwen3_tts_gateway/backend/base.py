@@ -17,7 +17,7 @@ from qwen3_tts_serving import contract
 SynthesisModel = Literal["custom_voice", "voice_design", "voice_clone"]
 SYNTHESIS_MODELS: tuple[SynthesisModel, ...] = contract.SYNTHESIS_MODELS  # type: ignore[assignment]
 VOICE_PROMPT_MODEL = contract.VOICE_PROMPT
-# Text-streaming sessions (Triton sequence batcher): premium timbres and saved/cloned voices.
+# Text-streaming sessions (the *_session models): premium timbres and saved/cloned voices.
 SESSION_MODELS: dict[str, str] = {
     contract.CUSTOM_VOICE: contract.CUSTOM_VOICE_SESSION,
     contract.VOICE_CLONE: contract.VOICE_CLONE_SESSION,

@@ -1,4 +1,4 @@
-"""Triton model `custom_voice_session`: voice-agent sessions over the sequence batcher, forwarded to
+"""Triton model `custom_voice_session`: voice-agent sessions (named by session_id), forwarded to
 its checkpoint's engine model, where they step in one batch with plain requests (qwen3_tts_serving)."""
 
 from qwen3_tts_serving.triton_front import SessionFront

@@ -121,7 +121,7 @@ class Stream:
     emitted_frames: int = 0
     chunks_sent: int = 0
     finish_reason: FinishReason | None = None
-    session_key: int | None = None  # voice-agent sessions: the Triton correlation id
+    session_key: int | None = None  # voice-agent sessions: the client's session_id
     lookahead: int | None = None  # text tokens kept ahead of the talker (sessions); None: the default
     submitted_at: float = field(default_factory=time.monotonic)
     queued_at: float | None = None  # when it last entered the engine's admission queue
