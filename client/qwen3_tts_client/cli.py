@@ -23,6 +23,8 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
+from qwen3_tts_serving.text_rules import is_blank
+
 from . import __version__
 from ._core import ENV_API_KEY, ENV_BASE_URL, resolve_base_url
 from .audio import encode_audio, pcm16_to_float, streaming_wav_header
@@ -438,7 +440,7 @@ def stdin_fragments(stdin: TextIO) -> Iterator[str]:
 def say_fragments(args: argparse.Namespace, stdin: TextIO) -> Iterator[str]:
     if not args.stream_input:
         text = read_text(args, stdin)
-        if not text.strip():
+        if is_blank(text):  # white space or invisible characters only: the server would refuse it
             raise UsageError("the text is empty")
         return iter([text])
     if args.text is not None or args.file is not None:

@@ -8,8 +8,9 @@ follows), after a known abbreviation (``Dr.``, ``e.g.``, ``etc.``) or after a si
 
 ``chunk_text`` then packs consecutive sentences into pieces of at most ``max_chars``. A sentence that
 is still too long is cut at clause punctuation, then at whitespace; a run with none of those (a
-single huge word, unpunctuated CJK) is left whole rather than cut mid-word. Pieces are stripped, so
-joining them gives back the text modulo whitespace.
+single huge word, unpunctuated CJK) is left whole rather than cut mid-word. Pieces are stripped, and a
+piece with nothing visible is dropped, so joining them gives back the text modulo white space and
+invisible characters.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from itertools import pairwise
+
+from qwen3_tts_serving.text_rules import is_blank
 
 __all__ = ["ABBREVIATIONS", "DEFAULT_MAX_CHARS", "chunk_text", "sentence_boundaries", "split_sentences"]
 
@@ -84,7 +87,10 @@ def _cut(text: str, cuts: list[int]) -> list[str]:
     pieces, start = [], 0
     for cut in [*cuts, len(text)]:
         piece = text[start:cut].strip()
-        if piece:
+        # A piece of only invisible characters (a trailing U+200B or BOM cut off by itself) has nothing to
+        # speak, and the server refuses it as blank: sent as the last of a long text's pieces, it failed a
+        # stream whose audio had all but finished.
+        if not is_blank(piece):
             pieces.append(piece)
         start = cut
     return pieces

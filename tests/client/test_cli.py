@@ -85,9 +85,14 @@ def test_missing_text_file(scripted: ScriptedServer, tmp_path: Path) -> None:
     assert result.code == 2 and "cannot read" in result.stderr and "nope.txt" in result.stderr
 
 
-def test_empty_text(scripted: ScriptedServer, tmp_path: Path) -> None:
-    result = run(*base(scripted), "speak", "-o", str(tmp_path / "o.wav"), stdin="   \n")
+@pytest.mark.parametrize("text", ["   \n", "\u200b \ufeff\n"])  # nothing visible: the server would refuse it
+def test_empty_text(scripted: ScriptedServer, tmp_path: Path, text: str) -> None:
+    result = run(*base(scripted), "speak", "-o", str(tmp_path / "o.wav"), stdin=text)
     assert result.code == 2 and "empty" in result.stderr
+    assert scripted.requests == []
+    result = run(*base(scripted), "say", "--voice", "ryan", "-o", str(tmp_path / "o.wav"), stdin=text)
+    assert result.code == 2 and "the text is empty" in result.stderr
+    assert scripted.requests == []
 
 
 def test_refuses_to_write_audio_to_a_terminal(scripted: ScriptedServer) -> None:

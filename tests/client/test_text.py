@@ -71,6 +71,14 @@ def test_short_text_is_one_piece() -> None:
     assert chunk_text("One. Two. Three.", 100) == ["One. Two. Three."]
 
 
+def test_a_piece_with_nothing_visible_is_dropped() -> None:
+    # Cut off by itself, a trailing zero-width space or BOM was a piece the server refuses as blank.
+    assert chunk_text("Hello there. \u200b\ufeff", 12) == ["Hello there."]
+    assert split_sentences("One. \u2060. Two.") == ["One.", "\u2060.", "Two."]  # a visible period stays
+    assert split_sentences("One.\n\n\u200b\n\nTwo.") == ["One.", "Two."]
+    assert chunk_text("\u200b \ufeff", 5) == []
+
+
 def test_sentences_are_packed_up_to_the_limit() -> None:
     assert chunk_text("One one. Two two. Three three.", 18) == ["One one. Two two.", "Three three."]
 

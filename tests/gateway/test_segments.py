@@ -49,6 +49,14 @@ def test_split_segments_keeps_numbers_abbreviations_and_cjk() -> None:
     assert " ".join(segments) == LONG_TEXT
 
 
+def test_no_segment_is_only_invisible_characters() -> None:
+    # The last sentence fills its segment, then a zero-width space: it was a segment of its own, which the
+    # engine refused as blank after the rest of the audio had streamed.
+    sentence = "A" * 398 + ". "
+    segments = split_segments(sentence * 2 + "\u200b")
+    assert segments == [sentence.strip(), sentence.strip()]
+
+
 def test_overall_finish_reason() -> None:
     assert overall_finish_reason(["stop", "stop"]) == "stop"
     assert overall_finish_reason(["stop", "length", "stop"]) == "length"
