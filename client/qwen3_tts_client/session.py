@@ -44,7 +44,14 @@ from typing import Any
 import numpy as np
 
 from .audio import pcm16_to_float
-from .errors import APIConnectionError, APITimeoutError, Qwen3TTSError, RequestInfo, error_from_response
+from .errors import (
+    APIConnectionError,
+    APITimeoutError,
+    Qwen3TTSError,
+    RequestInfo,
+    ServiceUnavailableError,
+    error_from_response,
+)
 from .retry import header_value, parse_retry_after
 from .types import AudioChunk
 
@@ -53,6 +60,9 @@ __all__ = ["AsyncSpeechSession", "SessionState", "SpeechSession", "session_start
 logger = logging.getLogger(__name__)
 SESSION_PATH = "/ws/session"
 SESSION_FORMATS = ("pcm", "wav", "mp3", "opus")
+# WebSocket close codes that mean "the service is restarting, come back": 1012 service restart, 1013 try
+# again later.
+RESTART_CLOSE_CODES = frozenset({1012, 1013})
 _LAST_LOOK_S = 0.001  # the async read's shortest wait: long enough to take a message already received
 
 
@@ -250,6 +260,15 @@ def _connection_error(request: RequestInfo, exc: BaseException) -> Qwen3TTSError
     url = request.url
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return APITimeoutError(f"timed out talking to {url}", request=request)
+    closed = getattr(exc, "rcvd", None)  # websockets' ConnectionClosed: the close frame the gateway sent
+    if getattr(closed, "code", None) in RESTART_CLOSE_CODES:
+        # The gateway is restarting or draining (uvicorn closes open sockets with 1012; a draining gateway
+        # closes new ones with 1013): a 503 in all but name, which callers handle with the other 503s.
+        return ServiceUnavailableError(
+            f"the gateway closed the session (code {closed.code}: {closed.reason or 'restarting'}); retry",
+            status_code=503,
+            request=request,
+        )
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     if isinstance(status, int):  # the HTTP upgrade was refused: its status, message and Retry-After

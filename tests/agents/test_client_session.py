@@ -28,6 +28,7 @@ from qwen3_tts_client import (
     AsyncSpeechSession,
     AuthenticationError,
     Qwen3TTSClient,
+    ServiceUnavailableError,
     SpeechSession,
     UnprocessableEntityError,
 )
@@ -317,6 +318,41 @@ async def test_async_events_marked_for_another_start_are_ignored(
         audio, _, reason = await session.collect()
     assert gateway.received[0]["id"] == session.start_id
     assert reason == "stop" and audio.tolist() == [0.5, -0.5] and len(session.refused) == 2
+
+
+@pytest.mark.parametrize(("code", "reason"), [(1012, ""), (1013, "shutting down")])
+async def test_a_gateway_that_closes_the_session_to_restart_is_service_unavailable(
+    code: int, reason: str
+) -> None:
+    """uvicorn closes open sockets with 1012 when it restarts; a draining gateway closes new ones with 1013:
+    the typed 503 that callers already handle, not a bare connection error."""
+
+    def gateway(ws: Any) -> None:
+        for text in ws:
+            message = json.loads(text)
+            if message["type"] == "start":
+                ws.send(json.dumps({"type": "started", "session_id": "s", "sample_rate": 24_000}))
+            if message["type"] == "end":
+                ws.close(code, reason)
+
+    with ws_serve(gateway, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.socket.getsockname()[1]}"
+        try:
+            expected = f"the gateway closed the session (code {code}: {reason or 'restarting'}); retry"
+            with Qwen3TTSClient(base_url=url, timeout=response_timeout(5)) as client:
+                with pytest.raises(ServiceUnavailableError) as info, client.session(voice="ryan") as session:
+                    session.end("Hi.")
+                    session.collect()
+            assert info.value.status_code == 503 and info.value.message == expected
+            assert info.value.request is not None and info.value.request.operation == "session"
+            async with AsyncQwen3TTSClient(base_url=url, timeout=response_timeout(5)) as aclient:
+                with pytest.raises(ServiceUnavailableError, match=re.escape(expected)):
+                    async with aclient.session(voice="ryan") as asession:
+                        await asession.end("Hi.")
+                        await asession.collect()
+        finally:
+            server.shutdown()
 
 
 def response_timeout(seconds: float) -> httpx.Timeout:

@@ -22,6 +22,7 @@ import {
   APITimeoutError,
   APIUserAbortError,
   Qwen3TTSError,
+  ServiceUnavailableError,
   errorFromEvent,
   errorFromResponse,
   type RequestContext,
@@ -34,6 +35,9 @@ import { STREAM_FORMATS } from "./types.js";
 
 export const SESSION_PATH = "/ws/session";
 export const MAX_LOOKAHEAD_TOKENS = 64;
+/** WebSocket close codes that mean "the service is restarting, come back": 1012 service restart, 1013 try
+ * again later. */
+export const RESTART_CLOSE_CODES: ReadonlySet<number> = new Set([1012, 1013]);
 
 /** The part of the WHATWG WebSocket that sessions use (the `ws` package has it too). */
 export interface WebSocketLike {
@@ -461,6 +465,14 @@ export class SpeechSession implements AsyncIterable<AudioChunk> {
         throw new APIUserAbortError("the session was aborted", { request: this.request });
       case "close":
         this.closed = true;
+        if (RESTART_CLOSE_CODES.has(item.code)) {
+          // The gateway is restarting or draining (uvicorn closes open sockets with 1012; a draining gateway
+          // closes new ones with 1013): a 503 in all but name, which callers handle with the other 503s.
+          throw new ServiceUnavailableError(
+            `the gateway closed the session (code ${item.code}: ${item.reason || "restarting"}); retry`,
+            { status: 503, request: this.request },
+          );
+        }
         throw new APIConnectionError(
           `the connection closed before the session ended (code ${item.code}${item.reason ? `: ${item.reason}` : ""})`,
           { request: this.request },

@@ -164,6 +164,23 @@ describe("sessions", () => {
     assert.throws(() => session.sendText("more"), /closed/);
   });
 
+  test("a gateway that closes the session to restart is a ServiceUnavailableError", async () => {
+    for (const [code, reason] of [[1012, ""], [1013, "shutting down"]] as const) {
+      handler = (socket, message) => {
+        if (message.type === "start") started(socket);
+        if (message.type === "end") socket.close(code, reason);
+      };
+      const session = await new Qwen3TTSClient({ baseUrl: url }).session({ voice: "ryan" });
+      session.end("Hi.");
+      await assert.rejects(session.collect(), (error: unknown) => {
+        assert.ok(error instanceof ServiceUnavailableError, String(error));
+        assert.equal(error.status, 503);
+        assert.match(error.message, new RegExp(`code ${code}: ${reason || "restarting"}\\); retry`));
+        return true;
+      });
+    }
+  });
+
   test("cancel once the session is over sends nothing and never throws", async () => {
     received.length = 0;
     let serverSideClosed: Promise<void> = Promise.resolve();
