@@ -5,7 +5,8 @@ FINAL response enabled → read until the FINAL flag → ``stop_stream``): a tri
 one callback, and one stream per request keeps concurrent calls from different threads independent.
 Errors are raised as the same exception classes the gateway client uses, with the status the gateway
 would have answered (INVALID_ARG → 422; out of memory, overload, shutting down or a model not loaded →
-503; deadline → 504; the model failed → 502).
+503; deadline → 504; the model failed → 502), and retried as the gateway client retries them (connection
+errors, 5xx; a stream only before its first chunk), honouring the same ``RetryPolicy``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import time
 import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import numpy as np
 from qwen3_tts_serving import contract
 from qwen3_tts_serving.contract import ErrorKind, has_outputs, is_final
 
-from ._core import AudioInput, audio_bytes, sampling_fields
+from ._core import AudioInput, audio_bytes, resolve_retry_policy, sampling_fields
 from .audio import decode_audio
 from .errors import (
     APIConnectionError,
@@ -32,9 +34,11 @@ from .errors import (
     GatewayTimeoutError,
     InternalServerError,
     Qwen3TTSError,
+    RequestInfo,
     ServiceUnavailableError,
     UnprocessableEntityError,
 )
+from .retry import RetryPolicy, RetryState
 from .streams import ChunkStream
 from .types import AudioChunk
 
@@ -133,14 +137,25 @@ def _decoded(reference_audio: AudioInput) -> tuple[np.ndarray, int]:
 
 class TritonTTSClient:
     """Streams from the Triton models over gRPC. ``url`` is ``host:port`` (default
-    ``QWEN3_TTS_TRITON_URL`` or 127.0.0.1:8001); ``timeout_s`` bounds each wait for a response."""
+    ``QWEN3_TTS_TRITON_URL`` or 127.0.0.1:8001); ``timeout_s`` bounds each wait for a response.
+    ``max_retries`` (default 2) or a ``retry_policy``, not both, as in ``Qwen3TTSClient``: a stream is
+    retried only until its first chunk (audio already handed over cannot be taken back)."""
 
-    def __init__(self, url: str | None = None, *, timeout_s: float = 120.0, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout_s: float = 120.0,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        verbose: bool = False,
+    ) -> None:
         import tritonclient.grpc as grpcclient
 
         self._grpc = grpcclient
         self.url = url or os.environ.get(ENV_TRITON_URL) or DEFAULT_TRITON_URL
         self.timeout_s = timeout_s
+        self.retry_policy = resolve_retry_policy(retry_policy, max_retries)
         self._verbose = verbose
         self._client = grpcclient.InferenceServerClient(self.url, verbose=verbose)
 
@@ -221,12 +236,19 @@ class TritonTTSClient:
             "x_vector_only": x_vector_only,
         }
         outputs = [self._grpc.InferRequestedOutput(name) for name in ("speaker_embedding", "ref_codes")]
-        try:
-            result = self._client.infer(
-                "voice_prompt", build_inputs(fields), outputs=outputs, client_timeout=self.timeout_s
-            )
-        except InferenceServerException as exc:
-            raise triton_error(exc) from exc
+        inputs = build_inputs(fields)
+        state = RetryState(self.retry_policy)  # idempotent: a prompt is computed, nothing is stored
+        while True:
+            try:
+                try:
+                    result = self._client.infer(
+                        "voice_prompt", inputs, outputs=outputs, client_timeout=self.timeout_s
+                    )
+                except InferenceServerException as exc:
+                    raise self._error(triton_error(exc), "voice_prompt", state) from exc
+                break
+            except Qwen3TTSError as error:
+                time.sleep(state.next_delay(error))
         embedding, codes = result.as_numpy("speaker_embedding"), result.as_numpy("ref_codes")
         if embedding is None or codes is None:
             raise InternalServerError("voice_prompt returned no prompt", status_code=500)
@@ -239,20 +261,46 @@ class TritonTTSClient:
     def _stream(self, model: str, fields: Mapping[str, Any]) -> ChunkStream:
         return ChunkStream(self._responses(model, build_inputs(fields)))
 
+    def _error(self, error: Qwen3TTSError, model: str, state: RetryState) -> Qwen3TTSError:
+        error.request = RequestInfo(operation=model, method="gRPC", url=self.url, attempt=state.retries)
+        return error
+
     def _responses(self, model: str, inputs: list[Any]) -> Generator[AudioChunk, None, None]:
+        state = RetryState(self.retry_policy)
+        while True:
+            attempt = self._attempt(model, inputs, state)
+            try:
+                try:
+                    first = next(attempt)
+                except StopIteration:
+                    return
+                except Qwen3TTSError as error:  # nothing handed over yet: another try is safe
+                    time.sleep(state.next_delay(error))
+                    continue
+                yield first
+                yield from attempt
+                return
+            finally:
+                attempt.close()
+
+    def _attempt(self, model: str, inputs: list[Any], state: RetryState) -> Generator[AudioChunk, None, None]:
         # Results arrive on tritonclient's thread; a queue hands them to the consumer's thread.
         results: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue()
         client = self._grpc.InferenceServerClient(self.url, verbose=self._verbose)
         finished = False
         try:
-            self._start(client, model, inputs, results)
-            while not finished:
-                result, error = self._next(results)
-                if error is not None:
-                    raise triton_error(error) from error
-                finished = is_final(result)
-                if has_outputs(result):
-                    yield parse_result(result)
+            try:
+                self._start(client, model, inputs, results)
+                while not finished:
+                    result, error = self._next(results)
+                    if error is not None:
+                        raise triton_error(error) from error
+                    finished = is_final(result)
+                    if has_outputs(result):
+                        yield parse_result(result)
+            except Qwen3TTSError as error:
+                self._error(error, model, state)
+                raise
         finally:
             # Stopping early (consumer broke out, error) cancels the request inside Triton.
             client.stop_stream(cancel_requests=not finished)

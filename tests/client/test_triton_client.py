@@ -5,6 +5,9 @@ tests/e2e/test_python_client.py.
 
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 import pytest
 from qwen3_tts_client import (
@@ -15,6 +18,7 @@ from qwen3_tts_client import (
     ServiceUnavailableError,
     UnprocessableEntityError,
 )
+from qwen3_tts_client.retry import RetryPolicy
 from qwen3_tts_client.triton import (
     TritonTTSClient,
     build_inputs,
@@ -148,6 +152,34 @@ def test_refused_connection_is_an_api_connection_error() -> None:
         assert client.is_ready() is False
         with pytest.raises(APIConnectionError):
             list(client.stream("hello", speaker="vivian"))
+
+
+def test_connection_errors_are_retried_as_the_policy_says(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listening: each call is tried 1 + max_retries times with the policy's backoff, and the error
+    names the call and its last attempt (as the gateway client's do)."""
+    policy = RetryPolicy(max_retries=2, backoff_base=0.01, jitter=0)
+    with TritonTTSClient(f"127.0.0.1:{free_port()}", timeout_s=10, retry_policy=policy) as client:
+        with caplog.at_level(logging.INFO, logger="qwen3_tts_client.retry"):
+            with pytest.raises(APIConnectionError) as info:
+                list(client.stream("hello", speaker="vivian"))
+            retries = [re.search(r"retry \d/\d", r.getMessage()) for r in caplog.records]
+            assert [match.group(0) for match in retries if match] == ["retry 1/2", "retry 2/2"]
+            assert info.value.request is not None
+            assert (info.value.request.operation, info.value.request.attempt) == ("custom_voice", 2)
+            caplog.clear()
+            with pytest.raises(APIConnectionError) as info:
+                client.voice_prompt((np.zeros(48_000, np.float32), 16_000))
+            assert len(caplog.records) == 2 and info.value.request.operation == "voice_prompt"  # type: ignore[union-attr]
+    with TritonTTSClient(f"127.0.0.1:{free_port()}", timeout_s=10, max_retries=0) as client:
+        caplog.clear()
+        with (
+            caplog.at_level(logging.INFO, logger="qwen3_tts_client.retry"),
+            pytest.raises(APIConnectionError),
+        ):
+            list(client.stream("hello", speaker="vivian"))
+        assert not caplog.records
+    with pytest.raises(ValueError, match="not both"):
+        TritonTTSClient("127.0.0.1:1", retry_policy=policy, max_retries=1)
 
 
 def test_clone_needs_a_reference() -> None:

@@ -163,8 +163,10 @@ def test_triton_stream(triton: TritonTTSClient) -> None:
 
 
 def test_triton_bad_speaker_is_invalid_argument(triton: TritonTTSClient) -> None:
-    with pytest.raises(UnprocessableEntityError, match="vivian"):
+    with pytest.raises(UnprocessableEntityError, match="vivian") as info:
         list(triton.stream("Hi.", speaker="nobody", **SHORT))
+    # A refusal is final: not retried (the client's default policy retries connection errors and 5xx).
+    assert info.value.request is not None and info.value.request.attempt == 0
     assert triton.stream("Still fine.", speaker="vivian", **SHORT).collect()[1] == RATE
 
 
