@@ -486,6 +486,7 @@ class SpeechFront(Front):
 
 # What only a session's START may carry: its later requests take text and flush.
 START_ONLY_INPUTS = frozenset(FORWARDED_INPUTS) - {"text", "flush"}
+MISSING_SESSION_ID = "session_id is required on every request of a session: UINT64 [1]"
 
 
 @dataclass
@@ -512,13 +513,20 @@ class SessionFront(Front):
         super().initialize(args)
         self._sessions: dict[int, OpenSession] = {}
 
+    def refusal(self, request: Any) -> str | None:
+        # The config does not make Triton 2.51 refuse a request without session_id (it counts inputs, it
+        # does not name them): without this, int(None) failed the execute with a traceback to the client.
+        if (refusal := super().refusal(request)) is not None:
+            return refusal
+        return None if _scalar(request, "session_id") is not None else MISSING_SESSION_ID
+
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
             sender = request.get_response_sender()
             if (refusal := self.refusal(request)) is not None:
                 self.fail(sender, refusal, "INVALID_ARG")
                 continue
-            session_id = int(_scalar(request, "session_id"))  # required by the model's config
+            session_id = int(_scalar(request, "session_id"))
             end = bool(_scalar(request, "session_end"))
             if _scalar(request, "session_start"):
                 self._open(sender, request, session_id, end)
