@@ -58,7 +58,7 @@ from qwen3_tts_serving.settings import PROJECT_ROOT
 
 logger = logging.getLogger("benchmarks.gpu_engine")
 
-SECTIONS = ("graphs", "batches", "load", "baseline", "breakdown", "sync", "kernels")
+SECTIONS = ("graphs", "sync", "batches", "load", "baseline", "breakdown", "kernels")  # in the order they run
 # Graphed and eager steps run the same kernels, but cuBLAS may reduce in another order inside a graph: a
 # bf16 step near full scale is 3.9e-3, and a capture bug gives garbage, far above this.
 GRAPH_AUDIO_ATOL = 1e-2
@@ -614,6 +614,7 @@ def run_graph_check(bench: Bench, streams: int = 4, frames: int = 24) -> dict[st
 
     audio: dict[str, list[Any]] = {}
     graphed: dict[str, bool] = {}
+    decoder_graphed: dict[str, bool] = {}
     for mode in ("auto", "off"):
         parameters = {**bench.engine_parameters, "max_active_streams": str(streams), "cuda_graphs": mode}
         engine = StreamingEngine(bench.tts, Capability.CUSTOM_VOICE, EngineConfig.from_parameters(parameters))
@@ -636,15 +637,23 @@ def run_graph_check(bench: Bench, streams: int = 4, frames: int = 24) -> dict[st
         if failed:
             return {"status": "fail", "mode": mode, "message": failed[0]}
         graphed[mode] = engine.frame_step.graphed
+        decoder_graphed[mode] = engine.decoder.graphed
         audio[mode] = [sink.audio() for sink in sinks]
         del engine
         _release_memory()
-    return {
+    result = {
         "graphed": graphed["auto"],
+        "decoder_graphed": decoder_graphed["auto"],
         "streams": streams,
         "frames": frames,
         **compare_audio(audio["auto"], audio["off"]),
     }
+    if bench.plan.device.startswith("cuda") and not graphed["auto"]:
+        # With cuda_graphs=auto a capture error is logged and the engine runs eagerly: every figure after
+        # this would time the eager step, so the run says so at its top.
+        result["status"] = "fail"
+        result["not_captured"] = "the frame step was not captured on the GPU (its error is in the log)"
+    return result
 
 
 def compare_audio(
@@ -775,7 +784,14 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
     if cuda:
         # This thread's synchronisations, device name and cache calls take the current device: make it the
         # benchmarked one (``--device cuda:1`` would otherwise time GPU 0).
-        torch.cuda.set_device(torch.device(plan.device))
+        torch.cuda.set_device(cuda_index(plan.device, torch.cuda.current_device))
+        if "kernels" not in args.skip:
+            # The profiler sees the kernels of CUDA graphs captured before its first use only once it was
+            # initialised before them (pytorch#75504): every engine captures its graphs long before the
+            # kernels section runs.
+            from torch.profiler._utils import _init_for_cuda_graphs
+
+            _init_for_cuda_graphs()
     synchronize = torch.cuda.synchronize if cuda else (lambda: None)
     meta: dict[str, Any] = {
         "mode": "quick" if args.quick else "gpu",
@@ -828,6 +844,24 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
 
     out.section("graphs", lambda: run_graph_check(bench), args.skip, budget, plan.reserve_s / 2)
 
+    def sync_check() -> dict[str, Any]:
+        # Early and on a small engine of its own: it is the check the run is for, and a slow run (graphs that
+        # failed to capture, a slower GPU) must not leave it no time at the end.
+        held: dict[str, Any] = {}
+
+        def sync_engine() -> tuple[Any, StepRecorder]:
+            held["recorder"] = StepRecorder()
+            held["engine"] = bench.engine(held["recorder"], plan.sync_batch)
+            return held["engine"], held["recorder"]
+
+        try:
+            return run_sync_check(bench, sync_engine)
+        finally:
+            held.clear()  # an error inside a step may have left it half-stepped: nothing else uses it
+            _release_memory()
+
+    out.section("sync", sync_check, args.skip, budget, plan.batch_box_s / 2)
+
     # The first engine: driven step by step for the fixed batches, then on its own thread for the load.
     first: dict[str, Any] = {}
 
@@ -868,13 +902,13 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
 
     out.section("baseline", baseline, args.skip, budget, plan.reserve_s / 2)
 
-    # A second engine, driven step by step: timers go around its stages, and the sync check ends it.
+    # A second engine, driven step by step: timers go around its stages.
     second: dict[str, Any] = {}
 
     def second_engine() -> tuple[Any, StepRecorder]:
         if "engine" not in second:
             second["recorder"] = StepRecorder()
-            second["engine"] = bench.engine(second["recorder"], max(*plan.breakdown_batches, plan.sync_batch))
+            second["engine"] = bench.engine(second["recorder"], max(plan.breakdown_batches))
         return second["engine"], second["recorder"]
 
     timing = _Synchronizing(synchronize)
@@ -887,17 +921,9 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
 
     out.section("breakdown", stage_breakdown, args.skip, budget, 2 * plan.batch_box_s / 3)
     timing.on = False
-    out.section(
-        "sync",
-        lambda: run_sync_check(bench, second_engine),
-        args.skip,
-        budget,
-        plan.batch_box_s / 2,
-    )
 
     def kernel_profile() -> dict[str, Any]:
-        # A fresh engine: the sync check's streams are still in the last one, which its check may have left
-        # half-stepped; and no stage timers around this one's stages.
+        # A fresh engine: no stage timers around this one's stages.
         second.clear()
         _release_memory()
         batch = max(plan.breakdown_batches)
@@ -906,6 +932,16 @@ def run(plan: Plan, args: argparse.Namespace) -> Run:
 
     out.section("kernels", kernel_profile, args.skip, budget, plan.batch_box_s)
     return out
+
+
+def cuda_index(device: str, current: Callable[[], int]) -> int:
+    """The GPU index of ``device``: ``cuda:1`` is 1, a bare ``cuda`` the current device. torch.cuda.set_device
+    refuses a device without an index ("Expected a torch.device with a specified index"), and ``cuda`` is the
+    default: the first GPU run would have ended there."""
+    import torch
+
+    index = torch.device(device).index
+    return current() if index is None else index
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -1012,10 +1048,14 @@ def _graph_lines(section: Mapping[str, Any]) -> list[str]:
     if section.get("status") == "fail" and "message" in section:
         return [f"FAIL: a stream failed on the {section['mode']} engine: {section['message']}"]
     where = "CUDA graphs" if section.get("graphed") else "eagerly (no graphs captured)"
+    decoder = "in CUDA graphs" if section.get("decoder_graphed") else "eagerly"
+    not_captured = [f"FAIL: {section['not_captured']}."] if "not_captured" in section else []
     return [
+        *not_captured,
         f"{str(section.get('status')).upper()}: {section.get('streams')} greedy streams of "
         f"{section.get('frames')} frames, frame step run {where} vs eagerly: largest audio difference "
-        f"{_f(section.get('max_abs_diff'), 6)} (tolerance {section.get('atol')})."
+        f"{_f(section.get('max_abs_diff'), 6)} (tolerance {section.get('atol')}); "
+        f"codec decoder run {decoder}.",
     ]
 
 

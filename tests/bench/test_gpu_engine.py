@@ -257,3 +257,40 @@ def test_the_kernel_summary_splits_device_time_from_host_calls_per_step():
     assert summary["top_host_ops"][0]["name"] == "cudaLaunchKernel"
     lines = "\n".join(kernels.kernels_lines({"batch": 64, **summary}))
     assert "device busy 4.00 ms, 84 kernels per step" in lines and "cudaGraphLaunch 2.0" in lines
+
+
+def test_the_benchmarked_gpu_is_set_by_its_index() -> None:
+    """torch.cuda.set_device refuses a device without an index, and the benchmark's default device is a bare
+    ``cuda``: the first GPU run ended there (rc 2, no results). set_device's own check accepts the index."""
+    import torch
+    from torch.cuda._utils import _get_device_index
+
+    from benchmarks.gpu_engine import cuda_index
+
+    with pytest.raises(ValueError, match="specified index"):
+        _get_device_index(torch.device("cuda"), optional=False)  # what set_device did with "cuda"
+    assert _get_device_index(cuda_index("cuda", lambda: 3), optional=False) == 3
+    assert cuda_index("cuda:1", lambda: 0) == 1
+
+
+def test_a_gpu_run_whose_frame_step_was_not_captured_says_so_first() -> None:
+    """With cuda_graphs=auto a capture error only logs a warning and the engine runs eagerly: the report
+    must not read as a graph run that merely missed its targets."""
+    from benchmarks import gpu_engine
+
+    section = {
+        "status": "fail",
+        "graphed": False,
+        "decoder_graphed": True,
+        "streams": 4,
+        "frames": 24,
+        "max_abs_diff": 0.0,
+        "atol": gpu_engine.GRAPH_AUDIO_ATOL,
+        "not_captured": "the frame step was not captured on the GPU (its error is in the log)",
+    }
+    report = gpu_engine.markdown({"graphs": section})
+    assert "FAIL: the frame step was not captured on the GPU (its error is in the log)." in report
+    assert (
+        "frame step run eagerly (no graphs captured)" in report
+        and "codec decoder run in CUDA graphs" in report
+    )
