@@ -345,6 +345,19 @@ def test_session_text_for_an_unknown_session_is_refused_by_the_front(front_modul
     assert response.error().code() == "INVALID_ARG" and not ENGINES.requests
 
 
+@pytest.mark.parametrize("start", [True, False])
+def test_a_session_request_without_a_session_id_is_refused_naming_it(front_module, tmp_path, start):
+    """Triton 2.51 does not refuse a request that lacks the required session_id (it counts the inputs):
+    int(None) failed the front's execute, and the client got a Python traceback."""
+    _boards(tmp_path, [0, 0])
+    front = _front(front_module, "SessionFront", tmp_path)
+    request = Request(session_start=start, text="Hello.", speaker="ryan")
+    front.execute([request])
+    (response, flags) = request.sender.sent[-1]
+    assert flags == FINAL and response.error().code() == "INVALID_ARG"
+    assert response.error().message() == front_module.MISSING_SESSION_ID and not ENGINES.requests
+
+
 def test_a_second_start_of_a_live_session_is_refused_and_the_session_goes_on(
     front_module, tmp_path, never_ending_streams
 ):
