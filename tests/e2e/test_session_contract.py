@@ -106,6 +106,13 @@ def _whole(server: TritonServer, text: str, session_id: int) -> np.ndarray:
     return audio
 
 
+def _first_audio(calls: StreamingCalls, request_id: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not calls.results[request_id].chunks:
+        assert not calls.errors, calls.errors
+        calls._record(*calls.events.get(timeout=max(0.1, deadline - time.monotonic())))
+
+
 # --------------------------------------------------------------------------------------------- ordering
 def test_sessions_fed_a_character_at_a_time_in_one_burst_speak_as_the_whole_text(server, calls):
     """Dozens of requests back to back on one stream, so that the dynamic batcher hands the front several
@@ -190,6 +197,7 @@ def test_one_id_from_two_clients_at_once_the_second_start_is_refused_and_the_fir
     other = StreamingCalls(server.grpc_url)
     try:
         _open_session(calls, MODEL, 7600, "The first client speaks", **GREEDY)
+        _first_audio(calls, "s7600")  # two streams are not ordered: the first START must be in first
         _send(other, "second", _session_inputs("The second one", 7600, start=True, speaker="aiden"))
         assert _next_error(other) == "session 7600 is already running"
         _send(calls, "rest", _session_inputs(" and finishes.", 7600, end=True))
