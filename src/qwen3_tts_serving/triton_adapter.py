@@ -308,7 +308,8 @@ class EngineModel:
     Drain: Triton 2.51 on SIGTERM (``--exit-timeout-secs``) reports not ready, refuses requests for models it
     is unloading and unloads a model only once its live streams are done. ``finalize()`` still waits for
     streams it holds (up to ``drain_timeout_s``) rather than failing them, and refuses new ones meanwhile
-    (UNAVAILABLE: a gateway tries another server); an open session's text is still taken.
+    (UNAVAILABLE: a gateway tries another server). An open session speaks the text it has: Triton itself
+    refuses its later requests while it stops ("... has no available versions").
     """
 
     draining = False

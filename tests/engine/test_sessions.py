@@ -9,7 +9,7 @@ from graph_rehearsal import both_frame_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwen3_tts_serving.engine.requests import Capability, SynthesisRequest
+from qwen3_tts_serving.engine.requests import Capability, EngineUnavailableError, SynthesisRequest
 from qwen3_tts_serving.engine.streams import CollectingSink
 from qwen3_tts_serving.engine.text_feed import IncrementalText
 
@@ -106,6 +106,23 @@ def test_a_session_whose_client_left_is_freed(make_engine):
     engine.step()
     assert sink.finish_reason == "cancelled"
     assert 3 not in engine._sessions
+
+
+def test_session_starts_past_a_full_queue_are_refused_at_once(make_engine):
+    """A session joins the admission queue when its first text comes; past ``max_queued_streams`` waiting it
+    is refused with the retry hint at once, as a plain stream is (sessions queued without a bound, each
+    waiting out ``max_queue_wait_s``), and forgotten: its ID may open again."""
+    engine = make_engine(Capability.CUSTOM_VOICE, max_active_streams=1, max_queued_streams=2)
+    sinks = [_open(engine, key, "Hello there, and more") for key in range(5)]
+    engine.step()  # the texts are taken before admission: two sessions queue, three find the queue full
+    refused = [sink for sink in sinks if sink.error is not None]
+    assert len(refused) == 3 and all(isinstance(sink.error, EngineUnavailableError) for sink in refused)
+    assert all("queue is full (2 requests waiting); retry" in str(sink.error) for sink in refused)
+    assert all(not sink.chunks for sink in refused)
+    assert sum(key in engine._sessions for key in range(5)) == 2
+    again = _open(engine, sinks.index(refused[0]), "Hello")  # one place left: the queued one started
+    engine.step()
+    assert again.error is None
 
 
 @both_frame_paths

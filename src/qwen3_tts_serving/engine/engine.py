@@ -232,11 +232,16 @@ class StreamingEngine:
             stream.sink.fail(EngineUnavailableError(_QUEUE_FULL.format(self.config.max_queued_streams)))
 
     def enqueue(self, stream: Stream) -> None:
-        """Into the admission queue (sessions whose first text arrived)."""
+        """Into the admission queue (a session whose first text arrived). Past ``max_queued_streams``
+        waiting it is refused at once, as ``submit`` refuses a plain stream: sessions used to queue without
+        a bound (100 STARTs on 2 slots and 2 places all waited out ``max_queue_wait_s``)."""
         with self._cond:
-            self.scheduler.enqueue([stream])
-            encoding = self._hold_for_voice([stream])
+            refused = self.scheduler.submit([stream])
+            encoding = [] if refused else self._hold_for_voice([stream])
         self._encode_voices(encoding)
+        if refused:
+            self._sessions.forget(stream)
+            stream.sink.fail(EngineUnavailableError(_QUEUE_FULL.format(self.config.max_queued_streams)))
 
     # A clone's reference clip is encoded by ``voice_encoder`` (the engine model's voice-prompt worker), off
     # this engine's thread: encoding it at admission, on the engine thread, paused every running stream for
