@@ -321,6 +321,14 @@ class ErrorKind(str, enum.Enum):
 
 # What a model answers, with UNAVAILABLE, to a request that a draining server will not finish.
 SHUTTING_DOWN = "the model server is shutting down; retry"
+# How a session's request is refused when its session is not open there (the engine's and the fronts' words):
+# text that raced the session's end, on its way, is answered with it before or after the last chunk.
+NO_OPEN_SESSION = "no open session"
+
+
+def no_open_session(session_id: int) -> str:
+    return f"{NO_OPEN_SESSION} {session_id}: it finished, timed out or never started"
+
 
 RETRYABLE = frozenset(
     {ErrorKind.CONNECT, ErrorKind.OUT_OF_MEMORY, ErrorKind.OVERLOADED, ErrorKind.UNAVAILABLE}

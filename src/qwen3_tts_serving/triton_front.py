@@ -39,6 +39,7 @@ from .contract import (
     ErrorKind,
     classify_error,
     model_parameters,
+    no_open_session,
 )
 from .engine.requests import clip_too_long
 from .load_board import LoadBoard, board_path
@@ -534,10 +535,7 @@ class SessionFront(Front):
             with self._lock:
                 session = self._sessions.get(session_id)
             if session is None:
-                message = (
-                    f"no open session {session_id}: it finished, timed out or never started "
-                    "(a session's first request carries session_start)"
-                )
+                message = f"{no_open_session(session_id)} (a session's first request carries session_start)"
                 self.fail(sender, message, "INVALID_ARG")
                 continue
             engine = session.engine

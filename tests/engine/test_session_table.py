@@ -84,8 +84,8 @@ def test_a_session_starts_when_its_first_text_arrives_and_then_grows_its_track()
     host.run()
     assert host.events[-1] == ("closed", stream)
     assert stream.text_track.closed and stream.text_track.pending > 1  # the words, then end-of-text
-    with pytest.raises(InvalidRequestError, match="no open session 1"):
-        sessions.append(1, "late")
+    with pytest.raises(InvalidRequestError, match="session 1's input is closed"):
+        sessions.append(1, "late")  # it still speaks: "no open session" would say it had ended
 
 
 def test_a_duplicate_key_and_an_overlong_text_are_refused():

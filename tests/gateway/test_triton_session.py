@@ -208,6 +208,23 @@ async def test_an_error_after_the_last_chunk_is_text_that_raced_the_end() -> Non
         await anext(audio)
 
 
+async def test_text_refused_because_the_session_just_ended_waits_for_its_last_chunk() -> None:
+    """The engine idled the session out while its text was on the way: the text's refusal can come before
+    the last chunk. The session ends with its own reason, not with that refusal."""
+    session, stream = _open()
+    audio = session.__aiter__()
+    start_id = f"{session.session_id}-0"
+    await session.send_text("late words")
+    stream.answer(
+        error=InferenceServerException("no open session 7: it finished, timed out or never started")
+    )
+    stream.answer(_chunk(start_id, 0, last=True, reason="idle_timeout"))
+    stream.answer(_final(start_id))
+    assert (await anext(audio)).finish_reason == "idle_timeout"
+    with pytest.raises(StopAsyncIteration):
+        await anext(audio)
+
+
 async def test_closing_early_cancels_the_call() -> None:
     session, stream = _open(
         voice_prompt=VoicePrompt(np.zeros(8, np.float32), np.zeros((0, 16), np.int64), None, True)

@@ -306,6 +306,14 @@ class TritonSession:
             await self.aclose()
 
     def _on_error(self, error: InferenceServerException) -> None:
+        message = error.message() or str(error)
+        if not self._finished and contract.NO_OPEN_SESSION in message:
+            # Text that raced the session's end on the engine (an idle timeout): the engine refused it, and
+            # the session's last chunk is on its way. Ending the session here would turn its reason
+            # (idle_timeout) into an error.
+            logger.info("session %s: text raced its end: %s", self.session_id, _short(message))
+            self._in_flight = None
+            return
         if not self._finished:
             raise _from_exception(error)
         logger.info("session %s: text after the end was refused: %s", self.session_id, _short(str(error)))

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from ..contract import no_open_session
 from .config import EngineConfig
 from .requests import FinishReason, InvalidRequestError
 from .streams import Stream
@@ -96,8 +97,12 @@ class Sessions:
         """Queue text for a running session; raises InvalidRequestError for an unknown or finished one."""
         with self._lock:
             session = self._by_key.get(key)
-            if session is None or session.closed:
-                raise InvalidRequestError(f"no open session {key}: it finished, timed out or never started")
+            if session is None:
+                raise InvalidRequestError(no_open_session(key))
+            if session.closed:  # still speaking: "no open session" would say it had ended
+                raise InvalidRequestError(
+                    f"session {key}'s input is closed (its end came): open a new session for more text"
+                )
             total, limit = len(session.feed.received) + len(fragment), self._config.max_text_length
             if total > limit:
                 raise InvalidRequestError(
