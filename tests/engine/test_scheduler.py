@@ -32,6 +32,17 @@ def test_a_full_queue_refuses_the_rest():
     assert scheduler.queued == 2
 
 
+def test_free_slots_are_room_too_less_those_promised_to_prepared_streams():
+    """Streams that will take a free slot are not waiting for one: a burst at an idle engine fills the free
+    slots and the queue places before anything is refused."""
+    scheduler = _scheduler(max_queued_streams=2)
+    streams = _streams(6)
+    assert scheduler.submit(streams, free_slots=3) == streams[5:]
+    scheduler = _scheduler(max_queued_streams=2)
+    scheduler.prepared.append(_streams(1)[0])  # promised one of the free slots
+    assert scheduler.submit(streams, free_slots=3) == streams[4:]
+
+
 def test_admission_fills_free_slots_oldest_first_and_keeps_the_rest_in_order():
     scheduler = _scheduler()
     streams = _streams(5)

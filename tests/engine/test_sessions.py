@@ -114,15 +114,13 @@ def test_session_starts_past_a_full_queue_are_refused_at_once(make_engine):
     waiting out ``max_queue_wait_s``), and forgotten: its ID may open again."""
     engine = make_engine(Capability.CUSTOM_VOICE, max_active_streams=1, max_queued_streams=2)
     sinks = [_open(engine, key, "Hello there, and more") for key in range(5)]
-    engine.step()  # the texts are taken before admission: two sessions queue, three find the queue full
+    engine.step()  # one session takes the slot, two wait in the queue, two find it full
     refused = [sink for sink in sinks if sink.error is not None]
-    assert len(refused) == 3 and all(isinstance(sink.error, EngineUnavailableError) for sink in refused)
+    assert len(refused) == 2 and all(isinstance(sink.error, EngineUnavailableError) for sink in refused)
     assert all("queue is full (2 requests waiting); retry" in str(sink.error) for sink in refused)
     assert all(not sink.chunks for sink in refused)
-    assert sum(key in engine._sessions for key in range(5)) == 2
-    again = _open(engine, sinks.index(refused[0]), "Hello")  # one place left: the queued one started
-    engine.step()
-    assert again.error is None
+    assert [key in engine._sessions for key in range(5)] == [True, True, True, False, False]
+    assert engine.active_count == 1 and engine.scheduler.queued == 2
 
 
 @both_frame_paths

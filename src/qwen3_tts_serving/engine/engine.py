@@ -223,7 +223,7 @@ class StreamingEngine:
         """Queue an entry batch; it joins the running batch at the next frame. Past ``max_queued_streams``
         waiting, the rest are refused at once (retry later) rather than queued into a wait nobody wants."""
         with self._cond:
-            refused = self.scheduler.submit(streams)
+            refused = self.scheduler.submit(streams, self.cache.free_count)
             taken = [stream for stream in streams if stream not in refused]
             encoding = self._hold_for_voice(taken)
             self._cond.notify()
@@ -236,7 +236,7 @@ class StreamingEngine:
         waiting it is refused at once, as ``submit`` refuses a plain stream: sessions used to queue without
         a bound (100 STARTs on 2 slots and 2 places all waited out ``max_queue_wait_s``)."""
         with self._cond:
-            refused = self.scheduler.submit([stream])
+            refused = self.scheduler.submit([stream], self.cache.free_count)
             encoding = [] if refused else self._hold_for_voice([stream])
         self._encode_voices(encoding)
         if refused:
