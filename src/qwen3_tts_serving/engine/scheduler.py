@@ -42,8 +42,7 @@ class Scheduler:
     def submit(self, streams: list[Stream], free_slots: int = 0) -> list[Stream]:
         """Queue what fits; return the streams refused because the queue is full. ``free_slots``: slots no
         stream holds or is promised; the streams that will take them are not waiting for a slot, so a burst
-        at an idle engine is not refused for want of queue places (300 at once with 64 slots and 256
-        places lost 44 while 64 slots were free)."""
+        at an idle engine is not refused for want of queue places while slots are free."""
         with self._lock:
             unclaimed = max(0, free_slots - len(self.prepared))
             room = max(0, self._config.max_queued_streams + unclaimed - len(self._pending))
