@@ -514,7 +514,11 @@ class SpeechRequest(SpeechBody):
         },
     )
 
-    model: str = "qwen3-tts"
+    model: str = Field(
+        "qwen3-tts",
+        description="Any name is accepted, so code written for OpenAI's tts-1 runs unchanged; the voice "
+        "decides which checkpoint speaks.",
+    )
     input: Text
     voice: VoiceName
     instructions: LimitedText | None = None
