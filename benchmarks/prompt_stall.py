@@ -87,7 +87,10 @@ def measure(
     clip_seconds: list[float],
     step_share: float,
     repeats: int = 3,
+    on_clip: Callable[[dict[str, Any], str], None] | None = None,
 ) -> dict[str, Any]:
+    """The figures for every clip length; ``on_clip(results, clip)`` once each clip's are in (the device
+    call's outer timeout may cut the run: what was measured by then must already be written)."""
     from qwen3_tts_serving.engine.config import EngineConfig
     from qwen3_tts_serving.engine.engine import StreamingEngine
     from qwen3_tts_serving.engine.loading import load_model
@@ -202,6 +205,8 @@ def measure(
                 how: {key: statistics.median(f[key] for f in done) for key in done[0]} | {"runs": done}
                 for how, done in runs.items()
             }
+            if on_clip is not None:
+                on_clip(results, f"{seconds:g}")
         results["stream_errors"] = [str(e) for sink in sinks for e in sink.errors]
     finally:
         engine.stop()
@@ -232,25 +237,42 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    results = measure(
-        args.checkpoint_dir, args.device, args.streams, args.clip_seconds, args.step_share, args.repeats
-    )
-    print(
-        f"median step {results['median_step_ms']:.1f} ms, {args.streams} streams on {args.device}, "
-        f"worker paced at {args.step_share:g} of a step; medians of {args.repeats} extractions"
-    )
-    print("clip s  where        extraction ms  steps (quiet)  longest pause ms (quiet)  added pause, steps")
-    for seconds, row in results["clips"].items():
-        for how, f in row.items():
+
+    def save(results: dict[str, Any], *, complete: bool) -> None:
+        if args.out:
+            args.out.write_text(json.dumps({**results, "complete": complete}, indent=2) + "\n")
+
+    def clip_done(results: dict[str, Any], seconds: str) -> None:
+        if len(results["clips"]) == 1:
+            print(
+                f"median step {results['median_step_ms']:.1f} ms, {args.streams} streams on {args.device}, "
+                f"worker paced at {args.step_share:g} of a step; medians of {args.repeats} extractions"
+            )
+            print(
+                "clip s  where        extraction ms  steps (quiet)  longest pause ms (quiet)"
+                "  added pause, steps"
+            )
+        for how, f in results["clips"][seconds].items():
             where = "beside" if how == "beside" else "engine thread"
             print(
                 f"{seconds:>6}  {where:<13}  {f['extraction_ms']:>11.0f}"
                 f"  {f['steps']:>5} ({f['quiet_steps']:>5})"
                 f"  {f['longest_pause_ms']:>12.1f} ({f['quiet_longest_pause_ms']:>6.1f})"
-                f"  {f['added_pause_steps']:>17.1f}"
+                f"  {f['added_pause_steps']:>17.1f}",
+                flush=True,
             )
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        save(results, complete=False)  # "complete": false until every clip is in
+
+    results = measure(
+        args.checkpoint_dir,
+        args.device,
+        args.streams,
+        args.clip_seconds,
+        args.step_share,
+        args.repeats,
+        on_clip=clip_done,
+    )
+    save(results, complete=True)
     return 1 if results["stream_errors"] else 0
 
 

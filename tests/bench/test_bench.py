@@ -389,12 +389,25 @@ def test_engine_figures_parse_and_difference():
     assert enginestats.delta(after, after)["running_batch_avg"] is None
 
 
-def test_the_prompt_stall_tool_measures_both_ways_on_the_tiny_base_engine(tmp_path):
+def test_the_prompt_stall_tool_measures_both_ways_on_the_tiny_base_engine(tmp_path, monkeypatch):
     from benchmarks import prompt_stall
 
     out = tmp_path / "stall.json"
+    written: list[dict] = []  # the file after each clip: a run cut by a timeout keeps what it measured
+    measure = prompt_stall.measure
+
+    def watched(*args, on_clip, **kwargs):
+        def clip_done(results, seconds):
+            on_clip(results, seconds)
+            written.append(json.loads(out.read_text()))
+
+        return measure(*args, on_clip=clip_done, **kwargs)
+
+    monkeypatch.setattr(prompt_stall, "measure", watched)
     assert prompt_stall.main(["--streams", "2", "--clip-seconds", "20", "--out", str(out)]) == 0
+    assert [(list(w["clips"]), w["complete"]) for w in written] == [(["20"], False)]
     figures = json.loads(out.read_text())
+    assert figures["complete"] is True
     beside, inline = figures["clips"]["20"]["beside"], figures["clips"]["20"]["inline"]
     assert figures["median_step_ms"] > 0 and not figures["stream_errors"]
     assert figures["step_share"] == Settings().voice_prompt_step_share  # the served default
