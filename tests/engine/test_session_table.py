@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from qwen3_tts_serving.contract import ErrorKind, classify_error
 from qwen3_tts_serving.engine.config import EngineConfig
 from qwen3_tts_serving.engine.requests import (
     Capability,
+    EngineUnavailableError,
     InvalidRequestError,
     SamplingParams,
     SynthesisRequest,
@@ -86,6 +88,26 @@ def test_a_session_starts_when_its_first_text_arrives_and_then_grows_its_track()
     assert stream.text_track.closed and stream.text_track.pending > 1  # the words, then end-of-text
     with pytest.raises(InvalidRequestError, match="session 1's input is closed"):
         sessions.append(1, "late")  # it still speaks: "no open session" would say it had ended
+
+
+def test_sessions_waiting_for_their_first_text_are_bounded_by_the_slots_and_the_queue():
+    """Each is a promise of a slot; unbounded, a client could open them by the thousand. Once one has text
+    (it joins the queue, bounded there) or ends, another may wait."""
+    sessions, host = _sessions(max_active_streams=2, max_queued_streams=1)
+    streams = [_stream() for _ in range(4)]
+    sessions.open([(key, stream, False) for key, stream in enumerate(streams)])
+    host.run()
+    assert [stream.sink.error is None for stream in streams] == [True, True, True, False]
+    assert isinstance(streams[3].sink.error, EngineUnavailableError)
+    assert "too many sessions wait for their first text (3, the most this engine holds); retry" in str(
+        streams[3].sink.error
+    )
+    assert classify_error(str(streams[3].sink.error)) is ErrorKind.OVERLOADED  # the retryable kind
+    sessions.append(0, "Hello there. ")
+    host.run()  # session 0 has its text: it waits in the admission queue now, not for text
+    later = _stream()
+    sessions.open([(9, later, False)])
+    assert later.sink.error is None
 
 
 def test_a_duplicate_key_and_an_overlong_text_are_refused():

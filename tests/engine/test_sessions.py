@@ -113,8 +113,10 @@ def test_session_starts_past_a_full_queue_are_refused_at_once(make_engine):
     is refused with the retry hint at once, as a plain stream is (sessions queued without a bound, each
     waiting out ``max_queue_wait_s``), and forgotten: its ID may open again."""
     engine = make_engine(Capability.CUSTOM_VOICE, max_active_streams=1, max_queued_streams=2)
-    sinks = [_open(engine, key, "Hello there, and more") for key in range(5)]
-    engine.step()  # one session takes the slot, two wait in the queue, two find it full
+    sinks = [_open(engine, key, "Hello there, and more") for key in range(2)]
+    engine.step()  # one takes the slot, one waits in the queue
+    sinks += [_open(engine, key, "Hello there, and more") for key in range(2, 5)]
+    engine.step()  # one more place in the queue: two find it full
     refused = [sink for sink in sinks if sink.error is not None]
     assert len(refused) == 2 and all(isinstance(sink.error, EngineUnavailableError) for sink in refused)
     assert all("queue is full (2 requests waiting); retry" in str(sink.error) for sink in refused)

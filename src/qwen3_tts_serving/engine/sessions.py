@@ -18,7 +18,7 @@ import torch
 
 from ..contract import no_open_session
 from .config import EngineConfig
-from .requests import FinishReason, InvalidRequestError
+from .requests import EngineUnavailableError, FinishReason, InvalidRequestError
 from .streams import Stream
 from .text_feed import IncrementalText
 
@@ -74,12 +74,27 @@ class Sessions:
         return sum(not session.queued for session in list(self._by_key.values()))
 
     # ------------------------------------------------------------------------------- any thread
+    @property
+    def max_waiting_to_start(self) -> int:
+        """Sessions an engine keeps waiting for their first text: as many as it holds in slots and queue.
+        They hold neither until their text comes, but each is a promise of one; unbounded, a client could
+        open them by the thousand (the sequence batcher used to bound them by its slots)."""
+        return self._config.max_active_streams + self._config.max_queued_streams
+
     def open(self, entries: list[tuple[int, Stream, bool]]) -> None:
         """Start sessions (key, stream, input already closed); their text may keep arriving."""
         with self._lock:
             for key, stream, closed in entries:
                 if key in self._by_key:
                     stream.sink.fail(InvalidRequestError(f"session {key} is already running"))
+                    continue
+                if self.waiting_to_start >= self.max_waiting_to_start:
+                    stream.sink.fail(
+                        EngineUnavailableError(
+                            f"too many sessions wait for their first text ({self.max_waiting_to_start}, "
+                            "the most this engine holds); retry shortly"
+                        )
+                    )
                     continue
                 stream.session_key = key
                 if stream.lookahead is None:
