@@ -26,7 +26,8 @@ import pytest
 from qwen3_tts_gateway.embedded import serve_in_thread
 
 from gateway.conftest import gateway_settings
-from qwen3_tts_serving.settings import PROJECT_ROOT
+from qwen3_tts_serving.launcher import TritonServer, build_model_repository
+from qwen3_tts_serving.settings import PROJECT_ROOT, Settings
 
 from .playground import API_KEY, KEY_STORAGE, SPEAKERS, premium_voices, script_errors, wait
 
@@ -194,3 +195,26 @@ def page(browser: Any, playground_url: str) -> Iterator[Any]:
     browser.get_log("browser")  # start each test with an empty console
     yield browser
     assert script_errors(browser) == []
+
+
+def own_server_settings(work: Path, checkpoints: Path, **overrides: Any) -> Settings:
+    """Settings of a test's own tritonserver: its cache under ``work``, ``checkpoints``, every port picked
+    free, and no real-time admission guard (a loaded CI machine must not hold newcomers back)."""
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        cache_dir=work / "cache",
+        checkpoint_dir=checkpoints,
+        triton_http_port=0,
+        triton_grpc_port=0,
+        triton_metrics_port=0,
+        realtime_step_budget_s=0.0,
+        **overrides,
+    )
+
+
+@contextmanager
+def own_server(settings: Settings, work: Path, models: list[str]) -> Iterator[TritonServer]:
+    """A real tritonserver serving ``models`` from a repository built under ``work``; always stopped."""
+    repository = build_model_repository(settings, work / "model_repository", models)
+    with TritonServer(repository, settings, log_path=work / "triton.log") as server:
+        yield server

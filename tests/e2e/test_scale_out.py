@@ -36,8 +36,8 @@ from websockets.sync.client import connect as ws_connect
 from qwen3_tts_serving import engine_metrics
 from qwen3_tts_serving.launcher import TritonServer, build_model_repository
 from qwen3_tts_serving.launcher.process import ManagedProcess, http_ok
-from qwen3_tts_serving.settings import Settings
 
+from .conftest import own_server_settings
 from .test_shared_voices import gateway_process
 
 pytestmark = pytest.mark.e2e
@@ -169,16 +169,7 @@ def stack(
     tiny_checkpoints: Path, postgres_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("scale-out")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        cache_dir=work / "cache",
-        checkpoint_dir=tiny_checkpoints,
-        triton_http_port=0,
-        triton_grpc_port=0,
-        triton_metrics_port=0,
-        realtime_step_budget_s=0.0,
-        triton_drain_timeout_s=60.0,
-    )
+    settings = own_server_settings(work, tiny_checkpoints, triton_drain_timeout_s=60.0)
     repository = build_model_repository(settings, work / "model_repository", [MODEL])
     servers = [TritonServer(repository, settings, log_path=work / f"triton-{n}.log") for n in (1, 2)]
     with ExitStack() as stack:

@@ -21,11 +21,10 @@ import tritonclient.grpc as grpcclient
 from websockets.sync.client import connect as ws_connect
 
 from qwen3_tts_serving import contract, server_watch
-from qwen3_tts_serving.launcher import TritonServer, build_model_repository
+from qwen3_tts_serving.launcher import TritonServer
 from qwen3_tts_serving.load_board import LoadBoard, board_path
-from qwen3_tts_serving.settings import Settings
 
-from .conftest import Gateway, running_gateway
+from .conftest import Gateway, own_server, own_server_settings, running_gateway
 from .test_triton_models import (
     AUDIO_ATOL,
     StreamingCalls,
@@ -51,22 +50,16 @@ MISSING_SESSION_ID = "session_id is required on every request of a session: UINT
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     root = tmp_path_factory.mktemp("session-contract")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        cache_dir=root / "cache",
-        checkpoint_dir=tiny_checkpoints,
-        triton_http_port=0,
-        triton_grpc_port=0,
-        triton_metrics_port=0,
-        realtime_step_budget_s=0.0,
+    settings = own_server_settings(
+        root,
+        tiny_checkpoints,
         triton_drain_timeout_s=DRAIN_S,
         max_active_streams=SLOTS,
         max_queued_streams=QUEUED,
         max_queue_wait_s=QUEUE_WAIT_S,
         session_idle_timeout_s=20.0,
     )
-    repository = build_model_repository(settings, root / "model_repository", ["custom_voice", MODEL])
-    with TritonServer(repository, settings, log_path=root / "triton.log") as started:
+    with own_server(settings, root, ["custom_voice", MODEL]) as started:
         yield started
 
 

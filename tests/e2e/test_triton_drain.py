@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from qwen3_tts_serving import contract, server_watch
-from qwen3_tts_serving.launcher import TritonServer, build_model_repository
-from qwen3_tts_serving.settings import Settings
+from qwen3_tts_serving.launcher import TritonServer
 
+from .conftest import own_server, own_server_settings
 from .test_triton_models import StreamingCalls, _open_session
 
 pytestmark = pytest.mark.e2e
@@ -36,19 +36,8 @@ LONG_TEXT = " ".join(["A stream that goes on well past the drain of the server i
 
 @pytest.fixture
 def server(tiny_checkpoints: Path, tmp_path: Path) -> Iterator[TritonServer]:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        cache_dir=tmp_path / "cache",
-        checkpoint_dir=tiny_checkpoints,
-        triton_http_port=0,
-        triton_grpc_port=0,
-        triton_metrics_port=0,
-        realtime_step_budget_s=0.0,
-        triton_drain_timeout_s=DRAIN_S,
-    )
-    models = ["custom_voice", contract.CUSTOM_VOICE_SESSION]
-    repository = build_model_repository(settings, tmp_path / "model_repository", models)
-    with TritonServer(repository, settings, log_path=tmp_path / "triton.log") as started:
+    settings = own_server_settings(tmp_path, tiny_checkpoints, triton_drain_timeout_s=DRAIN_S)
+    with own_server(settings, tmp_path, ["custom_voice", contract.CUSTOM_VOICE_SESSION]) as started:
         yield started
 
 
